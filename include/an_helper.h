@@ -1,0 +1,113 @@
+/*
+ * an_helper.h: htmengine's AnomalyLikelihoodHelper.updateModelAnomalyScores
+ * (spec §2.3) as a state machine over one batch of rows.
+ *
+ * The helper knows nothing of storage: earlier processed rows come from an
+ * an_sample_source (PostgreSQL in the service, memory in the offline tool and
+ * the vector runner). It owns a reusable cache buffer, so steady-state
+ * batches allocate nothing.
+ */
+#ifndef AN_HELPER_H
+#define AN_HELPER_H
+
+#include "an_likelihood.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* [anomaly_likelihood] config plus the helper's hard-coded constants. */
+typedef struct an_helper_config {
+    an_variant variant;
+    int min_sample_size;   /* statistics_min_sample_size, 100 */
+    int refresh_rate;      /* statistics_refresh_rate, 24 */
+    int sample_size;       /* statistics_sample_size, 8640 */
+    int skip_records;      /* NUM_SKIP_RECORDS, 288 */
+    int averaging_window;  /* 10 */
+} an_helper_config;
+
+/* The defaults above. */
+an_helper_config an_helper_config_default(void);
+
+/* Earlier processed rows of one metric (rows whose raw score is stored),
+ * excluding the batch being scored. Both callbacks return 0 or a negative
+ * AN_E* code with a message in err. */
+typedef struct an_sample_source {
+    void *ctx;
+    int (*processed_count)(void *ctx, int64_t *count, char *err, size_t errlen);
+    /* The newest n processed rows in ascending rowid order; *got <= n. */
+    int (*tail)(void *ctx, size_t n, an_sample *out, size_t *got, char *err,
+                size_t errlen);
+} an_sample_source;
+
+/* anomalyLikelihoodParams: null (present == false) or
+ * {"last_rowid_for_stats": int, "params": {...}}. */
+typedef struct an_helper_state {
+    bool present;
+    int64_t last_rowid_for_stats;
+    an_lk_params params;
+} an_helper_state;
+
+/* One row of the batch: inputs rowid/value/raw; outputs anomaly_score and
+ * scored (false: the row was not scored and its score stays 0). */
+typedef struct an_row {
+    int64_t rowid;
+    double value;
+    double raw;
+    double anomaly_score;
+    bool scored;
+} an_row;
+
+/* Diagnostics, in the order the original logs them (the vectors' "events"). */
+typedef enum {
+    AN_EV_REFRESH,         /* numRows, firstRowid, lastRowid */
+    AN_EV_INIT,            /* cacheLen, firstRowid, lastRowid */
+    AN_EV_RUN,             /* startIdx, limitIdx, startRowid, endRowID, last_rowid_for_stats, R */
+    AN_EV_GREEDY_BREAK,    /* rowid */
+    AN_EV_CUTOFF_PRECEDES, /* startRowid, endRowID */
+    AN_EV_BYPASS_REFRESH,  /* startRowid, endRowID */
+    AN_EV_NOT_ENOUGH,      /* cacheLen, min  (error log of _generateAnomalyParams) */
+} an_helper_event_kind;
+
+typedef struct an_helper_event {
+    an_helper_event_kind kind;
+    int nargs;
+    int64_t args[6];
+} an_helper_event;
+
+typedef void (*an_helper_event_fn)(void *ud, const an_helper_event *ev);
+
+/* "refresh", "init", ... as in the vectors. */
+const char *an_helper_event_name(an_helper_event_kind k);
+
+typedef struct an_helper an_helper;
+
+/* Returns a new helper (caller owns; an_helper_free) or NULL on ENOMEM.
+ * on_event may be NULL. */
+an_helper *an_helper_new(const an_helper_config *cfg, an_helper_event_fn on_event,
+                         void *ud);
+void an_helper_free(an_helper *h);
+
+/* Scores rows[0..m) (ascending, consecutive rowids) and advances *state.
+ * On entry every row's anomaly_score is taken as 0 and scored as false.
+ * Returns 0; AN_EINVAL for m == 0 or rows out of order; AN_EIO when the
+ * sample source fails (its message is in err); AN_ENOMEM. On error *state
+ * is unchanged. */
+int an_helper_update(an_helper *h, const an_sample_source *src,
+                     an_helper_state *state, an_row *rows, size_t m,
+                     char *err, size_t errlen);
+
+/* refreshInterval for a batch of m rows: int(max(refresh_rate, 0.1 * m)). */
+int an_helper_refresh_interval(const an_helper_config *cfg, size_t m);
+
+/* State <-> JSON. to_json returns a new reference (json null when
+ * !present); from_json accepts JSON null / NULL pointer (absent) and an
+ * object; anything else is AN_EINVAL with a message naming the key. */
+json_t *an_helper_state_to_json(const an_helper_state *s);
+int an_helper_state_from_json(const json_t *j, an_helper_state *s, char *err,
+                              size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AN_HELPER_H */
