@@ -1,10 +1,50 @@
 /* anomalyctl: operator and developer commands. Thin: dispatch to ctl_*.c. */
 #include <stdio.h>
+#include <string.h>
+
+#include "an_version.h"
+#include "ctl.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *usage;
+} commands[] = {
+    {"likelihood", ctl_likelihood,
+     "likelihood --csv FILE [--batch-size N | --schedule N,N,...] [--variant V] [--config FILE]"},
+    {"db", ctl_db, "db init [--config FILE]"},
+    {"replay", ctl_replay,
+     "replay --csv FILE --metric NAME [--batch-size N] [--live-after N] [--config FILE]"},
+    {"tail", ctl_tail, "tail [--count N] [--follow] [--config FILE]"},
+    {"status", ctl_status, "status [--config FILE]"},
+    {"consumers", ctl_consumers, "consumers list|prune --idle MS [--config FILE]"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "anomalyctl %s\nusage:\n", an_version());
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  anomalyctl %s\n", commands[i].usage);
+}
 
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "anomalyctl: not built yet\n");
-    return 1;
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("anomalyctl %s\n", an_version());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "anomalyctl: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
 }
