@@ -23,6 +23,8 @@
 
 #include <jansson.h>
 
+#include "an_error.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -33,15 +35,6 @@ extern "C" {
 #define AN_LK_MAX_WINDOW 256
 
 #define AN_LK_DEFAULT_WINDOW 10
-
-/* Error codes shared by the library (0 = ok). */
-enum {
-    AN_OK = 0,
-    AN_EINVAL = -1,   /* bad argument or malformed input */
-    AN_ENOMEM = -2,
-    AN_EIO = -3,      /* a sample source or other I/O failed */
-    AN_ERANGE = -4,   /* a value outside what the format accepts */
-};
 
 typedef enum {
     AN_VARIANT_HTMENGINE = 0,
