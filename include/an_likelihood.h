@@ -134,7 +134,10 @@ double an_rescale_for_display(double anomaly_score, bool active);
 int64_t an_display_value(double anomaly_score, bool active);
 
 /* The nupic AnomalyLikelihood class (anomalyProbability), used by the
- * vectors' "class" case. Owns its history buffer: an_lk_class_free. */
+ * vectors' "class" case. Owns its history buffer: an_lk_class_free.
+ * an_lk_class_new returns NULL on ENOMEM or invalid arguments (negative
+ * periods, learning_period + estimation_samples == 0, historic_window or
+ * reestimation_period < 1). */
 typedef struct an_lk_class an_lk_class;
 an_lk_class *an_lk_class_new(an_variant v, int learning_period,
                              int estimation_samples, int historic_window,
@@ -145,6 +148,10 @@ an_lk_class *an_lk_class_new(an_variant v, int learning_period,
 double an_lk_class_probability(an_lk_class *c, double value, double raw,
                                bool *reestimated);
 const an_lk_params *an_lk_class_params(const an_lk_class *c);
+/* History length and skipRecords of the most recent re-estimation (0, 0
+ * before the first). Either pointer may be NULL. */
+void an_lk_class_last_estimate(const an_lk_class *c, size_t *history_len,
+                               size_t *skip);
 void an_lk_class_free(an_lk_class *c);
 
 /* ---- params <-> JSON (original key names) ----
