@@ -1,0 +1,1202 @@
+/*
+ * codec.c: input entry decoding, output message encoding (an_codec.h).
+ */
+#include "an_codec.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+/* ------------------------------------------------------------ helpers */
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static char *xstrndup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* Quote a short piece of untrusted text for a reason string: printable ASCII
+ * kept, the rest as \xNN, truncated to ~32 bytes. */
+static void quote_short(char *dst, size_t dstlen, const char *s, size_t n)
+{
+    size_t o = 0;
+    if (dstlen == 0)
+        return;
+    for (size_t i = 0; i < n && o + 5 < dstlen; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (i >= 32) {
+            if (o + 4 < dstlen) {
+                memcpy(dst + o, "...", 3);
+                o += 3;
+            }
+            break;
+        }
+        if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\') {
+            dst[o++] = (char)c;
+        } else {
+            o += (size_t)snprintf(dst + o, dstlen - o, "\\x%02x", c);
+        }
+    }
+    dst[o < dstlen ? o : dstlen - 1] = '\0';
+}
+
+const an_field *an_field_find(const an_field *fields, size_t n, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (fields[i].name_len == len && memcmp(fields[i].name, name, len) == 0)
+            return &fields[i];
+    return NULL;
+}
+
+int an_encoding_parse(const char *s, size_t len, an_encoding *out)
+{
+    if (!s)
+        return AN_EINVAL;
+    if (len == 4 && memcmp(s, "json", 4) == 0) {
+        *out = AN_ENC_JSON;
+        return 0;
+    }
+    if (len == 4 && memcmp(s, "zlib", 4) == 0) {
+        *out = AN_ENC_ZLIB;
+        return 0;
+    }
+    return AN_EINVAL;
+}
+
+const char *an_encoding_name(an_encoding e)
+{
+    return e == AN_ENC_ZLIB ? "zlib" : "json";
+}
+
+an_codec_limits an_codec_limits_default(void)
+{
+    an_codec_limits l = {AN_CODEC_DEFAULT_MAX_ENTRY_BYTES,
+                         AN_CODEC_DEFAULT_MAX_INFLATED_BYTES};
+    return l;
+}
+
+/* ------------------------------------------------------------ zlib */
+
+int an_zlib_compress(const void *in, size_t inlen, char **out, size_t *outlen,
+                     char *err, size_t errlen)
+{
+    *out = NULL;
+    *outlen = 0;
+    if (inlen > (size_t)UINT32_MAX) {
+        seterr(err, errlen, "zlib input too large (%zu bytes)", inlen);
+        return AN_ERANGE;
+    }
+    uLong bound = compressBound((uLong)inlen);
+    char *buf = malloc(bound ? bound : 1);
+    if (!buf) {
+        seterr(err, errlen, "out of memory");
+        return AN_ENOMEM;
+    }
+    uLongf dlen = bound;
+    int zr = compress2((Bytef *)buf, &dlen, (const Bytef *)in, (uLong)inlen, 6);
+    if (zr != Z_OK) {
+        free(buf);
+        seterr(err, errlen, "zlib compress failed (%d)", zr);
+        return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
+    }
+    *out = buf;
+    *outlen = dlen;
+    return 0;
+}
+
+int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
+                    size_t *outlen, char *err, size_t errlen)
+{
+    *out = NULL;
+    *outlen = 0;
+    if (max_out == 0)
+        max_out = AN_CODEC_DEFAULT_MAX_INFLATED_BYTES;
+    if (inlen > (size_t)UINT32_MAX) {
+        seterr(err, errlen, "zlib input too large (%zu bytes)", inlen);
+        return AN_ERANGE;
+    }
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit(&zs) != Z_OK) {
+        seterr(err, errlen, "out of memory (inflateInit)");
+        return AN_ENOMEM;
+    }
+    /* Start small relative to the input, grow by doubling, never past
+     * max_out + 1 (the +1 detects "more than max_out" and holds the NUL). */
+    size_t cap = inlen < 4096 ? 16384 : inlen * 4;
+    if (cap > max_out + 1)
+        cap = max_out + 1;
+    char *buf = malloc(cap);
+    if (!buf) {
+        inflateEnd(&zs);
+        seterr(err, errlen, "out of memory");
+        return AN_ENOMEM;
+    }
+    zs.next_in = (Bytef *)(uintptr_t)in;
+    zs.avail_in = (uInt)inlen;
+    size_t used = 0;
+    int rc = 0;
+    for (;;) {
+        if (used == cap) {
+            if (cap >= max_out + 1) {
+                seterr(err, errlen,
+                       "zlib stream inflates beyond max_inflated_bytes (%zu)",
+                       max_out);
+                rc = AN_ERANGE;
+                break;
+            }
+            size_t ncap = cap * 2 > max_out + 1 ? max_out + 1 : cap * 2;
+            char *nb = realloc(buf, ncap);
+            if (!nb) {
+                seterr(err, errlen, "out of memory");
+                rc = AN_ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t room = cap - used;
+        if (room > (size_t)UINT32_MAX)
+            room = UINT32_MAX;
+        zs.next_out = (Bytef *)buf + used;
+        zs.avail_out = (uInt)room;
+        int zr = inflate(&zs, Z_NO_FLUSH);
+        used += room - zs.avail_out;
+        if (zr == Z_STREAM_END) {
+            if (used > max_out) {
+                seterr(err, errlen,
+                       "zlib stream inflates beyond max_inflated_bytes (%zu)",
+                       max_out);
+                rc = AN_ERANGE;
+            } else if (zs.avail_in != 0) {
+                seterr(err, errlen, "%u trailing bytes after the zlib stream",
+                       zs.avail_in);
+                rc = AN_EINVAL;
+            }
+            break;
+        }
+        if (zr == Z_OK)
+            continue;
+        if (zr == Z_BUF_ERROR) {
+            if (zs.avail_out == 0)
+                continue; /* needs more room */
+            seterr(err, errlen, "truncated zlib stream");
+            rc = AN_EINVAL;
+            break;
+        }
+        if (zr == Z_MEM_ERROR) {
+            seterr(err, errlen, "out of memory (inflate)");
+            rc = AN_ENOMEM;
+            break;
+        }
+        /* Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR */
+        seterr(err, errlen, "corrupt zlib stream (%s)",
+               zs.msg ? zs.msg : (zr == Z_NEED_DICT ? "needs a dictionary"
+                                                     : "bad data"));
+        rc = AN_EINVAL;
+        break;
+    }
+    inflateEnd(&zs);
+    if (rc != 0) {
+        free(buf);
+        return rc;
+    }
+    if (used == cap) { /* room for the NUL (used <= max_out < cap here
+                          unless cap was exactly filled below the limit) */
+        char *nb = realloc(buf, cap + 1);
+        if (!nb) {
+            free(buf);
+            seterr(err, errlen, "out of memory");
+            return AN_ENOMEM;
+        }
+        buf = nb;
+    }
+    buf[used] = '\0';
+    *out = buf;
+    *outlen = used;
+    return 0;
+}
+
+/* ------------------------------------------------------------ JSON */
+
+int an_json_field_decode(const char *data, size_t len, an_encoding enc,
+                         size_t max_inflated, json_t **out, char *err,
+                         size_t errlen)
+{
+    *out = NULL;
+    char *inflated = NULL;
+    size_t tlen = len;
+    const char *text = data;
+    if (enc == AN_ENC_ZLIB) {
+        int rc = an_zlib_inflate(data, len, max_inflated, &inflated, &tlen,
+                                 err, errlen);
+        if (rc)
+            return rc;
+        text = inflated;
+    }
+    json_error_t je;
+    /* No JSON_ALLOW_NUL: "\u0000" inside strings is rejected. jansson
+     * rejects NaN/Infinity tokens and overflowing reals/integers. */
+    json_t *v = json_loadb(text, tlen, 0, &je);
+    free(inflated);
+    if (!v) {
+        seterr(err, errlen, "invalid JSON at line %d column %d: %s", je.line,
+               je.column, je.text);
+        return AN_EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+char *an_codec_fmt_double(char *buf, size_t len, double d)
+{
+    if (isnan(d)) {
+        snprintf(buf, len, "nan");
+        return buf;
+    }
+    if (isinf(d)) {
+        snprintf(buf, len, d < 0 ? "-inf" : "inf");
+        return buf;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, d);
+        if (prec == 17 || strtod(buf, NULL) == d)
+            break;
+    }
+    /* Make sure it reads back as a real: "1" -> "1.0"; "1e+20" is fine. */
+    if (!strpbrk(buf, ".eEn")) {
+        size_t l = strlen(buf);
+        if (l + 3 <= len)
+            memcpy(buf + l, ".0", 3);
+    }
+    return buf;
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool fail;
+} sbuf;
+
+static void sb_reserve(sbuf *b, size_t more)
+{
+    if (b->fail)
+        return;
+    if (b->len + more + 1 <= b->cap)
+        return;
+    size_t ncap = b->cap ? b->cap : 256;
+    while (ncap < b->len + more + 1)
+        ncap *= 2;
+    char *np = realloc(b->p, ncap);
+    if (!np) {
+        b->fail = true;
+        return;
+    }
+    b->p = np;
+    b->cap = ncap;
+}
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    sb_reserve(b, n);
+    if (b->fail)
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+static void sb_str(sbuf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    sb_reserve(b, n + 2);
+    sb_put(b, "\"", 1);
+    size_t run = 0; /* start of the pending unescaped run */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = NULL;
+        char u[7];
+        switch (c) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        default:
+            if (c < 0x20 || c == 0x7f) {
+                u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
+                u[4] = hex[c >> 4]; u[5] = hex[c & 15]; u[6] = '\0';
+                esc = u;
+            }
+        }
+        if (esc) {
+            sb_put(b, s + run, i - run);
+            sb_puts(b, esc);
+            run = i + 1;
+        }
+    }
+    sb_put(b, s + run, n - run);
+    sb_put(b, "\"", 1);
+}
+
+static void sb_json(sbuf *b, const json_t *v, int depth)
+{
+    char num[40];
+    if (b->fail)
+        return;
+    if (depth > 2048) {
+        b->fail = true;
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *key;
+        json_t *val;
+        bool first = true;
+        sb_put(b, "{", 1);
+        /* jansson >= 2.8 iterates objects in insertion order. */
+        json_object_foreach((json_t *)v, key, val) {
+            if (!first)
+                sb_put(b, ",", 1);
+            first = false;
+            sb_str(b, key, strlen(key));
+            sb_put(b, ":", 1);
+            sb_json(b, val, depth + 1);
+        }
+        sb_put(b, "}", 1);
+        break;
+    }
+    case JSON_ARRAY: {
+        sb_put(b, "[", 1);
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (i)
+                sb_put(b, ",", 1);
+            sb_json(b, json_array_get(v, i), depth + 1);
+        }
+        sb_put(b, "]", 1);
+        break;
+    }
+    case JSON_STRING:
+        sb_str(b, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT,
+                 json_integer_value(v));
+        sb_puts(b, num);
+        break;
+    case JSON_REAL: {
+        double d = json_real_value(v);
+        if (!isfinite(d)) {
+            b->fail = true;
+            return;
+        }
+        sb_puts(b, an_codec_fmt_double(num, sizeof num, d));
+        break;
+    }
+    case JSON_TRUE:
+        sb_puts(b, "true");
+        break;
+    case JSON_FALSE:
+        sb_puts(b, "false");
+        break;
+    case JSON_NULL:
+        sb_puts(b, "null");
+        break;
+    }
+}
+
+char *an_json_dumps(const json_t *v, size_t *len)
+{
+    sbuf b = {0};
+    if (!v)
+        return NULL;
+    sb_json(&b, v, 0);
+    if (!b.fail && !b.p)
+        sb_put(&b, "", 0);
+    if (b.fail || !b.p) {
+        free(b.p);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.p;
+}
+
+char *an_predictions_text(const json_t *p)
+{
+    if (!p || json_is_null(p))
+        return strdup("null");
+    return an_json_dumps(p, NULL);
+}
+
+/* ------------------------------------------------------------ decoding */
+
+static void free_result(an_result *r)
+{
+    if (r->kind == AN_RES_INFERENCE) {
+        free(r->u.inf.error);
+        json_decref(r->u.inf.predictions);
+    } else if (r->kind == AN_RES_COMMAND) {
+        free(r->u.cmd.command_id);
+        free(r->u.cmd.method);
+        free(r->u.cmd.error);
+        json_decref(r->u.cmd.args);
+    }
+}
+
+void an_batch_free(an_batch *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n; i++)
+        free_result(&b->results[i]);
+    free(b->results);
+    free(b);
+}
+
+static const char *jtype(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "object";
+    case JSON_ARRAY: return "array";
+    case JSON_STRING: return "string";
+    case JSON_INTEGER: return "integer";
+    case JSON_REAL: return "real";
+    case JSON_TRUE:
+    case JSON_FALSE: return "boolean";
+    case JSON_NULL: return "null";
+    }
+    return "?";
+}
+
+/* Error reasons are prefixed "batch[i]: ". */
+#define RFAIL(...)                                                            \
+    do {                                                                      \
+        seterr(reason, reasonlen, __VA_ARGS__);                               \
+        return AN_EINVAL;                                                     \
+    } while (0)
+
+static int get_int(const json_t *a, size_t idx, size_t i, const char *sig,
+                   const char *what, int64_t *out, char *reason,
+                   size_t reasonlen)
+{
+    const json_t *v = json_array_get(a, idx);
+    if (!json_is_integer(v))
+        RFAIL("batch[%zu]: %s %s must be an integer, got %s", i, sig, what,
+              jtype(v));
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* string or null -> *out (malloc'd or NULL). */
+static int get_str_or_null(const json_t *a, size_t idx, size_t i,
+                           const char *sig, const char *what, char **out,
+                           char *reason, size_t reasonlen, int *enomem)
+{
+    const json_t *v = json_array_get(a, idx);
+    *out = NULL;
+    if (json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        RFAIL("batch[%zu]: %s %s must be a string or null, got %s", i, sig,
+              what, jtype(v));
+    *out = xstrndup(json_string_value(v), json_string_length(v));
+    if (!*out) {
+        *enomem = 1;
+        seterr(reason, reasonlen, "out of memory");
+        return AN_ENOMEM;
+    }
+    return 0;
+}
+
+static int decode_inference(const json_t *a, size_t i, const char *sig,
+                            bool legacy, an_inference_result *r, char *reason,
+                            size_t reasonlen)
+{
+    size_t need = legacy ? 5 : 6;
+    int enomem = 0;
+    if (json_array_size(a) != need)
+        RFAIL("batch[%zu]: %s needs %zu elements, got %zu", i, sig, need,
+              json_array_size(a));
+    r->legacy = legacy;
+    if (get_int(a, 1, i, sig, "rowID", &r->rowid, reason, reasonlen) ||
+        get_int(a, 2, i, sig, "status", &r->status, reason, reasonlen))
+        return AN_EINVAL;
+    const json_t *score = json_array_get(a, 3);
+    if (json_is_number(score)) {
+        r->has_score = true;
+        r->score = json_number_value(score);
+        if (!isfinite(r->score))
+            RFAIL("batch[%zu]: %s anomalyScore is not finite", i, sig);
+    } else if (!json_is_null(score)) {
+        RFAIL("batch[%zu]: %s anomalyScore must be a number or null, got %s",
+              i, sig, jtype(score));
+    }
+    int rc = get_str_or_null(a, 4, i, sig, "errorMessage", &r->error, reason,
+                             reasonlen, &enomem);
+    if (rc)
+        return rc;
+    if (!legacy) {
+        json_t *p = json_array_get(a, 5);
+        if (json_is_object(p))
+            r->predictions = json_incref(p);
+        else if (!json_is_null(p))
+            RFAIL("batch[%zu]: %s multiStepBestPredictions must be an object "
+                  "or null, got %s",
+                  i, sig, jtype(p));
+    }
+    if (r->status == 0) {
+        if (!r->has_score)
+            RFAIL("batch[%zu]: %s rowID=%" PRId64
+                  ": status 0 needs a numeric anomalyScore",
+                  i, sig, r->rowid);
+        if (r->error)
+            RFAIL("batch[%zu]: %s rowID=%" PRId64
+                  ": status 0 with an errorMessage",
+                  i, sig, r->rowid);
+    } else {
+        if (!r->error)
+            RFAIL("batch[%zu]: %s rowID=%" PRId64 ": status %" PRId64
+                  " needs an errorMessage string",
+                  i, sig, r->rowid, r->status);
+        if (r->has_score || r->predictions)
+            RFAIL("batch[%zu]: %s rowID=%" PRId64 ": status %" PRId64
+                  " with an anomalyScore or predictions",
+                  i, sig, r->rowid, r->status);
+    }
+    return 0;
+}
+
+static int decode_command(const json_t *a, size_t i, an_command_result *r,
+                          char *reason, size_t reasonlen)
+{
+    int enomem = 0;
+    if (json_array_size(a) != 6)
+        RFAIL("batch[%zu]: mcR needs 6 elements, got %zu", i,
+              json_array_size(a));
+    const json_t *cid = json_array_get(a, 1);
+    const json_t *meth = json_array_get(a, 2);
+    if (!json_is_string(cid))
+        RFAIL("batch[%zu]: mcR commandID must be a string, got %s", i,
+              jtype(cid));
+    if (!json_is_string(meth))
+        RFAIL("batch[%zu]: mcR method must be a string, got %s", i,
+              jtype(meth));
+    r->command_id = xstrndup(json_string_value(cid), json_string_length(cid));
+    r->method = xstrndup(json_string_value(meth), json_string_length(meth));
+    if (!r->command_id || !r->method) {
+        seterr(reason, reasonlen, "out of memory");
+        return AN_ENOMEM;
+    }
+    if (get_int(a, 3, i, "mcR", "status", &r->status, reason, reasonlen))
+        return AN_EINVAL;
+    json_t *args = json_array_get(a, 4);
+    if (json_is_object(args))
+        r->args = json_incref(args);
+    else if (!json_is_null(args))
+        RFAIL("batch[%zu]: mcR args must be an object or null, got %s", i,
+              jtype(args));
+    int rc = get_str_or_null(a, 5, i, "mcR", "errorMessage", &r->error, reason,
+                             reasonlen, &enomem);
+    if (rc)
+        return rc;
+    if (r->status == 0) {
+        if (r->error)
+            RFAIL("batch[%zu]: mcR commandID=%.64s: status 0 with an "
+                  "errorMessage",
+                  i, r->command_id);
+    } else {
+        if (!r->error)
+            RFAIL("batch[%zu]: mcR commandID=%.64s: status %" PRId64
+                  " needs an errorMessage string",
+                  i, r->command_id, r->status);
+        if (r->args)
+            RFAIL("batch[%zu]: mcR commandID=%.64s: status %" PRId64
+                  " with args",
+                  i, r->command_id, r->status);
+    }
+    return 0;
+}
+
+static int check_model(const char *m, size_t n, char *reason, size_t reasonlen)
+{
+    char q[160];
+    if (n == 0)
+        RFAIL("model: empty");
+    if (n > AN_UID_MAX) {
+        quote_short(q, sizeof q, m, n);
+        RFAIL("model: %zu bytes, longer than %d ('%s')", n, AN_UID_MAX, q);
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)m[i];
+        if (c < 0x21 || c > 0x7e) {
+            quote_short(q, sizeof q, m, n);
+            RFAIL("model: byte %zu is not printable ASCII ('%s')", i, q);
+        }
+    }
+    return 0;
+}
+
+int an_batch_decode_parts(const char *model, size_t model_len,
+                          const char *batch, size_t batch_len,
+                          an_encoding enc, const an_codec_limits *limits,
+                          an_batch **out, char *reason, size_t reasonlen)
+{
+    an_codec_limits lim = limits ? *limits : an_codec_limits_default();
+    *out = NULL;
+    if (!model || !batch)
+        RFAIL("missing field '%s'", model ? "batch" : "model");
+    int rc = check_model(model, model_len, reason, reasonlen);
+    if (rc)
+        return rc;
+
+    char sub[256];
+    json_t *root = NULL;
+    rc = an_json_field_decode(batch, batch_len, enc, lim.max_inflated_bytes,
+                              &root, sub, sizeof sub);
+    if (rc) {
+        seterr(reason, reasonlen, "batch: %s", sub);
+        return rc;
+    }
+    if (!json_is_array(root)) {
+        seterr(reason, reasonlen, "batch: must be a JSON array, got %s",
+               jtype(root));
+        json_decref(root);
+        return AN_EINVAL;
+    }
+    size_t n = json_array_size(root);
+    if (n == 0) {
+        json_decref(root);
+        RFAIL("batch: empty array");
+    }
+    an_batch *b = calloc(1, sizeof *b);
+    if (b)
+        b->results = calloc(n, sizeof *b->results);
+    if (!b || !b->results) {
+        free(b);
+        json_decref(root);
+        seterr(reason, reasonlen, "out of memory");
+        return AN_ENOMEM;
+    }
+    memcpy(b->model, model, model_len);
+    b->model[model_len] = '\0';
+    b->encoding = enc;
+
+    for (size_t i = 0; i < n; i++) {
+        const json_t *a = json_array_get(root, i);
+        an_result *r = &b->results[i];
+        b->n = i + 1; /* so an_batch_free frees what was filled */
+        if (!json_is_array(a)) {
+            seterr(reason, reasonlen,
+                   "batch[%zu]: result must be an array, got %s", i, jtype(a));
+            rc = AN_EINVAL;
+            break;
+        }
+        const json_t *sig = json_array_get(a, 0);
+        if (!json_is_string(sig)) {
+            seterr(reason, reasonlen,
+                   "batch[%zu]: result signature must be a string, got %s", i,
+                   sig ? jtype(sig) : "nothing");
+            rc = AN_EINVAL;
+            break;
+        }
+        const char *s = json_string_value(sig);
+        size_t slen = json_string_length(sig);
+        if (slen == 4 && memcmp(s, "iRv2", 4) == 0) {
+            r->kind = AN_RES_INFERENCE;
+            rc = decode_inference(a, i, "iRv2", false, &r->u.inf, reason,
+                                  reasonlen);
+            b->n_inference++;
+        } else if (slen == 2 && memcmp(s, "iR", 2) == 0) {
+            r->kind = AN_RES_INFERENCE;
+            rc = decode_inference(a, i, "iR", true, &r->u.inf, reason,
+                                  reasonlen);
+            b->n_inference++;
+        } else if (slen == 3 && memcmp(s, "mcR", 3) == 0) {
+            r->kind = AN_RES_COMMAND;
+            rc = decode_command(a, i, &r->u.cmd, reason, reasonlen);
+            b->n_command++;
+        } else {
+            char q[160];
+            quote_short(q, sizeof q, s, slen);
+            seterr(reason, reasonlen,
+                   "batch[%zu]: unknown result signature '%s'", i, q);
+            rc = AN_EINVAL;
+        }
+        if (rc)
+            break;
+    }
+    json_decref(root);
+    if (rc) {
+        an_batch_free(b);
+        return rc;
+    }
+    *out = b;
+    return 0;
+}
+
+int an_batch_decode(const an_field *fields, size_t nfields,
+                    const an_codec_limits *limits, an_batch **out,
+                    char *reason, size_t reasonlen)
+{
+    an_codec_limits lim = limits ? *limits : an_codec_limits_default();
+    const an_field *model = NULL, *batch = NULL, *enc = NULL;
+    size_t total = 0;
+    *out = NULL;
+    for (size_t i = 0; i < nfields; i++) {
+        const an_field *f = &fields[i];
+        total += f->name_len + f->value_len;
+        const an_field **slot = NULL;
+        const char *nm = NULL;
+        if (f->name_len == 5 && memcmp(f->name, "model", 5) == 0)
+            slot = &model, nm = "model";
+        else if (f->name_len == 5 && memcmp(f->name, "batch", 5) == 0)
+            slot = &batch, nm = "batch";
+        else if (f->name_len == 8 && memcmp(f->name, "encoding", 8) == 0)
+            slot = &enc, nm = "encoding";
+        if (slot) {
+            if (*slot)
+                RFAIL("duplicate field '%s'", nm);
+            *slot = f;
+        }
+    }
+    if (lim.max_entry_bytes && total > lim.max_entry_bytes) {
+        seterr(reason, reasonlen, "entry is %zu bytes, over max_entry_bytes (%zu)",
+               total, lim.max_entry_bytes);
+        return AN_ERANGE;
+    }
+    if (!model)
+        RFAIL("missing field 'model'");
+    if (!batch)
+        RFAIL("missing field 'batch'");
+    an_encoding e = AN_ENC_JSON;
+    if (enc && an_encoding_parse(enc->value, enc->value_len, &e) != 0) {
+        char q[160];
+        quote_short(q, sizeof q, enc->value, enc->value_len);
+        RFAIL("unknown encoding '%s' (expected json or zlib)", q);
+    }
+    return an_batch_decode_parts(model->value, model->value_len, batch->value,
+                                 batch->value_len, e, &lim, out, reason,
+                                 reasonlen);
+}
+
+/* ------------------------------------------------------------ encoding */
+
+/* Small builder helpers: steal-reference setters that record failure. */
+static void oset(json_t *o, const char *k, json_t *v, bool *fail)
+{
+    if (!v || json_object_set_new(o, k, v) != 0)
+        *fail = true;
+}
+
+static void aapp(json_t *a, json_t *v, bool *fail)
+{
+    if (!v || json_array_append_new(a, v) != 0)
+        *fail = true;
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *real_checked(double d, bool *nonfinite)
+{
+    if (!isfinite(d)) {
+        *nonfinite = true;
+        return NULL;
+    }
+    return json_real(d);
+}
+
+int an_batch_encode(const an_result *results, size_t n, an_encoding enc,
+                    char **out, size_t *outlen, char *err, size_t errlen)
+{
+    *out = NULL;
+    *outlen = 0;
+    json_t *root = json_array();
+    bool fail = !root;
+    for (size_t i = 0; i < n && !fail; i++) {
+        const an_result *r = &results[i];
+        json_t *a = json_array();
+        if (!a) {
+            fail = true;
+            break;
+        }
+        if (r->kind == AN_RES_INFERENCE) {
+            const an_inference_result *x = &r->u.inf;
+            aapp(a, json_string(x->legacy ? "iR" : "iRv2"), &fail);
+            aapp(a, json_integer(x->rowid), &fail);
+            aapp(a, json_integer(x->status), &fail);
+            if (x->has_score) {
+                if (!isfinite(x->score)) {
+                    json_decref(a);
+                    json_decref(root);
+                    seterr(err, errlen, "results[%zu]: non-finite score", i);
+                    return AN_EINVAL;
+                }
+                aapp(a, json_real(x->score), &fail);
+            } else {
+                aapp(a, json_null(), &fail);
+            }
+            aapp(a, str_or_null(x->error), &fail);
+            if (!x->legacy)
+                aapp(a, x->predictions ? json_incref(x->predictions)
+                                       : json_null(),
+                     &fail);
+        } else if (r->kind == AN_RES_COMMAND) {
+            const an_command_result *c = &r->u.cmd;
+            if (!c->command_id || !c->method) {
+                json_decref(a);
+                json_decref(root);
+                seterr(err, errlen, "results[%zu]: mcR needs commandID and "
+                                    "method", i);
+                return AN_EINVAL;
+            }
+            aapp(a, json_string("mcR"), &fail);
+            aapp(a, json_string(c->command_id), &fail);
+            aapp(a, json_string(c->method), &fail);
+            aapp(a, json_integer(c->status), &fail);
+            aapp(a, c->args ? json_incref(c->args) : json_null(), &fail);
+            aapp(a, str_or_null(c->error), &fail);
+        } else {
+            json_decref(a);
+            json_decref(root);
+            seterr(err, errlen, "results[%zu]: unknown kind %d", i,
+                   (int)r->kind);
+            return AN_EINVAL;
+        }
+        aapp(root, a, &fail);
+    }
+    if (fail) {
+        json_decref(root);
+        seterr(err, errlen, "out of memory or invalid UTF-8 string");
+        return AN_EINVAL;
+    }
+    int rc = an_body_encode(root, enc, out, outlen, err, errlen);
+    json_decref(root);
+    return rc;
+}
+
+static int parse_object(const char *text, const char *what, json_t **out,
+                        char *err, size_t errlen)
+{
+    json_error_t je;
+    *out = NULL;
+    json_t *v = json_loads(text, 0, &je);
+    if (!v) {
+        seterr(err, errlen, "%s: invalid JSON: %s", what, je.text);
+        return AN_EINVAL;
+    }
+    if (!json_is_object(v)) {
+        seterr(err, errlen, "%s: must be a JSON object, got %s", what,
+               jtype(v));
+        json_decref(v);
+        return AN_EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+int an_metric_spec_from_parameters(const char *parameters_json, json_t **spec,
+                                   char *err, size_t errlen)
+{
+    *spec = NULL;
+    if (!parameters_json) {
+        seterr(err, errlen, "parameters: NULL");
+        return AN_EINVAL;
+    }
+    json_t *p;
+    int rc = parse_object(parameters_json, "parameters", &p, err, errlen);
+    if (rc)
+        return rc;
+    json_t *ms = json_object_get(p, "metricSpec");
+    if (!json_is_object(ms)) {
+        seterr(err, errlen, "parameters: no metricSpec object");
+        json_decref(p);
+        return AN_EINVAL;
+    }
+    *spec = json_incref(ms);
+    json_decref(p);
+    return 0;
+}
+
+/* Deep copy of a borrowed object so the message never shares (and so never
+ * modifies) caller values. */
+static json_t *borrow_copy(const json_t *v)
+{
+    return json_deep_copy(v);
+}
+
+json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
+                         size_t n, char *err, size_t errlen)
+{
+    if (!m || !m->uid || !m->datasource) {
+        seterr(err, errlen, "metric: uid and datasource are required");
+        return NULL;
+    }
+    json_t *spec = NULL;
+    if (m->spec) {
+        if (!json_is_object(m->spec)) {
+            seterr(err, errlen, "metric.spec: must be an object");
+            return NULL;
+        }
+        spec = borrow_copy(m->spec);
+    } else if (m->spec_json) {
+        if (parse_object(m->spec_json, "metric.spec", &spec, err, errlen))
+            return NULL;
+    } else {
+        seterr(err, errlen, "metric.spec: required");
+        return NULL;
+    }
+    bool fail = false, nonfinite = false;
+    json_t *msg = json_object();
+    json_t *metric = json_object();
+    json_t *results = json_array();
+    if (!msg || !metric || !results || !spec) {
+        json_decref(msg);
+        json_decref(metric);
+        json_decref(results);
+        json_decref(spec);
+        seterr(err, errlen, "out of memory");
+        return NULL;
+    }
+    oset(metric, "uid", json_string(m->uid), &fail);
+    oset(metric, "name", str_or_null(m->name), &fail);
+    oset(metric, "description", str_or_null(m->description), &fail);
+    oset(metric, "resource", str_or_null(m->resource), &fail);
+    oset(metric, "location", str_or_null(m->location), &fail);
+    oset(metric, "datasource", json_string(m->datasource), &fail);
+    oset(metric, "spec", spec, &fail);
+    oset(msg, "metric", metric, &fail);
+    oset(msg, "results", results, &fail);
+    if (fail) {
+        json_decref(msg);
+        seterr(err, errlen, "metric: out of memory or invalid UTF-8 string");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const an_out_row *r = &rows[i];
+        json_t *pred = NULL;
+        if (r->predictions) {
+            if (!json_is_object(r->predictions) &&
+                !json_is_null(r->predictions)) {
+                json_decref(msg);
+                seterr(err, errlen,
+                       "results[%zu]: predictions must be an object or null",
+                       i);
+                return NULL;
+            }
+            pred = borrow_copy(r->predictions);
+        } else if (!r->predictions_json ||
+                   strcmp(r->predictions_json, "null") == 0) {
+            pred = json_null();
+        } else {
+            char what[64];
+            snprintf(what, sizeof what, "results[%zu].multiStepBestPredictions",
+                     i);
+            if (parse_object(r->predictions_json, what, &pred, err, errlen)) {
+                json_decref(msg);
+                return NULL;
+            }
+        }
+        json_t *o = json_object();
+        if (!o) {
+            json_decref(pred);
+            fail = true;
+            break;
+        }
+        oset(o, "rowid", json_integer(r->rowid), &fail);
+        oset(o, "ts", real_checked(r->ts, &nonfinite), &fail);
+        oset(o, "value", real_checked(r->value, &nonfinite), &fail);
+        oset(o, "rawAnomaly", real_checked(r->raw, &nonfinite), &fail);
+        oset(o, "anomaly", real_checked(r->anomaly, &nonfinite), &fail);
+        oset(o, "multiStepBestPredictions", pred, &fail);
+        aapp(results, o, &fail);
+        if (fail) {
+            json_decref(msg);
+            if (nonfinite)
+                seterr(err, errlen, "results[%zu] (rowid %" PRId64
+                                    "): non-finite number",
+                       i, r->rowid);
+            else
+                seterr(err, errlen, "out of memory");
+            return NULL;
+        }
+    }
+    if (fail) {
+        json_decref(msg);
+        seterr(err, errlen, "out of memory");
+        return NULL;
+    }
+    return msg;
+}
+
+json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen)
+{
+    if (!c || !c->method || !c->model_id || !c->command_id) {
+        seterr(err, errlen, "method, modelId and commandId are required");
+        return NULL;
+    }
+    json_t *spec = NULL;
+    if (c->has_model_info) {
+        if (!c->metric_name || !c->resource) {
+            seterr(err, errlen, "modelInfo: metricName and resource are "
+                                "required");
+            return NULL;
+        }
+        if (c->model_spec) {
+            if (!json_is_object(c->model_spec)) {
+                seterr(err, errlen, "modelInfo.modelSpec: must be an object");
+                return NULL;
+            }
+            spec = borrow_copy(c->model_spec);
+        } else if (c->model_spec_json) {
+            if (parse_object(c->model_spec_json, "modelInfo.modelSpec", &spec,
+                             err, errlen))
+                return NULL;
+        } else {
+            seterr(err, errlen, "modelInfo.modelSpec: required");
+            return NULL;
+        }
+    }
+    bool fail = false;
+    json_t *msg = json_object();
+    if (!msg) {
+        json_decref(spec);
+        seterr(err, errlen, "out of memory");
+        return NULL;
+    }
+    oset(msg, "method", json_string(c->method), &fail);
+    oset(msg, "modelId", json_string(c->model_id), &fail);
+    oset(msg, "commandId", json_string(c->command_id), &fail);
+    oset(msg, "status", json_integer(c->status), &fail);
+    oset(msg, "errorMessage", str_or_null(c->error_message), &fail);
+    if (c->has_model_info) {
+        json_t *mi = json_object();
+        if (mi) {
+            oset(mi, "metricName", json_string(c->metric_name), &fail);
+            oset(mi, "resource", json_string(c->resource), &fail);
+            oset(mi, "modelSpec", spec, &fail);
+        } else {
+            json_decref(spec);
+        }
+        oset(msg, "modelInfo", mi, &fail);
+    }
+    if (fail) {
+        json_decref(msg);
+        seterr(err, errlen, "out of memory or invalid UTF-8 string");
+        return NULL;
+    }
+    return msg;
+}
+
+int an_body_encode(const json_t *msg, an_encoding enc, char **body,
+                   size_t *len, char *err, size_t errlen)
+{
+    size_t tlen = 0;
+    *body = NULL;
+    *len = 0;
+    char *text = an_json_dumps(msg, &tlen);
+    if (!text) {
+        seterr(err, errlen, "cannot serialize JSON (out of memory or "
+                            "non-finite number)");
+        return AN_EINVAL;
+    }
+    if (enc == AN_ENC_JSON) {
+        *body = text;
+        *len = tlen;
+        return 0;
+    }
+    int rc = an_zlib_compress(text, tlen, body, len, err, errlen);
+    free(text);
+    return rc;
+}
+
+/* ------------------------------------------------------------ output entry */
+
+int an_output_entry_decode(const char *id, const an_field *fields,
+                           size_t nfields, size_t max_inflated, json_t **out,
+                           char *err, size_t errlen)
+{
+    *out = NULL;
+    const an_field *dt = an_field_find(fields, nfields, "dataType");
+    const an_field *model = an_field_find(fields, nfields, "model");
+    const an_field *rows = an_field_find(fields, nfields, "rows");
+    const an_field *source = an_field_find(fields, nfields, "source");
+    const an_field *encf = an_field_find(fields, nfields, "encoding");
+    const an_field *body = an_field_find(fields, nfields, "body");
+    if (!dt || !model || !body) {
+        seterr(err, errlen, "missing field '%s'",
+               !dt ? "dataType" : !model ? "model" : "body");
+        return AN_EINVAL;
+    }
+    an_encoding e = AN_ENC_JSON;
+    if (encf && an_encoding_parse(encf->value, encf->value_len, &e) != 0) {
+        char q[160];
+        quote_short(q, sizeof q, encf->value, encf->value_len);
+        seterr(err, errlen, "unknown encoding '%s'", q);
+        return AN_EINVAL;
+    }
+    json_t *b = NULL;
+    char sub[256];
+    int rc = an_json_field_decode(body->value, body->value_len, e,
+                                  max_inflated, &b, sub, sizeof sub);
+    if (rc) {
+        seterr(err, errlen, "body: %s", sub);
+        return rc;
+    }
+    bool fail = false;
+    json_t *o = json_object();
+    if (!o) {
+        json_decref(b);
+        seterr(err, errlen, "out of memory");
+        return AN_ENOMEM;
+    }
+    oset(o, "id", str_or_null(id), &fail);
+    oset(o, "dataType", json_stringn(dt->value, dt->value_len), &fail);
+    oset(o, "model", json_stringn(model->value, model->value_len), &fail);
+    oset(o, "rows",
+         rows ? json_stringn(rows->value, rows->value_len) : json_null(),
+         &fail);
+    oset(o, "source",
+         source ? json_stringn(source->value, source->value_len) : json_null(),
+         &fail);
+    oset(o, "encoding", json_string(an_encoding_name(e)), &fail);
+    oset(o, "body", b, &fail);
+    if (fail) {
+        json_decref(o);
+        seterr(err, errlen, "a field is not valid UTF-8, or out of memory");
+        return AN_EINVAL;
+    }
+    *out = o;
+    return 0;
+}

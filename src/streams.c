@@ -1,0 +1,1761 @@
+/*
+ * streams.c: Redis Streams access and the Lua scripts (an_streams.h).
+ */
+#include "an_streams.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#define SHA_LEN 40
+#define MAX_SCRIPTS 8
+
+struct an_redis {
+    redisContext *ctx; /* NULL while broken/disconnected */
+    char *url_redacted;
+    /* parsed URL */
+    char *host;  /* TCP host, or NULL for unix */
+    int port;
+    char *path;  /* unix socket path */
+    char *user;
+    char *password;
+    int db;
+    an_redis_opts opts;
+    char sha[MAX_SCRIPTS][SHA_LEN + 1]; /* "" = not loaded */
+    char errstr[512];
+};
+
+/* ------------------------------------------------------------ small utils */
+
+static void rerr(an_redis *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void rerr(an_redis *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->errstr, sizeof r->errstr, fmt, ap);
+    va_end(ap);
+}
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static struct timeval ms_tv(int ms)
+{
+    struct timeval tv;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    return tv;
+}
+
+static void copy_id(char dst[AN_ID_MAX], const char *s, size_t n)
+{
+    if (n >= AN_ID_MAX)
+        n = AN_ID_MAX - 1;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+static char *dupn(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* ------------------------------------------------------------ commands */
+
+/* An argv under construction. Numbers are formatted into `nums`. */
+#define CMD_NUMS 16
+typedef struct cmd {
+    size_t argc, cap;
+    const char **argv;
+    size_t *lens;
+    char nums[CMD_NUMS][24];
+    int nnums;
+    bool fail;
+} cmd;
+
+static void cmd_init(cmd *c)
+{
+    memset(c, 0, sizeof *c);
+}
+
+static void cmd_free(cmd *c)
+{
+    free(c->argv);
+    free(c->lens);
+}
+
+static void cmd_addn(cmd *c, const char *s, size_t n)
+{
+    if (c->fail)
+        return;
+    if (!s) {
+        c->fail = true;
+        return;
+    }
+    if (c->argc == c->cap) {
+        size_t ncap = c->cap ? c->cap * 2 : 16;
+        const char **na = realloc(c->argv, ncap * sizeof *na);
+        if (!na) {
+            c->fail = true;
+            return;
+        }
+        c->argv = na;
+        size_t *nl = realloc(c->lens, ncap * sizeof *nl);
+        if (!nl) {
+            c->fail = true;
+            return;
+        }
+        c->lens = nl;
+        c->cap = ncap;
+    }
+    c->argv[c->argc] = s;
+    c->lens[c->argc] = n;
+    c->argc++;
+}
+
+static void cmd_add(cmd *c, const char *s)
+{
+    cmd_addn(c, s, s ? strlen(s) : 0);
+}
+
+static void cmd_addi(cmd *c, int64_t v)
+{
+    if (c->nnums == CMD_NUMS) {
+        c->fail = true;
+        return;
+    }
+    char *b = c->nums[c->nnums++];
+    snprintf(b, 24, "%" PRId64, v);
+    cmd_add(c, b);
+}
+
+/* ------------------------------------------------------------ connection */
+
+static void pct_decode(char *s)
+{
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        if (p[0] == '%' && isxdigit((unsigned char)p[1]) &&
+            isxdigit((unsigned char)p[2])) {
+            char h[3] = {p[1], p[2], 0};
+            *o++ = (char)strtol(h, NULL, 16);
+            p += 2;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+}
+
+static int parse_db(const char *s, int *db)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0 || v > 1000000)
+        return -1;
+    *db = (int)v;
+    return 0;
+}
+
+static int parse_url(an_redis *r, const char *url, char *err, size_t errlen)
+{
+    r->port = 6379;
+    r->db = 0;
+    if (strncmp(url, "unix://", 7) == 0) {
+        const char *p = url + 7;
+        const char *q = strchr(p, '?');
+        r->path = q ? dupn(p, (size_t)(q - p)) : strdup(p);
+        if (!r->path || !r->path[0]) {
+            seterr(err, errlen, "redis URL: no socket path in '%s'", url);
+            return AN_ECONFIG;
+        }
+        while (q && *q) {
+            q++;
+            const char *amp = strchr(q, '&');
+            size_t len = amp ? (size_t)(amp - q) : strlen(q);
+            char *kv = dupn(q, len);
+            if (!kv)
+                return AN_ENOMEM;
+            char *eq = strchr(kv, '=');
+            int bad = 0;
+            if (eq) {
+                *eq = '\0';
+                if (strcmp(kv, "db") == 0)
+                    bad = parse_db(eq + 1, &r->db);
+                else if (strcmp(kv, "password") == 0) {
+                    free(r->password);
+                    r->password = strdup(eq + 1);
+                    if (r->password)
+                        pct_decode(r->password);
+                } else
+                    bad = -1;
+            } else {
+                bad = -1;
+            }
+            free(kv);
+            if (bad) {
+                seterr(err, errlen, "redis URL: bad query in '%s'", url);
+                return AN_ECONFIG;
+            }
+            q = amp;
+        }
+        return 0;
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        seterr(err, errlen,
+               "redis URL must start with redis:// or unix:// ('%s')", url);
+        return AN_ECONFIG;
+    }
+    const char *p = url + 8;
+    const char *slash = strchr(p, '/');
+    size_t authority_len = slash ? (size_t)(slash - p) : strlen(p);
+    char *auth = dupn(p, authority_len);
+    if (!auth)
+        return AN_ENOMEM;
+    char *hostport = auth;
+    char *at = strrchr(auth, '@');
+    if (at) {
+        *at = '\0';
+        hostport = at + 1;
+        char *colon = strchr(auth, ':');
+        if (colon) {
+            *colon = '\0';
+            if (auth[0])
+                r->user = strdup(auth);
+            r->password = strdup(colon + 1);
+        } else if (auth[0]) {
+            /* redis://password@host (as redis-py accepts) */
+            r->password = strdup(auth);
+        }
+        if (r->user)
+            pct_decode(r->user);
+        if (r->password)
+            pct_decode(r->password);
+    }
+    char *portstr = NULL;
+    if (hostport[0] == '[') {
+        char *rb = strchr(hostport, ']');
+        if (!rb) {
+            free(auth);
+            seterr(err, errlen, "redis URL: bad IPv6 host in '%s'", url);
+            return AN_ECONFIG;
+        }
+        *rb = '\0';
+        r->host = strdup(hostport + 1);
+        if (rb[1] == ':')
+            portstr = rb + 2;
+        else if (rb[1]) {
+            free(auth);
+            seterr(err, errlen, "redis URL: bad host in '%s'", url);
+            return AN_ECONFIG;
+        }
+    } else {
+        char *colon = strrchr(hostport, ':');
+        if (colon) {
+            *colon = '\0';
+            portstr = colon + 1;
+        }
+        r->host = strdup(hostport[0] ? hostport : "127.0.0.1");
+    }
+    if (portstr) {
+        char *end;
+        long v = strtol(portstr, &end, 10);
+        if (end == portstr || *end || v <= 0 || v > 65535) {
+            free(auth);
+            seterr(err, errlen, "redis URL: bad port in '%s'", url);
+            return AN_ECONFIG;
+        }
+        r->port = (int)v;
+    }
+    free(auth);
+    if (!r->host)
+        return AN_ENOMEM;
+    if (slash && slash[1]) {
+        char *dbs = strdup(slash + 1);
+        if (!dbs)
+            return AN_ENOMEM;
+        char *q = strchr(dbs, '?');
+        if (q)
+            *q = '\0'; /* query options ignored */
+        int bad = dbs[0] ? parse_db(dbs, &r->db) : 0;
+        free(dbs);
+        if (bad) {
+            seterr(err, errlen, "redis URL: bad db number in '%s'", url);
+            return AN_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+static char *redact(const char *url)
+{
+    /* Replace the password between "://[user]:" and "@" with ***. */
+    const char *s = strstr(url, "://");
+    const char *at = s ? strchr(s + 3, '@') : NULL;
+    const char *slash = s ? strchr(s + 3, '/') : NULL;
+    if (!s || !at || (slash && slash < at)) {
+        const char *pw = strstr(url, "password=");
+        if (!pw)
+            return strdup(url);
+        size_t pre = (size_t)(pw - url) + 9;
+        const char *amp = strchr(pw, '&');
+        size_t n = pre + 3 + (amp ? strlen(amp) : 0) + 1;
+        char *o = malloc(n);
+        if (!o)
+            return NULL;
+        snprintf(o, n, "%.*s***%s", (int)pre, url, amp ? amp : "");
+        return o;
+    }
+    const char *colon = memchr(s + 3, ':', (size_t)(at - (s + 3)));
+    const char *pstart = colon ? colon + 1 : s + 3;
+    size_t pre = (size_t)(pstart - url);
+    size_t n = pre + 3 + strlen(at) + 1;
+    char *o = malloc(n);
+    if (!o)
+        return NULL;
+    snprintf(o, n, "%.*s***%s", (int)pre, url, at);
+    return o;
+}
+
+an_redis_opts an_redis_opts_default(void)
+{
+    an_redis_opts o = {5000, 5000, 2000};
+    return o;
+}
+
+static void drop_ctx(an_redis *r)
+{
+    if (r->ctx) {
+        redisFree(r->ctx);
+        r->ctx = NULL;
+    }
+}
+
+/* Classify an error reply by its code (the first word). */
+static int classify_error(const char *s, size_t n)
+{
+    static const char *transient[] = {"LOADING", "BUSY", "TRYAGAIN",
+                                      "MASTERDOWN", "CLUSTERDOWN", "READONLY",
+                                      "OOM", "MOVED", "ASK", NULL};
+    size_t w = 0;
+    while (w < n && s[w] != ' ')
+        w++;
+    if (w == 7 && memcmp(s, "NOGROUP", 7) == 0)
+        return AN_ENOTFOUND;
+    for (int i = 0; transient[i]; i++)
+        if (strlen(transient[i]) == w && memcmp(s, transient[i], w) == 0)
+            return AN_ETRANSIENT;
+    return AN_EREDIS;
+}
+
+static bool is_error_code(const redisReply *rep, const char *code)
+{
+    size_t l = strlen(code);
+    return rep && rep->type == REDIS_REPLY_ERROR && (size_t)rep->len >= l &&
+           memcmp(rep->str, code, l) == 0 &&
+           ((size_t)rep->len == l || rep->str[l] == ' ');
+}
+
+/* Raw command on a live context. NULL reply = connection failure (context
+ * dropped, errstr set). */
+static redisReply *raw(an_redis *r, int argc, const char **argv,
+                       const size_t *lens)
+{
+    redisReply *rep = redisCommandArgv(r->ctx, argc, argv, lens);
+    if (!rep) {
+        rerr(r, "redis %s: %s", r->url_redacted,
+             r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+        drop_ctx(r);
+    }
+    return rep;
+}
+
+static int do_connect(an_redis *r)
+{
+    struct timeval ctv = ms_tv(r->opts.connect_timeout_ms);
+    redisContext *c = r->path ? redisConnectUnixWithTimeout(r->path, ctv)
+                              : redisConnectWithTimeout(r->host, r->port, ctv);
+    if (!c) {
+        rerr(r, "redis %s: out of memory", r->url_redacted);
+        return AN_ENOMEM;
+    }
+    if (c->err) {
+        rerr(r, "redis %s: cannot connect: %s", r->url_redacted, c->errstr);
+        redisFree(c);
+        return AN_ETRANSIENT;
+    }
+    if (redisSetTimeout(c, ms_tv(r->opts.command_timeout_ms)) != REDIS_OK) {
+        rerr(r, "redis %s: cannot set socket timeout", r->url_redacted);
+        redisFree(c);
+        return AN_ETRANSIENT;
+    }
+    if (!r->path)
+        redisEnableKeepAlive(c);
+    r->ctx = c;
+    if (r->password) {
+        const char *argv[3] = {"AUTH", r->user ? r->user : r->password,
+                               r->password};
+        size_t lens[3] = {4, strlen(argv[1]), strlen(r->password)};
+        redisReply *rep = raw(r, r->user ? 3 : 2, argv, lens);
+        if (!rep)
+            return AN_ETRANSIENT;
+        int rc = 0;
+        if (rep->type == REDIS_REPLY_ERROR) {
+            rerr(r, "redis %s: AUTH: %.*s", r->url_redacted, (int)rep->len,
+                 rep->str);
+            rc = classify_error(rep->str, (size_t)rep->len);
+            if (rc == AN_ENOTFOUND)
+                rc = AN_EREDIS;
+        }
+        freeReplyObject(rep);
+        if (rc) {
+            drop_ctx(r);
+            return rc;
+        }
+    }
+    if (r->db != 0) {
+        char dbs[16];
+        snprintf(dbs, sizeof dbs, "%d", r->db);
+        const char *argv[2] = {"SELECT", dbs};
+        size_t lens[2] = {6, strlen(dbs)};
+        redisReply *rep = raw(r, 2, argv, lens);
+        if (!rep)
+            return AN_ETRANSIENT;
+        int rc = 0;
+        if (rep->type == REDIS_REPLY_ERROR) {
+            rerr(r, "redis %s: SELECT %d: %.*s", r->url_redacted, r->db,
+                 (int)rep->len, rep->str);
+            rc = classify_error(rep->str, (size_t)rep->len);
+            if (rc == AN_ENOTFOUND)
+                rc = AN_EREDIS;
+        }
+        freeReplyObject(rep);
+        if (rc) {
+            drop_ctx(r);
+            return rc;
+        }
+    }
+    r->errstr[0] = '\0';
+    return 0;
+}
+
+static void free_parsed(an_redis *r)
+{
+    free(r->host);
+    free(r->path);
+    free(r->user);
+    free(r->password);
+    free(r->url_redacted);
+}
+
+int an_redis_connect(const char *url, const an_redis_opts *opts,
+                     an_redis **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!url || !*url) {
+        seterr(err, errlen, "no redis URL");
+        return AN_ECONFIG;
+    }
+    an_redis *r = calloc(1, sizeof *r);
+    if (!r) {
+        seterr(err, errlen, "out of memory");
+        return AN_ENOMEM;
+    }
+    an_redis_opts d = an_redis_opts_default();
+    r->opts = d;
+    if (opts) {
+        if (opts->connect_timeout_ms > 0)
+            r->opts.connect_timeout_ms = opts->connect_timeout_ms;
+        if (opts->command_timeout_ms > 0)
+            r->opts.command_timeout_ms = opts->command_timeout_ms;
+        if (opts->block_margin_ms > 0)
+            r->opts.block_margin_ms = opts->block_margin_ms;
+    }
+    r->url_redacted = redact(url);
+    int rc = r->url_redacted ? parse_url(r, url, err, errlen) : AN_ENOMEM;
+    if (rc == AN_ENOMEM)
+        seterr(err, errlen, "out of memory");
+    if (rc == 0) {
+        rc = do_connect(r);
+        if (rc)
+            seterr(err, errlen, "%s", r->errstr);
+    }
+    if (rc) {
+        drop_ctx(r);
+        free_parsed(r);
+        free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void an_redis_free(an_redis *r)
+{
+    if (!r)
+        return;
+    drop_ctx(r);
+    free_parsed(r);
+    free(r);
+}
+
+int an_redis_reconnect(an_redis *r)
+{
+    drop_ctx(r);
+    return do_connect(r);
+}
+
+const char *an_redis_errstr(const an_redis *r)
+{
+    return r ? r->errstr : "no redis context";
+}
+
+const char *an_redis_url_redacted(const an_redis *r)
+{
+    return r->url_redacted;
+}
+
+struct redisContext *an_redis_ctx(an_redis *r)
+{
+    return r->ctx;
+}
+
+/* Run a command: lazy reconnect, connection errors -> AN_ETRANSIENT, error
+ * replies classified (unless keep_error: then the error reply is returned
+ * with rc 0 for the caller to inspect). *out owns the reply on rc 0. */
+static int run(an_redis *r, cmd *c, redisReply **out, bool keep_error)
+{
+    *out = NULL;
+    if (c->fail) {
+        rerr(r, "out of memory or bad argument building a command");
+        return AN_EINVAL;
+    }
+    if (!r->ctx || r->ctx->err) {
+        drop_ctx(r);
+        int rc = do_connect(r);
+        if (rc)
+            return rc == AN_ENOMEM ? rc : AN_ETRANSIENT;
+    }
+    redisReply *rep = raw(r, (int)c->argc, c->argv, c->lens);
+    if (!rep)
+        return AN_ETRANSIENT;
+    if (rep->type == REDIS_REPLY_ERROR && !keep_error) {
+        rerr(r, "%s: %.*s", c->argv[0], (int)rep->len, rep->str);
+        int rc = classify_error(rep->str, (size_t)rep->len);
+        freeReplyObject(rep);
+        return rc;
+    }
+    r->errstr[0] = '\0';
+    *out = rep;
+    return 0;
+}
+
+/* run() with a temporary socket timeout for a BLOCK call. */
+static int run_blocking(an_redis *r, cmd *c, int block_ms, redisReply **out)
+{
+    if (block_ms < 0)
+        return run(r, c, out, false);
+    if (!r->ctx || r->ctx->err) {
+        drop_ctx(r);
+        int rc = do_connect(r);
+        if (rc)
+            return rc == AN_ENOMEM ? rc : AN_ETRANSIENT;
+    }
+    int64_t t = block_ms == 0 ? 0
+                              : (int64_t)block_ms + r->opts.block_margin_ms;
+    if (t > 0 && t < r->opts.command_timeout_ms)
+        t = r->opts.command_timeout_ms;
+    if (t > INT32_MAX)
+        t = 0;
+    /* tv {0,0} = no timeout */
+    redisSetTimeout(r->ctx, ms_tv((int)t));
+    int rc = run(r, c, out, false);
+    if (r->ctx)
+        redisSetTimeout(r->ctx, ms_tv(r->opts.command_timeout_ms));
+    return rc;
+}
+
+int an_redis_ping(an_redis *r)
+{
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "PING");
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc == 0)
+        freeReplyObject(rep);
+    return rc;
+}
+
+static int bad_reply(an_redis *r, const char *what, redisReply *rep)
+{
+    rerr(r, "%s: unexpected reply type %d", what, rep ? rep->type : -1);
+    if (rep)
+        freeReplyObject(rep);
+    return AN_EREDIS;
+}
+
+/* ------------------------------------------------------------ scripts */
+
+static int script_index(const char *name)
+{
+    for (size_t i = 0; i < an_lua_nscripts && i < MAX_SCRIPTS; i++)
+        if (strcmp(an_lua_scripts[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int load_script(an_redis *r, int idx)
+{
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "SCRIPT");
+    cmd_add(&c, "LOAD");
+    cmd_add(&c, an_lua_scripts[idx].text);
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc) {
+        rerr(r, "SCRIPT LOAD %s.lua: %s", an_lua_scripts[idx].name,
+             an_redis_errstr(r));
+        return rc;
+    }
+    if (rep->type != REDIS_REPLY_STRING || rep->len != SHA_LEN)
+        return bad_reply(r, "SCRIPT LOAD", rep);
+    memcpy(r->sha[idx], rep->str, SHA_LEN);
+    r->sha[idx][SHA_LEN] = '\0';
+    freeReplyObject(rep);
+    return 0;
+}
+
+int an_redis_load_scripts(an_redis *r)
+{
+    for (size_t i = 0; i < an_lua_nscripts && i < MAX_SCRIPTS; i++) {
+        int rc = load_script(r, (int)i);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* EVALSHA with lazy load and one NOSCRIPT reload+retry. c holds the
+ * arguments after "EVALSHA sha": its argv[0], argv[1] are placeholders that
+ * this function fills in. */
+static int eval_script(an_redis *r, const char *name, cmd *c,
+                       redisReply **out)
+{
+    int idx = script_index(name);
+    *out = NULL;
+    if (idx < 0) {
+        rerr(r, "no embedded script %s.lua", name);
+        return AN_EINVAL;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!r->sha[idx][0]) {
+            int rc = load_script(r, idx);
+            if (rc)
+                return rc;
+        }
+        if (c->fail) {
+            rerr(r, "out of memory building %s.lua arguments", name);
+            return AN_EINVAL;
+        }
+        c->argv[0] = "EVALSHA";
+        c->lens[0] = 7;
+        c->argv[1] = r->sha[idx];
+        c->lens[1] = SHA_LEN;
+        redisReply *rep;
+        int rc = run(r, c, &rep, true);
+        if (rc)
+            return rc;
+        if (rep->type == REDIS_REPLY_ERROR) {
+            if (is_error_code(rep, "NOSCRIPT") && attempt == 0) {
+                freeReplyObject(rep);
+                r->sha[idx][0] = '\0';
+                continue;
+            }
+            rerr(r, "%s.lua: %.*s", name, (int)rep->len, rep->str);
+            rc = classify_error(rep->str, (size_t)rep->len);
+            freeReplyObject(rep);
+            return rc;
+        }
+        *out = rep;
+        return 0;
+    }
+    rerr(r, "%s.lua: NOSCRIPT after reload", name);
+    return AN_EREDIS;
+}
+
+/* ------------------------------------------------------------ entries */
+
+void an_entry_list_free(an_entry_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i].fields);
+    free(l->v);
+    free(l->deleted);
+    memset(l, 0, sizeof *l);
+}
+
+const an_field *an_entry_field(const an_entry *e, const char *name)
+{
+    return an_field_find(e->fields, e->nfields, name);
+}
+
+/* Fill one entry from [id, [f, v, ...] | nil]. One allocation holds the
+ * field array and all the bytes. */
+static int parse_entry(an_redis *r, const redisReply *er, an_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    e->deliveries = -1;
+    if (er->type != REDIS_REPLY_ARRAY || er->elements != 2 ||
+        er->element[0]->type != REDIS_REPLY_STRING) {
+        rerr(r, "stream entry: unexpected reply shape");
+        return AN_EREDIS;
+    }
+    copy_id(e->id, er->element[0]->str, (size_t)er->element[0]->len);
+    const redisReply *fv = er->element[1];
+    if (fv->type == REDIS_REPLY_NIL) {
+        e->nil = true;
+        return 0;
+    }
+    if (fv->type != REDIS_REPLY_ARRAY || fv->elements % 2 != 0) {
+        rerr(r, "stream entry %s: unexpected field list", e->id);
+        return AN_EREDIS;
+    }
+    size_t nf = fv->elements / 2;
+    size_t bytes = nf * sizeof(an_field);
+    for (size_t i = 0; i < fv->elements; i++) {
+        if (fv->element[i]->type != REDIS_REPLY_STRING) {
+            rerr(r, "stream entry %s: non-string field", e->id);
+            return AN_EREDIS;
+        }
+        bytes += (size_t)fv->element[i]->len + 1;
+    }
+    char *blk = malloc(bytes ? bytes : 1);
+    if (!blk) {
+        rerr(r, "out of memory");
+        return AN_ENOMEM;
+    }
+    an_field *f = (an_field *)(void *)blk;
+    char *p = blk + nf * sizeof(an_field);
+    for (size_t i = 0; i < nf; i++) {
+        const redisReply *k = fv->element[2 * i];
+        const redisReply *v = fv->element[2 * i + 1];
+        memcpy(p, k->str, (size_t)k->len);
+        p[k->len] = '\0';
+        f[i].name = p;
+        f[i].name_len = (size_t)k->len;
+        p += k->len + 1;
+        memcpy(p, v->str, (size_t)v->len);
+        p[v->len] = '\0';
+        f[i].value = p;
+        f[i].value_len = (size_t)v->len;
+        p += v->len + 1;
+    }
+    e->fields = f;
+    e->nfields = nf;
+    return 0;
+}
+
+/* Append the entries of an array reply [[id, fields], ...] to l. */
+static int parse_entries(an_redis *r, const redisReply *arr, an_entry_list *l)
+{
+    if (arr->type == REDIS_REPLY_NIL)
+        return 0;
+    if (arr->type != REDIS_REPLY_ARRAY) {
+        rerr(r, "stream entries: unexpected reply type %d", arr->type);
+        return AN_EREDIS;
+    }
+    if (arr->elements == 0)
+        return 0;
+    an_entry *nv = realloc(l->v, (l->n + arr->elements) * sizeof *nv);
+    if (!nv) {
+        rerr(r, "out of memory");
+        return AN_ENOMEM;
+    }
+    l->v = nv;
+    for (size_t i = 0; i < arr->elements; i++) {
+        int rc = parse_entry(r, arr->element[i], &l->v[l->n]);
+        if (rc)
+            return rc;
+        l->n++;
+    }
+    return 0;
+}
+
+/* XREAD/XREADGROUP reply: nil, or [[stream, entries]]. */
+static int parse_read_reply(an_redis *r, const redisReply *rep,
+                            an_entry_list *l)
+{
+    if (rep->type == REDIS_REPLY_NIL)
+        return 0;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        rerr(r, "XREAD: unexpected reply type %d", rep->type);
+        return AN_EREDIS;
+    }
+    for (size_t s = 0; s < rep->elements; s++) {
+        const redisReply *sr = rep->element[s];
+        if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2) {
+            rerr(r, "XREAD: unexpected stream element");
+            return AN_EREDIS;
+        }
+        int rc = parse_entries(r, sr->element[1], l);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* deliveries of l's entries from XPENDING stream group first last n consumer */
+static int fill_deliveries(an_redis *r, const char *stream, const char *group,
+                           const char *consumer, an_entry_list *l)
+{
+    if (l->n == 0)
+        return 0;
+    an_pending_item *items = NULL;
+    size_t ni = 0;
+    int rc = an_pending_range(r, stream, group, -1, l->v[0].id,
+                              l->v[l->n - 1].id, l->n, consumer, &items, &ni);
+    if (rc)
+        return rc;
+    size_t j = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        /* both are in id order: advance j */
+        for (size_t k = j; k < ni; k++) {
+            if (strcmp(items[k].id, l->v[i].id) == 0) {
+                l->v[i].deliveries = items[k].deliveries;
+                j = k + 1;
+                break;
+            }
+        }
+    }
+    free(items);
+    return 0;
+}
+
+/* ------------------------------------------------------------ groups */
+
+int an_group_create(an_redis *r, const char *stream, const char *group,
+                    const char *start_id, bool *created)
+{
+    if (created)
+        *created = false;
+    if (!stream || !group) {
+        rerr(r, "XGROUP CREATE: stream and group are required");
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XGROUP");
+    cmd_add(&c, "CREATE");
+    cmd_add(&c, stream);
+    cmd_add(&c, group);
+    cmd_add(&c, start_id ? start_id : "0");
+    cmd_add(&c, "MKSTREAM");
+    redisReply *rep;
+    int rc = run(r, &c, &rep, true);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        if (is_error_code(rep, "BUSYGROUP")) {
+            freeReplyObject(rep);
+            r->errstr[0] = '\0';
+            return 0;
+        }
+        rerr(r, "XGROUP CREATE %s %s: %.*s", stream, group, (int)rep->len,
+             rep->str);
+        rc = classify_error(rep->str, (size_t)rep->len);
+        freeReplyObject(rep);
+        return rc;
+    }
+    freeReplyObject(rep);
+    if (created)
+        *created = true;
+    return 0;
+}
+
+int an_group_delconsumer(an_redis *r, const char *stream, const char *group,
+                         const char *consumer, int64_t *pending_discarded)
+{
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XGROUP");
+    cmd_add(&c, "DELCONSUMER");
+    cmd_add(&c, stream);
+    cmd_add(&c, group);
+    cmd_add(&c, consumer);
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_INTEGER)
+        return bad_reply(r, "XGROUP DELCONSUMER", rep);
+    if (pending_discarded)
+        *pending_discarded = rep->integer;
+    freeReplyObject(rep);
+    return 0;
+}
+
+int an_read_group(an_redis *r, const char *stream, const char *group,
+                  const char *consumer, const char *id, size_t count,
+                  int block_ms, an_entry_list *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!stream || !group || !consumer || !id || count == 0) {
+        rerr(r, "XREADGROUP: stream, group, consumer, id and count > 0 are "
+                "required");
+        return AN_EINVAL;
+    }
+    bool fresh = strcmp(id, ">") == 0;
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XREADGROUP");
+    cmd_add(&c, "GROUP");
+    cmd_add(&c, group);
+    cmd_add(&c, consumer);
+    cmd_add(&c, "COUNT");
+    cmd_addi(&c, (int64_t)count);
+    if (block_ms >= 0) {
+        cmd_add(&c, "BLOCK");
+        cmd_addi(&c, block_ms);
+    }
+    cmd_add(&c, "STREAMS");
+    cmd_add(&c, stream);
+    cmd_add(&c, id);
+    redisReply *rep;
+    int rc = run_blocking(r, &c, block_ms, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    rc = parse_read_reply(r, rep, out);
+    freeReplyObject(rep);
+    if (rc == 0) {
+        if (fresh) {
+            for (size_t i = 0; i < out->n; i++)
+                out->v[i].deliveries = 1;
+        } else {
+            rc = fill_deliveries(r, stream, group, consumer, out);
+        }
+    }
+    if (rc)
+        an_entry_list_free(out);
+    return rc;
+}
+
+int an_autoclaim(an_redis *r, const char *stream, const char *group,
+                 const char *consumer, int64_t min_idle_ms, const char *start,
+                 size_t count, an_entry_list *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!stream || !group || !consumer || count == 0 || min_idle_ms < 0) {
+        rerr(r, "XAUTOCLAIM: bad arguments");
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XAUTOCLAIM");
+    cmd_add(&c, stream);
+    cmd_add(&c, group);
+    cmd_add(&c, consumer);
+    cmd_addi(&c, min_idle_ms);
+    cmd_add(&c, start ? start : "0-0");
+    cmd_add(&c, "COUNT");
+    cmd_addi(&c, (int64_t)count);
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return bad_reply(r, "XAUTOCLAIM", rep);
+    copy_id(out->next_start, rep->element[0]->str,
+            (size_t)rep->element[0]->len);
+    rc = parse_entries(r, rep->element[1], out);
+    if (rc == 0 && rep->elements >= 3 &&
+        rep->element[2]->type == REDIS_REPLY_ARRAY &&
+        rep->element[2]->elements > 0) {
+        const redisReply *d = rep->element[2];
+        out->deleted = calloc(d->elements, sizeof *out->deleted);
+        if (!out->deleted) {
+            rerr(r, "out of memory");
+            rc = AN_ENOMEM;
+        } else {
+            for (size_t i = 0; i < d->elements; i++) {
+                if (d->element[i]->type != REDIS_REPLY_STRING)
+                    continue;
+                copy_id(out->deleted[out->ndeleted++], d->element[i]->str,
+                        (size_t)d->element[i]->len);
+            }
+        }
+    }
+    freeReplyObject(rep);
+    if (rc == 0)
+        rc = fill_deliveries(r, stream, group, consumer, out);
+    if (rc)
+        an_entry_list_free(out);
+    return rc;
+}
+
+int an_xack(an_redis *r, const char *stream, const char *group,
+            const char *const *ids, size_t n, int64_t *acked)
+{
+    if (acked)
+        *acked = 0;
+    if (n == 0)
+        return 0;
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XACK");
+    cmd_add(&c, stream);
+    cmd_add(&c, group);
+    for (size_t i = 0; i < n; i++)
+        cmd_add(&c, ids[i]);
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_INTEGER)
+        return bad_reply(r, "XACK", rep);
+    if (acked)
+        *acked = rep->integer;
+    freeReplyObject(rep);
+    return 0;
+}
+
+/* ------------------------------------------------------------ XPENDING */
+
+static int64_t reply_int(const redisReply *x)
+{
+    if (!x)
+        return -1;
+    if (x->type == REDIS_REPLY_INTEGER)
+        return x->integer;
+    if (x->type == REDIS_REPLY_STRING || x->type == REDIS_REPLY_STATUS) {
+        char buf[32];
+        size_t n = (size_t)x->len < sizeof buf - 1 ? (size_t)x->len
+                                                    : sizeof buf - 1;
+        memcpy(buf, x->str, n);
+        buf[n] = '\0';
+        char *end;
+        long long v = strtoll(buf, &end, 10);
+        return end == buf ? -1 : (int64_t)v;
+    }
+    return -1;
+}
+
+static void reply_id(char dst[AN_ID_MAX], const redisReply *x)
+{
+    if (x && (x->type == REDIS_REPLY_STRING || x->type == REDIS_REPLY_STATUS))
+        copy_id(dst, x->str, (size_t)x->len);
+    else
+        dst[0] = '\0';
+}
+
+int an_pending_summary_get(an_redis *r, const char *stream, const char *group,
+                           an_pending_summary *out)
+{
+    memset(out, 0, sizeof *out);
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XPENDING");
+    cmd_add(&c, stream);
+    cmd_add(&c, group);
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4)
+        return bad_reply(r, "XPENDING", rep);
+    out->count = reply_int(rep->element[0]);
+    reply_id(out->min_id, rep->element[1]);
+    reply_id(out->max_id, rep->element[2]);
+    const redisReply *cs = rep->element[3];
+    if (cs->type == REDIS_REPLY_ARRAY && cs->elements > 0) {
+        out->consumers = calloc(cs->elements, sizeof *out->consumers);
+        if (!out->consumers) {
+            freeReplyObject(rep);
+            rerr(r, "out of memory");
+            return AN_ENOMEM;
+        }
+        for (size_t i = 0; i < cs->elements; i++) {
+            const redisReply *p = cs->element[i];
+            if (p->type != REDIS_REPLY_ARRAY || p->elements != 2 ||
+                p->element[0]->type != REDIS_REPLY_STRING)
+                continue;
+            an_pending_consumer *pc = &out->consumers[out->nconsumers];
+            pc->name = dupn(p->element[0]->str, (size_t)p->element[0]->len);
+            if (!pc->name) {
+                freeReplyObject(rep);
+                an_pending_summary_free(out);
+                rerr(r, "out of memory");
+                return AN_ENOMEM;
+            }
+            pc->pending = reply_int(p->element[1]);
+            out->nconsumers++;
+        }
+    }
+    freeReplyObject(rep);
+    return 0;
+}
+
+void an_pending_summary_free(an_pending_summary *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->nconsumers; i++)
+        free(s->consumers[i].name);
+    free(s->consumers);
+    memset(s, 0, sizeof *s);
+}
+
+int an_pending_range(an_redis *r, const char *stream, const char *group,
+                     int64_t min_idle_ms, const char *start, const char *end,
+                     size_t count, const char *consumer,
+                     an_pending_item **items, size_t *n)
+{
+    *items = NULL;
+    *n = 0;
+    if (count == 0)
+        return 0;
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XPENDING");
+    cmd_add(&c, stream);
+    cmd_add(&c, group);
+    if (min_idle_ms >= 0) {
+        cmd_add(&c, "IDLE");
+        cmd_addi(&c, min_idle_ms);
+    }
+    cmd_add(&c, start ? start : "-");
+    cmd_add(&c, end ? end : "+");
+    cmd_addi(&c, (int64_t)count);
+    if (consumer)
+        cmd_add(&c, consumer);
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return bad_reply(r, "XPENDING", rep);
+    if (rep->elements == 0) {
+        freeReplyObject(rep);
+        return 0;
+    }
+    an_pending_item *v = calloc(rep->elements, sizeof *v);
+    if (!v) {
+        freeReplyObject(rep);
+        rerr(r, "out of memory");
+        return AN_ENOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *p = rep->element[i];
+        if (p->type != REDIS_REPLY_ARRAY || p->elements != 4 ||
+            p->element[0]->type != REDIS_REPLY_STRING ||
+            p->element[1]->type != REDIS_REPLY_STRING)
+            continue;
+        copy_id(v[k].id, p->element[0]->str, (size_t)p->element[0]->len);
+        size_t cl = (size_t)p->element[1]->len;
+        if (cl >= sizeof v[k].consumer)
+            cl = sizeof v[k].consumer - 1;
+        memcpy(v[k].consumer, p->element[1]->str, cl);
+        v[k].consumer[cl] = '\0';
+        v[k].idle_ms = reply_int(p->element[2]);
+        v[k].deliveries = reply_int(p->element[3]);
+        k++;
+    }
+    freeReplyObject(rep);
+    *items = v;
+    *n = k;
+    return 0;
+}
+
+/* ------------------------------------------------------------ publish */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int an_publish(an_redis *r, const an_publish_req *q, an_publish_res *res)
+{
+    if (res)
+        memset(res, 0, sizeof *res);
+    if (!q || !q->input || !q->group || !q->entry_id ||
+        (q->nmsgs > 0 && (!q->output || !q->msgs)) ||
+        (q->params && (!q->params->key || !q->params->params_json))) {
+        rerr(r, "publish: bad request (input, group, entry_id, output for "
+                "messages, params key and json are required)");
+        return AN_EINVAL;
+    }
+    for (size_t i = 0; i < q->nmsgs; i++) {
+        const an_out_msg *m = &q->msgs[i];
+        if (!m->data_type || !m->model || (!m->body && m->body_len)) {
+            rerr(r, "publish: message %zu: dataType and model are required",
+                 i);
+            return AN_EINVAL;
+        }
+        if (m->rows && !m->rows[0]) {
+            rerr(r, "publish: message %zu: rows must be NULL or non-empty", i);
+            return AN_EINVAL;
+        }
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
+    cmd_add(&c, "");
+    cmd_addi(&c, 3);
+    cmd_add(&c, q->input);
+    cmd_add(&c, q->nmsgs ? q->output : q->input);
+    cmd_add(&c, q->params ? q->params->key : q->input);
+    cmd_add(&c, q->group);
+    cmd_add(&c, q->entry_id);
+    cmd_add(&c, q->owner ? q->owner : "");
+    cmd_addi(&c, q->output_maxlen > 0 ? q->output_maxlen : 0);
+    cmd_addi(&c, (int64_t)q->nmsgs);
+    if (q->params) {
+        cmd_add(&c, "1");
+        cmd_add(&c, q->params->params_json);
+        cmd_addi(&c, q->params->watermark);
+        cmd_addi(&c, q->params->updated_ms > 0 ? q->params->updated_ms
+                                               : now_ms());
+    } else {
+        cmd_add(&c, "0");
+        cmd_add(&c, "");
+        cmd_add(&c, "0");
+        cmd_add(&c, "0");
+    }
+    for (size_t i = 0; i < q->nmsgs; i++) {
+        const an_out_msg *m = &q->msgs[i];
+        cmd_add(&c, m->data_type);
+        cmd_add(&c, m->model);
+        cmd_add(&c, m->rows ? m->rows : "");
+        cmd_add(&c, an_encoding_name(m->encoding));
+        cmd_addn(&c, m->body ? m->body : "", m->body_len);
+    }
+    redisReply *rep;
+    int rc = eval_script(r, "publish", &c, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER ||
+        rep->element[3]->type != REDIS_REPLY_ARRAY)
+        return bad_reply(r, "publish.lua", rep);
+    if (rep->element[0]->integer == 0) {
+        freeReplyObject(rep);
+        rerr(r, "publish: entry %s is not pending for consumer %s",
+             q->entry_id, q->owner ? q->owner : "?");
+        return AN_ESTATE;
+    }
+    const redisReply *ids = rep->element[3];
+    if (ids->elements != q->nmsgs) {
+        return bad_reply(r, "publish.lua ids", rep);
+    }
+    if (res) {
+        res->acked = (int)reply_int(rep->element[1]);
+        res->cache = (int)reply_int(rep->element[2]);
+        if (ids->elements) {
+            res->ids = calloc(ids->elements, sizeof *res->ids);
+            if (!res->ids) {
+                freeReplyObject(rep);
+                /* the script did run: report success without ids */
+                rerr(r, "out of memory (publish ids)");
+                return 0;
+            }
+            for (size_t i = 0; i < ids->elements; i++)
+                reply_id(res->ids[i], ids->element[i]);
+            res->nids = ids->elements;
+        }
+    }
+    freeReplyObject(rep);
+    return 0;
+}
+
+void an_publish_res_free(an_publish_res *res)
+{
+    if (!res)
+        return;
+    free(res->ids);
+    res->ids = NULL;
+    res->nids = 0;
+}
+
+int an_dead_letter(an_redis *r, const an_dead_letter_req *q,
+                   char id_out[AN_ID_MAX])
+{
+    if (id_out)
+        id_out[0] = '\0';
+    if (!q || !q->input || !q->group || !q->entry_id || !q->dead_letter ||
+        !q->reason || !q->consumer || (q->nfields && !q->fields)) {
+        rerr(r, "dead_letter: bad request (input, group, entry_id, "
+                "dead_letter, reason, consumer are required)");
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA");
+    cmd_add(&c, "");
+    cmd_addi(&c, 2);
+    cmd_add(&c, q->input);
+    cmd_add(&c, q->dead_letter);
+    cmd_add(&c, q->group);
+    cmd_add(&c, q->entry_id);
+    cmd_add(&c, q->owner ? q->owner : "");
+    cmd_addi(&c, q->maxlen > 0 ? q->maxlen : 0);
+    cmd_add(&c, q->reason);
+    cmd_addi(&c, q->deliveries);
+    cmd_add(&c, q->consumer);
+    for (size_t i = 0; i < q->nfields; i++) {
+        const an_field *f = &q->fields[i];
+        cmd_addn(&c, f->name ? f->name : "", f->name_len);
+        cmd_addn(&c, f->value ? f->value : "", f->value_len);
+    }
+    redisReply *rep;
+    int rc = eval_script(r, "dead_letter", &c, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER)
+        return bad_reply(r, "dead_letter.lua", rep);
+    if (rep->element[0]->integer == 0) {
+        freeReplyObject(rep);
+        rerr(r, "dead_letter: entry %s is not pending for consumer %s",
+             q->entry_id, q->owner ? q->owner : "?");
+        return AN_ESTATE;
+    }
+    if (id_out)
+        reply_id(id_out, rep->element[1]);
+    freeReplyObject(rep);
+    return 0;
+}
+
+int an_params_cache_get(an_redis *r, const char *key, char **params,
+                        int64_t *watermark, int64_t *updated_ms)
+{
+    if (params)
+        *params = NULL;
+    if (watermark)
+        *watermark = -1;
+    if (updated_ms)
+        *updated_ms = -1;
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "HMGET");
+    cmd_add(&c, key);
+    cmd_add(&c, "params");
+    cmd_add(&c, "watermark");
+    cmd_add(&c, "updated");
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
+        return bad_reply(r, "HMGET", rep);
+    if (rep->element[0]->type != REDIS_REPLY_STRING) {
+        freeReplyObject(rep);
+        rerr(r, "params cache %s: absent", key);
+        return AN_ENOTFOUND;
+    }
+    if (params) {
+        *params = dupn(rep->element[0]->str, (size_t)rep->element[0]->len);
+        if (!*params) {
+            freeReplyObject(rep);
+            rerr(r, "out of memory");
+            return AN_ENOMEM;
+        }
+    }
+    if (watermark && rep->element[1]->type == REDIS_REPLY_STRING)
+        *watermark = reply_int(rep->element[1]);
+    if (updated_ms && rep->element[2]->type == REDIS_REPLY_STRING)
+        *updated_ms = reply_int(rep->element[2]);
+    freeReplyObject(rep);
+    return 0;
+}
+
+/* ------------------------------------------------------------ plain */
+
+int an_xadd(an_redis *r, const char *stream, int64_t maxlen,
+            const an_field *fields, size_t nfields, char id_out[AN_ID_MAX])
+{
+    if (id_out)
+        id_out[0] = '\0';
+    if (!stream || nfields == 0 || !fields) {
+        rerr(r, "XADD: stream and at least one field are required");
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XADD");
+    cmd_add(&c, stream);
+    if (maxlen > 0) {
+        cmd_add(&c, "MAXLEN");
+        cmd_add(&c, "~");
+        cmd_addi(&c, maxlen);
+    }
+    cmd_add(&c, "*");
+    for (size_t i = 0; i < nfields; i++) {
+        cmd_addn(&c, fields[i].name ? fields[i].name : "", fields[i].name_len);
+        cmd_addn(&c, fields[i].value ? fields[i].value : "",
+                 fields[i].value_len);
+    }
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_STRING)
+        return bad_reply(r, "XADD", rep);
+    if (id_out)
+        reply_id(id_out, rep);
+    freeReplyObject(rep);
+    return 0;
+}
+
+int an_xrange(an_redis *r, const char *stream, const char *start,
+              const char *end, size_t count, bool reverse, an_entry_list *out)
+{
+    memset(out, 0, sizeof *out);
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, reverse ? "XREVRANGE" : "XRANGE");
+    cmd_add(&c, stream);
+    cmd_add(&c, start ? start : (reverse ? "+" : "-"));
+    cmd_add(&c, end ? end : (reverse ? "-" : "+"));
+    if (count) {
+        cmd_add(&c, "COUNT");
+        cmd_addi(&c, (int64_t)count);
+    }
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    rc = parse_entries(r, rep, out);
+    freeReplyObject(rep);
+    if (rc)
+        an_entry_list_free(out);
+    return rc;
+}
+
+int an_xread(an_redis *r, const char *stream, const char *after_id,
+             size_t count, int block_ms, an_entry_list *out)
+{
+    memset(out, 0, sizeof *out);
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XREAD");
+    if (count) {
+        cmd_add(&c, "COUNT");
+        cmd_addi(&c, (int64_t)count);
+    }
+    if (block_ms >= 0) {
+        cmd_add(&c, "BLOCK");
+        cmd_addi(&c, block_ms);
+    }
+    cmd_add(&c, "STREAMS");
+    cmd_add(&c, stream);
+    cmd_add(&c, after_id ? after_id : "$");
+    redisReply *rep;
+    int rc = run_blocking(r, &c, block_ms, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    rc = parse_read_reply(r, rep, out);
+    freeReplyObject(rep);
+    if (rc)
+        an_entry_list_free(out);
+    return rc;
+}
+
+static int int_command(an_redis *r, cmd *c, int64_t *v)
+{
+    redisReply *rep;
+    int rc = run(r, c, &rep, false);
+    const char *name = c->argc ? c->argv[0] : "?";
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_INTEGER)
+        return bad_reply(r, name, rep);
+    if (v)
+        *v = rep->integer;
+    freeReplyObject(rep);
+    return 0;
+}
+
+int an_xlen(an_redis *r, const char *stream, int64_t *len)
+{
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XLEN");
+    cmd_add(&c, stream);
+    int rc = int_command(r, &c, len);
+    cmd_free(&c);
+    return rc;
+}
+
+int an_xdel(an_redis *r, const char *stream, const char *const *ids, size_t n,
+            int64_t *deleted)
+{
+    if (deleted)
+        *deleted = 0;
+    if (n == 0)
+        return 0;
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XDEL");
+    cmd_add(&c, stream);
+    for (size_t i = 0; i < n; i++)
+        cmd_add(&c, ids[i]);
+    int rc = int_command(r, &c, deleted);
+    cmd_free(&c);
+    return rc;
+}
+
+int an_del(an_redis *r, const char *key, int64_t *deleted)
+{
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "DEL");
+    cmd_add(&c, key);
+    int rc = int_command(r, &c, deleted);
+    cmd_free(&c);
+    return rc;
+}
+
+/* ------------------------------------------------------------ XINFO */
+
+/* Value of key k in a flat [k1, v1, k2, v2, ...] reply; NULL if absent. */
+static const redisReply *kv_get(const redisReply *a, const char *k)
+{
+    if (!a || a->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    size_t kl = strlen(k);
+    for (size_t i = 0; i + 1 < a->elements; i += 2) {
+        const redisReply *key = a->element[i];
+        if ((key->type == REDIS_REPLY_STRING ||
+             key->type == REDIS_REPLY_STATUS) &&
+            (size_t)key->len == kl && memcmp(key->str, k, kl) == 0)
+            return a->element[i + 1];
+    }
+    return NULL;
+}
+
+static int64_t kv_int(const redisReply *a, const char *k)
+{
+    const redisReply *v = kv_get(a, k);
+    if (!v || v->type == REDIS_REPLY_NIL)
+        return -1;
+    return reply_int(v);
+}
+
+int an_xinfo_stream(an_redis *r, const char *stream, an_stream_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->entries_added = -1;
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XINFO");
+    cmd_add(&c, "STREAM");
+    cmd_add(&c, stream);
+    redisReply *rep;
+    int rc = run(r, &c, &rep, true);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        /* "ERR no such key" */
+        rerr(r, "XINFO STREAM %s: %.*s", stream, (int)rep->len, rep->str);
+        rc = strstr(rep->str, "no such key") ? AN_ENOTFOUND
+                                              : classify_error(rep->str,
+                                                               (size_t)rep->len);
+        freeReplyObject(rep);
+        return rc;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return bad_reply(r, "XINFO STREAM", rep);
+    out->length = kv_int(rep, "length");
+    out->groups = kv_int(rep, "groups");
+    out->entries_added = kv_int(rep, "entries-added");
+    reply_id(out->last_generated_id, kv_get(rep, "last-generated-id"));
+    reply_id(out->max_deleted_entry_id, kv_get(rep, "max-deleted-entry-id"));
+    const redisReply *fe = kv_get(rep, "first-entry");
+    const redisReply *le = kv_get(rep, "last-entry");
+    if (fe && fe->type == REDIS_REPLY_ARRAY && fe->elements >= 1)
+        reply_id(out->first_id, fe->element[0]);
+    if (le && le->type == REDIS_REPLY_ARRAY && le->elements >= 1)
+        reply_id(out->last_id, le->element[0]);
+    freeReplyObject(rep);
+    return 0;
+}
+
+int an_xinfo_groups(an_redis *r, const char *stream, an_group_info **groups,
+                    size_t *n)
+{
+    *groups = NULL;
+    *n = 0;
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XINFO");
+    cmd_add(&c, "GROUPS");
+    cmd_add(&c, stream);
+    redisReply *rep;
+    int rc = run(r, &c, &rep, true);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        rerr(r, "XINFO GROUPS %s: %.*s", stream, (int)rep->len, rep->str);
+        rc = strstr(rep->str, "no such key") ? AN_ENOTFOUND
+                                              : classify_error(rep->str,
+                                                               (size_t)rep->len);
+        freeReplyObject(rep);
+        return rc;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return bad_reply(r, "XINFO GROUPS", rep);
+    if (rep->elements == 0) {
+        freeReplyObject(rep);
+        return 0;
+    }
+    an_group_info *v = calloc(rep->elements, sizeof *v);
+    if (!v) {
+        freeReplyObject(rep);
+        rerr(r, "out of memory");
+        return AN_ENOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *g = rep->element[i];
+        const redisReply *name = kv_get(g, "name");
+        if (!name || name->type != REDIS_REPLY_STRING)
+            continue;
+        v[k].name = dupn(name->str, (size_t)name->len);
+        if (!v[k].name) {
+            an_group_info_free(v, k);
+            freeReplyObject(rep);
+            rerr(r, "out of memory");
+            return AN_ENOMEM;
+        }
+        v[k].consumers = kv_int(g, "consumers");
+        v[k].pending = kv_int(g, "pending");
+        reply_id(v[k].last_delivered_id, kv_get(g, "last-delivered-id"));
+        v[k].entries_read = kv_int(g, "entries-read");
+        v[k].lag = kv_int(g, "lag");
+        k++;
+    }
+    freeReplyObject(rep);
+    *groups = v;
+    *n = k;
+    return 0;
+}
+
+void an_group_info_free(an_group_info *groups, size_t n)
+{
+    if (!groups)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(groups[i].name);
+    free(groups);
+}
+
+int an_xinfo_consumers(an_redis *r, const char *stream, const char *group,
+                       an_consumer_info **consumers, size_t *n)
+{
+    *consumers = NULL;
+    *n = 0;
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XINFO");
+    cmd_add(&c, "CONSUMERS");
+    cmd_add(&c, stream);
+    cmd_add(&c, group);
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return bad_reply(r, "XINFO CONSUMERS", rep);
+    if (rep->elements == 0) {
+        freeReplyObject(rep);
+        return 0;
+    }
+    an_consumer_info *v = calloc(rep->elements, sizeof *v);
+    if (!v) {
+        freeReplyObject(rep);
+        rerr(r, "out of memory");
+        return AN_ENOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *g = rep->element[i];
+        const redisReply *name = kv_get(g, "name");
+        if (!name || name->type != REDIS_REPLY_STRING)
+            continue;
+        v[k].name = dupn(name->str, (size_t)name->len);
+        if (!v[k].name) {
+            an_consumer_info_free(v, k);
+            freeReplyObject(rep);
+            rerr(r, "out of memory");
+            return AN_ENOMEM;
+        }
+        v[k].pending = kv_int(g, "pending");
+        v[k].idle_ms = kv_int(g, "idle");
+        v[k].inactive_ms = kv_int(g, "inactive");
+        k++;
+    }
+    freeReplyObject(rep);
+    *consumers = v;
+    *n = k;
+    return 0;
+}
+
+void an_consumer_info_free(an_consumer_info *consumers, size_t n)
+{
+    if (!consumers)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(consumers[i].name);
+    free(consumers);
+}

@@ -1,0 +1,825 @@
+/* test_codec.c: an_codec (input decoding, producer encoding, output
+ * messages, bodies, zlib limits, JSON text). */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zlib.h>
+
+#include "an_codec.h"
+
+static char reason[512];
+
+static an_field F(const char *name, const char *value)
+{
+    an_field f = {name, strlen(name), value, strlen(value)};
+    return f;
+}
+
+/* Decode {model, batch[, encoding]} from JSON text; returns rc. */
+static int dec(const char *model, const char *batch, an_batch **b)
+{
+    an_field f[2] = {F("model", model), F("batch", batch)};
+    reason[0] = '\0';
+    return an_batch_decode(f, 2, NULL, b, reason, sizeof reason);
+}
+
+/* Expect failure with rc and a reason containing `needle`. */
+#define FAILS(batch, rc_expected, needle)                                    \
+    do {                                                                     \
+        an_batch *b_ = NULL;                                                 \
+        int rc_ = dec("m1", batch, &b_);                                     \
+        ck_assert_msg(rc_ == (rc_expected), "rc %d for %s (reason %s)", rc_, \
+                      batch, reason);                                        \
+        ck_assert_ptr_null(b_);                                              \
+        ck_assert_msg(strstr(reason, needle) != NULL,                        \
+                      "reason '%s' lacks '%s'", reason, needle);             \
+    } while (0)
+
+/* ------------------------------------------------------------ decode ok */
+
+START_TEST(iRv2_ok)
+{
+    an_batch *b = NULL;
+    int rc = dec("0123456789abcdef0123456789abcdef",
+                 "[[\"iRv2\",1234,0,0.25,null,{\"1\":10.5}],"
+                 "[\"iRv2\",1235,0,1,null,null],"
+                 "[\"iRv2\",1236,1,null,\"boom\",null]]",
+                 &b);
+    ck_assert_msg(rc == 0, "%s", reason);
+    ck_assert_str_eq(b->model, "0123456789abcdef0123456789abcdef");
+    ck_assert_int_eq(b->encoding, AN_ENC_JSON);
+    ck_assert_uint_eq(b->n, 3);
+    ck_assert_uint_eq(b->n_inference, 3);
+    ck_assert_uint_eq(b->n_command, 0);
+    an_inference_result *r = &b->results[0].u.inf;
+    ck_assert_int_eq(b->results[0].kind, AN_RES_INFERENCE);
+    ck_assert_int_eq(r->rowid, 1234);
+    ck_assert_int_eq(r->status, 0);
+    ck_assert(r->has_score);
+    ck_assert(r->score == 0.25);
+    ck_assert_ptr_null(r->error);
+    ck_assert(!r->legacy);
+    ck_assert(json_is_object(r->predictions));
+    ck_assert(json_real_value(json_object_get(r->predictions, "1")) == 10.5);
+    char *pt = an_predictions_text(r->predictions);
+    ck_assert_str_eq(pt, "{\"1\":10.5}");
+    free(pt);
+    /* integer score cast to double */
+    r = &b->results[1].u.inf;
+    ck_assert(r->has_score);
+    ck_assert(r->score == 1.0);
+    ck_assert_ptr_null(r->predictions);
+    pt = an_predictions_text(r->predictions);
+    ck_assert_str_eq(pt, "null");
+    free(pt);
+    r = &b->results[2].u.inf;
+    ck_assert_int_eq(r->status, 1);
+    ck_assert(!r->has_score);
+    ck_assert_str_eq(r->error, "boom");
+    an_batch_free(b);
+}
+END_TEST
+
+START_TEST(iR_legacy_ok)
+{
+    an_batch *b = NULL;
+    int rc = dec("m1", "[[\"iR\",7,0,0.5,null],[\"iR\",8,3,null,\"err\"]]", &b);
+    ck_assert_msg(rc == 0, "%s", reason);
+    ck_assert_uint_eq(b->n, 2);
+    ck_assert(b->results[0].u.inf.legacy);
+    ck_assert_ptr_null(b->results[0].u.inf.predictions);
+    ck_assert(b->results[0].u.inf.score == 0.5);
+    ck_assert_int_eq(b->results[1].u.inf.status, 3);
+    ck_assert_str_eq(b->results[1].u.inf.error, "err");
+    an_batch_free(b);
+}
+END_TEST
+
+START_TEST(mcR_ok)
+{
+    an_batch *b = NULL;
+    int rc = dec("m1",
+                 "[[\"mcR\",\"cmd-1\",\"defineModel\",0,{\"a\":1},null],"
+                 "[\"mcR\",\"cmd-2\",\"deleteModel\",0,null,null],"
+                 "[\"mcR\",\"cmd-3\",\"defineModel\",2,null,\"exists\"],"
+                 "[\"iRv2\",1,0,0.0,null,null]]",
+                 &b);
+    ck_assert_msg(rc == 0, "%s", reason);
+    ck_assert_uint_eq(b->n, 4);
+    ck_assert_uint_eq(b->n_command, 3);
+    ck_assert_uint_eq(b->n_inference, 1);
+    an_command_result *c = &b->results[0].u.cmd;
+    ck_assert_int_eq(b->results[0].kind, AN_RES_COMMAND);
+    ck_assert_str_eq(c->command_id, "cmd-1");
+    ck_assert_str_eq(c->method, "defineModel");
+    ck_assert_int_eq(c->status, 0);
+    ck_assert(json_is_object(c->args));
+    ck_assert_ptr_null(c->error);
+    c = &b->results[1].u.cmd;
+    ck_assert_ptr_null(c->args);
+    c = &b->results[2].u.cmd;
+    ck_assert_int_eq(c->status, 2);
+    ck_assert_str_eq(c->error, "exists");
+    ck_assert_int_eq(b->results[3].kind, AN_RES_INFERENCE);
+    an_batch_free(b);
+}
+END_TEST
+
+START_TEST(unicode_and_escapes)
+{
+    an_batch *b = NULL;
+    const char *batch =
+        "[[\"iRv2\",1,1,null,\"caf\\u00e9 \\u2603 \\ud83d\\ude00 tab\\t "
+        "nl\\n q\\\" bs\\\\ sl\\/ raw\xc3\xa9\",null]]";
+    int rc = dec("m1", batch, &b);
+    ck_assert_msg(rc == 0, "%s", reason);
+    const char *e = b->results[0].u.inf.error;
+    ck_assert_str_eq(e, "caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80 tab\t nl\n "
+                        "q\" bs\\ sl/ raw\xc3\xa9");
+    /* encode back: control characters escaped, UTF-8 raw, round trip */
+    char *out = NULL;
+    size_t len = 0;
+    rc = an_batch_encode(b->results, b->n, AN_ENC_JSON, &out, &len, reason,
+                         sizeof reason);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(strstr(out, "tab\\t nl\\n q\\\" bs\\\\ sl/"));
+    ck_assert_ptr_nonnull(strstr(out, "caf\xc3\xa9"));
+    an_batch *b2 = NULL;
+    rc = dec("m1", out, &b2);
+    ck_assert_msg(rc == 0, "%s", reason);
+    ck_assert_str_eq(b2->results[0].u.inf.error, e);
+    free(out);
+    an_batch_free(b2);
+    an_batch_free(b);
+
+    /* a control character in a string is escaped as \u00XX */
+    json_t *s = json_string("a\x01z\x7f");
+    char *t = an_json_dumps(s, NULL);
+    ck_assert_str_eq(t, "\"a\\u0001z\\u007f\"");
+    free(t);
+    json_decref(s);
+}
+END_TEST
+
+/* ------------------------------------------------------------ decode errors */
+
+START_TEST(errors_signature_arity_types)
+{
+    FAILS("[[\"iRv2\",1,0,0.1,null,null],[\"iRv2\",2,0,0.1,null,null],"
+          "[\"iRv2\",3,0,0.1,null,null],[\"xR\",4]]",
+          AN_EINVAL, "batch[3]: unknown result signature 'xR'");
+    FAILS("[[\"iRv2\",1,0,0.1,null]]", AN_EINVAL,
+          "batch[0]: iRv2 needs 6 elements, got 5");
+    FAILS("[[\"iRv2\",1,0,0.1,null,null,7]]", AN_EINVAL, "needs 6 elements");
+    FAILS("[[\"iR\",1,0,0.1,null,null]]", AN_EINVAL,
+          "iR needs 5 elements, got 6");
+    FAILS("[[\"mcR\",\"c\",\"defineModel\",0,null]]", AN_EINVAL,
+          "mcR needs 6 elements, got 5");
+    FAILS("[[]]", AN_EINVAL, "batch[0]: result signature must be a string");
+    FAILS("[[5,1,0,0.1,null,null]]", AN_EINVAL, "signature must be a string");
+    FAILS("[{\"a\":1}]", AN_EINVAL, "batch[0]: result must be an array");
+    FAILS("[[\"iRv2\",\"1\",0,0.1,null,null]]", AN_EINVAL,
+          "rowID must be an integer, got string");
+    FAILS("[[\"iRv2\",1.0,0,0.1,null,null]]", AN_EINVAL,
+          "rowID must be an integer, got real");
+    FAILS("[[\"iRv2\",1,true,0.1,null,null]]", AN_EINVAL,
+          "status must be an integer, got boolean");
+    FAILS("[[\"iRv2\",1,0,\"0.1\",null,null]]", AN_EINVAL,
+          "anomalyScore must be a number or null, got string");
+    FAILS("[[\"iRv2\",1,1,null,5,null]]", AN_EINVAL,
+          "errorMessage must be a string or null, got integer");
+    FAILS("[[\"iRv2\",1,0,0.1,null,[1]]]", AN_EINVAL,
+          "multiStepBestPredictions must be an object or null, got array");
+    FAILS("[[\"mcR\",7,\"defineModel\",0,null,null]]", AN_EINVAL,
+          "commandID must be a string, got integer");
+    FAILS("[[\"mcR\",\"c\",null,0,null,null]]", AN_EINVAL,
+          "method must be a string, got null");
+    FAILS("[[\"mcR\",\"c\",\"defineModel\",\"0\",null,null]]", AN_EINVAL,
+          "mcR status must be an integer");
+    FAILS("[[\"mcR\",\"c\",\"defineModel\",0,[],null]]", AN_EINVAL,
+          "args must be an object or null, got array");
+}
+END_TEST
+
+START_TEST(errors_invariants)
+{
+    FAILS("[[\"iRv2\",9,0,null,null,null]]", AN_EINVAL,
+          "rowID=9: status 0 needs a numeric anomalyScore");
+    FAILS("[[\"iRv2\",9,0,0.5,\"x\",null]]", AN_EINVAL,
+          "status 0 with an errorMessage");
+    FAILS("[[\"iRv2\",9,1,null,null,null]]", AN_EINVAL,
+          "status 1 needs an errorMessage string");
+    FAILS("[[\"iRv2\",9,1,0.5,\"x\",null]]", AN_EINVAL,
+          "status 1 with an anomalyScore or predictions");
+    FAILS("[[\"iRv2\",9,1,null,\"x\",{}]]", AN_EINVAL,
+          "with an anomalyScore or predictions");
+    FAILS("[[\"iR\",9,0,null,null]]", AN_EINVAL, "iR rowID=9: status 0");
+    FAILS("[[\"mcR\",\"c1\",\"defineModel\",0,null,\"x\"]]", AN_EINVAL,
+          "commandID=c1: status 0 with an errorMessage");
+    FAILS("[[\"mcR\",\"c1\",\"defineModel\",4,null,null]]", AN_EINVAL,
+          "status 4 needs an errorMessage string");
+    FAILS("[[\"mcR\",\"c1\",\"defineModel\",4,{},\"x\"]]", AN_EINVAL,
+          "status 4 with args");
+}
+END_TEST
+
+START_TEST(errors_json_and_numbers)
+{
+    FAILS("[]", AN_EINVAL, "batch: empty array");
+    FAILS("{\"a\":1}", AN_EINVAL, "batch: must be a JSON array, got object");
+    FAILS("[[\"iRv2\",1,0,0.1,null,null]", AN_EINVAL, "batch: invalid JSON");
+    FAILS("", AN_EINVAL, "batch: invalid JSON");
+    FAILS("[[\"iRv2\",1,0,NaN,null,null]]", AN_EINVAL, "batch: invalid JSON");
+    FAILS("[[\"iRv2\",1,0,Infinity,null,null]]", AN_EINVAL,
+          "batch: invalid JSON");
+    FAILS("[[\"iRv2\",1,0,1e400,null,null]]", AN_EINVAL, "batch: invalid JSON");
+    FAILS("[[\"iRv2\",99999999999999999999,0,0.1,null,null]]", AN_EINVAL,
+          "batch: invalid JSON");
+    FAILS("[[\"iRv2\",1,1,null,\"a\\u0000b\",null]]", AN_EINVAL,
+          "batch: invalid JSON");
+    FAILS("[[\"iRv2\",1,1,null,\"bad \xff utf8\",null]]", AN_EINVAL,
+          "batch: invalid JSON");
+    FAILS("[[\"iRv2\",1,0,0.1,null,null]] trailing", AN_EINVAL,
+          "batch: invalid JSON");
+}
+END_TEST
+
+START_TEST(errors_fields)
+{
+    an_batch *b = NULL;
+    const char *ok = "[[\"iRv2\",1,0,0.1,null,null]]";
+    an_field f1[1] = {F("batch", ok)};
+    ck_assert_int_eq(an_batch_decode(f1, 1, NULL, &b, reason, sizeof reason),
+                     AN_EINVAL);
+    ck_assert_str_eq(reason, "missing field 'model'");
+    an_field f2[1] = {F("model", "m")};
+    ck_assert_int_eq(an_batch_decode(f2, 1, NULL, &b, reason, sizeof reason),
+                     AN_EINVAL);
+    ck_assert_str_eq(reason, "missing field 'batch'");
+    an_field f3[3] = {F("model", "m"), F("batch", ok), F("encoding", "gzip")};
+    ck_assert_int_eq(an_batch_decode(f3, 3, NULL, &b, reason, sizeof reason),
+                     AN_EINVAL);
+    ck_assert_str_eq(reason, "unknown encoding 'gzip' (expected json or zlib)");
+    an_field f4[4] = {F("model", "m"), F("batch", ok), F("encoding", "json"),
+                      F("encoding", "json")};
+    ck_assert_int_eq(an_batch_decode(f4, 4, NULL, &b, reason, sizeof reason),
+                     AN_EINVAL);
+    ck_assert_str_eq(reason, "duplicate field 'encoding'");
+    an_field f5[3] = {F("model", "m"), F("batch", ok), F("model", "m2")};
+    ck_assert_int_eq(an_batch_decode(f5, 3, NULL, &b, reason, sizeof reason),
+                     AN_EINVAL);
+    ck_assert_str_eq(reason, "duplicate field 'model'");
+    ck_assert_ptr_null(b);
+}
+END_TEST
+
+START_TEST(errors_model)
+{
+    an_batch *b = NULL;
+    const char *ok = "[[\"iRv2\",1,0,0.1,null,null]]";
+    ck_assert_int_eq(dec("", ok, &b), AN_EINVAL);
+    ck_assert_str_eq(reason, "model: empty");
+    ck_assert_int_eq(dec("0123456789012345678901234567890123456789x", ok, &b),
+                     AN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(reason, "model: 41 bytes, longer than 40"));
+    ck_assert_int_eq(dec("0123456789012345678901234567890123456789", ok, &b),
+                     0);
+    an_batch_free(b);
+    b = NULL;
+    ck_assert_int_eq(dec("a b", ok, &b), AN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(reason, "model: byte 1 is not printable"));
+    ck_assert_int_eq(dec("a\nb", ok, &b), AN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(reason, "'a\\x0ab'"));
+    /* a model with a NUL byte inside (binary-safe field) */
+    an_field f[2] = {{"model", 5, "ab\0c", 4}, F("batch", ok)};
+    ck_assert_int_eq(an_batch_decode(f, 2, NULL, &b, reason, sizeof reason),
+                     AN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(reason, "byte 2 is not printable"));
+    ck_assert_ptr_null(b);
+}
+END_TEST
+
+START_TEST(entry_too_big)
+{
+    /* a 10 MB entry against the default 4 MiB limit: fails before parsing */
+    size_t n = 10u << 20;
+    char *big = malloc(n + 1);
+    ck_assert_ptr_nonnull(big);
+    memset(big, ' ', n);
+    big[0] = '[';
+    big[n - 1] = ']';
+    big[n] = '\0';
+    an_batch *b = NULL;
+    an_field f[2] = {F("model", "m1"), {"batch", 5, big, n}};
+    int rc = an_batch_decode(f, 2, NULL, &b, reason, sizeof reason);
+    ck_assert_int_eq(rc, AN_ERANGE);
+    ck_assert_ptr_null(b);
+    ck_assert_str_eq(reason, "entry is 10485772 bytes, over max_entry_bytes "
+                             "(4194304)");
+    /* with the limit off it is just an empty batch */
+    an_codec_limits lim = {0, 0};
+    rc = an_batch_decode(f, 2, &lim, &b, reason, sizeof reason);
+    ck_assert_int_eq(rc, AN_EINVAL);
+    ck_assert_str_eq(reason, "batch: empty array");
+    free(big);
+}
+END_TEST
+
+/* ------------------------------------------------------------ zlib */
+
+START_TEST(zlib_round_trip)
+{
+    an_result res[3];
+    memset(res, 0, sizeof res);
+    res[0].kind = AN_RES_COMMAND;
+    res[0].u.cmd.command_id = "c-1";
+    res[0].u.cmd.method = "defineModel";
+    res[1].kind = AN_RES_INFERENCE;
+    res[1].u.inf.rowid = 1;
+    res[1].u.inf.has_score = true;
+    res[1].u.inf.score = 0.1;
+    res[1].u.inf.predictions = json_pack("{s:f}", "1", 42.0);
+    res[2].kind = AN_RES_INFERENCE;
+    res[2].u.inf.rowid = 2;
+    res[2].u.inf.status = 1;
+    res[2].u.inf.error = "bad";
+    res[2].u.inf.legacy = true;
+
+    char *z = NULL;
+    size_t zlen = 0;
+    int rc = an_batch_encode(res, 3, AN_ENC_ZLIB, &z, &zlen, reason,
+                             sizeof reason);
+    ck_assert_int_eq(rc, 0);
+    ck_assert((unsigned char)z[0] == 0x78); /* zlib header, level 6 */
+    ck_assert((unsigned char)z[1] == 0x9c);
+    /* an independent inflate gives the JSON text */
+    char plain[512];
+    uLongf plen = sizeof plain - 1;
+    ck_assert_int_eq(uncompress((Bytef *)plain, &plen, (Bytef *)z, zlen),
+                     Z_OK);
+    plain[plen] = '\0';
+    ck_assert_str_eq(plain,
+                     "[[\"mcR\",\"c-1\",\"defineModel\",0,null,null],"
+                     "[\"iRv2\",1,0,0.1,null,{\"1\":42.0}],"
+                     "[\"iR\",2,1,null,\"bad\"]]");
+
+    an_field f[3] = {F("model", "m1"), {"batch", 5, z, zlen},
+                     F("encoding", "zlib")};
+    an_batch *b = NULL;
+    rc = an_batch_decode(f, 3, NULL, &b, reason, sizeof reason);
+    ck_assert_msg(rc == 0, "%s", reason);
+    ck_assert_int_eq(b->encoding, AN_ENC_ZLIB);
+    ck_assert_uint_eq(b->n, 3);
+    ck_assert_str_eq(b->results[0].u.cmd.method, "defineModel");
+    ck_assert(b->results[1].u.inf.score == 0.1);
+    ck_assert(json_equal(b->results[1].u.inf.predictions,
+                         res[1].u.inf.predictions));
+    ck_assert(b->results[2].u.inf.legacy);
+    an_batch_free(b);
+    json_decref(res[1].u.inf.predictions);
+
+    /* truncated */
+    f[1].value_len = zlen / 2;
+    rc = an_batch_decode(f, 3, NULL, &b, reason, sizeof reason);
+    ck_assert_int_eq(rc, AN_EINVAL);
+    ck_assert_str_eq(reason, "batch: truncated zlib stream");
+    /* trailing bytes */
+    char *z2 = malloc(zlen + 3);
+    memcpy(z2, z, zlen);
+    memcpy(z2 + zlen, "xyz", 3);
+    f[1].value = z2;
+    f[1].value_len = zlen + 3;
+    rc = an_batch_decode(f, 3, NULL, &b, reason, sizeof reason);
+    ck_assert_int_eq(rc, AN_EINVAL);
+    ck_assert_str_eq(reason, "batch: 3 trailing bytes after the zlib stream");
+    /* corrupt: flip a byte in the middle of the deflate data */
+    memcpy(z2, z, zlen);
+    z2[zlen / 2] ^= 0x55;
+    z2[zlen / 2 + 1] ^= 0xaa;
+    f[1].value_len = zlen;
+    rc = an_batch_decode(f, 3, NULL, &b, reason, sizeof reason);
+    ck_assert_int_eq(rc, AN_EINVAL);
+    ck_assert_msg(strstr(reason, "batch: corrupt zlib stream") ||
+                      strstr(reason, "batch: invalid JSON"),
+                  "%s", reason);
+    /* not zlib at all */
+    an_field f2[3] = {F("model", "m1"), F("batch", "[[\"iRv2\"]]"),
+                      F("encoding", "zlib")};
+    rc = an_batch_decode(f2, 3, NULL, &b, reason, sizeof reason);
+    ck_assert_int_eq(rc, AN_EINVAL);
+    ck_assert_str_eq(reason,
+                     "batch: corrupt zlib stream (incorrect header check)");
+    /* empty */
+    an_field f3[3] = {F("model", "m1"), F("batch", ""), F("encoding", "zlib")};
+    rc = an_batch_decode(f3, 3, NULL, &b, reason, sizeof reason);
+    ck_assert_int_eq(rc, AN_EINVAL);
+    ck_assert_str_eq(reason, "batch: truncated zlib stream");
+    ck_assert_ptr_null(b);
+    free(z2);
+    free(z);
+}
+END_TEST
+
+/* Compress `total` zero bytes with streaming deflate (no big buffer). */
+static char *zeros_bomb(size_t total, size_t *outlen)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    ck_assert_int_eq(deflateInit(&zs, 9), Z_OK);
+    static char zeros[1 << 16];
+    size_t cap = total / 500 + 4096, used = 0;
+    char *out = malloc(cap);
+    size_t left = total;
+    int flush;
+    do {
+        size_t chunk = left < sizeof zeros ? left : sizeof zeros;
+        left -= chunk;
+        flush = left ? Z_NO_FLUSH : Z_FINISH;
+        zs.next_in = (Bytef *)zeros;
+        zs.avail_in = (uInt)chunk;
+        do {
+            if (cap - used < 65536) {
+                cap *= 2;
+                char *nout = realloc(out, cap);
+                ck_assert_ptr_nonnull(nout);
+                out = nout;
+            }
+            zs.next_out = (Bytef *)out + used;
+            zs.avail_out = (uInt)(cap - used);
+            int zr = deflate(&zs, flush);
+            ck_assert(zr != Z_STREAM_ERROR);
+            used = cap - zs.avail_out;
+        } while (zs.avail_out == 0 || (flush == Z_FINISH && zs.avail_in));
+    } while (flush != Z_FINISH);
+    deflateEnd(&zs);
+    *outlen = used;
+    return out;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+START_TEST(zlib_bomb)
+{
+    size_t zlen = 0;
+    char *z = zeros_bomb((size_t)200 << 20, &zlen);
+    ck_assert_msg(zlen < (size_t)1 << 20, "bomb is %zu bytes", zlen);
+    an_field f[3] = {F("model", "m1"), {"batch", 5, z, zlen},
+                     F("encoding", "zlib")};
+    an_codec_limits lim = {AN_CODEC_DEFAULT_MAX_ENTRY_BYTES, 1u << 20};
+    an_batch *b = NULL;
+    double t0 = now_s();
+    int rc = an_batch_decode(f, 3, &lim, &b, reason, sizeof reason);
+    double dt = now_s() - t0;
+    ck_assert_int_eq(rc, AN_ERANGE);
+    ck_assert_ptr_null(b);
+    ck_assert_str_eq(reason, "batch: zlib stream inflates beyond "
+                             "max_inflated_bytes (1048576)");
+    ck_assert_msg(dt < 0.5, "took %.3f s", dt); /* stops at the limit */
+
+    /* default limit (32 MiB) also stops it */
+    rc = an_batch_decode(f, 3, NULL, &b, reason, sizeof reason);
+    ck_assert_int_eq(rc, AN_ERANGE);
+    ck_assert_ptr_nonnull(strstr(reason, "max_inflated_bytes (33554432)"));
+
+    /* raw helper: exactly at the limit is fine, one over is not */
+    char *o = NULL;
+    size_t olen = 0;
+    char *z2;
+    size_t z2len;
+    z2 = zeros_bomb(1000, &z2len);
+    ck_assert_int_eq(an_zlib_inflate(z2, z2len, 1000, &o, &olen, reason,
+                                     sizeof reason),
+                     0);
+    ck_assert_uint_eq(olen, 1000);
+    ck_assert_int_eq(o[1000], 0);
+    free(o);
+    ck_assert_int_eq(an_zlib_inflate(z2, z2len, 999, &o, &olen, reason,
+                                     sizeof reason),
+                     AN_ERANGE);
+    ck_assert_ptr_null(o);
+    free(z2);
+    free(z);
+}
+END_TEST
+
+/* ------------------------------------------------------------ doubles */
+
+START_TEST(doubles_round_trip)
+{
+    const double v[] = {0.1, 1.0 / 3, 2.0 / 3, 5e-324, 2.2250738585072014e-308,
+                        1.7976931348623157e308, -0.0, 0.0, 1.0, -1.5,
+                        123456789.123456789, 1e21, 1e22, 9007199254740993.0,
+                        0.30000000000000004, 1e-7, 100.0, 1431648000.123456,
+                        0.99999, 1.0 - 0.99999, 4.35, 2.675};
+    char buf[40];
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        an_codec_fmt_double(buf, sizeof buf, v[i]);
+        double back = strtod(buf, NULL);
+        ck_assert_msg(memcmp(&back, &v[i], sizeof back) == 0,
+                      "%.17g -> %s -> %.17g", v[i], buf, back);
+        ck_assert_msg(strpbrk(buf, ".e"), "%s is not a real", buf);
+        /* and through an_json_dumps + jansson */
+        json_t *j = json_real(v[i]);
+        char *t = an_json_dumps(j, NULL);
+        json_t *j2 = json_loads(t, JSON_DECODE_ANY, NULL);
+        ck_assert_ptr_nonnull(j2);
+        ck_assert(json_is_real(j2));
+        double b2 = json_real_value(j2);
+        ck_assert_msg(memcmp(&b2, &v[i], sizeof b2) == 0, "%s", t);
+        free(t);
+        json_decref(j);
+        json_decref(j2);
+    }
+    ck_assert_str_eq(an_codec_fmt_double(buf, sizeof buf, 0.1), "0.1");
+    ck_assert_str_eq(an_codec_fmt_double(buf, sizeof buf, 1.0), "1.0");
+    ck_assert_str_eq(an_codec_fmt_double(buf, sizeof buf, 1e22), "1e+22");
+    ck_assert_str_eq(an_codec_fmt_double(buf, sizeof buf, 1.0 - 0.99999),
+                     "9.99999999995449e-06");
+    ck_assert_str_eq(an_codec_fmt_double(buf, sizeof buf, -0.0), "-0.0");
+    /* non-finite numbers cannot be serialized */
+    json_t *a = json_array();
+    json_array_append_new(a, json_integer(1));
+    ck_assert_ptr_null(json_real(NAN)); /* jansson refuses them up front */
+    char *t = an_json_dumps(a, NULL);
+    ck_assert_str_eq(t, "[1]");
+    free(t);
+    json_decref(a);
+}
+END_TEST
+
+/* ------------------------------------------------------------ messages */
+
+static void assert_keys(const json_t *o, const char *const *keys, size_t n)
+{
+    ck_assert(json_is_object(o));
+    ck_assert_uint_eq(json_object_size(o), n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(json_object_get(o, keys[i]) != NULL, "missing %s",
+                      keys[i]);
+}
+
+START_TEST(inference_message)
+{
+    json_t *spec = json_pack("{s:s,s:{s:s}}", "uid", "u1", "userInfo",
+                             "symbol", "X");
+    an_metric_info m = {"u1", "cpu", NULL, "server1", "loc", "custom", spec,
+                        NULL};
+    json_t *pred = json_pack("{s:f}", "1", 12.5);
+    an_out_row rows[3] = {
+        {101, 1431648000.123456, 12.0, 0.5, 0.25, pred, NULL},
+        {102, 1431648300.0, 13.0, 1.0, 0.99999, NULL, "{\"1\": 3.5}"},
+        {103, 1431648600.0, 14.0, 0.0, 0.0, NULL, "null"},
+    };
+    json_t *msg = an_msg_inference(&m, rows, 3, reason, sizeof reason);
+    ck_assert_msg(msg != NULL, "%s", reason);
+    static const char *top[] = {"metric", "results"};
+    static const char *mk[] = {"uid",      "name",       "description",
+                               "resource", "location",   "datasource",
+                               "spec"};
+    static const char *rk[] = {"rowid",      "ts",      "value",
+                               "rawAnomaly", "anomaly", "multiStepBestPredictions"};
+    assert_keys(msg, top, 2);
+    json_t *metric = json_object_get(msg, "metric");
+    assert_keys(metric, mk, 7);
+    ck_assert_str_eq(json_string_value(json_object_get(metric, "resource")),
+                     "server1");
+    ck_assert(json_is_null(json_object_get(metric, "description")));
+    ck_assert(json_equal(json_object_get(metric, "spec"), spec));
+    json_t *results = json_object_get(msg, "results");
+    ck_assert_uint_eq(json_array_size(results), 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_keys(json_array_get(results, i), rk, 6);
+    json_t *r0 = json_array_get(results, 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(r0, "rowid")), 101);
+    ck_assert(json_real_value(json_object_get(r0, "ts")) == 1431648000.123456);
+    ck_assert(json_equal(json_object_get(r0, "multiStepBestPredictions"),
+                         pred));
+    json_t *r1 = json_array_get(results, 1);
+    ck_assert(json_real_value(json_object_get(
+                  json_object_get(r1, "multiStepBestPredictions"), "1")) ==
+              3.5);
+    ck_assert(json_is_null(json_object_get(json_array_get(results, 2),
+                                           "multiStepBestPredictions")));
+
+    /* body encodings: json text and zlib, decoded back via an output entry */
+    char *body = NULL;
+    size_t blen = 0;
+    ck_assert_int_eq(an_body_encode(msg, AN_ENC_JSON, &body, &blen, reason,
+                                    sizeof reason),
+                     0);
+    ck_assert_str_eq(body,
+                     "{\"metric\":{\"uid\":\"u1\",\"name\":\"cpu\","
+                     "\"description\":null,\"resource\":\"server1\","
+                     "\"location\":\"loc\",\"datasource\":\"custom\","
+                     "\"spec\":{\"uid\":\"u1\",\"userInfo\":{\"symbol\":\"X\"}}},"
+                     "\"results\":[{\"rowid\":101,\"ts\":1431648000.123456,"
+                     "\"value\":12.0,\"rawAnomaly\":0.5,\"anomaly\":0.25,"
+                     "\"multiStepBestPredictions\":{\"1\":12.5}},"
+                     "{\"rowid\":102,\"ts\":1431648300.0,\"value\":13.0,"
+                     "\"rawAnomaly\":1.0,\"anomaly\":0.99999,"
+                     "\"multiStepBestPredictions\":{\"1\":3.5}},"
+                     "{\"rowid\":103,\"ts\":1431648600.0,\"value\":14.0,"
+                     "\"rawAnomaly\":0.0,\"anomaly\":0.0,"
+                     "\"multiStepBestPredictions\":null}]}");
+    free(body);
+    ck_assert_int_eq(an_body_encode(msg, AN_ENC_ZLIB, &body, &blen, reason,
+                                    sizeof reason),
+                     0);
+    an_field of[6] = {F("dataType", AN_DATATYPE_INFERENCE),
+                      F("model", "u1"),
+                      F("rows", "101-103"),
+                      F("source", "1-0"),
+                      F("encoding", "zlib"),
+                      {"body", 4, body, blen}};
+    json_t *dec = NULL;
+    ck_assert_int_eq(an_output_entry_decode("5-1", of, 6, 0, &dec, reason,
+                                            sizeof reason),
+                     0);
+    static const char *ok[] = {"id",     "dataType", "model", "rows",
+                               "source", "encoding", "body"};
+    assert_keys(dec, ok, 7);
+    ck_assert_str_eq(json_string_value(json_object_get(dec, "id")), "5-1");
+    ck_assert_str_eq(json_string_value(json_object_get(dec, "rows")),
+                     "101-103");
+    ck_assert(json_equal(json_object_get(dec, "body"), msg));
+    json_decref(dec);
+    /* bad body */
+    of[5].value_len = blen - 4;
+    ck_assert_int_eq(an_output_entry_decode("5-1", of, 6, 0, &dec, reason,
+                                            sizeof reason),
+                     AN_EINVAL);
+    ck_assert_str_eq(reason, "body: truncated zlib stream");
+    ck_assert_int_eq(an_output_entry_decode("5-1", of, 5, 0, &dec, reason,
+                                            sizeof reason),
+                     AN_EINVAL);
+    ck_assert_str_eq(reason, "missing field 'body'");
+    free(body);
+    json_decref(msg);
+
+    /* errors: non-finite, bad predictions text, no spec */
+    rows[0].value = NAN;
+    ck_assert_ptr_null(an_msg_inference(&m, rows, 1, reason, sizeof reason));
+    ck_assert_ptr_nonnull(strstr(reason, "non-finite"));
+    rows[0].value = 1;
+    rows[1].predictions_json = "[1]";
+    ck_assert_ptr_null(an_msg_inference(&m, rows, 2, reason, sizeof reason));
+    ck_assert_ptr_nonnull(strstr(reason, "must be a JSON object"));
+    m.spec = NULL;
+    ck_assert_ptr_null(an_msg_inference(&m, rows, 1, reason, sizeof reason));
+    ck_assert_str_eq(reason, "metric.spec: required");
+    /* spec from the parameters column */
+    json_t *sp = NULL;
+    ck_assert_int_eq(an_metric_spec_from_parameters(
+                         "{\"metricSpec\":{\"uid\":\"u1\"},\"modelParams\":{}}",
+                         &sp, reason, sizeof reason),
+                     0);
+    m.spec = sp;
+    msg = an_msg_inference(&m, rows, 0, reason, sizeof reason);
+    ck_assert_ptr_nonnull(msg);
+    ck_assert_uint_eq(json_array_size(json_object_get(msg, "results")), 0);
+    json_decref(msg);
+    json_decref(sp);
+    m.spec = NULL;
+    m.spec_json = "{\"uid\":\"u1\"}";
+    msg = an_msg_inference(&m, rows, 0, reason, sizeof reason);
+    ck_assert_ptr_nonnull(msg);
+    json_decref(msg);
+    ck_assert_int_eq(an_metric_spec_from_parameters("{}", &sp, reason,
+                                                    sizeof reason),
+                     AN_EINVAL);
+    json_decref(pred);
+    json_decref(spec);
+}
+END_TEST
+
+START_TEST(command_message)
+{
+    an_cmd_msg c = {0};
+    c.method = "deleteModel";
+    c.model_id = "u1";
+    c.command_id = "cmd-9";
+    json_t *msg = an_msg_command(&c, reason, sizeof reason);
+    ck_assert_ptr_nonnull(msg);
+    static const char *k5[] = {"method", "modelId", "commandId", "status",
+                               "errorMessage"};
+    assert_keys(msg, k5, 5);
+    ck_assert(json_is_null(json_object_get(msg, "errorMessage")));
+    char *t = an_json_dumps(msg, NULL);
+    ck_assert_str_eq(t, "{\"method\":\"deleteModel\",\"modelId\":\"u1\","
+                        "\"commandId\":\"cmd-9\",\"status\":0,"
+                        "\"errorMessage\":null}");
+    free(t);
+    json_decref(msg);
+
+    c.method = "defineModel";
+    c.status = 2;
+    c.error_message = "already exists";
+    msg = an_msg_command(&c, reason, sizeof reason);
+    assert_keys(msg, k5, 5);
+    ck_assert_int_eq(json_integer_value(json_object_get(msg, "status")), 2);
+    json_decref(msg);
+
+    c.status = 0;
+    c.error_message = NULL;
+    c.has_model_info = true;
+    c.metric_name = "cpu";
+    c.resource = "server1";
+    c.model_spec_json = "{\"metricSpec\":{\"uid\":\"u1\"},\"modelParams\":{}}";
+    msg = an_msg_command(&c, reason, sizeof reason);
+    ck_assert_msg(msg != NULL, "%s", reason);
+    static const char *k6[] = {"method", "modelId",      "commandId",
+                               "status", "errorMessage", "modelInfo"};
+    static const char *mi[] = {"metricName", "resource", "modelSpec"};
+    assert_keys(msg, k6, 6);
+    assert_keys(json_object_get(msg, "modelInfo"), mi, 3);
+    ck_assert_ptr_nonnull(json_object_get(
+        json_object_get(json_object_get(msg, "modelInfo"), "modelSpec"),
+        "metricSpec"));
+    json_decref(msg);
+
+    c.model_spec_json = "not json";
+    ck_assert_ptr_null(an_msg_command(&c, reason, sizeof reason));
+    c.model_spec_json = NULL;
+    ck_assert_ptr_null(an_msg_command(&c, reason, sizeof reason));
+    c.command_id = NULL;
+    ck_assert_ptr_null(an_msg_command(&c, reason, sizeof reason));
+}
+END_TEST
+
+START_TEST(output_entry_json_encoding)
+{
+    an_field of[4] = {F("dataType", AN_DATATYPE_COMMAND), F("model", "u1"),
+                      F("source", "1-1"), F("body", "{\"status\":0}")};
+    json_t *dec = NULL;
+    ck_assert_int_eq(
+        an_output_entry_decode(NULL, of, 4, 0, &dec, reason, sizeof reason),
+        0);
+    ck_assert(json_is_null(json_object_get(dec, "id")));
+    ck_assert(json_is_null(json_object_get(dec, "rows")));
+    ck_assert_str_eq(json_string_value(json_object_get(dec, "encoding")),
+                     "json");
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(dec, "body"),
+                                           "status")),
+        0);
+    json_decref(dec);
+}
+END_TEST
+
+START_TEST(encoding_names)
+{
+    an_encoding e;
+    ck_assert_int_eq(an_encoding_parse("zlib", 4, &e), 0);
+    ck_assert_int_eq(e, AN_ENC_ZLIB);
+    ck_assert_int_eq(an_encoding_parse("json", 4, &e), 0);
+    ck_assert_int_eq(e, AN_ENC_JSON);
+    ck_assert_int_eq(an_encoding_parse("JSON", 4, &e), AN_EINVAL);
+    ck_assert_int_eq(an_encoding_parse("jso", 3, &e), AN_EINVAL);
+    ck_assert_str_eq(an_encoding_name(AN_ENC_ZLIB), "zlib");
+    ck_assert_str_eq(an_encoding_name(AN_ENC_JSON), "json");
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("codec");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, iRv2_ok);
+    tcase_add_test(tc, iR_legacy_ok);
+    tcase_add_test(tc, mcR_ok);
+    tcase_add_test(tc, unicode_and_escapes);
+    tcase_add_test(tc, errors_signature_arity_types);
+    tcase_add_test(tc, errors_invariants);
+    tcase_add_test(tc, errors_json_and_numbers);
+    tcase_add_test(tc, errors_fields);
+    tcase_add_test(tc, errors_model);
+    tcase_add_test(tc, entry_too_big);
+    tcase_add_test(tc, zlib_round_trip);
+    tcase_add_test(tc, zlib_bomb);
+    tcase_add_test(tc, doubles_round_trip);
+    tcase_add_test(tc, inference_message);
+    tcase_add_test(tc, command_message);
+    tcase_add_test(tc, output_entry_json_encoding);
+    tcase_add_test(tc, encoding_names);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
