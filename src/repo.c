@@ -1,0 +1,1264 @@
+/*
+ * repo.c: the PostgreSQL repository (see include/an_repo.h).
+ *
+ * Every statement with values is a prepared statement from stmts[] (no
+ * value is ever spliced into SQL text). Constant commands without values
+ * (BEGIN, COMMIT, ROLLBACK) go through PQexecParams with no parameters.
+ * Arrays are passed as text array literals built by sb_* below.
+ */
+#include "an_repo.h"
+#include "repo_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ------------------------------------------------------------ statements */
+
+enum {
+    S_SESSION,
+    S_LOCK_TIMEOUT,
+    S_GET_METRIC,
+    S_GET_METRIC_SHARE,
+    S_GET_METRIC_UPDATE,
+    S_SET_STATUS,
+    S_SET_STATUS_REF,
+    S_STORE_PARAMS,
+    S_GET_ROWS,
+    S_COUNT,
+    S_TAIL,
+    S_WRITE_SCORES,
+    S_CREATE_METRIC,
+    S_ALLOC_ROWIDS,
+    S_INSERT_ROWS,
+    S_DELETE_MODEL_METRIC,
+    S_DELETE_MODEL_DATA,
+    S_DELETE_METRIC,
+    NSTMT
+};
+
+#define METRIC_COLS                                                                           \
+    "uid, datasource, name, description, server, location, parameters, status, message, "    \
+    "model_params, last_rowid, scored_rowid"
+
+static const struct {
+    const char *name;
+    const char *sql;
+    int nparams;
+} stmts[NSTMT] = {
+    [S_SESSION] = {"an_session",
+                   "SELECT set_config('TimeZone', 'UTC', false), "
+                   "set_config('extra_float_digits', '1', false), "
+                   "set_config('statement_timeout', $1, false), "
+                   "set_config('lock_timeout', $2, false)",
+                   2},
+    [S_LOCK_TIMEOUT] = {"an_lock_timeout", "SELECT set_config('lock_timeout', $1, false)", 1},
+    [S_GET_METRIC] = {"an_get_metric", "SELECT " METRIC_COLS " FROM metric WHERE uid = $1", 1},
+    [S_GET_METRIC_SHARE] = {"an_get_metric_share",
+                            "SELECT " METRIC_COLS " FROM metric WHERE uid = $1 FOR SHARE", 1},
+    [S_GET_METRIC_UPDATE] = {"an_get_metric_update",
+                             "SELECT " METRIC_COLS " FROM metric WHERE uid = $1 FOR UPDATE", 1},
+    [S_SET_STATUS] = {"an_set_status", "UPDATE metric SET status = $2, message = $3 WHERE uid = $1",
+                      3},
+    [S_SET_STATUS_REF] = {"an_set_status_ref",
+                          "UPDATE metric SET status = $2, message = $3 "
+                          "WHERE uid = $1 AND status = $4",
+                          4},
+    [S_STORE_PARAMS] = {"an_store_params",
+                        "UPDATE metric SET model_params = $2, scored_rowid = $3 WHERE uid = $1", 3},
+    [S_GET_ROWS] = {"an_get_rows",
+                    "SELECT rowid, extract(epoch FROM timestamp), metric_value, raw_anomaly_score, "
+                    "anomaly_score, display_value, multi_step_best_predictions "
+                    "FROM metric_data WHERE uid = $1 AND rowid >= $2::bigint AND rowid <= $3::bigint "
+                    "ORDER BY rowid ASC",
+                    3},
+    [S_COUNT] = {"an_count",
+                 "SELECT count(*) FROM metric_data "
+                 "WHERE uid = $1 AND raw_anomaly_score IS NOT NULL AND rowid < $2::bigint",
+                 2},
+    [S_TAIL] = {"an_tail",
+                "SELECT rowid, metric_value, raw_anomaly_score FROM metric_data "
+                "WHERE uid = $1 AND raw_anomaly_score IS NOT NULL AND rowid < $2::bigint "
+                "ORDER BY rowid DESC LIMIT $3",
+                3},
+    [S_WRITE_SCORES] = {"an_write_scores",
+                        "UPDATE metric_data AS d SET raw_anomaly_score = u.raw, "
+                        "anomaly_score = u.score, display_value = u.disp, "
+                        "multi_step_best_predictions = u.pred "
+                        "FROM unnest($2::int[], $3::float8[], $4::float8[], $5::int[], $6::text[]) "
+                        "AS u(rowid, raw, score, disp, pred) "
+                        "WHERE d.uid = $1 AND d.rowid = u.rowid",
+                        6},
+    [S_CREATE_METRIC] = {"an_create_metric",
+                         "INSERT INTO metric (uid, name, server, datasource, description, "
+                         "location, parameters, status, model_params) "
+                         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                         9},
+    [S_ALLOC_ROWIDS] = {"an_alloc_rowids",
+                        "UPDATE metric SET last_rowid = last_rowid + $2, "
+                        "last_timestamp = greatest(last_timestamp, $3::timestamp) "
+                        "WHERE uid = $1 RETURNING last_rowid",
+                        3},
+    [S_INSERT_ROWS] = {"an_insert_rows",
+                       "INSERT INTO metric_data (uid, rowid, timestamp, metric_value) "
+                       "SELECT $1, $2::int + (u.ord - 1)::int, u.ts, u.val "
+                       "FROM unnest($3::timestamp[], $4::float8[]) WITH ORDINALITY "
+                       "AS u(ts, val, ord)",
+                       4},
+    [S_DELETE_MODEL_METRIC] = {"an_delete_model_metric",
+                               "UPDATE metric SET parameters = NULL, model_params = NULL, "
+                               "status = 0, message = NULL, scored_rowid = 0 WHERE uid = $1",
+                               1},
+    [S_DELETE_MODEL_DATA] = {"an_delete_model_data",
+                             "UPDATE metric_data SET anomaly_score = NULL, raw_anomaly_score = NULL, "
+                             "display_value = NULL, multi_step_best_predictions = NULL "
+                             "WHERE uid = $1",
+                             1},
+    [S_DELETE_METRIC] = {"an_delete_metric", "DELETE FROM metric WHERE uid = $1", 1},
+};
+
+/* ---------------------------------------------------------- string builder */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} sb;
+
+static bool sb_reserve(sb *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p)
+        return false;
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static bool sb_add(sb *b, const char *s, size_t n)
+{
+    if (!sb_reserve(b, n))
+        return false;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return true;
+}
+
+static bool sb_addc(sb *b, char c) { return sb_add(b, &c, 1); }
+static bool sb_adds(sb *b, const char *s) { return sb_add(b, s, strlen(s)); }
+
+static void sb_reset(sb *b)
+{
+    b->len = 0;
+    if (b->p)
+        b->p[0] = 0;
+}
+
+/* A double as an array element: round-trip exact (%.17g), with the
+ * spellings PostgreSQL accepts for the non-finite values. */
+static bool sb_add_double(sb *b, double d)
+{
+    char buf[40];
+    if (isnan(d))
+        snprintf(buf, sizeof buf, "NaN");
+    else if (isinf(d))
+        snprintf(buf, sizeof buf, "%s", d > 0 ? "Infinity" : "-Infinity");
+    else
+        snprintf(buf, sizeof buf, "%.17g", d);
+    return sb_adds(b, buf);
+}
+
+static bool sb_add_int(sb *b, int64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRId64, v);
+    return sb_adds(b, buf);
+}
+
+/* A text array element: NULL -> NULL; else double-quoted with " and \
+ * backslash-escaped (array literal rules: everything else, including
+ * commas, braces, blanks and non-ASCII UTF-8, is literal inside quotes). */
+static bool sb_add_text_elem(sb *b, const char *s)
+{
+    if (!s)
+        return sb_adds(b, "NULL");
+    if (!sb_addc(b, '"'))
+        return false;
+    for (const char *p = s; *p; p++) {
+        if ((*p == '"' || *p == '\\') && !sb_addc(b, '\\'))
+            return false;
+        if (!sb_addc(b, *p))
+            return false;
+    }
+    return sb_addc(b, '"');
+}
+
+/* ------------------------------------------------------------------ repo */
+
+struct an_repo {
+    PGconn *conn;
+    char *dsn;
+    char *appname;
+    int connect_timeout_ms;
+    int statement_timeout_ms;
+    int lock_timeout_ms;
+    int retry_budget_ms;
+    int retry_initial_ms;
+    int retry_max_delay_ms;
+    an_repo_log_fn log;
+    void *log_ud;
+    bool in_tx;
+    bool prepared[NSTMT];
+    char errstr[1024];
+    char sqlstate[6];
+    int last_rc;
+    int last_attempts;
+    sb arr[5]; /* reusable array-literal buffers */
+};
+
+static void repo_log(an_repo *r, an_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void repo_log(an_repo *r, an_log_level level, const char *fmt, ...)
+{
+    char msg[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (r->log)
+        r->log(r->log_ud, level, msg);
+    else
+        an_log(level, "%s", msg);
+}
+
+static int fail(an_repo *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(an_repo *r, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->errstr, sizeof r->errstr, fmt, ap);
+    va_end(ap);
+    r->sqlstate[0] = 0;
+    r->last_rc = rc;
+    return rc;
+}
+
+static int ok(an_repo *r)
+{
+    r->errstr[0] = 0;
+    r->sqlstate[0] = 0;
+    r->last_rc = 0;
+    return 0;
+}
+
+/* Copies libpq's message without the trailing newline(s). */
+static void trim_copy(char *dst, size_t len, const char *src)
+{
+    snprintf(dst, len, "%s", src ? src : "");
+    size_t n = strlen(dst);
+    while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
+        dst[--n] = 0;
+}
+
+const char *an_metric_status_name(int status)
+{
+    switch (status) {
+    case AN_METRIC_UNMONITORED: return "UNMONITORED";
+    case AN_METRIC_ACTIVE: return "ACTIVE";
+    case AN_METRIC_CREATE_PENDING: return "CREATE_PENDING";
+    case AN_METRIC_ERROR: return "ERROR";
+    case AN_METRIC_PENDING_DATA: return "PENDING_DATA";
+    default: return "UNKNOWN";
+    }
+}
+
+bool an_repo_sqlstate_is_transient(const char *s)
+{
+    if (!s || strlen(s) != 5)
+        return false;
+    if (!strncmp(s, "08", 2))
+        return true;
+    static const char *const codes[] = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (!strcmp(s, codes[i]))
+            return true;
+    return false;
+}
+
+int an_repo_is_transient(PGconn *conn, const PGresult *res)
+{
+    if (!conn || PQstatus(conn) == CONNECTION_BAD)
+        return AN_ETRANSIENT;
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return an_repo_sqlstate_is_transient(st) ? AN_ETRANSIENT : AN_EDB;
+}
+
+an_repo_options an_repo_options_from_config(const an_config *cfg)
+{
+    an_repo_options o;
+    memset(&o, 0, sizeof o);
+    o.dsn = cfg->postgres.dsn;
+    o.application_name = "anomalyd";
+    o.connect_timeout_ms = cfg->postgres.connect_timeout_ms;
+    o.statement_timeout_ms = cfg->postgres.statement_timeout_ms;
+    o.lock_timeout_ms = cfg->postgres.lock_timeout_ms;
+    o.retry_budget_ms = cfg->postgres.retry_budget_ms;
+    o.retry_initial_ms = cfg->postgres.retry_initial_ms;
+    o.retry_max_delay_ms = cfg->postgres.retry_max_delay_ms;
+    return o;
+}
+
+an_repo *an_repo_new(const an_repo_options *opt)
+{
+    an_repo *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->dsn = strdup(opt && opt->dsn ? opt->dsn : "dbname=anomalyd");
+    r->appname = strdup(opt && opt->application_name ? opt->application_name : "anomalyd");
+    if (!r->dsn || !r->appname) {
+        an_repo_free(r);
+        return NULL;
+    }
+    if (opt) {
+        r->connect_timeout_ms = opt->connect_timeout_ms;
+        r->statement_timeout_ms = opt->statement_timeout_ms;
+        r->lock_timeout_ms = opt->lock_timeout_ms;
+        r->retry_budget_ms = opt->retry_budget_ms;
+        r->retry_initial_ms = opt->retry_initial_ms;
+        r->retry_max_delay_ms = opt->retry_max_delay_ms;
+        r->log = opt->log;
+        r->log_ud = opt->log_ud;
+    } else {
+        r->retry_budget_ms = 10000;
+        r->retry_initial_ms = 100;
+        r->retry_max_delay_ms = 10000;
+    }
+    if (r->retry_initial_ms <= 0)
+        r->retry_initial_ms = 1;
+    if (r->retry_max_delay_ms < r->retry_initial_ms)
+        r->retry_max_delay_ms = r->retry_initial_ms;
+    return r;
+}
+
+static void drop_conn(an_repo *r)
+{
+    if (r->conn)
+        PQfinish(r->conn);
+    r->conn = NULL;
+    r->in_tx = false;
+    memset(r->prepared, 0, sizeof r->prepared);
+}
+
+void an_repo_free(an_repo *r)
+{
+    if (!r)
+        return;
+    drop_conn(r);
+    free(r->dsn);
+    free(r->appname);
+    for (size_t i = 0; i < sizeof r->arr / sizeof r->arr[0]; i++)
+        free(r->arr[i].p);
+    free(r);
+}
+
+const char *an_repo_errstr(const an_repo *r) { return r->errstr; }
+const char *an_repo_sqlstate(const an_repo *r) { return r->sqlstate; }
+int an_repo_last_rc(const an_repo *r) { return r->last_rc; }
+PGconn *an_repo_conn(an_repo *r) { return r->conn; }
+bool an_repo_in_transaction(const an_repo *r) { return r->in_tx; }
+int an_repo_last_attempts(const an_repo *r) { return r->last_attempts; }
+
+int an_repo_backend_pid(an_repo *r)
+{
+    return r->conn && PQstatus(r->conn) == CONNECTION_OK ? PQbackendPID(r->conn) : 0;
+}
+
+/* Records the error of a failed result; returns its class. */
+static int result_error(an_repo *r, const char *what, PGresult *res)
+{
+    int rc = an_repo_is_transient(r->conn, res);
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    char msg[800];
+    if (primary)
+        trim_copy(msg, sizeof msg, primary);
+    else
+        trim_copy(msg, sizeof msg, r->conn ? PQerrorMessage(r->conn) : "no connection");
+    if (!msg[0])
+        snprintf(msg, sizeof msg, "unknown error");
+    if (PQstatus(r->conn) == CONNECTION_BAD && !strstr(msg, "connection"))
+        strncat(msg, " (connection lost)", sizeof msg - strlen(msg) - 1);
+    if (st && *st)
+        snprintf(r->errstr, sizeof r->errstr, "%s: %s%s%s (SQLSTATE %s)", what, msg,
+                 detail ? ": " : "", detail ? detail : "", st);
+    else
+        snprintf(r->errstr, sizeof r->errstr, "%s: %s", what, msg);
+    snprintf(r->sqlstate, sizeof r->sqlstate, "%s", st ? st : "");
+    r->last_rc = rc;
+    return rc;
+}
+
+/* Classifies a failed connection attempt: the server being unreachable or
+ * starting/stopping is transient; a bad DSN, authentication or a missing
+ * database/role is not. */
+static int classify_connect_failure(const char *msg)
+{
+    static const char *const fatal[] = {"does not exist", "authentication failed",
+                                        "pg_hba.conf", "permission denied", "invalid",
+                                        "password is required", "unsupported"};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+        if (strstr(msg, fatal[i]))
+            return AN_EDB;
+    return AN_ETRANSIENT;
+}
+
+/* Server NOTICEs (e.g. "relation already exists, skipping") go to the log
+ * at DEBUG instead of libpq's default stderr printing. */
+static void notice_processor(void *arg, const char *message)
+{
+    an_repo *r = arg;
+    char msg[600];
+    trim_copy(msg, sizeof msg, message);
+    repo_log(r, AN_LOG_DEBUG, "postgres: %s", msg);
+}
+
+static int do_connect(an_repo *r)
+{
+    drop_conn(r);
+    char *perr = NULL;
+    PQconninfoOption *parsed = PQconninfoParse(r->dsn, &perr);
+    if (!parsed) {
+        char msg[600];
+        trim_copy(msg, sizeof msg, perr ? perr : "out of memory");
+        PQfreemem(perr);
+        return fail(r, AN_EDB, "bad PostgreSQL DSN: %s", msg);
+    }
+    PQconninfoFree(parsed);
+
+    /* Order matters: keywords before dbname can be overridden by the DSN. */
+    char timeout[16];
+    const char *kw[5], *val[5];
+    int n = 0;
+    if (r->connect_timeout_ms > 0) {
+        int s = (r->connect_timeout_ms + 999) / 1000;
+        snprintf(timeout, sizeof timeout, "%d", s < 2 ? 2 : s);
+        kw[n] = "connect_timeout";
+        val[n++] = timeout;
+    }
+    kw[n] = "fallback_application_name";
+    val[n++] = r->appname;
+    kw[n] = "dbname";
+    val[n++] = r->dsn;
+    kw[n] = NULL;
+    val[n] = NULL;
+    r->conn = PQconnectdbParams(kw, val, 1);
+    if (!r->conn)
+        return fail(r, AN_ENOMEM, "PQconnectdbParams: out of memory");
+    if (PQstatus(r->conn) != CONNECTION_OK) {
+        char msg[800];
+        trim_copy(msg, sizeof msg, PQerrorMessage(r->conn));
+        drop_conn(r);
+        return fail(r, classify_connect_failure(msg), "cannot connect to PostgreSQL: %s", msg);
+    }
+    PQsetNoticeProcessor(r->conn, notice_processor, r);
+    if (PQsetClientEncoding(r->conn, "UTF8") != 0) {
+        int rc = fail(r, AN_EDB, "cannot set client_encoding UTF8: %s", PQerrorMessage(r->conn));
+        drop_conn(r);
+        return rc;
+    }
+    char st[24], lt[24];
+    snprintf(st, sizeof st, "%d", r->statement_timeout_ms > 0 ? r->statement_timeout_ms : 0);
+    snprintf(lt, sizeof lt, "%d", r->lock_timeout_ms > 0 ? r->lock_timeout_ms : 0);
+    const char *params[2] = {st, lt};
+    PGresult *res =
+        PQexecParams(r->conn, stmts[S_SESSION].sql, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        int rc = result_error(r, "session settings", res);
+        PQclear(res);
+        drop_conn(r);
+        return rc;
+    }
+    PQclear(res);
+    return ok(r);
+}
+
+int an_repo_connect(an_repo *r)
+{
+    if (r->conn && PQstatus(r->conn) == CONNECTION_OK)
+        return ok(r);
+    return do_connect(r);
+}
+
+int an_repo_reconnect(an_repo *r) { return do_connect(r); }
+
+/* Makes sure there is a usable connection for the next statement. */
+static int ensure_conn(an_repo *r)
+{
+    if (r->conn && PQstatus(r->conn) == CONNECTION_OK)
+        return 0;
+    if (r->in_tx)
+        return fail(r, AN_ETRANSIENT,
+                    "connection to PostgreSQL lost during the transaction (roll back and retry)");
+    return do_connect(r);
+}
+
+static int ensure_prepared(an_repo *r, int s)
+{
+    if (r->prepared[s])
+        return 0;
+    PGresult *res = PQprepare(r->conn, stmts[s].name, stmts[s].sql, stmts[s].nparams, NULL);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        char what[96];
+        snprintf(what, sizeof what, "prepare %s", stmts[s].name);
+        int rc = result_error(r, what, res);
+        PQclear(res);
+        return rc;
+    }
+    PQclear(res);
+    r->prepared[s] = true;
+    return 0;
+}
+
+/* Executes prepared statement s; on success *out holds the result (caller
+ * PQclears it). */
+static int exec_stmt(an_repo *r, int s, const char *const *params, PGresult **out)
+{
+    *out = NULL;
+    int rc = ensure_conn(r);
+    if (!rc)
+        rc = ensure_prepared(r, s);
+    if (rc)
+        return rc;
+    PGresult *res = PQexecPrepared(r->conn, stmts[s].name, stmts[s].nparams, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        rc = result_error(r, stmts[s].name + 3, res);
+        PQclear(res);
+        return rc;
+    }
+    *out = res;
+    ok(r);
+    return 0;
+}
+
+/* A constant command without values (BEGIN / COMMIT / ROLLBACK). */
+static int exec_cmd(an_repo *r, const char *sql, PGresult **out)
+{
+    *out = NULL;
+    int rc = ensure_conn(r);
+    if (rc)
+        return rc;
+    PGresult *res = PQexecParams(r->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = result_error(r, sql, res);
+        PQclear(res);
+        return rc;
+    }
+    *out = res;
+    return 0;
+}
+
+/* ----------------------------------------------------------- transactions */
+
+int an_repo_begin(an_repo *r)
+{
+    if (r->in_tx)
+        return fail(r, AN_ESTATE, "begin: a transaction is already open");
+    PGresult *res;
+    int rc = exec_cmd(r, "BEGIN", &res);
+    if (rc)
+        return rc;
+    PQclear(res);
+    r->in_tx = true;
+    return ok(r);
+}
+
+int an_repo_commit(an_repo *r)
+{
+    if (!r->in_tx)
+        return fail(r, AN_ESTATE, "commit: no transaction is open");
+    if (r->conn && PQstatus(r->conn) == CONNECTION_OK &&
+        PQtransactionStatus(r->conn) == PQTRANS_INERROR) {
+        an_repo_rollback(r);
+        return fail(r, AN_ESTATE,
+                    "commit: the transaction had failed (an error was ignored); rolled back");
+    }
+    PGresult *res;
+    int rc = exec_cmd(r, "COMMIT", &res);
+    r->in_tx = false;
+    if (rc)
+        return rc;
+    /* COMMIT of an aborted transaction answers ROLLBACK without an error. */
+    bool rolled_back = !strcmp(PQcmdStatus(res), "ROLLBACK");
+    PQclear(res);
+    if (rolled_back)
+        return fail(r, AN_ESTATE, "commit: the server rolled the transaction back");
+    return ok(r);
+}
+
+/* ROLLBACK that keeps the current error text/code (used after failures). */
+static void rollback_quiet(an_repo *r)
+{
+    if (!r->in_tx)
+        return;
+    r->in_tx = false;
+    if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
+        return;
+    PGresult *res = PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+    PQclear(res);
+}
+
+int an_repo_rollback(an_repo *r)
+{
+    if (!r->in_tx)
+        return ok(r);
+    r->in_tx = false;
+    if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
+        return ok(r); /* the server rolls back on its own */
+    PGresult *res = PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    int rc = 0;
+    if (st != PGRES_COMMAND_OK) {
+        if (PQstatus(r->conn) == CONNECTION_BAD)
+            rc = 0;
+        else
+            rc = result_error(r, "ROLLBACK", res);
+    }
+    PQclear(res);
+    return rc ? rc : ok(r);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec req = {ms / 1000, (long)(ms % 1000) * 1000000L}, rem;
+    while (nanosleep(&req, &rem) != 0 && errno == EINTR)
+        req = rem;
+}
+
+int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx)
+{
+    if (r->in_tx)
+        return fail(r, AN_ESTATE, "with_retry: a transaction is already open");
+    double t0 = now_ms();
+    int delay = r->retry_initial_ms;
+    for (int attempt = 1;; attempt++) {
+        r->last_attempts = attempt;
+        int rc = an_repo_connect(r);
+        if (!rc)
+            rc = an_repo_begin(r);
+        if (!rc) {
+            rc = fn(r, ctx);
+            if (rc) {
+                /* keep fn's code and message; make sure the repo reports it */
+                if (r->last_rc != rc)
+                    r->last_rc = rc;
+                rollback_quiet(r);
+            } else {
+                rc = an_repo_commit(r);
+            }
+        }
+        if (rc != AN_ETRANSIENT) {
+            if (rc == 0 && attempt > 1)
+                repo_log(r, AN_LOG_INFO, "sql-retry: succeeded after %d attempts (%.0f ms)",
+                         attempt, now_ms() - t0);
+            return rc;
+        }
+        rollback_quiet(r);
+        double elapsed = now_ms() - t0;
+        if (elapsed >= (double)r->retry_budget_ms) {
+            repo_log(r, AN_LOG_WARNING,
+                     "sql-retry: giving up after %d attempts (%.0f ms): %s", attempt, elapsed,
+                     r->errstr);
+            r->last_rc = AN_ETRANSIENT;
+            return AN_ETRANSIENT;
+        }
+        repo_log(r, attempt == 1 ? AN_LOG_WARNING : AN_LOG_DEBUG,
+                 "sql-retry: transient error (attempt %d), retrying in %d ms: %s", attempt,
+                 delay, r->errstr);
+        sleep_ms(delay);
+        delay = delay > r->retry_max_delay_ms / 2 ? r->retry_max_delay_ms : delay * 2;
+        /* A bad connection is replaced by an_repo_connect at the loop top. */
+    }
+}
+
+int an_repo_set_lock_timeout(an_repo *r, int ms)
+{
+    r->lock_timeout_ms = ms > 0 ? ms : 0;
+    char v[24];
+    snprintf(v, sizeof v, "%d", r->lock_timeout_ms);
+    const char *p[1] = {v};
+    PGresult *res;
+    int rc = exec_stmt(r, S_LOCK_TIMEOUT, p, &res);
+    if (rc)
+        return rc;
+    PQclear(res);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ metric */
+
+static char *dup_field(const PGresult *res, int row, int col, bool *oom)
+{
+    if (PQgetisnull(res, row, col))
+        return NULL;
+    char *s = strdup(PQgetvalue(res, row, col));
+    if (!s)
+        *oom = true;
+    return s;
+}
+
+static int64_t int_field(const PGresult *res, int row, int col, int64_t null_value)
+{
+    if (PQgetisnull(res, row, col))
+        return null_value;
+    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static double double_field(const PGresult *res, int row, int col)
+{
+    return strtod(PQgetvalue(res, row, col), NULL);
+}
+
+void an_metric_clear(an_metric *m)
+{
+    if (!m)
+        return;
+    free(m->uid);
+    free(m->datasource);
+    free(m->name);
+    free(m->description);
+    free(m->server);
+    free(m->location);
+    free(m->parameters);
+    free(m->message);
+    free(m->model_params);
+    memset(m, 0, sizeof *m);
+}
+
+static int check_uid(an_repo *r, const char *uid)
+{
+    if (!uid)
+        return fail(r, AN_EINVAL, "uid is NULL");
+    return 0;
+}
+
+int an_repo_get_metric(an_repo *r, const char *uid, an_lock_mode lock, an_metric *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = check_uid(r, uid);
+    if (rc)
+        return rc;
+    int s = lock == AN_LOCK_UPDATE ? S_GET_METRIC_UPDATE
+            : lock == AN_LOCK_SHARE ? S_GET_METRIC_SHARE
+                                    : S_GET_METRIC;
+    const char *p[1] = {uid};
+    PGresult *res;
+    rc = exec_stmt(r, s, p, &res);
+    if (rc)
+        return rc;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return fail(r, AN_ENOTFOUND, "Metric not found for uid=%s", uid);
+    }
+    bool oom = false;
+    out->uid = dup_field(res, 0, 0, &oom);
+    out->datasource = dup_field(res, 0, 1, &oom);
+    out->name = dup_field(res, 0, 2, &oom);
+    out->description = dup_field(res, 0, 3, &oom);
+    out->server = dup_field(res, 0, 4, &oom);
+    out->location = dup_field(res, 0, 5, &oom);
+    out->parameters = dup_field(res, 0, 6, &oom);
+    out->status = (int)int_field(res, 0, 7, -1);
+    out->message = dup_field(res, 0, 8, &oom);
+    out->model_params = dup_field(res, 0, 9, &oom);
+    out->last_rowid = int_field(res, 0, 10, 0);
+    out->scored_rowid = int_field(res, 0, 11, 0);
+    PQclear(res);
+    if (oom) {
+        an_metric_clear(out);
+        return fail(r, AN_ENOMEM, "get_metric: out of memory");
+    }
+    return 0;
+}
+
+/* Runs an UPDATE/DELETE; AN_ENOTFOUND when it matched no row. */
+static int exec_update(an_repo *r, int s, const char *const *p, const char *uid, int64_t *count)
+{
+    PGresult *res;
+    int rc = exec_stmt(r, s, p, &res);
+    if (rc)
+        return rc;
+    int64_t n = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    if (count)
+        *count = n;
+    if (n == 0)
+        return fail(r, AN_ENOTFOUND, "%s: no metric row matched uid=%s", stmts[s].name + 3, uid);
+    return 0;
+}
+
+int an_repo_set_metric_status(an_repo *r, const char *uid, int status, const char *message,
+                              int ref_status)
+{
+    int rc = check_uid(r, uid);
+    if (rc)
+        return rc;
+    char st[16], ref[16];
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(ref, sizeof ref, "%d", ref_status);
+    const char *p[4] = {uid, st, message, ref};
+    rc = exec_update(r, ref_status == AN_REPO_ANY_STATUS ? S_SET_STATUS : S_SET_STATUS_REF, p, uid,
+                     NULL);
+    if (rc == AN_ENOTFOUND && ref_status != AN_REPO_ANY_STATUS)
+        fail(r, AN_ENOTFOUND, "set_status: no metric uid=%s with status %d", uid, ref_status);
+    return rc;
+}
+
+int an_repo_store_params(an_repo *r, const char *uid, const char *model_params,
+                         int64_t scored_rowid)
+{
+    int rc = check_uid(r, uid);
+    if (rc)
+        return rc;
+    char w[24];
+    snprintf(w, sizeof w, "%" PRId64, scored_rowid);
+    const char *p[3] = {uid, model_params, w};
+    return exec_update(r, S_STORE_PARAMS, p, uid, NULL);
+}
+
+/* ------------------------------------------------------------- metric_data */
+
+void an_data_rows_free(an_data_rows *rows)
+{
+    if (!rows)
+        return;
+    free(rows->v);
+    free(rows->text);
+    memset(rows, 0, sizeof *rows);
+}
+
+int an_repo_get_rows(an_repo *r, const char *uid, int64_t first, int64_t last,
+                     an_data_rows *out)
+{
+    out->n = 0;
+    int rc = check_uid(r, uid);
+    if (rc)
+        return rc;
+    char a[24], b[24];
+    snprintf(a, sizeof a, "%" PRId64, first);
+    snprintf(b, sizeof b, "%" PRId64, last);
+    const char *p[3] = {uid, a, b};
+    PGresult *res;
+    rc = exec_stmt(r, S_GET_ROWS, p, &res);
+    if (rc)
+        return rc;
+    size_t n = (size_t)PQntuples(res);
+    size_t text = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!PQgetisnull(res, (int)i, 6))
+            text += (size_t)PQgetlength(res, (int)i, 6) + 1;
+    if (n > out->cap) {
+        an_data_row *v = realloc(out->v, n * sizeof *v);
+        if (!v) {
+            PQclear(res);
+            return fail(r, AN_ENOMEM, "get_rows: out of memory");
+        }
+        out->v = v;
+        out->cap = n;
+    }
+    if (text > out->text_cap) {
+        char *t = realloc(out->text, text);
+        if (!t) {
+            PQclear(res);
+            return fail(r, AN_ENOMEM, "get_rows: out of memory");
+        }
+        out->text = t;
+        out->text_cap = text;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        int row = (int)i;
+        an_data_row *d = &out->v[i];
+        memset(d, 0, sizeof *d);
+        d->rowid = int_field(res, row, 0, 0);
+        d->ts = double_field(res, row, 1);
+        d->metric_value = double_field(res, row, 2);
+        if ((d->has_raw = !PQgetisnull(res, row, 3)))
+            d->raw = double_field(res, row, 3);
+        if ((d->has_score = !PQgetisnull(res, row, 4)))
+            d->anomaly_score = double_field(res, row, 4);
+        if ((d->has_display = !PQgetisnull(res, row, 5)))
+            d->display_value = int_field(res, row, 5, 0);
+        if (!PQgetisnull(res, row, 6)) {
+            size_t len = (size_t)PQgetlength(res, row, 6);
+            memcpy(out->text + used, PQgetvalue(res, row, 6), len + 1);
+            d->predictions = out->text + used;
+            used += len + 1;
+        }
+    }
+    out->n = n;
+    PQclear(res);
+    return 0;
+}
+
+int an_repo_write_scores(an_repo *r, const char *uid, const an_score_update *rows, size_t n,
+                         int64_t *updated)
+{
+    if (updated)
+        *updated = 0;
+    int rc = check_uid(r, uid);
+    if (rc)
+        return rc;
+    if (n == 0 || !rows)
+        return fail(r, AN_EINVAL, "write_scores: no rows");
+    sb *ids = &r->arr[0], *raw = &r->arr[1], *score = &r->arr[2], *disp = &r->arr[3],
+       *pred = &r->arr[4];
+    for (size_t i = 0; i < 5; i++)
+        sb_reset(&r->arr[i]);
+    bool okb = sb_addc(ids, '{') && sb_addc(raw, '{') && sb_addc(score, '{') &&
+               sb_addc(disp, '{') && sb_addc(pred, '{');
+    for (size_t i = 0; okb && i < n; i++) {
+        const an_score_update *u = &rows[i];
+        if (u->rowid < 1 || u->rowid > INT32_MAX)
+            return fail(r, AN_EINVAL, "write_scores: rowid %" PRId64 " out of range", u->rowid);
+        if (u->display_value < INT32_MIN || u->display_value > INT32_MAX)
+            return fail(r, AN_EINVAL, "write_scores: display_value %" PRId64 " out of range",
+                        u->display_value);
+        if (i > 0)
+            okb = sb_addc(ids, ',') && sb_addc(raw, ',') && sb_addc(score, ',') &&
+                  sb_addc(disp, ',') && sb_addc(pred, ',');
+        okb = okb && sb_add_int(ids, u->rowid) && sb_add_double(raw, u->raw) &&
+              sb_add_double(score, u->anomaly_score) && sb_add_int(disp, u->display_value) &&
+              sb_add_text_elem(pred, u->predictions);
+    }
+    okb = okb && sb_addc(ids, '}') && sb_addc(raw, '}') && sb_addc(score, '}') &&
+          sb_addc(disp, '}') && sb_addc(pred, '}');
+    if (!okb)
+        return fail(r, AN_ENOMEM, "write_scores: out of memory");
+    const char *p[6] = {uid, ids->p, raw->p, score->p, disp->p, pred->p};
+    PGresult *res;
+    rc = exec_stmt(r, S_WRITE_SCORES, p, &res);
+    if (rc)
+        return rc;
+    if (updated)
+        *updated = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    return 0;
+}
+
+static void before_param(int64_t before_rowid, char *buf, size_t len)
+{
+    snprintf(buf, len, "%" PRId64, before_rowid > 0 ? before_rowid : INT64_MAX);
+}
+
+int an_repo_processed_count(an_repo *r, const char *uid, int64_t before_rowid, int64_t *count)
+{
+    *count = 0;
+    int rc = check_uid(r, uid);
+    if (rc)
+        return rc;
+    char b[24];
+    before_param(before_rowid, b, sizeof b);
+    const char *p[2] = {uid, b};
+    PGresult *res;
+    rc = exec_stmt(r, S_COUNT, p, &res);
+    if (rc)
+        return rc;
+    *count = int_field(res, 0, 0, 0);
+    PQclear(res);
+    return 0;
+}
+
+int an_repo_processed_tail(an_repo *r, const char *uid, int64_t before_rowid, size_t n,
+                           an_sample *out, size_t *got)
+{
+    *got = 0;
+    int rc = check_uid(r, uid);
+    if (rc)
+        return rc;
+    if (n == 0)
+        return 0;
+    char b[24], lim[24];
+    before_param(before_rowid, b, sizeof b);
+    snprintf(lim, sizeof lim, "%zu", n);
+    const char *p[3] = {uid, b, lim};
+    PGresult *res;
+    rc = exec_stmt(r, S_TAIL, p, &res);
+    if (rc)
+        return rc;
+    size_t m = (size_t)PQntuples(res);
+    if (m > n)
+        m = n;
+    for (size_t i = 0; i < m; i++) {
+        int row = (int)(m - 1 - i); /* DESC -> ascending */
+        out[i].rowid = int_field(res, row, 0, 0);
+        out[i].value = double_field(res, row, 1);
+        out[i].raw = double_field(res, row, 2);
+    }
+    *got = m;
+    PQclear(res);
+    return 0;
+}
+
+static int src_count(void *ctx, int64_t *count, char *err, size_t errlen)
+{
+    an_repo_source *rs = ctx;
+    int rc = an_repo_processed_count(rs->repo, rs->uid, rs->before_rowid, count);
+    if (rc && err && errlen)
+        snprintf(err, errlen, "%s", an_repo_errstr(rs->repo));
+    return rc;
+}
+
+static int src_tail(void *ctx, size_t n, an_sample *out, size_t *got, char *err, size_t errlen)
+{
+    an_repo_source *rs = ctx;
+    int rc = an_repo_processed_tail(rs->repo, rs->uid, rs->before_rowid, n, out, got);
+    if (rc && err && errlen)
+        snprintf(err, errlen, "%s", an_repo_errstr(rs->repo));
+    return rc;
+}
+
+an_sample_source an_repo_sample_source(an_repo_source *rs)
+{
+    an_sample_source s;
+    s.ctx = rs;
+    s.processed_count = src_count;
+    s.tail = src_tail;
+    return s;
+}
+
+/* ------------------------------------------------------------ producer side */
+
+int an_repo_create_metric(an_repo *r, const an_new_metric *m)
+{
+    if (!m || !m->uid || !m->uid[0])
+        return fail(r, AN_EINVAL, "create_metric: uid is required");
+    if (strlen(m->uid) > 40)
+        return fail(r, AN_EINVAL, "create_metric: uid longer than 40 characters");
+    char st[16];
+    snprintf(st, sizeof st, "%d", m->status);
+    const char *p[9] = {m->uid,      m->name,     m->server,     m->datasource, m->description,
+                        m->location, m->parameters, st,          m->model_params};
+    PGresult *res;
+    int rc = exec_stmt(r, S_CREATE_METRIC, p, &res);
+    if (rc) {
+        if (!strcmp(r->sqlstate, "23505")) {
+            char msg[sizeof r->errstr];
+            snprintf(msg, sizeof msg, "%s", r->errstr);
+            fail(r, AN_ESTATE, "create_metric: metric uid=%s already exists (%s)", m->uid, msg);
+            snprintf(r->sqlstate, sizeof r->sqlstate, "23505");
+            return AN_ESTATE;
+        }
+        return rc;
+    }
+    PQclear(res);
+    return 0;
+}
+
+/* Runs body in the caller's transaction, or in its own one. */
+static int in_some_tx(an_repo *r, int (*body)(an_repo *, void *), void *ctx)
+{
+    if (r->in_tx)
+        return body(r, ctx);
+    int rc = an_repo_begin(r);
+    if (rc)
+        return rc;
+    rc = body(r, ctx);
+    if (rc) {
+        rollback_quiet(r);
+        return rc;
+    }
+    return an_repo_commit(r);
+}
+
+/* "YYYY-MM-DD HH:MM:SS.uuuuuu" (UTC) from epoch seconds. */
+static bool format_ts(double t, char *buf, size_t len)
+{
+    if (!isfinite(t))
+        return false;
+    double sec = floor(t);
+    long long usec = llround((t - sec) * 1e6);
+    long long s = (long long)sec;
+    if (usec >= 1000000) {
+        s++;
+        usec -= 1000000;
+    }
+    time_t tt = (time_t)s;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm))
+        return false;
+    snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d.%06lld", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, usec);
+    return true;
+}
+
+typedef struct {
+    const char *uid;
+    const double *ts;
+    const double *values;
+    size_t n;
+    int64_t first;
+} add_rows_ctx;
+
+static int add_rows_body(an_repo *r, void *vctx)
+{
+    add_rows_ctx *c = vctx;
+    sb *ts = &r->arr[0], *vals = &r->arr[1];
+    sb_reset(ts);
+    sb_reset(vals);
+    bool okb = sb_addc(ts, '{') && sb_addc(vals, '{');
+    char buf[64], last_ts[64] = "";
+    for (size_t i = 0; okb && i < c->n; i++) {
+        if (!format_ts(c->ts[i], buf, sizeof buf))
+            return fail(r, AN_EINVAL, "add_rows: timestamp %zu is not a finite epoch", i);
+        if (i > 0)
+            okb = sb_addc(ts, ',') && sb_addc(vals, ',');
+        okb = okb && sb_addc(ts, '"') && sb_adds(ts, buf) && sb_addc(ts, '"') &&
+              sb_add_double(vals, c->values[i]);
+        if (strcmp(buf, last_ts) > 0)
+            snprintf(last_ts, sizeof last_ts, "%s", buf);
+    }
+    okb = okb && sb_addc(ts, '}') && sb_addc(vals, '}');
+    if (!okb)
+        return fail(r, AN_ENOMEM, "add_rows: out of memory");
+
+    char n[24];
+    snprintf(n, sizeof n, "%zu", c->n);
+    const char *p1[3] = {c->uid, n, last_ts};
+    PGresult *res;
+    int rc = exec_stmt(r, S_ALLOC_ROWIDS, p1, &res);
+    if (rc)
+        return rc;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return fail(r, AN_ENOTFOUND, "Metric not found for uid=%s", c->uid);
+    }
+    int64_t last = int_field(res, 0, 0, 0);
+    PQclear(res);
+    c->first = last - (int64_t)c->n + 1;
+    char first[24];
+    snprintf(first, sizeof first, "%" PRId64, c->first);
+    const char *p2[4] = {c->uid, first, ts->p, vals->p};
+    rc = exec_stmt(r, S_INSERT_ROWS, p2, &res);
+    if (rc)
+        return rc;
+    PQclear(res);
+    return 0;
+}
+
+int an_repo_add_rows(an_repo *r, const char *uid, const double *ts, const double *values,
+                     size_t n, int64_t *first_rowid)
+{
+    int rc = check_uid(r, uid);
+    if (rc)
+        return rc;
+    if (n == 0 || !ts || !values)
+        return fail(r, AN_EINVAL, "add_rows: no rows");
+    if (n > INT32_MAX)
+        return fail(r, AN_EINVAL, "add_rows: too many rows");
+    add_rows_ctx c = {uid, ts, values, n, 0};
+    rc = in_some_tx(r, add_rows_body, &c);
+    if (!rc && first_rowid)
+        *first_rowid = c.first;
+    return rc;
+}
+
+static int delete_model_body(an_repo *r, void *ctx)
+{
+    const char *uid = ctx;
+    const char *p[1] = {uid};
+    int rc = exec_update(r, S_DELETE_MODEL_METRIC, p, uid, NULL);
+    if (rc == AN_ENOTFOUND)
+        return fail(r, AN_ENOTFOUND, "Metric not found for uid=%s", uid);
+    if (rc)
+        return rc;
+    PGresult *res;
+    rc = exec_stmt(r, S_DELETE_MODEL_DATA, p, &res);
+    if (rc)
+        return rc;
+    PQclear(res);
+    return 0;
+}
+
+int an_repo_delete_model(an_repo *r, const char *uid)
+{
+    int rc = check_uid(r, uid);
+    if (rc)
+        return rc;
+    return in_some_tx(r, delete_model_body, (void *)uid);
+}
+
+int an_repo_delete_metric(an_repo *r, const char *uid)
+{
+    int rc = check_uid(r, uid);
+    if (rc)
+        return rc;
+    const char *p[1] = {uid};
+    rc = exec_update(r, S_DELETE_METRIC, p, uid, NULL);
+    if (rc == AN_ENOTFOUND)
+        return fail(r, AN_ENOTFOUND, "Metric not found for uid=%s", uid);
+    return rc;
+}
+
+/* ---------------------------------------------------- internal (schema.c) */
+
+int an_repo__exec_params(an_repo *r, const char *what, const char *sql, int nparams,
+                         const char *const *params, PGresult **out)
+{
+    *out = NULL;
+    int rc = ensure_conn(r);
+    if (rc)
+        return rc;
+    PGresult *res = PQexecParams(r->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        rc = result_error(r, what, res);
+        PQclear(res);
+        return rc;
+    }
+    *out = res;
+    ok(r);
+    return 0;
+}
+
+int an_repo__exec_script(an_repo *r, const char *what, const char *sql)
+{
+    int rc = ensure_conn(r);
+    if (rc)
+        return rc;
+    /* Constant DDL text with no values: the simple protocol runs its
+     * several statements inside the open transaction. */
+    PGresult *res = PQexec(r->conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        rc = result_error(r, what, res);
+        PQclear(res);
+        return rc;
+    }
+    PQclear(res);
+    return ok(r);
+}
+
+int an_repo__fail(an_repo *r, int rc, const char *msg)
+{
+    return fail(r, rc, "%s", msg);
+}
