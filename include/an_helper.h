@@ -29,6 +29,12 @@ typedef struct an_helper_config {
 /* The defaults above. */
 an_helper_config an_helper_config_default(void);
 
+/* Returns 0 when cfg is usable: known variant, min_sample_size >= 1,
+ * refresh_rate >= 1, min_sample_size <= sample_size <= INT_MAX/2,
+ * skip_records >= 0, 1 <= averaging_window <= AN_LK_MAX_WINDOW; else
+ * AN_EINVAL with a message naming the key in err. */
+int an_helper_config_validate(const an_helper_config *cfg, char *err, size_t errlen);
+
 /* Earlier processed rows of one metric (rows whose raw score is stored),
  * excluding the batch being scored. Both callbacks return 0 or a negative
  * AN_E* code with a message in err. */
@@ -82,8 +88,8 @@ const char *an_helper_event_name(an_helper_event_kind k);
 
 typedef struct an_helper an_helper;
 
-/* Returns a new helper (caller owns; an_helper_free) or NULL on ENOMEM.
- * on_event may be NULL. */
+/* Returns a new helper (caller owns; an_helper_free) or NULL on ENOMEM or
+ * when cfg fails an_helper_config_validate. on_event may be NULL. */
 an_helper *an_helper_new(const an_helper_config *cfg, an_helper_event_fn on_event,
                          void *ud);
 void an_helper_free(an_helper *h);

@@ -187,6 +187,7 @@ typedef struct an_metric {
     char *model_params; /* JSON text or NULL */
     int64_t last_rowid;   /* last allocated metric_data rowid */
     int64_t scored_rowid; /* watermark: last rowid whose scores are stored */
+    char *scored_source;  /* input entry id that stored scored_rowid, or NULL */
 } an_metric;
 
 /* Frees the strings and zeroes *m. NULL-safe, idempotent. */
@@ -211,11 +212,13 @@ int an_repo_get_metric(an_repo *r, const char *uid, an_lock_mode lock,
 int an_repo_set_metric_status(an_repo *r, const char *uid, int status,
                               const char *message, int ref_status);
 
-/* Stores the likelihood params and the scored watermark:
- * UPDATE metric SET model_params=$2, scored_rowid=$3 WHERE uid=$1.
- * model_params NULL -> SQL NULL. 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
+/* Stores the likelihood params, the scored watermark and the input entry
+ * that scored it:
+ * UPDATE metric SET model_params=$2, scored_rowid=$3, scored_source=$4
+ * WHERE uid=$1. NULL strings -> SQL NULL.
+ * 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
 int an_repo_store_params(an_repo *r, const char *uid, const char *model_params,
-                         int64_t scored_rowid);
+                         int64_t scored_rowid, const char *scored_source);
 
 /* ---- metric_data ---- */
 

@@ -1,12 +1,307 @@
-/* ctl_replay.c: anomalyctl replay (not written yet). */
+/*
+ * ctl_replay.c: anomalyctl replay, the reference producer (DESIGN.md). It
+ * plays the metric-ingest and model-runner roles for one NAB CSV:
+ *   1. creates the metric (CREATE_PENDING, datasource "custom", parameters
+ *      holding a metricSpec) and inserts all its rows;
+ *   2. XADDs a defineModel command result;
+ *   3. XADDs inference batches with the CSV's raw scores: batches of
+ *      --batch-size rows until --live-after rows were sent, then 1-row
+ *      batches (live).
+ * Prints the metric uid and the counts on stdout.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "an_codec.h"
+#include "an_config.h"
+#include "an_csv.h"
+#include "an_repo.h"
+#include "an_streams.h"
 #include "ctl.h"
+
+/* Rows inserted per INSERT statement. */
+#define INSERT_CHUNK 5000
+
+/* "YYYY-MM-DD HH:MM:SS[.ffffff]" (or 'T' separator), UTC -> epoch seconds. */
+static int parse_ts(const char *s, size_t len, double *out)
+{
+    char buf[64];
+    if (len >= sizeof buf)
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    int y, mo, d, h, mi, sec, used = 0;
+    if (sscanf(buf, "%4d-%2d-%2d%*1[ T]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec,
+               &used) != 6)
+        return -1;
+    double frac = 0.0;
+    if (buf[used] == '.') {
+        char *end;
+        frac = strtod(buf + used, &end);
+        used = (int)(end - buf);
+    }
+    if (buf[used] != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 ||
+        mi > 59 || sec > 60)
+        return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    *out = (double)timegm(&tm) + frac;
+    return 0;
+}
+
+/* A random uuid4-style hex uid (32 chars), like the original's uuid4().hex. */
+static int random_uid(char out[33])
+{
+    unsigned char b[16];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, b, sizeof b);
+    close(fd);
+    if (n != (ssize_t)sizeof b)
+        return -1;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    return 0;
+}
+
+static int parse_count(const char *opt, const char *s, long *out, long min)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < min) {
+        fprintf(stderr, "anomalyctl replay: %s: '%s' is not a whole number >= %ld\n",
+                opt, s, min);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: anomalyctl replay --csv FILE --metric NAME [--batch-size N]\n"
+            "         [--live-after N] [--uid UID] [--encoding json|zlib] [--config FILE]\n");
+}
+
+/* XADDs one input entry: model + batch (+ encoding when zlib). */
+static int send_entry(an_redis *rd, const an_config *cfg, const char *uid,
+                      const an_result *res, size_t n, an_encoding enc)
+{
+    char *batch = NULL;
+    size_t blen = 0;
+    char err[256];
+    int rc = an_batch_encode(res, n, enc, &batch, &blen, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "anomalyctl replay: cannot encode batch: %s\n", err);
+        return rc;
+    }
+    an_field f[3] = {
+        {"model", 5, uid, strlen(uid)},
+        {"batch", 5, batch, blen},
+        {"encoding", 8, an_encoding_name(enc), strlen(an_encoding_name(enc))},
+    };
+    rc = an_xadd(rd, cfg->streams.input, 0, f, enc == AN_ENC_JSON ? 2 : 3, NULL);
+    if (rc)
+        fprintf(stderr, "anomalyctl replay: XADD %s: %s\n", cfg->streams.input,
+                an_redis_errstr(rd));
+    free(batch);
+    return rc;
+}
 
 int ctl_replay(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "anomalyctl replay: not implemented yet\n");
-    return 1;
+    const char *csv_path = NULL, *metric = NULL, *config = NULL, *uid_opt = NULL;
+    long batch_size = 1, live_after = -1; /* -1: never go live */
+    an_encoding enc = AN_ENC_JSON;
+    an_config cfg;
+    an_csv *csv = NULL;
+    an_repo *repo = NULL;
+    an_redis *rd = NULL;
+    double *ts = NULL;
+    an_result *res = NULL;
+    char err[512];
+    int status = 1;
+
+    memset(&cfg, 0, sizeof cfg);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (i + 1 >= argc) {
+            fprintf(stderr, "anomalyctl replay: '%s' needs a value\n", a);
+            usage();
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "--csv")) csv_path = v;
+        else if (!strcmp(a, "--metric")) metric = v;
+        else if (!strcmp(a, "--config")) config = v;
+        else if (!strcmp(a, "--uid")) uid_opt = v;
+        else if (!strcmp(a, "--batch-size")) {
+            if (parse_count(a, v, &batch_size, 1)) return 2;
+        } else if (!strcmp(a, "--live-after")) {
+            if (parse_count(a, v, &live_after, 0)) return 2;
+        } else if (!strcmp(a, "--encoding")) {
+            if (an_encoding_parse(v, strlen(v), &enc)) {
+                fprintf(stderr, "anomalyctl replay: --encoding: '%s' is not json or zlib\n", v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "anomalyctl replay: unknown option '%s'\n", a);
+            usage();
+            return 2;
+        }
+    }
+    if (!csv_path || !metric) {
+        usage();
+        return 2;
+    }
+    char uid[AN_UID_MAX + 1];
+    if (uid_opt) {
+        if (strlen(uid_opt) > AN_UID_MAX) {
+            fprintf(stderr, "anomalyctl replay: --uid is longer than %d\n", AN_UID_MAX);
+            return 2;
+        }
+        snprintf(uid, sizeof uid, "%s", uid_opt);
+    } else if (random_uid(uid)) {
+        fprintf(stderr, "anomalyctl replay: cannot read /dev/urandom\n");
+        return 1;
+    }
+
+    if (an_config_load(&cfg, config, err, sizeof err)) {
+        fprintf(stderr, "anomalyctl replay: configuration error: %s\n", err);
+        return 2;
+    }
+    if (an_csv_load(csv_path, &csv, err, sizeof err)) {
+        fprintf(stderr, "anomalyctl replay: %s\n", err);
+        goto out;
+    }
+    size_t n = an_csv_rows(csv);
+    if (n == 0) {
+        fprintf(stderr, "anomalyctl replay: %s has no data rows\n", csv_path);
+        goto out;
+    }
+    ts = malloc(n * sizeof *ts);
+    res = calloc((size_t)batch_size, sizeof *res);
+    if (!ts || !res) {
+        fprintf(stderr, "anomalyctl replay: out of memory\n");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const char *t = an_csv_timestamp(csv, i, &len);
+        if (parse_ts(t, len, &ts[i])) {
+            fprintf(stderr, "anomalyctl replay: %s: row %zu: timestamp '%.*s' is "
+                    "not YYYY-MM-DD HH:MM:SS\n", csv_path, i + 1, (int)len, t);
+            goto out;
+        }
+    }
+
+    an_repo_options ro = an_repo_options_from_config(&cfg);
+    ro.application_name = "anomalyctl-replay";
+    repo = an_repo_new(&ro);
+    if (!repo || an_repo_connect(repo)) {
+        fprintf(stderr, "anomalyctl replay: postgres: %s\n",
+                repo ? an_repo_errstr(repo) : "out of memory");
+        goto out;
+    }
+    an_redis_opts rop = an_redis_opts_default();
+    if (an_redis_connect(cfg.redis.url, &rop, &rd, err, sizeof err)) {
+        fprintf(stderr, "anomalyctl replay: redis: %s\n", err);
+        goto out;
+    }
+
+    /* 1. the metric-ingest role */
+    char params[1024];
+    json_t *pj = json_pack("{s:s, s:{s:s, s:s, s:{}}, s:{}}", "datasource", "custom",
+                           "metricSpec", "metric", metric, "resource", "replay",
+                           "userInfo", "modelParams");
+    char *ptext = pj ? an_json_dumps(pj, NULL) : NULL;
+    json_decref(pj);
+    if (!ptext) {
+        fprintf(stderr, "anomalyctl replay: out of memory\n");
+        goto out;
+    }
+    snprintf(params, sizeof params, "%s", ptext);
+    free(ptext);
+    an_new_metric nm = {
+        .uid = uid, .name = metric, .server = "replay", .datasource = "custom",
+        .description = "replayed by anomalyctl", .location = NULL,
+        .parameters = params, .status = AN_METRIC_CREATE_PENDING,
+        .model_params = "{\"modelConfig\": {}, \"anomalyLikelihoodParams\": null}",
+    };
+    if (an_repo_create_metric(repo, &nm)) {
+        fprintf(stderr, "anomalyctl replay: create metric %s: %s\n", uid,
+                an_repo_errstr(repo));
+        goto out;
+    }
+    for (size_t off = 0; off < n; off += INSERT_CHUNK) {
+        size_t k = n - off < INSERT_CHUNK ? n - off : INSERT_CHUNK;
+        if (an_repo_add_rows(repo, uid, ts + off, an_csv_values(csv) + off, k, NULL)) {
+            fprintf(stderr, "anomalyctl replay: add rows: %s\n", an_repo_errstr(repo));
+            goto out;
+        }
+    }
+
+    /* 2. the model runner's defineModel result */
+    char cmd_id[64];
+    snprintf(cmd_id, sizeof cmd_id, "define-%s", uid);
+    json_t *args = json_pack("{s:s}", "modelId", uid);
+    an_result def = {.kind = AN_RES_COMMAND};
+    def.u.cmd = (an_command_result){.command_id = cmd_id, .method = "defineModel",
+                                    .status = 0, .args = args, .error = NULL};
+    int rc = send_entry(rd, &cfg, uid, &def, 1, enc);
+    json_decref(args);
+    if (rc)
+        goto out;
+
+    /* 3. inference batches */
+    const double *raws = an_csv_raws(csv);
+    size_t sent = 0, entries = 1;
+    if (live_after < 0)
+        live_after = (long)n;
+    while (sent < n) {
+        size_t bs = sent < (size_t)live_after ? (size_t)batch_size : 1;
+        if (sent < (size_t)live_after && sent + bs > (size_t)live_after)
+            bs = (size_t)live_after - sent;
+        if (bs > n - sent)
+            bs = n - sent;
+        for (size_t j = 0; j < bs; j++) {
+            res[j].kind = AN_RES_INFERENCE;
+            res[j].u.inf = (an_inference_result){
+                .rowid = (int64_t)(sent + j + 1), .status = 0, .has_score = true,
+                .score = raws[sent + j]};
+        }
+        if (send_entry(rd, &cfg, uid, res, bs, enc))
+            goto out;
+        sent += bs;
+        entries++;
+    }
+    printf("metric uid=%s name=%s rows=%zu entries=%zu stream=%s\n", uid, metric,
+           n, entries, cfg.streams.input);
+    status = 0;
+out:
+    free(ts);
+    free(res);
+    an_csv_free(csv);
+    an_repo_free(repo);
+    an_redis_free(rd);
+    an_config_free(&cfg);
+    return status;
 }

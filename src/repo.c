@@ -45,7 +45,7 @@ enum {
 
 #define METRIC_COLS                                                                           \
     "uid, datasource, name, description, server, location, parameters, status, message, "    \
-    "model_params, last_rowid, scored_rowid"
+    "model_params, last_rowid, scored_rowid, scored_source"
 
 static const struct {
     const char *name;
@@ -71,7 +71,8 @@ static const struct {
                           "WHERE uid = $1 AND status = $4",
                           4},
     [S_STORE_PARAMS] = {"an_store_params",
-                        "UPDATE metric SET model_params = $2, scored_rowid = $3 WHERE uid = $1", 3},
+                        "UPDATE metric SET model_params = $2, scored_rowid = $3, scored_source = $4 "
+                        "WHERE uid = $1", 4},
     [S_GET_ROWS] = {"an_get_rows",
                     "SELECT rowid, extract(epoch FROM timestamp), metric_value, raw_anomaly_score, "
                     "anomaly_score, display_value, multi_step_best_predictions "
@@ -113,7 +114,7 @@ static const struct {
                        4},
     [S_DELETE_MODEL_METRIC] = {"an_delete_model_metric",
                                "UPDATE metric SET parameters = NULL, model_params = NULL, "
-                               "status = 0, message = NULL, scored_rowid = 0 WHERE uid = $1",
+                               "status = 0, message = NULL, scored_rowid = 0, scored_source = NULL WHERE uid = $1",
                                1},
     [S_DELETE_MODEL_DATA] = {"an_delete_model_data",
                              "UPDATE metric_data SET anomaly_score = NULL, raw_anomaly_score = NULL, "
@@ -751,6 +752,7 @@ void an_metric_clear(an_metric *m)
     free(m->parameters);
     free(m->message);
     free(m->model_params);
+    free(m->scored_source);
     memset(m, 0, sizeof *m);
 }
 
@@ -792,6 +794,7 @@ int an_repo_get_metric(an_repo *r, const char *uid, an_lock_mode lock, an_metric
     out->model_params = dup_field(res, 0, 9, &oom);
     out->last_rowid = int_field(res, 0, 10, 0);
     out->scored_rowid = int_field(res, 0, 11, 0);
+    out->scored_source = dup_field(res, 0, 12, &oom);
     PQclear(res);
     if (oom) {
         an_metric_clear(out);
@@ -834,14 +837,14 @@ int an_repo_set_metric_status(an_repo *r, const char *uid, int status, const cha
 }
 
 int an_repo_store_params(an_repo *r, const char *uid, const char *model_params,
-                         int64_t scored_rowid)
+                         int64_t scored_rowid, const char *scored_source)
 {
     int rc = check_uid(r, uid);
     if (rc)
         return rc;
     char w[24];
     snprintf(w, sizeof w, "%" PRId64, scored_rowid);
-    const char *p[3] = {uid, model_params, w};
+    const char *p[4] = {uid, model_params, w, scored_source};
     return exec_update(r, S_STORE_PARAMS, p, uid, NULL);
 }
 

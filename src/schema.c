@@ -87,6 +87,12 @@ static const migration migrations[] = {
      "ALTER TABLE metric ADD COLUMN scored_rowid bigint NOT NULL DEFAULT 0;\n"
      "CREATE INDEX metric_data_processed_idx ON metric_data (uid, rowid)\n"
      "    WHERE raw_anomaly_score IS NOT NULL;\n"},
+    {3, "scored_source",
+     /* scored_source: the input stream entry id whose transaction moved the
+      * watermark. A redelivered entry that finds its own id here crashed
+      * between commit and publish, so its output was never published and
+      * must be; a different id means a duplicate batch (ack only). */
+     "ALTER TABLE metric ADD COLUMN scored_source text;\n"},
 };
 
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])

@@ -375,16 +375,19 @@ START_TEST(metric_status)
     ck_assert_str_eq(an_metric_status_name(AN_METRIC_CREATE_PENDING), "CREATE_PENDING");
 
     /* store_params */
-    CK_OK(r, an_repo_store_params(r, uid, "{\"anomalyLikelihoodParams\": {\"x\": 1}}", 42));
+    CK_OK(r, an_repo_store_params(r, uid, "{\"anomalyLikelihoodParams\": {\"x\": 1}}", 42,
+                                  "1700000000000-7"));
     CK_OK(r, an_repo_get_metric(r, uid, AN_LOCK_NONE, &m));
     ck_assert_str_eq(m.model_params, "{\"anomalyLikelihoodParams\": {\"x\": 1}}");
     ck_assert_int_eq(m.scored_rowid, 42);
+    ck_assert_str_eq(m.scored_source, "1700000000000-7");
     an_metric_clear(&m);
-    CK_OK(r, an_repo_store_params(r, uid, NULL, 0));
+    CK_OK(r, an_repo_store_params(r, uid, NULL, 0, NULL));
     CK_OK(r, an_repo_get_metric(r, uid, AN_LOCK_NONE, &m));
     ck_assert_ptr_null(m.model_params);
+    ck_assert_ptr_null(m.scored_source);
     an_metric_clear(&m);
-    ck_assert_int_eq(an_repo_store_params(r, "nope-nope", "{}", 1), AN_ENOTFOUND);
+    ck_assert_int_eq(an_repo_store_params(r, "nope-nope", "{}", 1, NULL), AN_ENOTFOUND);
 
     drop_metric(r, uid);
     an_repo_free(r);
@@ -523,7 +526,7 @@ START_TEST(processed_count_and_tail)
     ck_assert_int_eq(count, 10);
 
     /* delete_model (spec §4.3): scores and params cleared, status 0. */
-    CK_OK(r, an_repo_store_params(r, uid, "{\"anomalyLikelihoodParams\": null}", 12));
+    CK_OK(r, an_repo_store_params(r, uid, "{\"anomalyLikelihoodParams\": null}", 12, NULL));
     CK_OK(r, an_repo_delete_model(r, uid));
     an_metric m = {0};
     CK_OK(r, an_repo_get_metric(r, uid, AN_LOCK_NONE, &m));
@@ -655,7 +658,7 @@ static int tx_kill_midway(an_repo *r, void *vctx)
     rc = an_repo_set_metric_status(r, c->uid, AN_METRIC_ERROR, "from tx", AN_REPO_ANY_STATUS);
     if (rc)
         return rc;
-    return an_repo_store_params(r, c->uid, "{}", 7);
+    return an_repo_store_params(r, c->uid, "{}", 7, NULL);
 }
 
 START_TEST(killed_backend_is_transient_and_retried)
@@ -861,7 +864,7 @@ START_TEST(quote_in_uid)
     size_t got = 0;
     CK_OK(r, an_repo_processed_tail(r, uid, 0, 4, s, &got));
     ck_assert_uint_eq(got, 3);
-    CK_OK(r, an_repo_store_params(r, uid, "{'x': \"y\"}", 3));
+    CK_OK(r, an_repo_store_params(r, uid, "{'x': \"y\"}", 3, NULL));
     CK_OK(r, an_repo_get_metric(r, uid, AN_LOCK_UPDATE, &m));
     ck_assert_str_eq(m.uid, uid);
     ck_assert_str_eq(m.message, "it's");

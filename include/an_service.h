@@ -1,0 +1,73 @@
+/*
+ * an_service.h: the anomalyd service loop. It composes the streams module
+ * (input group, Lua publish/dead-letter), the repository (one transaction
+ * per inference batch) and the likelihood helper, following spec §1.2-§1.5
+ * with the redesign of DESIGN.md (watermark idempotence, dead letters,
+ * takeover of idle pending entries).
+ *
+ * One an_service per process (or thread): it owns one Redis and one
+ * PostgreSQL connection.
+ */
+#ifndef AN_SERVICE_H
+#define AN_SERVICE_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "an_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct an_service_opts {
+    /* Exit 0 once nothing new arrived and the group had nothing pending
+     * (ours or, after claiming, anyone's) for this many ms. < 0: never. */
+    int64_t exit_when_idle_ms;
+    /* Set (to non-zero) by a signal handler: finish the entry in hand, then
+     * return. May be NULL. */
+    volatile sig_atomic_t *stop;
+} an_service_opts;
+
+/* Counters since start (anomalyctl status shows the group's view; these are
+ * logged at exit and on SIGUSR1). */
+typedef struct an_service_stats {
+    int64_t entries;          /* input entries handled (acked or dead-lettered) */
+    int64_t inference_batches;/* inference batches scored and published */
+    int64_t rows_scored;      /* metric_data rows written */
+    int64_t commands;         /* command results processed */
+    int64_t rejected;         /* inference batches rejected (§1.4/§1.5) */
+    int64_t duplicates;       /* batches already applied (redelivery/duplicate) */
+    int64_t republished;      /* duplicates whose output was published again */
+    int64_t dead_letters;     /* entries sent to the dead-letter stream */
+    int64_t trimmed;          /* pending entries whose payload was gone */
+    int64_t claimed;          /* entries taken over from idle consumers */
+    int64_t transient_errors; /* retries after a transient Redis/PG error */
+    int64_t cache_misses;     /* params read from PostgreSQL, not the hash */
+} an_service_stats;
+
+typedef struct an_service an_service;
+
+/* Creates the service for cfg (borrowed: must outlive the service). Does not
+ * connect yet. Returns 0, or AN_ENOMEM / AN_ECONFIG with a message in err. */
+int an_service_new(const an_config *cfg, const an_service_opts *opts,
+                   an_service **out, char *err, size_t errlen);
+
+/* Runs until *opts->stop is set or the idle exit fires. Connects (retrying
+ * while the servers are unreachable), creates the group if needed, drains
+ * this consumer's pending entries, then reads new ones. Returns 0 on a
+ * clean stop; a negative AN_E* code when it cannot go on (e.g. the schema
+ * is missing), after logging why. */
+int an_service_run(an_service *s);
+
+const an_service_stats *an_service_get_stats(const an_service *s);
+
+/* Logs the counters at INFO. */
+void an_service_log_stats(const an_service *s);
+
+void an_service_free(an_service *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AN_SERVICE_H */
