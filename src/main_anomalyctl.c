@@ -12,11 +12,11 @@ static const struct {
 } commands[] = {
     {"likelihood", ctl_likelihood,
      "likelihood --csv FILE [--batch-size N | --schedule N,N,...] [--variant V] [--config FILE]"},
-    {"db", ctl_db, "db init [--config FILE]"},
+    {"db", ctl_db, "db init|sql [--config FILE]"},
     {"replay", ctl_replay,
      "replay --csv FILE --metric NAME [--batch-size N] [--live-after N] [--config FILE]"},
-    {"tail", ctl_tail, "tail [--count N] [--follow] [--config FILE]"},
-    {"status", ctl_status, "status [--config FILE]"},
+    {"tail", ctl_tail, "tail [--count N] [--follow] [--stream KEY] [--config FILE]"},
+    {"status", ctl_status, "status [--json] [--config FILE]"},
     {"consumers", ctl_consumers, "consumers list|prune --idle MS [--config FILE]"},
 };
 
