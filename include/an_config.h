@@ -81,7 +81,8 @@ typedef struct an_config {
     struct {
         char *input;          /* htm:results */
         char *group;          /* anomalyd */
-        char *consumer;       /* default: gethostname() */
+        char *consumer;       /* default: gethostname(), + consumer_suffix */
+        char *consumer_suffix; /* "" */
         char *output;         /* htm:model_results */
         char *dead_letter;    /* htm:results:dead */
         char *params_prefix;  /* htm:params: */
@@ -89,6 +90,7 @@ typedef struct an_config {
         int block_ms;         /* XREADGROUP BLOCK (2000) */
         int claim_idle_ms;    /* XAUTOCLAIM min-idle-time (60000) */
         int max_deliveries;   /* dead-letter after this many deliveries (5) */
+        int defer_max_ms;     /* wait bound for a missing predecessor (120000) */
         int64_t output_maxlen;     /* XADD MAXLEN ~ (1000000); 0 = no trim */
         an_encoding output_encoding; /* AN_ENC_ZLIB */
         size_t max_entry_bytes;    /* an_codec_limits (4 MiB) */

@@ -103,6 +103,21 @@ int an_helper_update(an_helper *h, const an_sample_source *src,
                      an_helper_state *state, an_row *rows, size_t m,
                      char *err, size_t errlen);
 
+/* Exclusive-source mode (default off). With it on, the caller promises
+ * that the helper is driven with ONE sample source (same ctx) whose
+ * processed rows change only through the batches this helper scores: after
+ * each successful an_helper_update the batch's rows become the source's
+ * newest processed rows (an in-memory replay such as anomalyctl likelihood,
+ * or a single-metric catch-up). The helper then reads the source's tail once
+ * (sample_size rows, at the first refresh) and keeps the newest rows itself
+ * between calls, instead of re-reading up to sample_size rows at the first
+ * refresh of every call; results and events are identical. The window is
+ * dropped (and the tail read again) after an error, when another source ctx
+ * is passed, or when a batch does not start after the newest row it holds.
+ * Not for the service: several metrics share a helper there and other
+ * writers change the table. Setting the mode drops the window. */
+void an_helper_set_exclusive_source(an_helper *h, bool on);
+
 /* refreshInterval for a batch of m rows: int(max(refresh_rate, 0.1 * m)). */
 int an_helper_refresh_interval(const an_helper_config *cfg, size_t m);
 

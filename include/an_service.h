@@ -42,6 +42,7 @@ typedef struct an_service_stats {
     int64_t dead_letters;     /* entries sent to the dead-letter stream */
     int64_t trimmed;          /* pending entries whose payload was gone */
     int64_t claimed;          /* entries taken over from idle consumers */
+    int64_t deferred;         /* times an entry waited for its model's predecessor */
     int64_t transient_errors; /* retries after a transient Redis/PG error */
     int64_t cache_misses;     /* params read from PostgreSQL, not the hash */
 } an_service_stats;

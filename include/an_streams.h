@@ -162,6 +162,16 @@ int an_autoclaim(an_redis *r, const char *stream, const char *group,
                  const char *consumer, int64_t min_idle_ms, const char *start,
                  size_t count, an_entry_list *out);
 
+/* XCLAIM stream group consumer 0 id... [IDLE idle_ms] JUSTID: makes the
+ * pending ids this consumer's without counting a delivery. idle_ms < 0
+ * resets their idle time to 0 (a consumer keeping entries it is still
+ * working on, so others do not claim them); idle_ms >= 0 sets it (hand
+ * entries over and keep them claimable). *claimed (may be NULL) = how many
+ * were pending. */
+int an_claim_ids(an_redis *r, const char *stream, const char *group,
+                 const char *consumer, const char *const *ids, size_t n,
+                 int64_t idle_ms, size_t *claimed);
+
 /* XACK stream group id...; *acked (may be NULL) = how many were pending. */
 int an_xack(an_redis *r, const char *stream, const char *group,
             const char *const *ids, size_t n, int64_t *acked);

@@ -116,6 +116,10 @@ static const keydef keys[] = {
      "Consumer group on the input stream."},
     {"streams", "consumer", K_STR, NULL, NULL, DEF_HOSTNAME, 0, 0, NULL, OFF(streams.consumer),
      "Consumer name in the group. Default: the host name."},
+    {"streams", "consumer_suffix", K_STR, "", NULL, DEF_TEXT, 1, 0, NULL,
+     OFF(streams.consumer_suffix),
+     "Appended to the consumer name (e.g. \"-2\" for a second anomalyd on a host), so names "
+     "stay stable across restarts. --consumer NAME on the command line is used as is."},
     {"streams", "output", K_STR, "htm:model_results", NULL, DEF_TEXT, 0, 0, NULL,
      OFF(streams.output), "Output stream (model-inference-results / model-cmd-result)."},
     {"streams", "dead_letter", K_STR, "htm:results:dead", NULL, DEF_TEXT, 0, 0, NULL,
@@ -129,6 +133,11 @@ static const keydef keys[] = {
     {"streams", "claim_idle_ms", K_DUR, "60000", NULL, DEF_TEXT, 1, 86400000, NULL,
      OFF(streams.claim_idle_ms),
      "XAUTOCLAIM min-idle-time: entries pending this long on another consumer are taken over."},
+    {"streams", "defer_max_ms", K_DUR, "120000", NULL, DEF_TEXT, 0, 86400000, NULL,
+     OFF(streams.defer_max_ms),
+     "How long a batch waits for its predecessor (same model, earlier rows) to be applied "
+     "before it is scored anyway, with the gap logged. At least claim_idle_ms, so a dead "
+     "consumer's batch can be taken over first."},
     {"streams", "max_deliveries", K_INT, "5", NULL, DEF_TEXT, 1, 1000, NULL,
      OFF(streams.max_deliveries),
      "An entry delivered this many times without success goes to the dead-letter stream."},
@@ -414,7 +423,7 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
     switch (k->type) {
     case K_STR:
     case K_URL:
-        if (!*v)
+        if (!*v && k->min == 0)   /* min 1 on a K_STR key: may be empty */
             FAIL("must not be empty");
         if (k->type == K_URL && strncmp(v, "redis://", 8) != 0)
             FAIL("'%s' is not a redis:// URL", v);
@@ -738,6 +747,13 @@ static int cross_checks(const an_config *cfg, char *err, size_t errlen)
                c->anomaly_likelihood.statistics_sample_size);
         return AN_ECONFIG;
     }
+    if (c->streams.defer_max_ms < c->streams.claim_idle_ms) {
+        seterr(err, errlen,
+               "[streams] defer_max_ms (%d) must be at least claim_idle_ms (%d): a batch "
+               "waits for a dead consumer's predecessor to be taken over",
+               c->streams.defer_max_ms, c->streams.claim_idle_ms);
+        return AN_ECONFIG;
+    }
     if (c->postgres.retry_initial_ms > c->postgres.retry_max_delay_ms) {
         seterr(err, errlen,
                "[postgres] retry_initial_ms (%d) must not exceed retry_max_delay_ms (%d)",
@@ -761,6 +777,19 @@ int an_config_load(an_config *cfg, const char *path, char *err, size_t errlen)
         rc = load_env(cfg, err, errlen);
     if (!rc)
         rc = cross_checks(cfg, err, errlen);
+    if (!rc && cfg->streams.consumer_suffix[0]) {
+        /* The suffix is applied once, here: an_config_set("consumer") later
+         * (anomalyd --consumer) sets the exact name. */
+        size_t n = strlen(cfg->streams.consumer) + strlen(cfg->streams.consumer_suffix) + 1;
+        char *name = malloc(n);
+        if (!name) {
+            rc = AN_ENOMEM;
+        } else {
+            snprintf(name, n, "%s%s", cfg->streams.consumer, cfg->streams.consumer_suffix);
+            free(cfg->streams.consumer);
+            cfg->streams.consumer = name;
+        }
+    }
     if (rc) {
         if (rc == AN_ENOMEM)
             seterr(err, errlen, "out of memory");

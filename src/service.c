@@ -57,7 +57,29 @@ typedef enum {
     INF_REJECTED,  /* the original's reject: ack, publish nothing */
     INF_DUPLICATE, /* already applied: ack; republish if ours */
     INF_POISON,    /* dead-letter with reason */
+    INF_DEFERRED,  /* predecessor not applied yet: keep pending, retry */
 } inf_outcome;
+
+/* process_entry's "not now": the entry stays pending in our PEL and is
+ * retried from the deferred list (positive, unlike the AN_E* codes). */
+#define ENTRY_DEFERRED 1
+
+/* An entry kept pending because its predecessor (same model, earlier rows)
+ * was not applied yet. */
+typedef struct deferred {
+    an_entry e;          /* deep copy */
+    char model[AN_UID_MAX + 1];
+    int64_t first_rowid; /* of its inference results */
+    int64_t seen_wm;     /* the model's watermark when last checked */
+    int64_t since_ms;    /* last progress: first deferral, or the watermark moved */
+    int64_t next_ms;     /* next retry */
+    int64_t touched_ms;  /* last XCLAIM that reset its idle time */
+    int delay_ms;
+} deferred;
+
+/* Deferred retries back off from 20 ms to 1 s. */
+#define DEFER_MIN_MS 20
+#define DEFER_MAX_MS 1000
 
 struct an_service {
     const an_config *cfg;
@@ -89,6 +111,14 @@ struct an_service {
 
     int64_t idle_since_ms;
     int64_t last_claim_ms;
+
+    deferred *def;       /* in arrival order */
+    size_t ndef, capdef;
+    bool force;          /* the entry in hand waited defer_max_ms: no more waiting */
+    /* Filled by process_inference when it defers: what the entry waits on. */
+    char defer_model[AN_UID_MAX + 1];
+    int64_t defer_first;
+    int64_t defer_wm;
 };
 
 /* ------------------------------------------------------------ utilities */
@@ -294,7 +324,7 @@ static int dead_letter(an_service *s, const an_entry *e, const char *reason)
         return 0;
     }
     if (rc)
-        return rc == AN_ETRANSIENT ? rc : AN_EREDIS;
+        return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
     s->st.dead_letters++;
     s->st.entries++;
     an_error("dead-lettered entry %s as %s in %s: %s", e->id, id,
@@ -437,6 +467,7 @@ typedef struct tx_ctx {
     bool duplicate;
     bool ours;             /* duplicate committed by this very entry */
     bool poison;
+    bool deferred;         /* predecessor not applied (re-checked under the lock) */
     an_metric m;           /* the metric under the lock */
     an_helper_state state; /* params after the batch */
     int64_t updated;
@@ -512,6 +543,25 @@ static char *merge_model_params(const char *model_params, json_t *state_json)
     return text;
 }
 
+/* Per-model order: may a batch starting at `first` be applied now that the
+ * metric is scored up to `scored`? Yes when it follows on, or when the row
+ * before it is missing (garbage-collected, or first == 1) or was processed
+ * outside the watermark (e.g. data scored by htmengine before migration).
+ * *ready is false while that row waits for a batch still in flight. */
+static int order_ready(an_repo *r, const char *uid, int64_t first, int64_t scored,
+                       bool *ready)
+{
+    *ready = true;
+    if (first <= scored + 1)
+        return 0;
+    int state;
+    int rc = an_repo_row_state(r, uid, first - 1, &state);
+    if (rc)
+        return rc;
+    *ready = state != AN_ROW_UNPROCESSED;
+    return 0;
+}
+
 /* The write transaction (run by an_repo_with_retry, so re-runnable). */
 static int score_tx(an_repo *r, void *arg)
 {
@@ -522,7 +572,7 @@ static int score_tx(an_repo *r, void *arg)
     json_t *state_json = NULL;
 
     an_metric_clear(&t->m);
-    t->duplicate = t->ours = t->poison = false;
+    t->duplicate = t->ours = t->poison = t->deferred = false;
     int rc = an_repo_get_metric(r, t->b->model, AN_LOCK_UPDATE, &t->m);
     if (rc)
         return rc;   /* AN_ENOTFOUND: the caller rejects */
@@ -539,6 +589,15 @@ static int score_tx(an_repo *r, void *arg)
                  "batch rows [%" PRId64 "..%" PRId64 "] overlap rows already "
                  "scored up to %" PRId64, first, last, t->m.scored_rowid);
         t->poison = true;
+        return 0;
+    }
+
+    /* Re-checked under the lock: another consumer may have been between. */
+    bool ready;
+    if ((rc = order_ready(r, t->b->model, first, t->m.scored_rowid, &ready)))
+        return rc;
+    if (!ready && !s->force) {
+        t->deferred = true;
         return 0;
     }
 
@@ -751,11 +810,35 @@ static int process_inference(an_service *s, const an_entry *e, const an_batch *b
     }
     if (rc)
         goto out;
+    snprintf(s->defer_model, sizeof s->defer_model, "%s", b->model);
+    s->defer_first = first;
+    s->defer_wm = m.scored_rowid;
+    if (m.status == AN_METRIC_CREATE_PENDING && !s->force) {
+        /* With several consumers the defineModel result may still be in
+         * another consumer's hands (one consumer in order never sees this):
+         * wait for it, up to defer_max_ms, then reject as the original. */
+        *outcome = INF_DEFERRED;
+        goto out;
+    }
     if (m.status != AN_METRIC_ACTIVE) {
         an_warn("Received inference results for a non-ACTIVE model=%s; "
                 "(metric unmonitored?) status=%s", b->model,
                 an_metric_status_name(m.status));
         goto out;
+    }
+    bool ready = true;
+    if (last > m.scored_rowid) {
+        if ((rc = order_ready(s->repo, b->model, first, m.scored_rowid, &ready)))
+            goto out;
+        if (!ready && !s->force) {
+            *outcome = INF_DEFERRED;
+            goto out;
+        }
+        if (!ready)
+            an_warn("scoring batch %s of model=%s although rows after %" PRId64
+                    " are still unprocessed: waited defer_max_ms (%d) for them",
+                    range_text(r1, sizeof r1, first, last), b->model, m.scored_rowid,
+                    s->cfg->streams.defer_max_ms);
     }
     rc = an_repo_get_rows(s->repo, b->model, first, last, &s->rows);
     if (rc)
@@ -764,7 +847,7 @@ static int process_inference(an_service *s, const an_entry *e, const an_batch *b
         an_error("Rejected inference result batch=%s of model=%s due to no "
                  "matching metric_data rows",
                  range_text(r1, sizeof r1, first, last), b->model);
-        goto out;
+        goto rejected_in_order;
     }
     if ((rc = reserve_rows(s, n > s->rows.n ? n : s->rows.n)))
         goto out;
@@ -773,10 +856,8 @@ static int process_inference(an_service *s, const an_entry *e, const an_batch *b
      * (its rows legitimately have raw scores); the transaction confirms. */
     if (!(last <= m.scored_rowid)) {
         rc = scrub(s, b, &m, inf, n);
-        if (rc == 1) {
-            rc = 0;
-            goto out;
-        }
+        if (rc == 1)
+            goto rejected_in_order;
         if (rc)
             goto out;
     } else if (s->rows.n != n) {
@@ -803,7 +884,10 @@ static int process_inference(an_service *s, const an_entry *e, const an_batch *b
     if (rc)
         goto out;
 
-    if (t.poison) {
+    if (t.deferred) {
+        *outcome = INF_DEFERRED;
+        s->defer_wm = t.m.scored_rowid;
+    } else if (t.poison) {
         *outcome = INF_POISON;
     } else if (t.duplicate) {
         *outcome = INF_DUPLICATE;
@@ -830,6 +914,20 @@ static int process_inference(an_service *s, const an_entry *e, const an_batch *b
         rc = compose_inference(s, &m, b, inf, n, true);
         an_debug("Updated HTM metric_data rows=%s of model=%s",
                  range_text(r1, sizeof r1, first, last), b->model);
+    }
+    goto out;
+
+rejected_in_order:
+    /* A batch rejected in its turn moves the watermark past its rows, so
+     * that its successor does not wait for rows that will never be scored
+     * (the original, with one consumer, simply went on). */
+    rc = 0;
+    if (ready) {
+        bool moved;
+        rc = an_repo_advance_watermark(s->repo, b->model, last, e->id, &moved);
+        if (!rc && moved)
+            an_info("watermark of model=%s moved to %" PRId64 " past rejected batch %s",
+                    b->model, last, range_text(r1, sizeof r1, first, last));
     }
 out:
     if (*outcome == INF_REJECTED && !rc)
@@ -885,7 +983,7 @@ static int publish(an_service *s, const an_entry *e, const char *uid,
         return 0;
     }
     if (rc)
-        return rc == AN_ETRANSIENT ? rc : AN_EREDIS;
+        return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
     s->st.entries++;
     return 0;
 }
@@ -934,6 +1032,10 @@ static int process_entry(an_service *s, const an_entry *e)
     if (b->n_inference) {
         if ((rc = process_inference(s, e, b, &oc)))
             goto out;
+        if (oc == INF_DEFERRED) {
+            rc = ENTRY_DEFERRED;
+            goto out;
+        }
         if (oc == INF_POISON) {
             rc = dead_letter(s, e, s->reason);
             goto out;
@@ -975,8 +1077,18 @@ static int handle_entry(an_service *s, const an_entry *e)
     int delay = RETRY_MIN_MS;
     for (;;) {
         int rc = process_entry(s, e);
-        if (rc == 0)
+        if (rc == 0 || rc == ENTRY_DEFERRED)
+            return rc;
+        if (rc == AN_ENOTFOUND) {
+            /* NOGROUP while completing the entry: the group (and our PEL)
+             * is gone, so the recreated group delivers the entry again. */
+            an_error("group %s on %s vanished while entry %s was in hand (Redis "
+                     "restarted without persistence?); recreating it, the entry "
+                     "will be delivered again", s->cfg->streams.group,
+                     s->cfg->streams.input, e->id);
+            ensure_group(s);
             return 0;
+        }
         if (rc == AN_ENOMEM) {
             an_error("out of memory processing entry %s; will retry", e->id);
         } else if (rc == AN_ETRANSIENT || rc == AN_EREDIS || rc == AN_EDB) {
@@ -996,6 +1108,169 @@ static int handle_entry(an_service *s, const an_entry *e)
         if (an_repo_connect(s->repo) != 0)
             continue;
     }
+}
+
+/* ------------------------------------------------------------ deferral */
+
+static void entry_free_copy(an_entry *e)
+{
+    for (size_t i = 0; i < e->nfields; i++)
+        free((void *)e->fields[i].name);   /* name and value share one block */
+    free(e->fields);
+    memset(e, 0, sizeof *e);
+}
+
+static int entry_copy(an_entry *dst, const an_entry *src)
+{
+    memset(dst, 0, sizeof *dst);
+    memcpy(dst->id, src->id, sizeof dst->id);
+    dst->nil = src->nil;
+    dst->deliveries = src->deliveries;
+    if (src->nfields == 0)
+        return 0;
+    dst->fields = calloc(src->nfields, sizeof *dst->fields);
+    if (!dst->fields)
+        return AN_ENOMEM;
+    for (size_t i = 0; i < src->nfields; i++) {
+        const an_field *f = &src->fields[i];
+        char *blk = malloc(f->name_len + f->value_len + 2);
+        if (!blk) {
+            entry_free_copy(dst);
+            return AN_ENOMEM;
+        }
+        memcpy(blk, f->name, f->name_len);
+        blk[f->name_len] = '\0';
+        memcpy(blk + f->name_len + 1, f->value, f->value_len);
+        blk[f->name_len + 1 + f->value_len] = '\0';
+        dst->fields[i] = (an_field){blk, f->name_len, blk + f->name_len + 1, f->value_len};
+        dst->nfields = i + 1;
+    }
+    return 0;
+}
+
+static bool is_deferred(const an_service *s, const char *id)
+{
+    for (size_t i = 0; i < s->ndef; i++)
+        if (!strcmp(s->def[i].e.id, id))
+            return true;
+    return false;
+}
+
+/* Keeps e pending in our hands and retries it later. On ENOMEM the entry
+ * simply stays pending (it is redelivered after a restart). */
+static void defer_add(an_service *s, const an_entry *e)
+{
+    if (is_deferred(s, e->id))
+        return;
+    if (s->ndef == s->capdef) {
+        size_t cap = s->capdef ? 2 * s->capdef : 16;
+        deferred *d = realloc(s->def, cap * sizeof *d);
+        if (!d) {
+            an_error("out of memory deferring entry %s; it stays pending", e->id);
+            return;
+        }
+        s->def = d;
+        s->capdef = cap;
+    }
+    deferred *d = &s->def[s->ndef];
+    if (entry_copy(&d->e, e)) {
+        an_error("out of memory deferring entry %s; it stays pending", e->id);
+        return;
+    }
+    int64_t t = now_ms();
+    snprintf(d->model, sizeof d->model, "%s", s->defer_model);
+    d->first_rowid = s->defer_first;
+    d->seen_wm = s->defer_wm;
+    d->since_ms = d->touched_ms = t;
+    d->delay_ms = DEFER_MIN_MS;
+    d->next_ms = t + d->delay_ms;
+    s->ndef++;
+    s->st.deferred++;
+    an_debug("entry %s deferred: its model's previous batch is not applied yet", e->id);
+}
+
+/* Handles an entry just read or claimed: done, deferred, or (stop) left. */
+static int take_entry(an_service *s, const an_entry *e)
+{
+    if (is_deferred(s, e->id))
+        return 0;   /* re-read from "0" after a reconnect: already in hand */
+    int rc = handle_entry(s, e);
+    if (rc == ENTRY_DEFERRED) {
+        defer_add(s, e);
+        return 0;
+    }
+    return rc;
+}
+
+static int cmp_deferred(const void *a, const void *b)
+{
+    const deferred *x = a, *y = b;
+    int c = strcmp(x->model, y->model);
+    if (c)
+        return c;
+    return x->first_rowid < y->first_rowid ? -1 : x->first_rowid > y->first_rowid;
+}
+
+/* Retries deferred entries. Per model only the one with the lowest rows is
+ * tried (the others wait behind it), and when it completes the next one of
+ * the same model is tried at once, so a run of our own deferred batches
+ * drains in one pass. An entry is forced through, its gap logged, once its
+ * model's watermark has not moved for defer_max_ms: the predecessor is then
+ * lost (a dead-lettered or never-sent batch). Entries we keep get their idle
+ * time reset, so other consumers do not take them over while they wait. */
+static int retry_deferred(an_service *s)
+{
+    qsort(s->def, s->ndef, sizeof *s->def, cmp_deferred);
+    int64_t t = now_ms();
+    size_t k = 0;
+    int rc = 0;
+    char blocked[AN_UID_MAX + 1] = "";   /* the model whose head is still waiting */
+    for (size_t i = 0; i < s->ndef; i++) {
+        deferred *d = &s->def[i];
+        bool done = false;
+        if (!rc && !stopping(s) && strcmp(d->model, blocked) && t >= d->next_ms) {
+            int r = handle_entry(s, &d->e);
+            if (r == ENTRY_DEFERRED && s->defer_wm != d->seen_wm) {
+                d->seen_wm = s->defer_wm;   /* progress: restart the clock */
+                d->since_ms = t;
+                d->delay_ms = DEFER_MIN_MS;
+            } else if (r == ENTRY_DEFERRED &&
+                       t - d->since_ms >= s->cfg->streams.defer_max_ms) {
+                s->force = true;            /* no progress for defer_max_ms */
+                r = handle_entry(s, &d->e);
+                s->force = false;
+            }
+            if (r == 0) {
+                done = true;
+                /* Its successor (if ours) may go now: try it in this pass. */
+                if (i + 1 < s->ndef && !strcmp(s->def[i + 1].model, d->model))
+                    s->def[i + 1].next_ms = 0;
+            } else if (r == ENTRY_DEFERRED) {
+                d->delay_ms = d->delay_ms * 2 > DEFER_MAX_MS ? DEFER_MAX_MS : d->delay_ms * 2;
+                d->next_ms = now_ms() + d->delay_ms;
+            } else {
+                rc = r;
+            }
+        }
+        if (!done)
+            memcpy(blocked, d->model, sizeof blocked);
+        if (!done && t - d->touched_ms >= s->cfg->streams.claim_idle_ms / 3) {
+            const char *ids[] = {d->e.id};
+            size_t claimed = 0;
+            if (an_claim_ids(s->redis, s->cfg->streams.input, s->cfg->streams.group,
+                             s->consumer, ids, 1, -1, &claimed) == 0) {
+                d->touched_ms = t;
+                if (claimed == 0)
+                    done = true;   /* acked or trimmed meanwhile: nothing to do */
+            }
+        }
+        if (done)
+            entry_free_copy(&d->e);
+        else
+            s->def[k++] = *d;
+    }
+    s->ndef = k;
+    return rc;
 }
 
 /* ------------------------------------------------------------ the loop */
@@ -1023,7 +1298,7 @@ static int claim_idle(an_service *s)
             s->st.claimed++;
             an_info("claimed entry %s (delivery %" PRId64 ") from an idle consumer",
                     l.v[i].id, l.v[i].deliveries);
-            if ((rc = handle_entry(s, &l.v[i])))
+            if ((rc = take_entry(s, &l.v[i])))
                 break;
         }
         snprintf(start, sizeof start, "%s", l.next_start);
@@ -1080,9 +1355,11 @@ int an_service_run(an_service *s)
     while (!stopping(s)) {
         an_entry_list l = {0};
         const char *id = s->draining ? s->drain_from : ">";
+        /* While entries wait for their predecessors, poll instead of
+         * blocking for the full block_ms. */
+        int block = s->draining ? -1 : s->ndef ? 50 : s->cfg->streams.block_ms;
         rc = an_read_group(s->redis, s->cfg->streams.input, s->cfg->streams.group,
-                           s->consumer, id, (size_t)s->cfg->streams.read_count,
-                           s->draining ? -1 : s->cfg->streams.block_ms, &l);
+                           s->consumer, id, (size_t)s->cfg->streams.read_count, block, &l);
         if (rc == AN_ENOTFOUND) {
             an_entry_list_free(&l);
             an_error("group %s or stream %s is gone (NOGROUP: Redis restarted "
@@ -1114,24 +1391,31 @@ int an_service_run(an_service *s)
         for (size_t i = 0; i < l.n && !stopping(s); i++) {
             if (s->draining)
                 snprintf(s->drain_from, sizeof s->drain_from, "%s", l.v[i].id);
-            if (handle_entry(s, &l.v[i]))
+            if (take_entry(s, &l.v[i]))
                 break;
         }
         bool got = l.n > 0;
         an_entry_list_free(&l);
         if (stopping(s))
             break;
+        if (s->ndef) {
+            int64_t before = s->st.entries;
+            retry_deferred(s);
+            got = got || s->st.entries > before;
+        }
 
         int64_t t = now_ms();
         if (got)
             s->idle_since_ms = t;
-        if (t - s->last_claim_ms >= s->cfg->streams.claim_idle_ms / 2 || !got) {
+        int64_t claim_every = s->cfg->streams.claim_idle_ms / 2 < 1000
+                                  ? s->cfg->streams.claim_idle_ms / 2 : 1000;
+        if (t - s->last_claim_ms >= claim_every) {
             s->last_claim_ms = t;
             int64_t before = s->st.claimed;
             if (claim_idle(s) == 0 && s->st.claimed > before)
                 s->idle_since_ms = now_ms();
         }
-        if (!got && s->opts.exit_when_idle_ms >= 0 &&
+        if (!got && !s->ndef && s->opts.exit_when_idle_ms >= 0 &&
             now_ms() - s->idle_since_ms >= s->opts.exit_when_idle_ms) {
             an_pending_summary ps = {0};
             if (an_pending_summary_get(s->redis, s->cfg->streams.input,
@@ -1145,6 +1429,10 @@ int an_service_run(an_service *s)
             an_pending_summary_free(&ps);
         }
     }
+    if (s->ndef)
+        an_info("stopping with %zu deferred entries pending; they are redelivered "
+                "when this consumer restarts, or claimed by others after claim_idle_ms",
+                s->ndef);
     an_service_log_stats(s);
     return 0;
 }
@@ -1160,11 +1448,11 @@ void an_service_log_stats(const an_service *s)
     an_info("stats: entries=%" PRId64 " inference_batches=%" PRId64
             " rows_scored=%" PRId64 " commands=%" PRId64 " rejected=%" PRId64
             " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
-            " trimmed=%" PRId64 " claimed=%" PRId64 " transient_errors=%" PRId64
-            " cache_misses=%" PRId64,
+            " trimmed=%" PRId64 " claimed=%" PRId64 " deferred=%" PRId64
+            " transient_errors=%" PRId64 " cache_misses=%" PRId64,
             t->entries, t->inference_batches, t->rows_scored, t->commands,
             t->rejected, t->duplicates, t->republished, t->dead_letters,
-            t->trimmed, t->claimed, t->transient_errors, t->cache_misses);
+            t->trimmed, t->claimed, t->deferred, t->transient_errors, t->cache_misses);
 }
 
 void an_service_free(an_service *s)
@@ -1173,6 +1461,9 @@ void an_service_free(an_service *s)
         return;
     clear_outs(s);
     free(s->outs);
+    for (size_t i = 0; i < s->ndef; i++)
+        entry_free_copy(&s->def[i].e);
+    free(s->def);
     an_data_rows_free(&s->rows);
     for (size_t i = 0; i < s->cap_rows; i++)
         free(s->pred_text[i]);

@@ -1056,6 +1056,42 @@ int an_xack(an_redis *r, const char *stream, const char *group,
     return 0;
 }
 
+/* XCLAIM stream group consumer 0 id... [IDLE idle_ms] JUSTID. */
+int an_claim_ids(an_redis *r, const char *stream, const char *group,
+                 const char *consumer, const char *const *ids, size_t n,
+                 int64_t idle_ms, size_t *claimed)
+{
+    if (claimed)
+        *claimed = 0;
+    if (n == 0)
+        return 0;
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "XCLAIM");
+    cmd_add(&c, stream);
+    cmd_add(&c, group);
+    cmd_add(&c, consumer);
+    cmd_add(&c, "0");
+    for (size_t i = 0; i < n; i++)
+        cmd_add(&c, ids[i]);
+    if (idle_ms >= 0) {
+        cmd_add(&c, "IDLE");
+        cmd_addi(&c, idle_ms);
+    }
+    cmd_add(&c, "JUSTID");
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY)
+        return bad_reply(r, "XCLAIM", rep);
+    if (claimed)
+        *claimed = rep->elements;
+    freeReplyObject(rep);
+    return 0;
+}
+
 /* ------------------------------------------------------------ XPENDING */
 
 static int64_t reply_int(const redisReply *x)
