@@ -211,6 +211,8 @@ START_TEST(file_parsing)
                              "read_count = 10000   ; inline comment\n"
                              "block_ms = 1\n"
                              "claim_idle_ms = 1h\n"
+                             "defer_max_ms = 2h\n"
+                             "consumer_suffix = -x\n"
                              "output_maxlen = 0\n"
                              "output_encoding = json\n"
                              "max_entry_bytes = 512KiB\n"
@@ -232,7 +234,8 @@ START_TEST(file_parsing)
     ck_assert_int_eq(cfg.postgres.retry_initial_ms, 250);
     ck_assert_int_eq(cfg.postgres.statement_timeout_ms, 0);
     ck_assert_str_eq(cfg.streams.input, "in:{t}");
-    ck_assert_str_eq(cfg.streams.consumer, "c-1");
+    ck_assert_str_eq(cfg.streams.consumer, "c-1-x"); /* consumer + consumer_suffix */
+    ck_assert_int_eq(cfg.streams.defer_max_ms, 7200000);
     ck_assert_int_eq(cfg.streams.read_count, 10000);
     ck_assert_int_eq(cfg.streams.block_ms, 1);
     ck_assert_int_eq(cfg.streams.claim_idle_ms, 3600000);
@@ -378,6 +381,10 @@ START_TEST(cross_key_errors)
                      AN_ECONFIG);
     ck_assert_str_eq(errbuf,
                      "[postgres] retry_initial_ms (20000) must not exceed retry_max_delay_ms (1000)");
+    ck_assert_int_eq(load_text(&cfg, "[streams]\nclaim_idle_ms = 30s\ndefer_max_ms = 10s\n"),
+                     AN_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(errbuf, "[streams] defer_max_ms (10000) must be at least "
+                                         "claim_idle_ms (30000)"));
 }
 END_TEST
 
