@@ -96,9 +96,13 @@ void an_helper_free(an_helper *h);
 
 /* Scores rows[0..m) (ascending, consecutive rowids) and advances *state.
  * On entry every row's anomaly_score is taken as 0 and scored as false.
- * Returns 0; AN_EINVAL for m == 0 or rows out of order; AN_EIO when the
- * sample source fails (its message is in err); AN_ENOMEM. On error *state
- * is unchanged. */
+ * Returns 0; AN_EINVAL for m == 0, rows out of order, no source (or no
+ * callback) when one is needed, or an inconsistent caller-built state;
+ * AN_EIO when the sample source fails (its message is in err) or answers
+ * nonsense (negative count, more rows than asked); AN_ESTATE when a null
+ * state cannot be initialised because the count and the tail disagree (the
+ * original's assertion); AN_ENOMEM. On error *state is unchanged, the rows'
+ * scores are unspecified, and events already emitted stay emitted. */
 int an_helper_update(an_helper *h, const an_sample_source *src,
                      an_helper_state *state, an_row *rows, size_t m,
                      char *err, size_t errlen);

@@ -148,12 +148,15 @@ typedef struct outbuf {
     size_t len;
     FILE *fp;
     bool failed;
+    int err; /* errno of the failed write */
 } outbuf;
 
 static void out_flush(outbuf *o)
 {
-    if (o->len && !o->failed && fwrite(o->buf, 1, o->len, o->fp) != o->len)
+    if (o->len && !o->failed && fwrite(o->buf, 1, o->len, o->fp) != o->len) {
         o->failed = true;
+        o->err = errno;
+    }
     o->len = 0;
 }
 
@@ -203,8 +206,10 @@ static void put_row(outbuf *o, const an_csv *csv, size_t i, const an_row *r)
     if (tslen + 256 > OUTBUF) { /* absurd timestamp: unbuffered path */
         out_flush(o);
         fprintf(o->fp, "%lld,", (long long)r->rowid);
-        if (fwrite(ts, 1, tslen, o->fp) != tslen)
+        if (fwrite(ts, 1, tslen, o->fp) != tslen && !o->failed) {
             o->failed = true;
+            o->err = errno;
+        }
         char b[4][40];
         fprintf(o->fp, ",%s,%s,%s,%lld\n", an_fmt_double(b[0], 40, r->value),
                 an_fmt_double(b[1], 40, r->raw),
@@ -319,7 +324,7 @@ int ctl_likelihood(int argc, char **argv)
     an_csv *csv = NULL;
     an_helper *h = NULL;
     an_row *rows = NULL;
-    outbuf o = {.buf = NULL, .len = 0, .fp = stdout, .failed = false};
+    outbuf o = {.buf = NULL, .len = 0, .fp = stdout, .failed = false, .err = 0};
 
     if (an_csv_load(csv_path, &csv, err, sizeof err) != 0) {
         fprintf(stderr, "anomalyctl likelihood: %s\n", err);
@@ -333,6 +338,8 @@ int ctl_likelihood(int argc, char **argv)
     if (maxb > n)
         maxb = n ? n : 1;
     h = an_helper_new(&hcfg, NULL, NULL);
+    if (h) /* the rows of earlier batches are exactly the source's rows */
+        an_helper_set_exclusive_source(h, true);
     rows = malloc(maxb * sizeof *rows);
     o.buf = malloc(OUTBUF);
     if (!h || !rows || !o.buf) {
@@ -373,10 +380,17 @@ int ctl_likelihood(int argc, char **argv)
         for (size_t j = 0; j < m; j++)
             put_row(&o, csv, next + j, &rows[j]);
         next += m;
+        if (o.failed)
+            break; /* reported below */
     }
     out_flush(&o);
-    if (o.failed || fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "anomalyctl likelihood: write error: %s\n", strerror(errno));
+    if (!o.failed && (fflush(stdout) != 0 || ferror(stdout))) {
+        o.failed = true;
+        o.err = errno;
+    }
+    if (o.failed) {
+        fprintf(stderr, "anomalyctl likelihood: write error: %s\n",
+                o.err ? strerror(o.err) : "unknown");
         goto done;
     }
     status = 0;

@@ -7,11 +7,18 @@
  * the original logs them.
  *
  * The "stats sample cache" of the original is h->cache: a reusable buffer
- * that holds the newest entries of the logical cache (cache_n entries in
- * all). Only the last min(cache_n, sample_size) entries are ever used by an
- * estimate, so older ones are dropped when the buffer is full; the buffer
- * grows to at most 2 * sample_size entries and is then reused, so a
- * steady-state batch allocates nothing.
+ * whose last entries are the logical cache (cache_n entries in all). Only
+ * the last min(cache_n, sample_size) entries are ever used by an estimate,
+ * so older ones are dropped when the buffer is full; the buffer grows to at
+ * most 2 * sample_size entries and is then reused, so a steady-state batch
+ * allocates nothing.
+ *
+ * Exclusive-source mode (an_helper_set_exclusive_source) keeps the newest
+ * processed rows in the same buffer between calls (the "window"), so a
+ * refresh appends to it instead of re-reading sample_size rows from the
+ * source: entries in front of the logical cache are then window rows.
+ *
+ * A helper is not thread-safe; use one per thread.
  */
 #include <assert.h>
 #include <limits.h>
@@ -27,12 +34,20 @@ struct an_helper {
     an_helper_event_fn on_event;
     void *ud;
 
-    /* The cache of the current call. Valid only while have_cache. */
-    an_sample *cache;  /* newest cache_len entries of the logical cache */
+    /* The cache of the current call. Valid only while have_cache. Its
+     * newest min(cache_n, sample_size) entries end the buffer. */
+    an_sample *cache;  /* the buffer */
     size_t cache_len;  /* entries held in cache[] */
     size_t cache_cap;  /* allocated entries */
     size_t cache_n;    /* logical length: len(statsSampleCache) */
     bool have_cache;   /* false: the original's cache is None */
+
+    /* Exclusive-source mode: cache[0..cache_len) holds the newest
+     * processed rows of win_src between calls (when win_valid). */
+    bool exclusive;
+    bool win_valid;
+    const void *win_src;
+    size_t appended;   /* batch rows [0, appended) are in the buffer */
 
     double *avg;       /* scratch for an_estimate's moving averages */
     size_t avg_cap;
@@ -266,15 +281,24 @@ static int cache_append(an_helper *h, const an_row *r, size_t k, char *err,
     const an_row *src = r + (k - keep_new);
 
     if (h->cache_len + keep_new > h->cache_cap) {
-        size_t keep_old = min_size(h->cache_len, size - keep_new);
-        if (keep_old < h->cache_len) {
-            memmove(h->cache, h->cache + (h->cache_len - keep_old),
-                    keep_old * sizeof *h->cache);
-            h->cache_len = keep_old;
-        }
-        int rc = cache_reserve(h, h->cache_len + keep_new, err, errlen);
-        if (rc)
+        /* grow up to 2 * SIZE first, so that dropping old entries (a
+         * memmove of up to SIZE entries) happens at most once per SIZE
+         * appended entries */
+        const size_t limit = 2 * size;
+        int rc;
+        if (h->cache_cap < limit &&
+            (rc = cache_reserve(h, min_size(h->cache_len + keep_new, limit), err, errlen)))
             return rc;
+        if (h->cache_len + keep_new > h->cache_cap) {
+            size_t keep_old = min_size(h->cache_len, size - keep_new);
+            if (keep_old < h->cache_len) {
+                memmove(h->cache, h->cache + (h->cache_len - keep_old),
+                        keep_old * sizeof *h->cache);
+                h->cache_len = keep_old;
+            }
+            if ((rc = cache_reserve(h, h->cache_len + keep_new, err, errlen)))
+                return rc;
+        }
     }
     an_sample *dst = h->cache + h->cache_len;
     for (size_t i = 0; i < keep_new; i++) {
@@ -284,45 +308,65 @@ static int cache_append(an_helper *h, const an_row *r, size_t k, char *err,
     }
     h->cache_len += keep_new;
     h->cache_n += k;
-    assert(h->cache_len <= h->cache_n);
+    assert(h->exclusive || h->cache_len <= h->cache_n);
     assert(h->cache_len >= min_size(h->cache_n, size));
     return 0;
 }
 
+/* Reads the newest n processed rows from the source into cache[0..). */
+static int load_tail(an_helper *h, const an_sample_source *src, size_t n, size_t extra,
+                     char *err, size_t errlen)
+{
+    h->cache_len = 0;
+    if (n == 0)
+        return 0;
+    if (!src || !src->tail) {
+        set_err(err, errlen, "no sample source for the processed-rows tail");
+        return AN_EINVAL;
+    }
+    int rc = cache_reserve(h, n + extra, err, errlen);
+    if (rc)
+        return rc;
+    size_t got = 0;
+    char serr[256] = "";
+    rc = src->tail(src->ctx, n, h->cache, &got, serr, sizeof serr);
+    if (rc != 0) {
+        set_err(err, errlen, "sample source: tail of %zu rows: %s", n,
+                serr[0] ? serr : "failed");
+        return AN_EIO;
+    }
+    if (got > n) {
+        set_err(err, errlen, "sample source: tail returned %zu rows for %zu asked", got, n);
+        return AN_EIO;
+    }
+    h->cache_len = got;
+    return 0;
+}
+
 /* The original's cache = tail(max(0, SIZE - len(consumed))) ++ consumed:
- * loads the newest earlier processed rows from the source, then appends the
- * consumed rows. */
+ * the newest earlier processed rows, then the consumed rows. The tail comes
+ * from the source or, in exclusive mode, from the window already in the
+ * buffer (read whole, SIZE rows, the first time). */
 static int cache_build(an_helper *h, const an_sample_source *src, const an_row *consumed,
                        size_t k, char *err, size_t errlen)
 {
     const size_t size = (size_t)h->cfg.sample_size;
-    size_t n = k < size ? size - k : 0;
-    h->cache_len = 0;
-    h->cache_n = 0;
+    const size_t t = k < size ? size - k : 0;
+    int rc;
     h->have_cache = false;
-    if (n > 0) {
-        if (!src || !src->tail) {
-            set_err(err, errlen, "no sample source for the processed-rows tail");
-            return AN_EINVAL;
+    h->cache_n = 0;
+    if (h->exclusive) {
+        if (!h->win_valid) {
+            if ((rc = load_tail(h, src, size, 0, err, errlen)))
+                return rc;
+            h->win_valid = true;
+            h->win_src = src->ctx;
         }
-        int rc = cache_reserve(h, n + min_size(k, size), err, errlen);
-        if (rc)
+        h->cache_n = min_size(min_size(h->cache_len, size), t);
+    } else {
+        if ((rc = load_tail(h, src, t, min_size(k, size), err, errlen)))
             return rc;
-        size_t got = 0;
-        char serr[256] = "";
-        rc = src->tail(src->ctx, n, h->cache, &got, serr, sizeof serr);
-        if (rc != 0) {
-            set_err(err, errlen, "sample source: tail of %zu rows: %s", n,
-                    serr[0] ? serr : "failed");
-            return AN_EIO;
-        }
-        if (got > n) {
-            set_err(err, errlen, "sample source: tail returned %zu rows for %zu asked",
-                    got, n);
-            return AN_EIO;
-        }
-        h->cache_len = got;
-        h->cache_n = got;
+        h->cache_n = h->cache_len;
     }
     h->have_cache = true;
     return cache_append(h, consumed, k, err, errlen);
@@ -379,6 +423,7 @@ static int refresh(an_helper *h, const an_sample_source *src, an_helper_state *p
                            : cache_build(h, src, consumed, k, err, errlen);
     if (rc)
         return rc;
+    h->appended += k;
     return generate(h, p, generated, err, errlen);
 }
 
@@ -414,8 +459,8 @@ static int update_batch(an_helper *h, const an_sample_source *src, an_helper_sta
     int rc;
 
     h->have_cache = false;
-    h->cache_len = 0;
     h->cache_n = 0;
+    h->appended = 0;
 
     /* 2.3.1: initialisation. */
     if (!P->present) {
@@ -436,9 +481,8 @@ static int update_batch(an_helper *h, const an_sample_source *src, an_helper_sta
                     (long long)count);
             return AN_EIO;
         }
-        if ((uint64_t)count + m < MIN) {
-            return 0; /* nothing scored, P stays null */
-        }
+        if ((uint64_t)count + m < MIN)
+            goto done; /* nothing scored, P stays null */
         size_t k0 = (uint64_t)count >= MIN ? 0 : MIN - (size_t)count;
         assert(k0 <= m);
         bool generated;
@@ -454,9 +498,9 @@ static int update_batch(an_helper *h, const an_sample_source *src, an_helper_sta
                     (long long)count, h->cache_n, MIN);
             return AN_ESTATE;
         }
-        emit(h, AN_EV_INIT, 3, (int64_t)h->cache_n, h->cache[0].rowid,
+        assert(h->cache_len >= h->cache_n);
+        emit(h, AN_EV_INIT, 3, (int64_t)h->cache_n, h->cache[h->cache_len - h->cache_n].rowid,
              h->cache[h->cache_len - 1].rowid);
-        assert(h->cache_len == h->cache_n);
         start = k0;
     }
 
@@ -505,12 +549,24 @@ static int update_batch(an_helper *h, const an_sample_source *src, an_helper_sta
         size_t consumed = j - start;
 
         if (j < m || (consumed > 0 && rows[j - 1].rowid >= end_rowid)) {
+            assert(h->appended == start);
             bool generated;
             rc = refresh(h, src, P, rows + start, consumed, &generated, err, errlen);
             if (rc)
                 return rc;
         }
         start = j;
+    }
+
+done:
+    /* Exclusive mode: the whole batch joins the window (the rows a refresh
+     * appended, rows[0, appended), are there already). */
+    if (h->exclusive && h->win_valid) {
+        h->have_cache = true; /* for cache_append's bookkeeping */
+        rc = cache_append(h, rows + h->appended, m - h->appended, err, errlen);
+        h->have_cache = false;
+        if (rc)
+            return rc;
     }
     return 0;
 }
@@ -534,14 +590,38 @@ int an_helper_update(an_helper *h, const an_sample_source *src, an_helper_state 
         rows[i].scored = false;
     }
 
+    if (h->exclusive && h->win_valid &&
+        (!src || src->ctx != h->win_src ||
+         (h->cache_len > 0 && rows[0].rowid <= h->cache[h->cache_len - 1].rowid))) {
+        /* not the window's source, or rows not after the window: the
+         * promise does not hold, re-read the tail */
+        h->win_valid = false;
+    }
+    if (!h->exclusive || !h->win_valid)
+        h->cache_len = 0;
+
     an_helper_state work;
     state_copy(&work, state);
     rc = update_batch(h, src, &work, rows, m, err, errlen);
     h->have_cache = false;
-    if (rc)
+    if (rc) {
+        h->win_valid = false; /* the buffer holds rows that were not processed */
+        h->cache_len = 0;
         return rc;
+    }
     state_copy(state, &work);
     return 0;
+}
+
+/* Exclusive-source mode (see an_helper.h). Turning it off or on drops the
+ * window. */
+void an_helper_set_exclusive_source(an_helper *h, bool on)
+{
+    assert(h);
+    h->exclusive = on;
+    h->win_valid = false;
+    h->win_src = NULL;
+    h->cache_len = 0;
 }
 
 /* ---- JSON --------------------------------------------------------------- */

@@ -70,27 +70,60 @@ static inline double np_elem(const np_view *v, size_t i) {
 
 /* numpy's pairwise_sum over elements [off, off + n): plain loop below 8,
  * eight accumulators up to 128, else split at n/2 rounded down to a
- * multiple of 8 and recurse. */
+ * multiple of 8 and recurse. Instantiated per element kind (contiguous or
+ * strided, plain or squared deviation) so the leaf loop has no branch and
+ * the contiguous one vectorises (lane j is accumulator r[j]: same order). */
+#define NP_PAIRWISE(NAME, ELEM)                                              \
+    static double NAME(const np_view *v, size_t off, size_t n) {             \
+        if (n < 8) {                                                         \
+            double res = 0.0;                                                \
+            for (size_t i = 0; i < n; i++) res += ELEM(v, off + i);          \
+            return res;                                                      \
+        }                                                                    \
+        if (n <= 128) {                                                      \
+            double r[8];                                                     \
+            size_t i;                                                        \
+            for (int j = 0; j < 8; j++) r[j] = ELEM(v, off + (size_t)j);     \
+            for (i = 8; i < n - (n % 8); i += 8)                             \
+                for (int j = 0; j < 8; j++) r[j] += ELEM(v, off + i + (size_t)j); \
+            double res = ((r[0] + r[1]) + (r[2] + r[3])) +                   \
+                         ((r[4] + r[5]) + (r[6] + r[7]));                    \
+            for (; i < n; i++) res += ELEM(v, off + i);                      \
+            return res;                                                      \
+        }                                                                    \
+        size_t n2 = n / 2;                                                   \
+        n2 -= n2 % 8;                                                        \
+        return NAME(v, off, n2) + NAME(v, off + n2, n - n2);                 \
+    }
+
+static inline double el_contig(const np_view *v, size_t i) {
+    return ((const double *)(const void *)v->base)[i];
+}
+static inline double el_contig_sq(const np_view *v, size_t i) {
+    double d = ((const double *)(const void *)v->base)[i] - v->m;
+    return d * d;
+}
+static inline double el_strided(const np_view *v, size_t i) {
+    double x;
+    memcpy(&x, v->base + i * v->stride, sizeof x);
+    return x;
+}
+static inline double el_strided_sq(const np_view *v, size_t i) {
+    double x;
+    memcpy(&x, v->base + i * v->stride, sizeof x);
+    double d = x - v->m;
+    return d * d;
+}
+NP_PAIRWISE(np_pw_contig, el_contig)
+NP_PAIRWISE(np_pw_contig_sq, el_contig_sq)
+NP_PAIRWISE(np_pw_strided, el_strided)
+NP_PAIRWISE(np_pw_strided_sq, el_strided_sq)
+
 static double np_pairwise(const np_view *v, size_t off, size_t n) {
-    if (n < 8) {
-        double res = 0.0;
-        for (size_t i = 0; i < n; i++) res += np_elem(v, off + i);
-        return res;
-    }
-    if (n <= 128) {
-        double r[8];
-        size_t i;
-        for (int j = 0; j < 8; j++) r[j] = np_elem(v, off + (size_t)j);
-        for (i = 8; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++) r[j] += np_elem(v, off + i + (size_t)j);
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) +
-                     ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++) res += np_elem(v, off + i);
-        return res;
-    }
-    size_t n2 = n / 2;
-    n2 -= n2 % 8;
-    return np_pairwise(v, off, n2) + np_pairwise(v, off + n2, n - n2);
+    bool contig = v->stride == sizeof(double) &&
+                  ((uintptr_t)v->base % _Alignof(double)) == 0;
+    if (contig) return v->sq ? np_pw_contig_sq(v, off, n) : np_pw_contig(v, off, n);
+    return v->sq ? np_pw_strided_sq(v, off, n) : np_pw_strided(v, off, n);
 }
 
 /* numpy's add.reduce: the array is fed to pairwise_sum in buffer-sized
@@ -325,7 +358,20 @@ int an_estimate(an_variant v, const an_sample *recs, size_t n, int window,
     }
 
     an_movavg ma = {.len = 0, .window_size = window, .total = 0.0};
-    for (size_t i = 0; i < n; i++) avg[i] = an_movavg_step(&ma, recs[i].raw);
+    {
+        /* same operations as an_movavg_step, without shifting the window */
+        size_t w = (size_t)window;
+        double total = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            if (i >= w) total -= recs[i - w].raw;
+            total += recs[i].raw;
+            avg[i] = total / (double)(i < w ? i + 1 : w);
+        }
+        size_t len = n < w ? n : w;
+        for (size_t i = 0; i < len; i++) ma.values[i] = recs[n - len + i].raw;
+        ma.len = (int)len;
+        ma.total = total;
+    }
 
     an_dist d;
     const char *reason = NULL;
