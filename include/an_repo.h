@@ -361,6 +361,71 @@ int an_repo_delete_model(an_repo *r, const char *uid);
  * 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
 int an_repo_delete_metric(an_repo *r, const char *uid);
 
+/* ---- group commit: the entries of many metrics in one transaction ----
+ *
+ * Two round trips per group (libpq pipeline mode):
+ *   an_repo_group_read:  BEGIN; lock the metrics FOR UPDATE (uid order);
+ *                        read every batch's rows; read each batch's
+ *                        predecessor row state.
+ *   an_repo_group_write_commit: one statement writing every row of every
+ *                        metric (UPDATE ... FROM unnest) and every metric's
+ *                        params / watermark / status; COMMIT.
+ * Between the two the caller decides everything in memory (the helper's
+ * sample queries, when a refresh needs them, run in the same transaction).
+ * Any failure leaves the transaction rolled back; AN_ETRANSIENT means run
+ * the whole group again (an_repo_retry_policy paces that). */
+
+typedef struct an_group_range {
+    const char *uid;
+    int64_t first, last;   /* the batch's rowids */
+} an_group_range;
+
+typedef struct an_group_read {
+    an_metric *metrics;   /* [nmetrics], aligned with the uids passed */
+    bool *found;          /* [nmetrics]: false = no such metric */
+    size_t nmetrics;
+    an_data_rows rows;    /* all ranges' rows, by range then rowid */
+    size_t *row_range;    /* [rows.n]: index of the range of each row */
+    int *pred;            /* [nranges]: AN_ROW_* of row first-1 */
+} an_group_read;
+
+/* uids: the group's distinct metric uids, sorted ascending (strcmp).
+ * *g is refilled (zero-initialise before the first use; free with
+ * an_group_read_free). Leaves a transaction open on success.
+ * 0 / AN_ESTATE (transaction already open) / AN_EINVAL / AN_ETRANSIENT /
+ * AN_EDB / AN_ENOMEM. */
+int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
+                       const an_group_range *ranges, size_t nranges,
+                       an_group_read *g);
+void an_group_read_free(an_group_read *g);
+
+/* One metric's final state after the group. */
+typedef struct an_group_metric_update {
+    const char *uid;
+    bool set_model_params;     /* false: keep model_params */
+    const char *model_params;
+    int64_t watermark;         /* scored_rowid = GREATEST(scored_rowid, this) */
+    const char *source;        /* scored_source, when the watermark moves */
+    int status;                /* < 0: keep; else status = this, message = message */
+    const char *message;
+} an_group_metric_update;
+
+/* Writes rows (row_uids[i] is rows[i]'s metric) and metric updates in one
+ * statement, then COMMITs, in one round trip. *rows_updated (may be NULL)
+ * = metric_data rows matched. Closes the transaction either way. */
+int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
+                               const an_score_update *rows, size_t nrows,
+                               const an_group_metric_update *mu, size_t nmu,
+                               int64_t *rows_updated);
+
+/* The §4.5 policy for callers that run their own transactions: after
+ * attempt number `attempt` (1-based) failed transiently, rolls back, then
+ * returns AN_ETRANSIENT once retry_budget_ms has passed since started_ms
+ * (an_repo_now_ms() at the first attempt), else sleeps the attempt's delay
+ * (0.1 s doubling, capped) and returns 0: try again. */
+int an_repo_retry_policy(an_repo *r, int attempt, double started_ms);
+double an_repo_now_ms(void);
+
 /* ---- schema (src/schema.c) ---- */
 
 /* Highest migration version compiled in. */

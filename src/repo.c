@@ -9,6 +9,7 @@
 #include "an_repo.h"
 #include "repo_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -42,6 +43,10 @@ enum {
     S_DELETE_METRIC,
     S_ROW_STATE,
     S_ADVANCE_WATERMARK,
+    S_G_LOCK,
+    S_G_ROWS,
+    S_G_PRED,
+    S_G_WRITE,
     NSTMT
 };
 
@@ -58,7 +63,10 @@ static const struct {
                    "SELECT set_config('TimeZone', 'UTC', false), "
                    "set_config('extra_float_digits', '1', false), "
                    "set_config('statement_timeout', $1, false), "
-                   "set_config('lock_timeout', $2, false)",
+                   "set_config('lock_timeout', $2, false), "
+                   /* The group statements take arrays of any length: a
+                    * custom plan per call costs more than it saves. */
+                   "set_config('plan_cache_mode', 'force_generic_plan', false)",
                    2},
     [S_LOCK_TIMEOUT] = {"an_lock_timeout", "SELECT set_config('lock_timeout', $1, false)", 1},
     [S_GET_METRIC] = {"an_get_metric", "SELECT " METRIC_COLS " FROM metric WHERE uid = $1", 1},
@@ -128,6 +136,46 @@ static const struct {
                      "SELECT raw_anomaly_score IS NOT NULL FROM metric_data "
                      "WHERE uid = $1 AND rowid = $2::bigint",
                      2},
+    /* Group commit: one transaction for the entries of many metrics. The
+     * metric rows are locked in uid order, so concurrent groups cannot
+     * deadlock on them. */
+    [S_G_LOCK] = {"an_g_lock",
+                  "SELECT " METRIC_COLS " FROM metric WHERE uid = ANY($1::text[]) "
+                  "ORDER BY uid FOR UPDATE",
+                  1},
+    [S_G_ROWS] = {"an_g_rows",
+                  "SELECT q.i, d.rowid, extract(epoch FROM d.timestamp), d.metric_value, "
+                  "d.raw_anomaly_score, d.anomaly_score, d.display_value, "
+                  "d.multi_step_best_predictions "
+                  "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY "
+                  "AS q(uid, f, l, i) "
+                  "JOIN metric_data d ON d.uid = q.uid AND d.rowid BETWEEN q.f AND q.l "
+                  "ORDER BY q.i, d.rowid",
+                  3},
+    [S_G_PRED] = {"an_g_pred",
+                  "SELECT q.i, d.raw_anomaly_score IS NOT NULL "
+                  "FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(uid, r, i) "
+                  "JOIN metric_data d ON d.uid = q.uid AND d.rowid = q.r",
+                  2},
+    [S_G_WRITE] = {"an_g_write",
+                   "WITH d AS (UPDATE metric_data AS d SET raw_anomaly_score = u.raw, "
+                   "anomaly_score = u.score, display_value = u.disp, "
+                   "multi_step_best_predictions = u.pred "
+                   "FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], "
+                   "$5::int[], $6::text[]) AS u(uid, rowid, raw, score, disp, pred) "
+                   "WHERE d.uid = u.uid AND d.rowid = u.rowid RETURNING 1), "
+                   "m AS (UPDATE metric AS m SET "
+                   "model_params = CASE WHEN u.set_mp THEN u.mp ELSE m.model_params END, "
+                   "scored_rowid = GREATEST(m.scored_rowid, u.wm), "
+                   "scored_source = CASE WHEN u.wm > m.scored_rowid THEN u.src "
+                   "ELSE m.scored_source END, "
+                   "status = COALESCE(u.st, m.status), "
+                   "message = CASE WHEN u.st IS NULL THEN m.message ELSE u.msg END "
+                   "FROM unnest($7::text[], $8::bool[], $9::text[], $10::bigint[], $11::text[], "
+                   "$12::int[], $13::text[]) AS u(uid, set_mp, mp, wm, src, st, msg) "
+                   "WHERE m.uid = u.uid RETURNING 1) "
+                   "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM m)",
+                   13},
     [S_ADVANCE_WATERMARK] = {"an_advance_watermark",
                              "UPDATE metric SET scored_rowid = $2::bigint, scored_source = $3 "
                              "WHERE uid = $1 AND scored_rowid < $2::bigint",
@@ -235,7 +283,7 @@ struct an_repo {
     char sqlstate[6];
     int last_rc;
     int last_attempts;
-    sb arr[5]; /* reusable array-literal buffers */
+    sb arr[13]; /* reusable array-literal buffers */
 };
 
 static void repo_log(an_repo *r, an_log_level level, const char *fmt, ...)
@@ -1312,3 +1360,383 @@ int an_repo__fail(an_repo *r, int rc, const char *msg)
 {
     return fail(r, rc, "%s", msg);
 }
+
+/* ------------------------------------------------------------ group commit */
+
+/* One query of a pipeline: a prepared statement (stmt >= 0) or a constant
+ * command (sql, when stmt < 0). */
+typedef struct pq_step {
+    int stmt;
+    const char *sql;
+    const char *const *params;
+    PGresult *res; /* filled for statements that return rows */
+} pq_step;
+
+/* Sends the steps in libpq pipeline mode and reads every result: one round
+ * trip for all of them. Statements must be prepared beforehand (PQprepare
+ * cannot run inside a pipeline). On the first failure the server aborts
+ * the rest (PGRES_PIPELINE_ABORTED); that failure is what is reported. The
+ * caller PQclears the steps' results. */
+static int pipeline_run(an_repo *r, pq_step *steps, int n)
+{
+    for (int i = 0; i < n; i++)
+        steps[i].res = NULL;
+    if (!PQenterPipelineMode(r->conn))
+        return fail(r, AN_ETRANSIENT, "cannot enter pipeline mode: %s", PQerrorMessage(r->conn));
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        int sent = steps[i].stmt >= 0
+                       ? PQsendQueryPrepared(r->conn, stmts[steps[i].stmt].name,
+                                             stmts[steps[i].stmt].nparams, steps[i].params, NULL,
+                                             NULL, 0)
+                       : PQsendQueryParams(r->conn, steps[i].sql, 0, NULL, NULL, NULL, NULL, 0);
+        if (!sent)
+            rc = result_error(r, "pipeline send", NULL);
+    }
+    if (!rc && !PQpipelineSync(r->conn))
+        rc = result_error(r, "pipeline sync", NULL);
+    if (rc) {
+        PQexitPipelineMode(r->conn);
+        if (r->conn && PQstatus(r->conn) == CONNECTION_OK)
+            drop_conn(r);   /* half-sent pipeline: the session state is unknown */
+        return rc == AN_EDB ? AN_ETRANSIENT : rc;
+    }
+    /* Each step yields its result(s) then NULL; the sync yields
+     * PGRES_PIPELINE_SYNC. */
+    for (int i = 0; i <= n; i++) {
+        PGresult *res;
+        while ((res = PQgetResult(r->conn)) != NULL) {
+            ExecStatusType st = PQresultStatus(res);
+            if (i == n) {
+                PQclear(res);
+                if (st == PGRES_PIPELINE_SYNC)
+                    goto synced;
+                continue;
+            }
+            if (st == PGRES_FATAL_ERROR && !rc) {
+                const char *what = steps[i].stmt >= 0 ? stmts[steps[i].stmt].name + 3
+                                                      : steps[i].sql;
+                rc = result_error(r, what, res);
+                PQclear(res);
+            } else if (st == PGRES_TUPLES_OK && !steps[i].res) {
+                steps[i].res = res;
+            } else {
+                PQclear(res);
+            }
+            if (st == PGRES_PIPELINE_SYNC)
+                goto synced;   /* everything after an error was aborted */
+        }
+        if (PQstatus(r->conn) == CONNECTION_BAD) {
+            rc = result_error(r, "pipeline", NULL);
+            break;
+        }
+    }
+synced:
+    PQexitPipelineMode(r->conn);
+    if (PQstatus(r->conn) == CONNECTION_BAD && !rc)
+        rc = result_error(r, "pipeline", NULL);
+    return rc;
+}
+
+static int prepare_all(an_repo *r, const int *s, int n)
+{
+    int rc = ensure_conn(r);
+    for (int i = 0; !rc && i < n; i++)
+        rc = ensure_prepared(r, s[i]);
+    return rc;
+}
+
+/* Appends "{a,b,...}" of n text elements (NULL -> NULL). */
+static bool sb_text_array(sb *b, const char *const *v, size_t n)
+{
+    sb_reset(b);
+    bool okb = sb_addc(b, '{');
+    for (size_t i = 0; okb && i < n; i++)
+        okb = (i == 0 || sb_addc(b, ',')) && sb_add_text_elem(b, v[i]);
+    return okb && sb_addc(b, '}');
+}
+
+void an_group_read_free(an_group_read *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->nmetrics; i++)
+        an_metric_clear(&g->metrics[i]);
+    free(g->metrics);
+    free(g->found);
+    an_data_rows_free(&g->rows);
+    free(g->row_range);
+    free(g->pred);
+    memset(g, 0, sizeof *g);
+}
+
+/* Fills g->rows from a result of S_G_ROWS-shaped columns. */
+static int take_rows(an_repo *r, PGresult *res, an_group_read *g, size_t nranges)
+{
+    size_t n = (size_t)PQntuples(res);
+    size_t text = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!PQgetisnull(res, (int)i, 7))
+            text += (size_t)PQgetlength(res, (int)i, 7) + 1;
+    an_data_rows *out = &g->rows;
+    if (n > out->cap) {
+        an_data_row *v = realloc(out->v, n * sizeof *v);
+        size_t *rr = realloc(g->row_range, n * sizeof *rr);
+        if (v)
+            out->v = v;
+        if (rr)
+            g->row_range = rr;
+        if (!v || !rr)
+            return fail(r, AN_ENOMEM, "group_read: out of memory");
+        out->cap = n;
+    }
+    if (text > out->text_cap) {
+        char *t = realloc(out->text, text);
+        if (!t)
+            return fail(r, AN_ENOMEM, "group_read: out of memory");
+        out->text = t;
+        out->text_cap = text;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        int row = (int)i;
+        an_data_row *d = &out->v[i];
+        memset(d, 0, sizeof *d);
+        int64_t qi = int_field(res, row, 0, 0);
+        assert(qi >= 1 && (size_t)qi <= nranges);
+        (void)nranges;
+        g->row_range[i] = (size_t)(qi - 1);
+        d->rowid = int_field(res, row, 1, 0);
+        d->ts = double_field(res, row, 2);
+        d->metric_value = double_field(res, row, 3);
+        if ((d->has_raw = !PQgetisnull(res, row, 4)))
+            d->raw = double_field(res, row, 4);
+        if ((d->has_score = !PQgetisnull(res, row, 5)))
+            d->anomaly_score = double_field(res, row, 5);
+        if ((d->has_display = !PQgetisnull(res, row, 6)))
+            d->display_value = int_field(res, row, 6, 0);
+        if (!PQgetisnull(res, row, 7)) {
+            size_t len = (size_t)PQgetlength(res, row, 7);
+            memcpy(out->text + used, PQgetvalue(res, row, 7), len + 1);
+            d->predictions = out->text + used;
+            used += len + 1;
+        }
+    }
+    out->n = n;
+    return 0;
+}
+
+int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
+                       const an_group_range *ranges, size_t nranges, an_group_read *g)
+{
+    static const int needed[] = {S_G_LOCK, S_G_ROWS, S_G_PRED};
+    if (r->in_tx)
+        return fail(r, AN_ESTATE, "group_read: a transaction is already open");
+    if (nuids == 0)
+        return fail(r, AN_EINVAL, "group_read: no metrics");
+    for (size_t i = 0; i < g->nmetrics; i++)
+        an_metric_clear(&g->metrics[i]);
+    free(g->metrics);
+    free(g->found);
+    g->metrics = calloc(nuids, sizeof *g->metrics);
+    g->found = calloc(nuids, sizeof *g->found);
+    g->nmetrics = nuids;
+    int *pred = realloc(g->pred, (nranges ? nranges : 1) * sizeof *pred);
+    if (pred)
+        g->pred = pred;
+    g->rows.n = 0;
+    if (!g->metrics || !g->found || !pred)
+        return fail(r, AN_ENOMEM, "group_read: out of memory");
+
+    /* Arrays: uids (lock); range uid/first/last; predecessor uid/rowid. */
+    const char **ru = malloc((nranges ? nranges : 1) * sizeof *ru);
+    if (!ru)
+        return fail(r, AN_ENOMEM, "group_read: out of memory");
+    for (size_t i = 0; i < nranges; i++) {
+        ru[i] = ranges[i].uid;
+        g->pred[i] = AN_ROW_MISSING;
+    }
+    sb *a_uids = &r->arr[0], *a_ru = &r->arr[1], *a_f = &r->arr[2], *a_l = &r->arr[3],
+       *a_p = &r->arr[4];
+    bool okb = sb_text_array(a_uids, uids, nuids) && sb_text_array(a_ru, ru, nranges);
+    free(ru);
+    sb_reset(a_f);
+    sb_reset(a_l);
+    sb_reset(a_p);
+    okb = okb && sb_addc(a_f, '{') && sb_addc(a_l, '{') && sb_addc(a_p, '{');
+    for (size_t i = 0; okb && i < nranges; i++)
+        okb = (i == 0 || (sb_addc(a_f, ',') && sb_addc(a_l, ',') && sb_addc(a_p, ','))) &&
+              sb_add_int(a_f, ranges[i].first) && sb_add_int(a_l, ranges[i].last) &&
+              sb_add_int(a_p, ranges[i].first - 1);
+    okb = okb && sb_addc(a_f, '}') && sb_addc(a_l, '}') && sb_addc(a_p, '}');
+    if (!okb)
+        return fail(r, AN_ENOMEM, "group_read: out of memory");
+
+    int rc = prepare_all(r, needed, 3);
+    if (rc)
+        return rc;
+    const char *p_lock[1] = {a_uids->p};
+    const char *p_rows[3] = {a_ru->p, a_f->p, a_l->p};
+    const char *p_pred[2] = {a_ru->p, a_p->p};
+    pq_step steps[4] = {
+        {-1, "BEGIN", NULL, NULL},
+        {S_G_LOCK, NULL, p_lock, NULL},
+        {S_G_ROWS, NULL, p_rows, NULL},
+        {S_G_PRED, NULL, p_pred, NULL},
+    };
+    r->in_tx = true;
+    rc = pipeline_run(r, steps, 4);
+    if (!rc && (!steps[1].res || !steps[2].res || !steps[3].res))
+        rc = fail(r, AN_EDB, "group_read: a query returned no rows result");
+    if (!rc) {
+        /* metrics: the result is in uid order, as are uids[] (caller sorts) */
+        PGresult *m = steps[1].res;
+        int nm = PQntuples(m);
+        for (int k = 0; k < nm && !rc; k++) {
+            const char *uid = PQgetvalue(m, k, 0);
+            for (size_t i = 0; i < nuids; i++) {
+                if (strcmp(uids[i], uid))
+                    continue;
+                bool oom = false;
+                an_metric *out = &g->metrics[i];
+                out->uid = dup_field(m, k, 0, &oom);
+                out->datasource = dup_field(m, k, 1, &oom);
+                out->name = dup_field(m, k, 2, &oom);
+                out->description = dup_field(m, k, 3, &oom);
+                out->server = dup_field(m, k, 4, &oom);
+                out->location = dup_field(m, k, 5, &oom);
+                out->parameters = dup_field(m, k, 6, &oom);
+                out->status = (int)int_field(m, k, 7, -1);
+                out->message = dup_field(m, k, 8, &oom);
+                out->model_params = dup_field(m, k, 9, &oom);
+                out->last_rowid = int_field(m, k, 10, 0);
+                out->scored_rowid = int_field(m, k, 11, 0);
+                out->scored_source = dup_field(m, k, 12, &oom);
+                g->found[i] = true;
+                if (oom)
+                    rc = fail(r, AN_ENOMEM, "group_read: out of memory");
+                break;
+            }
+        }
+    }
+    if (!rc)
+        rc = take_rows(r, steps[2].res, g, nranges);
+    if (!rc) {
+        PGresult *pr = steps[3].res;
+        for (int k = 0; k < PQntuples(pr); k++) {
+            int64_t qi = int_field(pr, k, 0, 0);
+            if (qi >= 1 && (size_t)qi <= nranges)
+                g->pred[qi - 1] = PQgetvalue(pr, k, 1)[0] == 't' ? AN_ROW_PROCESSED
+                                                                 : AN_ROW_UNPROCESSED;
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        PQclear(steps[i].res);
+    if (rc) {
+        rollback_quiet(r);
+        return rc;
+    }
+    return ok(r);
+}
+
+int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
+                               const an_score_update *rows, size_t nrows,
+                               const an_group_metric_update *mu, size_t nmu,
+                               int64_t *rows_updated)
+{
+    static const int needed[] = {S_G_WRITE};
+    if (rows_updated)
+        *rows_updated = 0;
+    if (!r->in_tx)
+        return fail(r, AN_ESTATE, "group_write: no transaction is open");
+    sb *a = r->arr;   /* 13 arrays, in parameter order */
+    for (int i = 0; i < 13; i++) {
+        sb_reset(&a[i]);
+        if (!sb_addc(&a[i], '{'))
+            goto oom;
+    }
+    for (size_t i = 0; i < nrows; i++) {
+        const an_score_update *u = &rows[i];
+        if (u->display_value < INT32_MIN || u->display_value > INT32_MAX) {
+            rollback_quiet(r);
+            return fail(r, AN_EINVAL, "group_write: display_value %" PRId64 " out of range",
+                        u->display_value);
+        }
+        if (i > 0)
+            for (int k = 0; k < 6; k++)
+                if (!sb_addc(&a[k], ','))
+                    goto oom;
+        if (!sb_add_text_elem(&a[0], row_uids[i]) || !sb_add_int(&a[1], u->rowid) ||
+            !sb_add_double(&a[2], u->raw) || !sb_add_double(&a[3], u->anomaly_score) ||
+            !sb_add_int(&a[4], u->display_value) || !sb_add_text_elem(&a[5], u->predictions))
+            goto oom;
+    }
+    for (size_t i = 0; i < nmu; i++) {
+        const an_group_metric_update *m = &mu[i];
+        if (i > 0)
+            for (int k = 6; k < 13; k++)
+                if (!sb_addc(&a[k], ','))
+                    goto oom;
+        if (!sb_add_text_elem(&a[6], m->uid) || !sb_adds(&a[7], m->set_model_params ? "t" : "f") ||
+            !sb_add_text_elem(&a[8], m->model_params) || !sb_add_int(&a[9], m->watermark) ||
+            !sb_add_text_elem(&a[10], m->source) ||
+            !(m->status < 0 ? sb_adds(&a[11], "NULL") : sb_add_int(&a[11], m->status)) ||
+            !sb_add_text_elem(&a[12], m->message))
+            goto oom;
+    }
+    for (int i = 0; i < 13; i++)
+        if (!sb_addc(&a[i], '}'))
+            goto oom;
+
+    int rc = prepare_all(r, needed, 1);
+    if (rc) {
+        rollback_quiet(r);
+        return rc;
+    }
+    const char *p[13];
+    for (int i = 0; i < 13; i++)
+        p[i] = a[i].p;
+    pq_step steps[2] = {{S_G_WRITE, NULL, p, NULL}, {-1, "COMMIT", NULL, NULL}};
+    rc = pipeline_run(r, steps, 2);
+    r->in_tx = false;
+    if (!rc && steps[0].res && rows_updated)
+        *rows_updated = strtoll(PQgetvalue(steps[0].res, 0, 0), NULL, 10);
+    PQclear(steps[0].res);
+    PQclear(steps[1].res);
+    if (rc) {
+        /* A failed COMMIT or statement leaves nothing applied; make sure
+         * the session is not left in an aborted transaction. */
+        if (r->conn && PQstatus(r->conn) == CONNECTION_OK &&
+            PQtransactionStatus(r->conn) != PQTRANS_IDLE) {
+            PGresult *res = PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+            PQclear(res);
+        }
+        return rc;
+    }
+    return ok(r);
+oom:
+    rollback_quiet(r);
+    return fail(r, AN_ENOMEM, "group_write: out of memory");
+}
+
+int an_repo_retry_policy(an_repo *r, int attempt, double started_ms)
+{
+    (void)started_ms;
+    rollback_quiet(r);
+    double elapsed = now_ms() - started_ms;
+    if (elapsed >= (double)r->retry_budget_ms) {
+        repo_log(r, AN_LOG_WARNING, "sql-retry: giving up after %d attempts (%.0f ms): %s",
+                 attempt, elapsed, r->errstr);
+        return AN_ETRANSIENT;
+    }
+    int delay = r->retry_initial_ms;
+    for (int i = 1; i < attempt && delay < r->retry_max_delay_ms; i++)
+        delay = delay > r->retry_max_delay_ms / 2 ? r->retry_max_delay_ms : delay * 2;
+    repo_log(r, attempt == 1 ? AN_LOG_WARNING : AN_LOG_DEBUG,
+             "sql-retry: transient error (attempt %d), retrying in %d ms: %s", attempt, delay,
+             r->errstr);
+    sleep_ms(delay);
+    return 0;
+}
+
+double an_repo_now_ms(void) { return now_ms(); }
