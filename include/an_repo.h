@@ -378,6 +378,7 @@ int an_repo_delete_metric(an_repo *r, const char *uid);
 typedef struct an_group_range {
     const char *uid;
     int64_t first, last;   /* the batch's rowids */
+    const char *entry_id;  /* the input entry carrying the batch */
 } an_group_range;
 
 typedef struct an_group_read {
@@ -387,6 +388,8 @@ typedef struct an_group_read {
     an_data_rows rows;    /* all ranges' rows, by range then rowid */
     size_t *row_range;    /* [rows.n]: index of the range of each row */
     int *pred;            /* [nranges]: AN_ROW_* of row first-1 */
+    bool *seen;           /* [nranges]: entry_id is in scored_entry (it was
+                             committed before: a redelivery) */
 } an_group_read;
 
 /* uids: the group's distinct metric uids, sorted ascending (strcmp).
@@ -410,13 +413,18 @@ typedef struct an_group_metric_update {
     const char *message;
 } an_group_metric_update;
 
-/* Writes rows (row_uids[i] is rows[i]'s metric) and metric updates in one
- * statement, then COMMITs, in one round trip. *rows_updated (may be NULL)
- * = metric_data rows matched. Closes the transaction either way. */
+/* Writes rows (row_uids[i] is rows[i]'s metric), metric updates and the
+ * scored entries (scored_entry rows) in one statement, then COMMITs, in one
+ * round trip. *rows_updated (may be NULL) = metric_data rows matched.
+ * Closes the transaction either way. */
 int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
                                const an_score_update *rows, size_t nrows,
                                const an_group_metric_update *mu, size_t nmu,
+                               const an_group_range *scored, size_t nscored,
                                int64_t *rows_updated);
+
+/* DELETE FROM scored_entry older than older_than_s seconds. */
+int an_repo_prune_scored_entries(an_repo *r, double older_than_s, int64_t *deleted);
 
 /* The §4.5 policy for callers that run their own transactions: after
  * attempt number `attempt` (1-based) failed transiently, rolls back, then

@@ -293,6 +293,43 @@ int an_dead_letter(an_redis *r, const an_dead_letter_req *req,
 int an_params_cache_get(an_redis *r, const char *key, char **params,
                         int64_t *watermark, int64_t *updated_ms);
 
+
+/* ------------------------------------------------------------ groups */
+
+/* HMGET key params watermark for n keys in one pipelined round trip.
+ * params[i] malloc'd or NULL (absent), watermarks[i] -1 when absent. On
+ * error every params[i] is NULL. */
+int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
+                             char **params, int64_t *watermarks);
+
+/* One input entry of a group publish. */
+typedef struct an_publish_entry {
+    const char *entry_id;     /* XACKed; `source` of its messages */
+    const an_out_msg *msgs;
+    size_t nmsgs;
+    size_t key_index;         /* 1-based into an_publish_group.keys; 0: no cache update */
+    const char *params_json;  /* with key_index */
+    int64_t watermark;        /* with key_index */
+} an_publish_entry;
+
+typedef struct an_publish_group {
+    const char *input;
+    const char *group;
+    const char *owner;        /* entries not pending for it are skipped */
+    const char *output;
+    int64_t output_maxlen;
+    const char *const *keys;  /* params cache hashes */
+    size_t nkeys;
+    const an_publish_entry *entries;
+    size_t nentries;
+} an_publish_group;
+
+/* lua/publish_many.lua: for every entry, XADD its messages, refresh its
+ * params hash (never backwards) and XACK it: the whole group in one atomic
+ * script. status[i] = 1 done, 0 skipped (claimed by another consumer).
+ * Codes as an_publish (NOGROUP -> AN_ENOTFOUND, nothing written). */
+int an_publish_many(an_redis *r, const an_publish_group *g, int *status);
+
 /* ------------------------------------------------------------ plain */
 
 /* XADD stream [MAXLEN ~ maxlen] * field value ... (maxlen <= 0: no trim).

@@ -47,6 +47,8 @@ enum {
     S_G_ROWS,
     S_G_PRED,
     S_G_WRITE,
+    S_G_SEEN,
+    S_PRUNE_SCORED,
     NSTMT
 };
 
@@ -173,9 +175,19 @@ static const struct {
                    "message = CASE WHEN u.st IS NULL THEN m.message ELSE u.msg END "
                    "FROM unnest($7::text[], $8::bool[], $9::text[], $10::bigint[], $11::text[], "
                    "$12::int[], $13::text[]) AS u(uid, set_mp, mp, wm, src, st, msg) "
-                   "WHERE m.uid = u.uid RETURNING 1) "
-                   "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM m)",
-                   13},
+                   "WHERE m.uid = u.uid RETURNING 1), "
+                   "e AS (INSERT INTO scored_entry (entry_id, uid, first_rowid, last_rowid) "
+                   "SELECT * FROM unnest($14::text[], $15::text[], $16::bigint[], "
+                   "$17::bigint[]) ON CONFLICT (entry_id) DO NOTHING RETURNING 1) "
+                   "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM m), "
+                   "(SELECT count(*) FROM e)",
+                   17},
+    [S_G_SEEN] = {"an_g_seen",
+                  "SELECT entry_id FROM scored_entry WHERE entry_id = ANY($1::text[])", 1},
+    [S_PRUNE_SCORED] = {"an_prune_scored",
+                        "DELETE FROM scored_entry "
+                        "WHERE scored_at < now() - make_interval(secs => $1::float8)",
+                        1},
     [S_ADVANCE_WATERMARK] = {"an_advance_watermark",
                              "UPDATE metric SET scored_rowid = $2::bigint, scored_source = $3 "
                              "WHERE uid = $1 AND scored_rowid < $2::bigint",
@@ -283,7 +295,7 @@ struct an_repo {
     char sqlstate[6];
     int last_rc;
     int last_attempts;
-    sb arr[13]; /* reusable array-literal buffers */
+    sb arr[17]; /* reusable array-literal buffers */
 };
 
 static void repo_log(an_repo *r, an_log_level level, const char *fmt, ...)
@@ -1467,6 +1479,7 @@ void an_group_read_free(an_group_read *g)
     an_data_rows_free(&g->rows);
     free(g->row_range);
     free(g->pred);
+    free(g->seen);
     memset(g, 0, sizeof *g);
 }
 
@@ -1529,7 +1542,7 @@ static int take_rows(an_repo *r, PGresult *res, an_group_read *g, size_t nranges
 int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
                        const an_group_range *ranges, size_t nranges, an_group_read *g)
 {
-    static const int needed[] = {S_G_LOCK, S_G_ROWS, S_G_PRED};
+    static const int needed[] = {S_G_LOCK, S_G_ROWS, S_G_PRED, S_G_SEEN};
     if (r->in_tx)
         return fail(r, AN_ESTATE, "group_read: a transaction is already open");
     if (nuids == 0)
@@ -1544,22 +1557,35 @@ int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
     int *pred = realloc(g->pred, (nranges ? nranges : 1) * sizeof *pred);
     if (pred)
         g->pred = pred;
+    bool *seen = realloc(g->seen, (nranges ? nranges : 1) * sizeof *seen);
+    if (seen)
+        g->seen = seen;
     g->rows.n = 0;
-    if (!g->metrics || !g->found || !pred)
+    if (!g->metrics || !g->found || !pred || !seen)
         return fail(r, AN_ENOMEM, "group_read: out of memory");
 
     /* Arrays: uids (lock); range uid/first/last; predecessor uid/rowid. */
     const char **ru = malloc((nranges ? nranges : 1) * sizeof *ru);
     if (!ru)
         return fail(r, AN_ENOMEM, "group_read: out of memory");
+    const char **rid = malloc((nranges ? nranges : 1) * sizeof *rid);
+    if (!rid) {
+        free(ru);
+        return fail(r, AN_ENOMEM, "group_read: out of memory");
+    }
     for (size_t i = 0; i < nranges; i++) {
         ru[i] = ranges[i].uid;
+        rid[i] = ranges[i].entry_id ? ranges[i].entry_id : "";
         g->pred[i] = AN_ROW_MISSING;
+        g->seen[i] = false;
     }
     sb *a_uids = &r->arr[0], *a_ru = &r->arr[1], *a_f = &r->arr[2], *a_l = &r->arr[3],
        *a_p = &r->arr[4];
-    bool okb = sb_text_array(a_uids, uids, nuids) && sb_text_array(a_ru, ru, nranges);
+    sb *a_ids = &r->arr[5];
+    bool okb = sb_text_array(a_uids, uids, nuids) && sb_text_array(a_ru, ru, nranges) &&
+               sb_text_array(a_ids, rid, nranges);
     free(ru);
+    free(rid);
     sb_reset(a_f);
     sb_reset(a_l);
     sb_reset(a_p);
@@ -1572,21 +1598,23 @@ int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
     if (!okb)
         return fail(r, AN_ENOMEM, "group_read: out of memory");
 
-    int rc = prepare_all(r, needed, 3);
+    int rc = prepare_all(r, needed, 4);
     if (rc)
         return rc;
+    const char *p_seen[1] = {a_ids->p};
     const char *p_lock[1] = {a_uids->p};
     const char *p_rows[3] = {a_ru->p, a_f->p, a_l->p};
     const char *p_pred[2] = {a_ru->p, a_p->p};
-    pq_step steps[4] = {
+    pq_step steps[5] = {
         {-1, "BEGIN", NULL, NULL},
         {S_G_LOCK, NULL, p_lock, NULL},
         {S_G_ROWS, NULL, p_rows, NULL},
         {S_G_PRED, NULL, p_pred, NULL},
+        {S_G_SEEN, NULL, p_seen, NULL},
     };
     r->in_tx = true;
-    rc = pipeline_run(r, steps, 4);
-    if (!rc && (!steps[1].res || !steps[2].res || !steps[3].res))
+    rc = pipeline_run(r, steps, 5);
+    if (!rc && (!steps[1].res || !steps[2].res || !steps[3].res || !steps[4].res))
         rc = fail(r, AN_EDB, "group_read: a query returned no rows result");
     if (!rc) {
         /* metrics: the result is in uid order, as are uids[] (caller sorts) */
@@ -1629,8 +1657,13 @@ int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
                 g->pred[qi - 1] = PQgetvalue(pr, k, 1)[0] == 't' ? AN_ROW_PROCESSED
                                                                  : AN_ROW_UNPROCESSED;
         }
+        PGresult *sr = steps[4].res;
+        for (int k = 0; k < PQntuples(sr); k++)
+            for (size_t i = 0; i < nranges; i++)
+                if (ranges[i].entry_id && !strcmp(ranges[i].entry_id, PQgetvalue(sr, k, 0)))
+                    g->seen[i] = true;
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         PQclear(steps[i].res);
     if (rc) {
         rollback_quiet(r);
@@ -1642,6 +1675,7 @@ int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
 int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
                                const an_score_update *rows, size_t nrows,
                                const an_group_metric_update *mu, size_t nmu,
+                               const an_group_range *scored, size_t nscored,
                                int64_t *rows_updated)
 {
     static const int needed[] = {S_G_WRITE};
@@ -1649,8 +1683,8 @@ int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
         *rows_updated = 0;
     if (!r->in_tx)
         return fail(r, AN_ESTATE, "group_write: no transaction is open");
-    sb *a = r->arr;   /* 13 arrays, in parameter order */
-    for (int i = 0; i < 13; i++) {
+    sb *a = r->arr;   /* 17 arrays, in parameter order */
+    for (int i = 0; i < 17; i++) {
         sb_reset(&a[i]);
         if (!sb_addc(&a[i], '{'))
             goto oom;
@@ -1684,7 +1718,17 @@ int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
             !sb_add_text_elem(&a[12], m->message))
             goto oom;
     }
-    for (int i = 0; i < 13; i++)
+    for (size_t i = 0; i < nscored; i++) {
+        const an_group_range *e = &scored[i];
+        if (i > 0)
+            for (int k = 13; k < 17; k++)
+                if (!sb_addc(&a[k], ','))
+                    goto oom;
+        if (!sb_add_text_elem(&a[13], e->entry_id) || !sb_add_text_elem(&a[14], e->uid) ||
+            !sb_add_int(&a[15], e->first) || !sb_add_int(&a[16], e->last))
+            goto oom;
+    }
+    for (int i = 0; i < 17; i++)
         if (!sb_addc(&a[i], '}'))
             goto oom;
 
@@ -1693,8 +1737,8 @@ int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
         rollback_quiet(r);
         return rc;
     }
-    const char *p[13];
-    for (int i = 0; i < 13; i++)
+    const char *p[17];
+    for (int i = 0; i < 17; i++)
         p[i] = a[i].p;
     pq_step steps[2] = {{S_G_WRITE, NULL, p, NULL}, {-1, "COMMIT", NULL, NULL}};
     rc = pipeline_run(r, steps, 2);
@@ -1740,3 +1784,18 @@ int an_repo_retry_policy(an_repo *r, int attempt, double started_ms)
 }
 
 double an_repo_now_ms(void) { return now_ms(); }
+
+int an_repo_prune_scored_entries(an_repo *r, double older_than_s, int64_t *deleted)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%.3f", older_than_s);
+    const char *p[1] = {v};
+    PGresult *res;
+    int rc = exec_stmt(r, S_PRUNE_SCORED, p, &res);
+    if (rc)
+        return rc;
+    if (deleted)
+        *deleted = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    return 0;
+}

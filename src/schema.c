@@ -93,6 +93,22 @@ static const migration migrations[] = {
       * between commit and publish, so its output was never published and
       * must be; a different id means a duplicate batch (ack only). */
      "ALTER TABLE metric ADD COLUMN scored_source text;\n"},
+    {4, "scored_entry",
+     /* One row per input entry whose batch a transaction scored, written in
+      * that transaction. A redelivered entry found here was committed but
+      * never published (its XACK is atomic with the publish), so its output
+      * is published now; a duplicate not found here came from the producer
+      * and is only acked. The service deletes rows older than 7 days. */
+     "CREATE TABLE scored_entry (\n"
+     "    entry_id     text PRIMARY KEY,\n"
+     "    uid          varchar(40) NOT NULL REFERENCES metric (uid)\n"
+     "                     ON UPDATE CASCADE ON DELETE CASCADE,\n"
+     "    first_rowid  bigint NOT NULL,\n"
+     "    last_rowid   bigint NOT NULL,\n"
+     "    scored_at    timestamptz NOT NULL DEFAULT now()\n"
+     ");\n"
+     "CREATE INDEX scored_entry_scored_at_idx ON scored_entry (scored_at);\n"
+     "CREATE INDEX scored_entry_uid_idx ON scored_entry (uid);\n"},
 };
 
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])

@@ -1795,3 +1795,141 @@ void an_consumer_info_free(an_consumer_info *consumers, size_t n)
         free(consumers[i].name);
     free(consumers);
 }
+
+/* ------------------------------------------------------------ groups */
+
+int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
+                             char **params, int64_t *watermarks)
+{
+    for (size_t i = 0; i < n; i++) {
+        params[i] = NULL;
+        watermarks[i] = -1;
+    }
+    if (n == 0)
+        return 0;
+    if (!r->ctx || r->ctx->err) {
+        drop_ctx(r);
+        int rc = do_connect(r);
+        if (rc)
+            return rc == AN_ENOMEM ? rc : AN_ETRANSIENT;
+    }
+    /* Pipelined: n HMGETs, one round trip. */
+    for (size_t i = 0; i < n; i++) {
+        const char *argv[4] = {"HMGET", keys[i], "params", "watermark"};
+        if (redisAppendCommandArgv(r->ctx, 4, argv, NULL) != REDIS_OK) {
+            rerr(r, "HMGET: %s", r->ctx->errstr);
+            drop_ctx(r);
+            return AN_ETRANSIENT;
+        }
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        void *v = NULL;
+        if (redisGetReply(r->ctx, &v) != REDIS_OK || !v) {
+            rerr(r, "redis %s: %s", r->url_redacted,
+                 r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+            drop_ctx(r);
+            rc = AN_ETRANSIENT;
+            break;   /* the context is gone: the other replies with it */
+        }
+        redisReply *rep = v;
+        if (rep->type == REDIS_REPLY_ERROR) {
+            if (!rc) {
+                rerr(r, "HMGET %s: %.*s", keys[i], (int)rep->len, rep->str);
+                rc = classify_error(rep->str, (size_t)rep->len);
+            }
+        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+                   rep->element[0]->type == REDIS_REPLY_STRING) {
+            params[i] = dupn(rep->element[0]->str, (size_t)rep->element[0]->len);
+            if (!params[i] && !rc) {
+                rerr(r, "out of memory");
+                rc = AN_ENOMEM;
+            }
+            if (rep->element[1]->type == REDIS_REPLY_STRING)
+                watermarks[i] = reply_int(rep->element[1]);
+        }
+        freeReplyObject(rep);
+    }
+    if (rc)
+        for (size_t i = 0; i < n; i++) {
+            free(params[i]);
+            params[i] = NULL;
+        }
+    return rc;
+}
+
+int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
+{
+    for (size_t i = 0; i < g->nentries; i++)
+        status[i] = 0;
+    if (!g->input || !g->group || !g->output || (g->nkeys && !g->keys)) {
+        rerr(r, "publish_many: bad request (input, group and output are required)");
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
+    cmd_add(&c, "");
+    cmd_addi(&c, (int64_t)(2 + g->nkeys));
+    cmd_add(&c, g->input);
+    cmd_add(&c, g->output);
+    for (size_t k = 0; k < g->nkeys; k++)
+        cmd_add(&c, g->keys[k]);
+    cmd_add(&c, g->group);
+    cmd_add(&c, g->owner ? g->owner : "");
+    cmd_addi(&c, g->output_maxlen > 0 ? g->output_maxlen : 0);
+    cmd_addi(&c, (int64_t)g->nentries);
+    char ts[24];
+    snprintf(ts, sizeof ts, "%" PRId64, now_ms());
+    /* three numbers per entry; cmd's own number slots are too few */
+    char (*nums)[24] = malloc((g->nentries ? g->nentries : 1) * 3 * sizeof *nums);
+    if (!nums) {
+        cmd_free(&c);
+        rerr(r, "out of memory");
+        return AN_ENOMEM;
+    }
+    for (size_t i = 0; i < g->nentries; i++) {
+        const an_publish_entry *e = &g->entries[i];
+        if (e->key_index > g->nkeys || (e->key_index && !e->params_json)) {
+            cmd_free(&c);
+            free(nums);
+            rerr(r, "publish_many: entry %zu: bad params key index", i);
+            return AN_EINVAL;
+        }
+        char *n0 = nums[3 * i], *n1 = nums[3 * i + 1], *n2 = nums[3 * i + 2];
+        snprintf(n0, 24, "%zu", e->nmsgs);
+        /* KEYS[1..2] are the streams: hash k is KEYS[2 + k]. */
+        snprintf(n1, 24, "%zu", e->key_index ? e->key_index + 2 : 0);
+        snprintf(n2, 24, "%" PRId64, e->watermark);
+        cmd_add(&c, e->entry_id);
+        cmd_add(&c, n0);
+        cmd_add(&c, n1);
+        cmd_add(&c, e->key_index ? e->params_json : "");
+        cmd_add(&c, n2);
+        cmd_add(&c, ts);
+        for (size_t j = 0; j < e->nmsgs; j++) {
+            const an_out_msg *m = &e->msgs[j];
+            cmd_add(&c, m->data_type);
+            cmd_add(&c, m->model);
+            cmd_add(&c, m->rows ? m->rows : "");
+            cmd_add(&c, an_encoding_name(m->encoding));
+            cmd_addn(&c, m->body ? m->body : "", m->body_len);
+        }
+    }
+    redisReply *rep;
+    int rc = eval_script(r, "publish_many", &c, &rep);
+    cmd_free(&c);
+    free(nums);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != g->nentries)
+        return bad_reply(r, "publish_many.lua", rep);
+    for (size_t i = 0; i < g->nentries; i++) {
+        const redisReply *x = rep->element[i];
+        if (x->type != REDIS_REPLY_ARRAY || x->elements != 4)
+            return bad_reply(r, "publish_many.lua entry", rep);
+        status[i] = (int)reply_int(x->element[0]) == 1 ? 1 : 0;
+    }
+    freeReplyObject(rep);
+    return 0;
+}

@@ -1,0 +1,98 @@
+/*
+ * service_internal.h: what service.c (the loop: intake, commands, deferral,
+ * publish) and service_group.c (the inference transaction of a group of
+ * entries) share. Not a public header.
+ */
+#ifndef AN_SERVICE_INTERNAL_H
+#define AN_SERVICE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "an_codec.h"
+#include "an_config.h"
+#include "an_helper.h"
+#include "an_repo.h"
+#include "an_service.h"
+#include "an_streams.h"
+
+/* One output message waiting for the publish script. */
+typedef struct out_item {
+    const char *data_type;
+    char rows[48];     /* "first-last" or "" */
+    char *body;        /* encoded body (malloc'd) */
+    size_t body_len;
+} out_item;
+
+/* What the inference part of an entry came to. */
+typedef enum {
+    INF_NONE = 0,  /* no inference results in the entry */
+    INF_SCORED,    /* scored and committed: publish msg + params */
+    INF_REJECTED,  /* the original's reject: ack, publish nothing */
+    INF_DUPLICATE, /* already applied: ack; republish if it was ours */
+    INF_POISON,    /* dead-letter with reason */
+    INF_DEFERRED,  /* predecessor not applied yet: keep pending, retry */
+} inf_outcome;
+
+/* One input entry in the works. */
+typedef struct item {
+    const an_entry *e;
+    an_batch *b;                       /* decoded; owned */
+    const an_inference_result **inf;   /* its inference results, in order */
+    size_t n;
+    int64_t first, last;               /* their rowids */
+    bool force;                        /* waited defer_max_ms: no more waiting */
+
+    /* results of processing */
+    inf_outcome oc;
+    out_item *outs;
+    size_t nouts, capouts;
+    bool carries_cache;                /* its publish refreshes the params hash */
+    const char *cache_uid;
+    char *cache_json;
+    int64_t cache_wm;
+    int64_t seen_wm;                   /* the watermark a deferral saw */
+    char reason[384];                  /* dead-letter reason */
+} item;
+
+struct deferred;
+
+struct an_service {
+    const an_config *cfg;
+    an_service_opts opts;
+    an_redis *redis;
+    an_repo *repo;
+    an_helper *helper;
+    an_helper_config hcfg;
+    an_codec_limits limits;
+    char consumer[256];
+    an_service_stats st;
+
+    /* Restart protocol: drain our own pending entries ("0") before ">". */
+    bool draining;
+    char drain_from[AN_ID_MAX];
+
+    int64_t idle_since_ms;
+    int64_t last_claim_ms;
+    int64_t last_prune_ms;
+
+    struct deferred *def;   /* entries waiting for their predecessors */
+    size_t ndef, capdef;
+
+    struct group_scratch *gs;   /* service_group.c's reusable buffers */
+};
+
+/* Appends msg (consumed) to the item's messages, encoded per
+ * [streams] output_encoding. 0 / AN_ENOMEM / AN_EINVAL. */
+int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
+                json_t *msg);
+
+/* Processes the inference results of items[0..n) (each with n > 0) in ONE
+ * transaction (retried as a whole on transient errors within the §4.5
+ * budget). Sets every item's outcome and messages; nothing is published.
+ * Returns 0, AN_ETRANSIENT (retry later), or another error. */
+int svc_group_run(an_service *s, item *items, size_t n);
+
+void svc_group_free(an_service *s);
+
+#endif
