@@ -220,20 +220,12 @@ int an_repo_set_metric_status(an_repo *r, const char *uid, int status,
 int an_repo_store_params(an_repo *r, const char *uid, const char *model_params,
                          int64_t scored_rowid, const char *scored_source);
 
-/* Moves the scored watermark forward to rowid (never back), recording the
- * input entry responsible, for a batch that was rejected in order: its
- * successor must not wait for it. *advanced (may be NULL) says whether it
- * moved. 0 / AN_ETRANSIENT / AN_EDB (an unknown uid is 0, not moved). */
-int an_repo_advance_watermark(an_repo *r, const char *uid, int64_t rowid,
-                              const char *source, bool *advanced);
-
 /* ---- metric_data ---- */
 
+/* State of a batch's predecessor row (an_group_read.pred). */
 enum { AN_ROW_MISSING = 0, AN_ROW_UNPROCESSED = 1, AN_ROW_PROCESSED = 2 };
 
-/* Whether metric_data row (uid, rowid) exists and has a raw score: the
- * per-model order check asks it of a batch's predecessor row. */
-int an_repo_row_state(an_repo *r, const char *uid, int64_t rowid, int *state);
+
 
 typedef struct an_data_row {
     int64_t rowid;

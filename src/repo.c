@@ -41,8 +41,6 @@ enum {
     S_DELETE_MODEL_METRIC,
     S_DELETE_MODEL_DATA,
     S_DELETE_METRIC,
-    S_ROW_STATE,
-    S_ADVANCE_WATERMARK,
     S_G_LOCK,
     S_G_ROWS,
     S_G_PRED,
@@ -134,10 +132,6 @@ static const struct {
                              "WHERE uid = $1",
                              1},
     [S_DELETE_METRIC] = {"an_delete_metric", "DELETE FROM metric WHERE uid = $1", 1},
-    [S_ROW_STATE] = {"an_row_state",
-                     "SELECT raw_anomaly_score IS NOT NULL FROM metric_data "
-                     "WHERE uid = $1 AND rowid = $2::bigint",
-                     2},
     /* Group commit: one transaction for the entries of many metrics. The
      * metric rows are locked in uid order, so concurrent groups cannot
      * deadlock on them. */
@@ -188,10 +182,6 @@ static const struct {
                         "DELETE FROM scored_entry "
                         "WHERE scored_at < now() - make_interval(secs => $1::float8)",
                         1},
-    [S_ADVANCE_WATERMARK] = {"an_advance_watermark",
-                             "UPDATE metric SET scored_rowid = $2::bigint, scored_source = $3 "
-                             "WHERE uid = $1 AND scored_rowid < $2::bigint",
-                             3},
 };
 
 /* ---------------------------------------------------------- string builder */
@@ -904,43 +894,6 @@ int an_repo_set_metric_status(an_repo *r, const char *uid, int status, const cha
     if (rc == AN_ENOTFOUND && ref_status != AN_REPO_ANY_STATUS)
         fail(r, AN_ENOTFOUND, "set_status: no metric uid=%s with status %d", uid, ref_status);
     return rc;
-}
-
-int an_repo_row_state(an_repo *r, const char *uid, int64_t rowid, int *state)
-{
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    char id[24];
-    snprintf(id, sizeof id, "%" PRId64, rowid);
-    const char *p[2] = {uid, id};
-    PGresult *res;
-    if ((rc = exec_stmt(r, S_ROW_STATE, p, &res)))
-        return rc;
-    if (PQntuples(res) == 0)
-        *state = AN_ROW_MISSING;
-    else
-        *state = PQgetvalue(res, 0, 0)[0] == 't' ? AN_ROW_PROCESSED : AN_ROW_UNPROCESSED;
-    PQclear(res);
-    return 0;
-}
-
-int an_repo_advance_watermark(an_repo *r, const char *uid, int64_t rowid, const char *source,
-                              bool *advanced)
-{
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    char id[24];
-    snprintf(id, sizeof id, "%" PRId64, rowid);
-    const char *p[3] = {uid, id, source};
-    PGresult *res;
-    if ((rc = exec_stmt(r, S_ADVANCE_WATERMARK, p, &res)))
-        return rc;
-    if (advanced)
-        *advanced = strtoll(PQcmdTuples(res), NULL, 10) > 0;
-    PQclear(res);
-    return 0;
 }
 
 int an_repo_store_params(an_repo *r, const char *uid, const char *model_params,
