@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROWS=${ROWS:-1000000}
-BUILD=build-bench
+BUILD=${BUILD:-build-bench}
 DATA=tests/data/likelihood/htmengine
 
 echo "== build: Release, no sanitizer, in $BUILD/"
