@@ -519,7 +519,18 @@ static int run_items(an_service *s, item *items, size_t n)
                 return rc;
         }
     }
-    int rc = publish_items(s, items, n);
+    /* Committed: only the publish is left. Retry just that (a redo of the
+     * transaction would find every entry a duplicate and say so at length). */
+    int rc, delay = RETRY_MIN_MS;
+    while ((rc = publish_items(s, items, n)) == AN_ETRANSIENT || rc == AN_EREDIS) {
+        s->st.transient_errors++;
+        if (stopping(s))
+            return AN_ETRANSIENT;
+        an_warn("publishing %zu entries failed: %s; retrying in %d ms", n,
+                an_redis_errstr(s->redis), delay);
+        nap(s, delay);
+        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
+    }
     if (rc)
         return rc;
     if (s->cfg->debugging.profiling || an_log_get_level() == AN_LOG_DEBUG)
