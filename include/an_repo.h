@@ -379,6 +379,7 @@ typedef struct an_group_read {
     size_t nmetrics;
     an_data_rows rows;    /* all ranges' rows, by range then rowid */
     size_t *row_range;    /* [rows.n]: index of the range of each row */
+    size_t row_range_cap;
     int *pred;            /* [nranges]: AN_ROW_* of row first-1 */
     bool *seen;           /* [nranges]: entry_id is in scored_entry (it was
                              committed before: a redelivery) */

@@ -919,6 +919,54 @@ void an_data_rows_free(an_data_rows *rows)
     memset(rows, 0, sizeof *rows);
 }
 
+/* Fills out (reusing its memory) from a result whose columns, from col0
+ * on, are rowid, epoch, metric_value, raw, score, display, predictions. */
+static int parse_rows(an_repo *r, PGresult *res, int col0, an_data_rows *out)
+{
+    size_t n = (size_t)PQntuples(res);
+    size_t text = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!PQgetisnull(res, (int)i, col0 + 6))
+            text += (size_t)PQgetlength(res, (int)i, col0 + 6) + 1;
+    if (n > out->cap) {
+        an_data_row *v = realloc(out->v, n * sizeof *v);
+        if (!v)
+            return fail(r, AN_ENOMEM, "rows: out of memory");
+        out->v = v;
+        out->cap = n;
+    }
+    if (text > out->text_cap) {
+        char *t = realloc(out->text, text);
+        if (!t)
+            return fail(r, AN_ENOMEM, "rows: out of memory");
+        out->text = t;
+        out->text_cap = text;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        int row = (int)i, c = col0;
+        an_data_row *d = &out->v[i];
+        memset(d, 0, sizeof *d);
+        d->rowid = int_field(res, row, c, 0);
+        d->ts = double_field(res, row, c + 1);
+        d->metric_value = double_field(res, row, c + 2);
+        if ((d->has_raw = !PQgetisnull(res, row, c + 3)))
+            d->raw = double_field(res, row, c + 3);
+        if ((d->has_score = !PQgetisnull(res, row, c + 4)))
+            d->anomaly_score = double_field(res, row, c + 4);
+        if ((d->has_display = !PQgetisnull(res, row, c + 5)))
+            d->display_value = int_field(res, row, c + 5, 0);
+        if (!PQgetisnull(res, row, c + 6)) {
+            size_t len = (size_t)PQgetlength(res, row, c + 6);
+            memcpy(out->text + used, PQgetvalue(res, row, c + 6), len + 1);
+            d->predictions = out->text + used;
+            used += len + 1;
+        }
+    }
+    out->n = n;
+    return 0;
+}
+
 int an_repo_get_rows(an_repo *r, const char *uid, int64_t first, int64_t last,
                      an_data_rows *out)
 {
@@ -934,53 +982,9 @@ int an_repo_get_rows(an_repo *r, const char *uid, int64_t first, int64_t last,
     rc = exec_stmt(r, S_GET_ROWS, p, &res);
     if (rc)
         return rc;
-    size_t n = (size_t)PQntuples(res);
-    size_t text = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!PQgetisnull(res, (int)i, 6))
-            text += (size_t)PQgetlength(res, (int)i, 6) + 1;
-    if (n > out->cap) {
-        an_data_row *v = realloc(out->v, n * sizeof *v);
-        if (!v) {
-            PQclear(res);
-            return fail(r, AN_ENOMEM, "get_rows: out of memory");
-        }
-        out->v = v;
-        out->cap = n;
-    }
-    if (text > out->text_cap) {
-        char *t = realloc(out->text, text);
-        if (!t) {
-            PQclear(res);
-            return fail(r, AN_ENOMEM, "get_rows: out of memory");
-        }
-        out->text = t;
-        out->text_cap = text;
-    }
-    size_t used = 0;
-    for (size_t i = 0; i < n; i++) {
-        int row = (int)i;
-        an_data_row *d = &out->v[i];
-        memset(d, 0, sizeof *d);
-        d->rowid = int_field(res, row, 0, 0);
-        d->ts = double_field(res, row, 1);
-        d->metric_value = double_field(res, row, 2);
-        if ((d->has_raw = !PQgetisnull(res, row, 3)))
-            d->raw = double_field(res, row, 3);
-        if ((d->has_score = !PQgetisnull(res, row, 4)))
-            d->anomaly_score = double_field(res, row, 4);
-        if ((d->has_display = !PQgetisnull(res, row, 5)))
-            d->display_value = int_field(res, row, 5, 0);
-        if (!PQgetisnull(res, row, 6)) {
-            size_t len = (size_t)PQgetlength(res, row, 6);
-            memcpy(out->text + used, PQgetvalue(res, row, 6), len + 1);
-            d->predictions = out->text + used;
-            used += len + 1;
-        }
-    }
-    out->n = n;
+    rc = parse_rows(r, res, 0, out);
     PQclear(res);
-    return 0;
+    return rc;
 }
 
 int an_repo_write_scores(an_repo *r, const char *uid, const an_score_update *rows, size_t n,
@@ -1436,60 +1440,24 @@ void an_group_read_free(an_group_read *g)
     memset(g, 0, sizeof *g);
 }
 
-/* Fills g->rows from a result of S_G_ROWS-shaped columns. */
+/* Fills g->rows (and each row's range index) from an S_G_ROWS result. */
 static int take_rows(an_repo *r, PGresult *res, an_group_read *g, size_t nranges)
 {
     size_t n = (size_t)PQntuples(res);
-    size_t text = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!PQgetisnull(res, (int)i, 7))
-            text += (size_t)PQgetlength(res, (int)i, 7) + 1;
-    an_data_rows *out = &g->rows;
-    if (n > out->cap) {
-        an_data_row *v = realloc(out->v, n * sizeof *v);
+    if (n > g->row_range_cap) {
         size_t *rr = realloc(g->row_range, n * sizeof *rr);
-        if (v)
-            out->v = v;
-        if (rr)
-            g->row_range = rr;
-        if (!v || !rr)
+        if (!rr)
             return fail(r, AN_ENOMEM, "group_read: out of memory");
-        out->cap = n;
+        g->row_range = rr;
+        g->row_range_cap = n;
     }
-    if (text > out->text_cap) {
-        char *t = realloc(out->text, text);
-        if (!t)
-            return fail(r, AN_ENOMEM, "group_read: out of memory");
-        out->text = t;
-        out->text_cap = text;
-    }
-    size_t used = 0;
     for (size_t i = 0; i < n; i++) {
-        int row = (int)i;
-        an_data_row *d = &out->v[i];
-        memset(d, 0, sizeof *d);
-        int64_t qi = int_field(res, row, 0, 0);
+        int64_t qi = int_field(res, (int)i, 0, 0);
         assert(qi >= 1 && (size_t)qi <= nranges);
         (void)nranges;
         g->row_range[i] = (size_t)(qi - 1);
-        d->rowid = int_field(res, row, 1, 0);
-        d->ts = double_field(res, row, 2);
-        d->metric_value = double_field(res, row, 3);
-        if ((d->has_raw = !PQgetisnull(res, row, 4)))
-            d->raw = double_field(res, row, 4);
-        if ((d->has_score = !PQgetisnull(res, row, 5)))
-            d->anomaly_score = double_field(res, row, 5);
-        if ((d->has_display = !PQgetisnull(res, row, 6)))
-            d->display_value = int_field(res, row, 6, 0);
-        if (!PQgetisnull(res, row, 7)) {
-            size_t len = (size_t)PQgetlength(res, row, 7);
-            memcpy(out->text + used, PQgetvalue(res, row, 7), len + 1);
-            d->predictions = out->text + used;
-            used += len + 1;
-        }
     }
-    out->n = n;
-    return 0;
+    return parse_rows(r, res, 1, &g->rows);
 }
 
 int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
