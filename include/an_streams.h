@@ -261,8 +261,9 @@ typedef struct an_publish_res {
                    -1: no update requested */
 } an_publish_res;
 
-/* lua/publish.lua: XADD each message (MAXLEN ~), the params-cache HSET,
- * XACK, in one atomic script. res may be NULL. */
+/* One entry's XADD of each message (MAXLEN ~), params-cache HSET and XACK,
+ * in one atomic script (lua/publish_many.lua with one entry). res may be
+ * NULL. */
 int an_publish(an_redis *r, const an_publish_req *req, an_publish_res *res);
 void an_publish_res_free(an_publish_res *res);
 
@@ -322,6 +323,7 @@ typedef struct an_publish_group {
     size_t nkeys;
     const an_publish_entry *entries;
     size_t nentries;
+    int64_t updated_ms;       /* the hashes' `updated`; 0 = now (client clock) */
 } an_publish_group;
 
 /* lua/publish_many.lua: for every entry, XADD its messages, refresh its
@@ -402,7 +404,7 @@ void an_consumer_info_free(an_consumer_info *consumers, size_t n);
 /* The embedded scripts (src/lua_scripts.c, generated from lua/NAME.lua by
  * ops/gen-lua.sh). */
 typedef struct an_lua_script {
-    const char *name; /* file name without .lua: "publish", "dead_letter" */
+    const char *name; /* file name without .lua: "publish_many", "dead_letter" */
     const char *text;
 } an_lua_script;
 

@@ -118,7 +118,16 @@ static int send_entry(an_redis *rd, const an_config *cfg, const char *uid,
         {"batch", 5, batch, blen},
         {"encoding", 8, an_encoding_name(enc), strlen(an_encoding_name(enc))},
     };
-    rc = an_xadd(rd, cfg->streams.input, 0, f, enc == AN_ENC_JSON ? 2 : 3, NULL);
+    /* A restarting Redis (LOADING, connection refused) is waited for, up to
+     * 30 s. A retried XADD whose first attempt did land makes a duplicate
+     * entry, which the service recognises and only acks. */
+    for (int waited = 0;; waited += 200) {
+        rc = an_xadd(rd, cfg->streams.input, 0, f, enc == AN_ENC_JSON ? 2 : 3, NULL);
+        if (rc != AN_ETRANSIENT || waited >= 30000)
+            break;
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (rc)
         fprintf(stderr, "anomalyctl replay: XADD %s: %s\n", cfg->streams.input,
                 an_redis_errstr(rd));

@@ -1251,6 +1251,8 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int publish_many_call(an_redis *r, const an_publish_group *g, redisReply **out);
+
 int an_publish(an_redis *r, const an_publish_req *q, an_publish_res *res)
 {
     if (res)
@@ -1274,61 +1276,35 @@ int an_publish(an_redis *r, const an_publish_req *q, an_publish_res *res)
             return AN_EINVAL;
         }
     }
-    cmd c;
-    cmd_init(&c);
-    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
-    cmd_add(&c, "");
-    cmd_addi(&c, 3);
-    cmd_add(&c, q->input);
-    cmd_add(&c, q->nmsgs ? q->output : q->input);
-    cmd_add(&c, q->params ? q->params->key : q->input);
-    cmd_add(&c, q->group);
-    cmd_add(&c, q->entry_id);
-    cmd_add(&c, q->owner ? q->owner : "");
-    cmd_addi(&c, q->output_maxlen > 0 ? q->output_maxlen : 0);
-    cmd_addi(&c, (int64_t)q->nmsgs);
-    if (q->params) {
-        cmd_add(&c, "1");
-        cmd_add(&c, q->params->params_json);
-        cmd_addi(&c, q->params->watermark);
-        cmd_addi(&c, q->params->updated_ms > 0 ? q->params->updated_ms
-                                               : now_ms());
-    } else {
-        cmd_add(&c, "0");
-        cmd_add(&c, "");
-        cmd_add(&c, "0");
-        cmd_add(&c, "0");
-    }
-    for (size_t i = 0; i < q->nmsgs; i++) {
-        const an_out_msg *m = &q->msgs[i];
-        cmd_add(&c, m->data_type);
-        cmd_add(&c, m->model);
-        cmd_add(&c, m->rows ? m->rows : "");
-        cmd_add(&c, an_encoding_name(m->encoding));
-        cmd_addn(&c, m->body ? m->body : "", m->body_len);
-    }
+    /* One entry of publish_many.lua: the same checks, writes and reply. */
+    an_publish_entry e = {
+        .entry_id = q->entry_id, .msgs = q->msgs, .nmsgs = q->nmsgs,
+        .key_index = q->params ? 1 : 0,
+        .params_json = q->params ? q->params->params_json : NULL,
+        .watermark = q->params ? q->params->watermark : 0,
+    };
+    const char *keys[1] = {q->params ? q->params->key : NULL};
+    an_publish_group g = {
+        .input = q->input, .group = q->group, .owner = q->owner,
+        .output = q->nmsgs ? q->output : q->input,
+        .output_maxlen = q->output_maxlen, .keys = keys, .nkeys = q->params ? 1 : 0,
+        .entries = &e, .nentries = 1, .updated_ms = q->params ? q->params->updated_ms : 0,
+    };
     redisReply *rep;
-    int rc = eval_script(r, "publish", &c, &rep);
-    cmd_free(&c);
+    int rc = publish_many_call(r, &g, &rep);
     if (rc)
         return rc;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 ||
-        rep->element[0]->type != REDIS_REPLY_INTEGER ||
-        rep->element[3]->type != REDIS_REPLY_ARRAY)
-        return bad_reply(r, "publish.lua", rep);
-    if (rep->element[0]->integer == 0) {
+    const redisReply *x = rep->element[0];
+    if (x->element[0]->integer == 0) {
         freeReplyObject(rep);
-        rerr(r, "publish: entry %s is not pending for consumer %s",
-             q->entry_id, q->owner ? q->owner : "?");
+        rerr(r, "publish: entry %s is not pending for consumer %s", q->entry_id,
+             q->owner ? q->owner : "?");
         return AN_ESTATE;
     }
-    const redisReply *ids = rep->element[3];
-    if (ids->elements != q->nmsgs) {
-        return bad_reply(r, "publish.lua ids", rep);
-    }
+    const redisReply *ids = x->element[3];
     if (res) {
-        res->acked = (int)reply_int(rep->element[1]);
-        res->cache = (int)reply_int(rep->element[2]);
+        res->acked = (int)reply_int(x->element[1]);
+        res->cache = (int)reply_int(x->element[2]);
         if (ids->elements) {
             res->ids = calloc(ids->elements, sizeof *res->ids);
             if (!res->ids) {
@@ -1858,10 +1834,11 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
     return rc;
 }
 
-int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
+/* Runs publish_many.lua for g; *out is its reply (an array of one
+ * {status, acked, cache, {ids}} per entry), checked for shape. */
+static int publish_many_call(an_redis *r, const an_publish_group *g, redisReply **out)
 {
-    for (size_t i = 0; i < g->nentries; i++)
-        status[i] = 0;
+    *out = NULL;
     if (!g->input || !g->group || !g->output || (g->nkeys && !g->keys)) {
         rerr(r, "publish_many: bad request (input, group and output are required)");
         return AN_EINVAL;
@@ -1880,7 +1857,7 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
     cmd_addi(&c, g->output_maxlen > 0 ? g->output_maxlen : 0);
     cmd_addi(&c, (int64_t)g->nentries);
     char ts[24];
-    snprintf(ts, sizeof ts, "%" PRId64, now_ms());
+    snprintf(ts, sizeof ts, "%" PRId64, g->updated_ms > 0 ? g->updated_ms : now_ms());
     /* three numbers per entry; cmd's own number slots are too few */
     char (*nums)[24] = malloc((g->nentries ? g->nentries : 1) * 3 * sizeof *nums);
     if (!nums) {
@@ -1926,10 +1903,26 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
         return bad_reply(r, "publish_many.lua", rep);
     for (size_t i = 0; i < g->nentries; i++) {
         const redisReply *x = rep->element[i];
-        if (x->type != REDIS_REPLY_ARRAY || x->elements != 4)
+        if (x->type != REDIS_REPLY_ARRAY || x->elements != 4 ||
+            x->element[0]->type != REDIS_REPLY_INTEGER ||
+            x->element[3]->type != REDIS_REPLY_ARRAY ||
+            x->element[3]->elements != (x->element[0]->integer ? g->entries[i].nmsgs : 0))
             return bad_reply(r, "publish_many.lua entry", rep);
-        status[i] = (int)reply_int(x->element[0]) == 1 ? 1 : 0;
     }
+    *out = rep;
+    return 0;
+}
+
+int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
+{
+    for (size_t i = 0; i < g->nentries; i++)
+        status[i] = 0;
+    redisReply *rep;
+    int rc = publish_many_call(r, g, &rep);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < g->nentries; i++)
+        status[i] = rep->element[i]->element[0]->integer == 1;
     freeReplyObject(rep);
     return 0;
 }
