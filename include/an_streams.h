@@ -332,6 +332,18 @@ typedef struct an_publish_group {
  * Codes as an_publish (NOGROUP -> AN_ENOTFOUND, nothing written). */
 int an_publish_many(an_redis *r, const an_publish_group *g, int *status);
 
+/* Processing attempts (lua/attempts.lua), kept in the hash
+ * an_attempts_key(input) = "<input>:attempts" (field: entry id). The
+ * publish and dead-letter scripts delete an entry's field with its XACK.
+ *
+ * an_attempts_begin counts an attempt of each id (counts[i] = the new
+ * count), unless allow_split and n > 1 and one of them already has an
+ * unfinished attempt: then nothing is counted and *split is true (process
+ * the entries one by one). */
+const char *an_attempts_key(const char *input, char *buf, size_t len);
+int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, size_t n,
+                      bool allow_split, int64_t *counts, bool *split);
+
 /* ------------------------------------------------------------ plain */
 
 /* XADD stream [MAXLEN ~ maxlen] * field value ... (maxlen <= 0: no trim).

@@ -4,6 +4,7 @@
 --
 -- KEYS[1]  input stream (XACK)
 -- KEYS[2]  dead-letter stream (XADD)
+-- KEYS[3]  attempts hash (attempts.lua): the entry's field is deleted
 -- ARGV[1]  consumer group of the input stream
 -- ARGV[2]  input entry id (XACKed; the `source` field)
 -- ARGV[3]  owner consumer: when not "", nothing is done unless the input
@@ -62,4 +63,5 @@ args[#args + 1] = 'consumer'
 args[#args + 1] = ARGV[7]
 local dl = redis.call(unpack(args))
 local acked = redis.call('XACK', KEYS[1], group, id)
+redis.call('HDEL', KEYS[3], id)
 return {1, dl, acked}

@@ -5,7 +5,8 @@
 --
 -- KEYS[1]  input stream (XACK)
 -- KEYS[2]  output stream (XADD)
--- KEYS[3 ...] params cache hashes referenced by the entries
+-- KEYS[3]  attempts hash (attempts.lua): each acked entry's field is deleted
+-- KEYS[4 ...] params cache hashes referenced by the entries
 -- ARGV[1]  consumer group of the input stream
 -- ARGV[2]  owner consumer: when not "", an entry not pending for this
 --          consumer is skipped (someone claimed it): nothing written for it
@@ -46,7 +47,7 @@ local p = 5
 for i = 1, ne do
   local n, k, wm = tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2]), tonumber(ARGV[p + 4])
   if n == nil or k == nil or wm == nil or n < 0 or k < 0 or k > #KEYS or
-     (k > 0 and k < 3) or #ARGV < p + 5 + 5 * n then
+     (k > 0 and k < 4) or #ARGV < p + 5 + 5 * n then
     return redis.error_reply('ERR publish_many.lua: bad arguments for entry ' .. i)
   end
   entries[i] = {id = ARGV[p], n = n, k = k, params = ARGV[p + 3], wm = wm,
@@ -108,6 +109,7 @@ for i = 1, ne do
       end
     end
     local acked = redis.call('XACK', KEYS[1], group, en.id)
+    redis.call('HDEL', KEYS[3], en.id)
     out[i] = {1, acked, cache, ids}
   end
 end

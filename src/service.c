@@ -363,12 +363,6 @@ static int intake(an_service *s, const an_entry *e, item *it)
 {
     memset(it, 0, sizeof *it);
     it->e = e;
-    if (e->deliveries > s->cfg->streams.max_deliveries) {
-        snprintf(it->reason, sizeof it->reason,
-                 "delivered %" PRId64 " times, over max_deliveries (%d)", e->deliveries,
-                 s->cfg->streams.max_deliveries);
-        return 1;
-    }
     int rc = an_batch_decode(e->fields, e->nfields, &s->limits, &it->b, it->reason,
                              sizeof it->reason);
     if (rc == AN_EINVAL || rc == AN_ERANGE)
@@ -502,6 +496,15 @@ static int run_items(an_service *s, item *items, size_t n)
             g = tmp;
         }
         int rc = svc_group_run(s, g, ng);
+        if (rc == SVC_SPLIT) {
+            /* An entry of this group failed before (a crash mid-group):
+             * one at a time, so one bad entry cannot take the others down. */
+            an_warn("entries %s..%s: an earlier attempt did not complete; processing "
+                    "them one by one", g[0].e->id, g[ng - 1].e->id);
+            rc = 0;
+            for (size_t j = 0; j < ng && !rc; j++)
+                rc = svc_group_run(s, &g[j], 1);
+        }
         if (tmp) {
             for (size_t i = 0, j = 0; i < n; i++)
                 if (items[i].n)
@@ -798,12 +801,13 @@ static int retry_deferred(an_service *s)
         }
         if (!done)
             memcpy(blocked, d->model, sizeof blocked);
-        if (!done && t - d->touched_ms >= s->cfg->streams.claim_idle_ms / 3) {
+        int64_t tn = now_ms();   /* a pass can be long: not the pass's start time */
+        if (!done && tn - d->touched_ms >= s->cfg->streams.claim_idle_ms / 3) {
             const char *ids[] = {d->e.id};
             size_t claimed = 0;
             if (an_claim_ids(s->redis, s->cfg->streams.input, s->cfg->streams.group,
                              s->consumer, ids, 1, -1, &claimed) == 0) {
-                d->touched_ms = t;
+                d->touched_ms = tn;
                 if (claimed == 0)
                     done = true;   /* acked or trimmed meanwhile: nothing to do */
             }
@@ -921,9 +925,11 @@ int an_service_run(an_service *s)
                     s->cfg->streams.input, an_redis_errstr(s->redis), delay);
             nap(s, delay);
             delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
-            /* After a reconnect our pending entries come first again. */
-            s->draining = true;
-            snprintf(s->drain_from, sizeof s->drain_from, "0");
+            /* No re-drain of our pending entries after a reconnect: those
+             * we hold are in memory (deferred, or retried in place), and a
+             * re-read would count a delivery for each. Anything else of
+             * ours (an XACK lost with the last second of AOF) is taken
+             * back by our own XAUTOCLAIM after claim_idle_ms. */
             continue;
         }
         delay = RETRY_MIN_MS;

@@ -566,6 +566,64 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
         acc += g->row_count[i];
     }
 
+    /* Count an attempt of each entry that will be scored (assuming those
+     * before it are): a crash while scoring it then shows as an unfinished
+     * attempt, and max_deliveries of them make it poison. Waiting entries
+     * (deferred) and duplicates are not attempts. */
+    {
+        const char **ids = malloc(n * sizeof *ids);
+        size_t *idx = malloc(n * sizeof *idx);
+        int64_t *cnt = malloc(n * sizeof *cnt);
+        int64_t *sim = calloc(nu, sizeof *sim);
+        size_t na = 0;
+        if (!ids || !idx || !cnt || !sim)
+            rc = AN_ENOMEM;
+        for (size_t i = 0; i < nu && !rc; i++)
+            sim[i] = g->gm[i].m ? g->gm[i].wm : 0;
+        for (size_t i = 0; i < n && !rc; i++) {
+            item *it = &items[i];
+            gmetric *gm = find_metric(g, nu, it->b->model);
+            int64_t *w = &sim[gm - g->gm];
+            if (!gm->m || (gm->status == AN_METRIC_CREATE_PENDING && !it->force) ||
+                (gm->status != AN_METRIC_ACTIVE && gm->status != AN_METRIC_CREATE_PENDING) ||
+                it->first <= *w)
+                continue;
+            if (!(it->first <= *w + 1 || g->g.pred[i] != AN_ROW_UNPROCESSED || it->force))
+                continue;
+            *w = it->last;
+            idx[na] = i;
+            ids[na++] = it->e->id;
+        }
+        bool split = false;
+        if (!rc && na) {
+            rc = an_attempts_begin(s->redis, s->cfg->streams.input, ids, na, na > 1, cnt, &split);
+            if (rc)
+                an_warn("cannot count attempts: %s", an_redis_errstr(s->redis));
+            if (rc && rc != AN_ENOMEM)
+                rc = AN_ETRANSIENT;
+        }
+        if (!rc && split)
+            rc = SVC_SPLIT;
+        for (size_t k = 0; k < na && !rc; k++) {
+            if (cnt[k] <= s->cfg->streams.max_deliveries)
+                continue;
+            item *it = &items[idx[k]];
+            snprintf(it->reason, sizeof it->reason,
+                     "processing attempted %" PRId64 " times without completing, over "
+                     "max_deliveries (%d)", cnt[k], s->cfg->streams.max_deliveries);
+            it->oc = INF_POISON;
+        }
+        free(ids);
+        free(idx);
+        free(cnt);
+        free(sim);
+        if (rc) {
+            an_repo_rollback(s->repo);
+            clear_metrics(g, nu);
+            return rc;
+        }
+    }
+
     /* the decisions, in stream order */
     g->nrows = 0;
     size_t *row_of_item = calloc(n, sizeof *row_of_item);   /* into hrows */
@@ -578,6 +636,8 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
         item *it = &items[i];
         gmetric *gm = find_metric(g, nu, it->b->model);
         assert(gm);
+        if (it->oc == INF_POISON)
+            continue;   /* too many attempts: dead-lettered, the rest goes on */
         range_text(r1, sizeof r1, it->first, it->last);
         if (!gm->m) {
             an_warn("Received inference results for unknown model=%s; (model deleted?)",
@@ -808,7 +868,7 @@ int svc_group_run(an_service *s, item *items, size_t n)
         if (!rc)
             rc = attempt(s, items, n, t0);
         if (rc != AN_ETRANSIENT)
-            break;
+            break;   /* 0, SVC_SPLIT or a hard error */
         s->st.transient_errors++;
         if (an_repo_retry_policy(s->repo, k, t0))
             break;   /* budget spent: AN_ETRANSIENT to the caller */

@@ -87,10 +87,16 @@ struct an_service {
 int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
                 json_t *msg);
 
+/* svc_group_run's "an entry of the group has an unfinished earlier attempt:
+ * run them one by one" (positive, unlike the AN_E* codes). */
+#define SVC_SPLIT 2
+
 /* Processes the inference results of items[0..n) (each with n > 0) in ONE
  * transaction (retried as a whole on transient errors within the §4.5
  * budget). Sets every item's outcome and messages; nothing is published.
- * Returns 0, AN_ETRANSIENT (retry later), or another error. */
+ * Each entry about to be scored counts an attempt (an_attempts_begin); one
+ * over [streams] max_deliveries attempts becomes INF_POISON. Returns 0,
+ * SVC_SPLIT (n > 1 only), AN_ETRANSIENT (retry later), or another error. */
 int svc_group_run(an_service *s, item *items, size_t n);
 
 void svc_group_free(an_service *s);

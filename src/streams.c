@@ -1331,6 +1331,48 @@ void an_publish_res_free(an_publish_res *res)
     res->nids = 0;
 }
 
+const char *an_attempts_key(const char *input, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s:attempts", input);
+    return buf;
+}
+
+int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, size_t n,
+                      bool allow_split, int64_t *counts, bool *split)
+{
+    *split = false;
+    if (n == 0)
+        return 0;
+    char key[512];
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
+    cmd_add(&c, "");
+    cmd_addi(&c, 1);
+    cmd_add(&c, an_attempts_key(input, key, sizeof key));
+    cmd_add(&c, allow_split ? "1" : "0");
+    for (size_t i = 0; i < n; i++)
+        cmd_add(&c, ids[i]);
+    redisReply *rep;
+    int rc = eval_script(r, "attempts", &c, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER)
+        return bad_reply(r, "attempts.lua", rep);
+    if (rep->element[0]->integer == 1) {
+        *split = true;
+    } else {
+        if (rep->elements != n + 1)
+            return bad_reply(r, "attempts.lua counts", rep);
+        for (size_t i = 0; i < n; i++)
+            counts[i] = reply_int(rep->element[i + 1]);
+    }
+    freeReplyObject(rep);
+    return 0;
+}
+
 int an_dead_letter(an_redis *r, const an_dead_letter_req *q,
                    char id_out[AN_ID_MAX])
 {
@@ -1342,13 +1384,15 @@ int an_dead_letter(an_redis *r, const an_dead_letter_req *q,
                 "dead_letter, reason, consumer are required)");
         return AN_EINVAL;
     }
+    char akey[512];
     cmd c;
     cmd_init(&c);
     cmd_add(&c, "EVALSHA");
     cmd_add(&c, "");
-    cmd_addi(&c, 2);
+    cmd_addi(&c, 3);
     cmd_add(&c, q->input);
     cmd_add(&c, q->dead_letter);
+    cmd_add(&c, an_attempts_key(q->input, akey, sizeof akey));
     cmd_add(&c, q->group);
     cmd_add(&c, q->entry_id);
     cmd_add(&c, q->owner ? q->owner : "");
@@ -1847,9 +1891,11 @@ static int publish_many_call(an_redis *r, const an_publish_group *g, redisReply 
     cmd_init(&c);
     cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
     cmd_add(&c, "");
-    cmd_addi(&c, (int64_t)(2 + g->nkeys));
+    char akey[512];
+    cmd_addi(&c, (int64_t)(3 + g->nkeys));
     cmd_add(&c, g->input);
     cmd_add(&c, g->output);
+    cmd_add(&c, an_attempts_key(g->input, akey, sizeof akey));
     for (size_t k = 0; k < g->nkeys; k++)
         cmd_add(&c, g->keys[k]);
     cmd_add(&c, g->group);
@@ -1875,8 +1921,9 @@ static int publish_many_call(an_redis *r, const an_publish_group *g, redisReply 
         }
         char *n0 = nums[3 * i], *n1 = nums[3 * i + 1], *n2 = nums[3 * i + 2];
         snprintf(n0, 24, "%zu", e->nmsgs);
-        /* KEYS[1..2] are the streams: hash k is KEYS[2 + k]. */
-        snprintf(n1, 24, "%zu", e->key_index ? e->key_index + 2 : 0);
+        /* KEYS[1..3] are the streams and the attempts hash: hash k is
+         * KEYS[3 + k]. */
+        snprintf(n1, 24, "%zu", e->key_index ? e->key_index + 3 : 0);
         snprintf(n2, 24, "%" PRId64, e->watermark);
         cmd_add(&c, e->entry_id);
         cmd_add(&c, n0);

@@ -201,6 +201,8 @@ void e2e_fini(e2e *t)
         REDIS_RETRY(t, an_del(t->rd, t->input, NULL));
         REDIS_RETRY(t, an_del(t->rd, t->output, NULL));
         REDIS_RETRY(t, an_del(t->rd, t->dead, NULL));
+        char akey[512];
+        REDIS_RETRY(t, an_del(t->rd, an_attempts_key(t->input, akey, sizeof akey), NULL));
         for (int i = 0; i < t->nuids; i++)
             REDIS_RETRY(t, an_del(t->rd, e2e_params_key(t, t->uids[i]), NULL));
     }
