@@ -140,7 +140,9 @@ static const keydef keys[] = {
      "consumer's batch can be taken over first."},
     {"streams", "max_deliveries", K_INT, "5", NULL, DEF_TEXT, 1, 1000, NULL,
      OFF(streams.max_deliveries),
-     "An entry delivered this many times without success goes to the dead-letter stream."},
+     "An entry whose processing was attempted more than this many times without completing "
+     "(e.g. consumers crashing on it) goes to the dead-letter stream. Counted in the hash "
+     "<input>:attempts; re-reads, takeovers and waiting are not attempts."},
     {"streams", "output_maxlen", K_INT64, "1000000", NULL, DEF_TEXT, 0, 1000000000000LL, NULL,
      OFF(streams.output_maxlen), "XADD MAXLEN ~ of the output stream; 0 = no trimming."},
     {"streams", "output_encoding", K_ENUM, "zlib", NULL, DEF_TEXT, 0, 0, encoding_names,
