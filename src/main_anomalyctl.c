@@ -17,7 +17,8 @@ static const struct {
      "replay --csv FILE --metric NAME [--batch-size N] [--live-after N] [--config FILE]"},
     {"tail", ctl_tail, "tail [--count N] [--follow] [--stream KEY] [--config FILE]"},
     {"status", ctl_status, "status [--json] [--config FILE]"},
-    {"consumers", ctl_consumers, "consumers list|prune --idle MS [--config FILE]"},
+    {"consumers", ctl_consumers,
+     "consumers list|prune --idle MS [--to NAME] [--dry-run] [--config FILE]"},
 };
 
 static void usage(FILE *out)
