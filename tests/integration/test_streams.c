@@ -770,6 +770,63 @@ START_TEST(nogroup_detected)
 }
 END_TEST
 
+/* attempts.lua: counts, the split answer for a group with an unfinished
+ * attempt, and the publish / dead-letter scripts clearing the field. */
+START_TEST(attempts_count_split_clear)
+{
+    const char *in = key("in"), *out = key("out"), *dl = key("dead");
+    char akey[256];
+    an_attempts_key(in, akey, sizeof akey);
+    ck_assert_str_eq(key("in:attempts"), akey);   /* registered for teardown */
+    char a[AN_ID_MAX], b[AN_ID_MAX];
+    ck_assert_int_eq(an_group_create(R, in, "g", "0", NULL), 0);
+    xadd(in, "u1", "[]", a);
+    xadd(in, "u1", "[]", b);
+    an_entry_list l = {0};
+    ck_assert_int_eq(an_read_group(R, in, "g", "c1", ">", 10, -1, &l), 0);
+    ck_assert_uint_eq(l.n, 2);
+    an_entry_list_free(&l);
+
+    const char *both[2] = {a, b};
+    int64_t cnt[2] = {-1, -1};
+    bool split = true;
+    /* fresh entries: counted, even as a group */
+    ck_assert_int_eq(an_attempts_begin(R, in, both, 2, true, cnt, &split), 0);
+    ck_assert(!split);
+    ck_assert_int_eq(cnt[0], 1);
+    ck_assert_int_eq(cnt[1], 1);
+    /* a group with unfinished attempts: split, nothing counted */
+    ck_assert_int_eq(an_attempts_begin(R, in, both, 2, true, cnt, &split), 0);
+    ck_assert(split);
+    /* one by one: counted */
+    ck_assert_int_eq(an_attempts_begin(R, in, both, 1, true, cnt, &split), 0);
+    ck_assert(!split);
+    ck_assert_int_eq(cnt[0], 2);
+    /* without split allowed: counted */
+    ck_assert_int_eq(an_attempts_begin(R, in, both, 2, false, cnt, &split), 0);
+    ck_assert(!split);
+    ck_assert_int_eq(cnt[0], 3);
+    ck_assert_int_eq(cnt[1], 2);
+
+    /* the publish clears a's field, the dead letter b's */
+    an_publish_req q = {in, "g", a, "c1", out, 0, NULL, 0, NULL};
+    ck_assert_int_eq(an_publish(R, &q, NULL), 0);
+    redisReply *rep = cmd("HEXISTS %s %s", akey, a);
+    ck_assert_int_eq(rep->integer, 0);
+    freeReplyObject(rep);
+    rep = cmd("HGET %s %s", akey, b);
+    ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+    ck_assert_str_eq(rep->str, "2");
+    freeReplyObject(rep);
+    an_field f[1] = {F("model", "u1")};
+    an_dead_letter_req d = {in, "g", b, "c1", dl, 0, f, 1, "test", 3, "c1"};
+    ck_assert_int_eq(an_dead_letter(R, &d, NULL), 0);
+    rep = cmd("EXISTS %s", akey);
+    ck_assert_int_eq(rep->integer, 0);
+    freeReplyObject(rep);
+}
+END_TEST
+
 START_TEST(binary_safe_roundtrip)
 {
     const char *in = key("in");
@@ -835,6 +892,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, connect_and_urls);
+    tcase_add_test(tc, attempts_count_split_clear);
     tcase_add_test(tc, group_create_idempotent);
     tcase_add_test(tc, restart_protocol);
     tcase_add_test(tc, blocking_read_timeout);
