@@ -2,6 +2,7 @@
  * codec.c: input entry decoding, output message encoding (an_codec.h).
  */
 #include "an_codec.h"
+#include "an_likelihood.h" /* an_fmt_double */
 
 #include <errno.h>
 #include <inttypes.h>
@@ -116,15 +117,39 @@ int an_zlib_compress(const void *in, size_t inlen, char **out, size_t *outlen,
         seterr(err, errlen, "out of memory");
         return AN_ENOMEM;
     }
-    uLongf dlen = bound;
-    int zr = compress2((Bytef *)buf, &dlen, (const Bytef *)in, (uLong)inlen, 6);
-    if (zr != Z_OK) {
+    /* One deflate state per thread, reset between messages: compress2 would
+     * allocate and clear ~270 KB of state for every small message. Same
+     * parameters as compress2 (level 6, window 15, memLevel 8), so the same
+     * bytes. */
+    static __thread z_stream zs;
+    static __thread bool zs_ready;
+    int zr;
+    if (!zs_ready) {
+        memset(&zs, 0, sizeof zs);
+        zr = deflateInit(&zs, 6);
+        if (zr != Z_OK) {
+            free(buf);
+            seterr(err, errlen, "zlib deflateInit failed (%d)", zr);
+            return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
+        }
+        zs_ready = true;
+    } else {
+        deflateReset(&zs);
+    }
+    zs.next_in = (Bytef *)(uintptr_t)in;
+    zs.avail_in = (uInt)inlen;
+    zs.next_out = (Bytef *)buf;
+    zs.avail_out = (uInt)bound;
+    zr = deflate(&zs, Z_FINISH);
+    if (zr != Z_STREAM_END) {
         free(buf);
+        deflateEnd(&zs);
+        zs_ready = false;
         seterr(err, errlen, "zlib compress failed (%d)", zr);
         return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
     }
     *out = buf;
-    *outlen = dlen;
+    *outlen = (size_t)zs.total_out;
     return 0;
 }
 
@@ -282,18 +307,9 @@ char *an_codec_fmt_double(char *buf, size_t len, double d)
         snprintf(buf, len, d < 0 ? "-inf" : "inf");
         return buf;
     }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, len, "%.*g", prec, d);
-        if (prec == 17 || strtod(buf, NULL) == d)
-            break;
-    }
-    /* Make sure it reads back as a real: "1" -> "1.0"; "1e+20" is fine. */
-    if (!strpbrk(buf, ".eEn")) {
-        size_t l = strlen(buf);
-        if (l + 3 <= len)
-            memcpy(buf + l, ".0", 3);
-    }
-    return buf;
+    /* The shortest text that reads back exactly (Python repr style: "1.0",
+     * "0.1", "1e-05"), with a fast exact path for the usual magnitudes. */
+    return an_fmt_double(buf, len, d);
 }
 
 typedef struct sbuf {
