@@ -1,0 +1,406 @@
+/*
+ * bench_original.c: the original htmengine Anomaly Service's database and
+ * bus pattern (spec §1.4), as the baseline of ops/bench.sh: one
+ * transaction per entry, one UPDATE per row.
+ *
+ *   bench_original --params FILE [--consumer NAME] [--exit-when-idle MS]
+ *
+ * Configuration as anomalyd (ANOMALYD_* environment, no file). Reads with
+ * XREADGROUP COUNT read_count (the reading is not what is compared), then
+ * for each entry, as the original did:
+ *   SELECT <metric> FROM metric WHERE uid = $1             (getMetric, autocommit)
+ *   SELECT <rows> FROM metric_data WHERE uid AND rowid BETWEEN first AND last
+ *                                                           (autocommit)
+ *   BEGIN
+ *   UPDATE metric_data SET raw_anomaly_score, anomaly_score, display_value,
+ *       multi_step_best_predictions WHERE uid = $1 AND rowid = $2   (per row)
+ *   SELECT status FROM metric WHERE uid = $1 FOR UPDATE
+ *   UPDATE metric SET model_params = $2 WHERE uid = $1
+ *   COMMIT
+ *   XADD output (the same fields and body as the floor's) and XACK the
+ *   input entry, pipelined in one round trip.
+ * Each statement is a prepared statement and one round trip, as with the
+ * original's driver. Like the floor it neither decodes nor scores (fixed
+ * scores 0.5, the params text of FILE, one output body per batch size), so
+ * it is the original pattern's cost with no CPU work of its own: a
+ * conservative baseline for anomalyd (which does decode and score).
+ *
+ * At exit: "original: entries=... rows=... wall_s=...".
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "an_codec.h"
+#include "an_config.h"
+#include "an_likelihood.h"
+#include "an_streams.h"
+
+static void die(const char *what, const char *msg)
+{
+    fprintf(stderr, "bench_original: %s: %s\n", what, msg);
+    exit(1);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz);
+    if (!p)
+        die("memory", "out of memory");
+    return p;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        die(path, strerror(errno));
+    char *s = NULL;
+    size_t n = 0;
+    ssize_t got = getdelim(&s, &n, '\0', f);
+    fclose(f);
+    if (got <= 0)
+        die(path, "empty");
+    while (got > 0 && (s[got - 1] == '\n' || s[got - 1] == ' '))
+        s[--got] = '\0';
+    return s;
+}
+
+/* ---- output bodies (as bench_floor) ---- */
+
+typedef struct body {
+    size_t n;
+    char *p;
+    size_t len;
+} body;
+
+static body g_bodies[16];
+static size_t g_nbodies;
+
+static const body *body_for(size_t n, an_encoding enc)
+{
+    for (size_t i = 0; i < g_nbodies; i++)
+        if (g_bodies[i].n == n)
+            return &g_bodies[i];
+    an_out_row *rows = xcalloc(n, sizeof *rows);
+    for (size_t i = 0; i < n; i++) {
+        rows[i].rowid = 400 + (int64_t)i;
+        rows[i].ts = 1388534400.0 + 300.0 * (double)i;
+        rows[i].value = 45.123456789 + (double)i;
+        rows[i].raw = 0.0250000003725;
+        rows[i].anomaly = 0.5;
+        rows[i].predictions_json = "null";
+    }
+    an_metric_info mi = {
+        .uid = "bench:o:L00000",
+        .name = "bench metric bench:o:L00000",
+        .description = "anomalyd throughput benchmark",
+        .resource = "bench-host",
+        .location = NULL,
+        .datasource = "custom",
+        .spec_json = "{\"metric\":\"bench metric bench:o:L00000\",\"resource\":"
+                     "\"bench-host\",\"uid\":\"bench:o:L00000\",\"unit\":\"Count\"}",
+    };
+    char err[256];
+    json_t *msg = an_msg_inference(&mi, rows, n, err, sizeof err);
+    if (!msg)
+        die("message", err);
+    body b = {.n = n};
+    if (an_body_encode(msg, enc, &b.p, &b.len, err, sizeof err))
+        die("body", err);
+    json_decref(msg);
+    free(rows);
+    if (g_nbodies == sizeof g_bodies / sizeof g_bodies[0]) {
+        free(g_bodies[0].p);
+        memmove(g_bodies, g_bodies + 1, (g_nbodies - 1) * sizeof *g_bodies);
+        g_nbodies--;
+    }
+    g_bodies[g_nbodies] = b;
+    return &g_bodies[g_nbodies++];
+}
+
+static bool pick_rowids(const char *s, size_t len, int64_t *first, int64_t *last)
+{
+    static const char sig[] = "\"iRv2\",";
+    const size_t sl = sizeof sig - 1;
+    const char *a = memmem(s, len, sig, sl);
+    if (!a)
+        return false;
+    const char *b = NULL;
+    for (const char *p = s + len - sl; p >= a; p--)
+        if (*p == '"' && !memcmp(p, sig, sl)) {
+            b = p;
+            break;
+        }
+    *first = strtoll(a + sl, NULL, 10);
+    *last = strtoll(b + sl, NULL, 10);
+    return *first > 0 && *last >= *first;
+}
+
+/* ---- PostgreSQL ---- */
+
+static const struct {
+    const char *name, *sql;
+    int np;
+} STMTS[] = {
+    {"o_metric",
+     "SELECT uid, datasource, name, description, server, location, parameters, status, "
+     "message, model_params, last_rowid FROM metric WHERE uid = $1",
+     1},
+    {"o_rows",
+     "SELECT rowid, extract(epoch FROM timestamp), metric_value, raw_anomaly_score, "
+     "anomaly_score, display_value, multi_step_best_predictions FROM metric_data "
+     "WHERE uid = $1 AND rowid >= $2::bigint AND rowid <= $3::bigint ORDER BY rowid ASC",
+     3},
+    {"o_update_row",
+     "UPDATE metric_data SET raw_anomaly_score = $3, anomaly_score = $4, display_value = $5, "
+     "multi_step_best_predictions = $6 WHERE uid = $1 AND rowid = $2",
+     6},
+    {"o_lock", "SELECT status FROM metric WHERE uid = $1 FOR UPDATE", 1},
+    {"o_params", "UPDATE metric SET model_params = $2 WHERE uid = $1", 2},
+};
+
+static PGconn *g_pg;
+static const char *g_dsn;
+
+static bool pg_connect(void)
+{
+    if (g_pg)
+        PQfinish(g_pg);
+    g_pg = PQconnectdb(g_dsn);
+    if (PQstatus(g_pg) != CONNECTION_OK)
+        return false;
+    PGresult *r = PQexec(g_pg, "SET TimeZone = 'UTC'; SET application_name = 'bench_original'");
+    PQclear(r);
+    for (size_t i = 0; i < sizeof STMTS / sizeof STMTS[0]; i++) {
+        r = PQprepare(g_pg, STMTS[i].name, STMTS[i].sql, STMTS[i].np, NULL);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok)
+            die("prepare", PQerrorMessage(g_pg));
+    }
+    return true;
+}
+
+/* One statement; false on error (the entry's transaction is then redone). */
+static bool run(const char *name, int np, const char *const *p, PGresult **out)
+{
+    PGresult *r = PQexecPrepared(g_pg, name, np, p, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        fprintf(stderr, "bench_original: %s: %s", name, PQerrorMessage(g_pg));
+        PQclear(r);
+        return false;
+    }
+    if (out)
+        *out = r;
+    else
+        PQclear(r);
+    return true;
+}
+
+static bool exec(const char *sql)
+{
+    PGresult *r = PQexec(g_pg, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        fprintf(stderr, "bench_original: %s: %s", sql, PQerrorMessage(g_pg));
+    PQclear(r);
+    return ok;
+}
+
+/* §1.4 for one entry; returns rows updated, or -1 to retry. */
+static int64_t process(const char *uid, int64_t first, int64_t last, const char *model_params,
+                       const char *disp)
+{
+    char f[32], l[32];
+    snprintf(f, sizeof f, "%" PRId64, first);
+    snprintf(l, sizeof l, "%" PRId64, last);
+    const char *p1[1] = {uid};
+    const char *p3[3] = {uid, f, l};
+    PGresult *m = NULL, *rows = NULL;
+    if (!run("o_metric", 1, p1, &m))
+        return -1;
+    bool found = PQntuples(m) == 1;
+    PQclear(m);
+    if (!found)
+        return 0;
+    if (!run("o_rows", 3, p3, &rows))
+        return -1;
+    int64_t n = 0;
+    if (!exec("BEGIN"))
+        goto fail;
+    for (int i = 0; i < PQntuples(rows); i++) {
+        const char *p6[6] = {uid, PQgetvalue(rows, i, 0), "0.5", "0.5", disp, "null"};
+        if (!run("o_update_row", 6, p6, NULL))
+            goto fail;
+        n++;
+    }
+    const char *p2[2] = {uid, model_params};
+    if (!run("o_lock", 1, p1, NULL) || !run("o_params", 2, p2, NULL) || !exec("COMMIT"))
+        goto fail;
+    PQclear(rows);
+    return n;
+fail:
+    PQclear(rows);
+    PQclear(PQexec(g_pg, "ROLLBACK"));
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *params_path = NULL, *consumer = NULL;
+    long long idle_ms = 1000;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--params") && i + 1 < argc)
+            params_path = argv[++i];
+        else if (!strcmp(argv[i], "--consumer") && i + 1 < argc)
+            consumer = argv[++i];
+        else if (!strcmp(argv[i], "--exit-when-idle") && i + 1 < argc)
+            idle_ms = strtoll(argv[++i], NULL, 10);
+        else {
+            fprintf(stderr, "usage: bench_original --params FILE [--consumer NAME] "
+                            "[--exit-when-idle MS]\n");
+            return 2;
+        }
+    }
+    if (!params_path)
+        die("usage", "--params FILE is required");
+    an_config cfg;
+    char err[512];
+    if (an_config_load(&cfg, NULL, err, sizeof err))
+        die("config", err);
+    if (consumer && an_config_set(&cfg, "streams", "consumer", consumer, "--consumer", err,
+                                  sizeof err))
+        die("config", err);
+    const char *input = cfg.streams.input, *group = cfg.streams.group;
+    const char *me = cfg.streams.consumer;
+    char *lk = slurp(params_path);
+    size_t mplen = strlen(lk) + 64;
+    char *model_params = xcalloc(mplen, 1);
+    snprintf(model_params, mplen, "{\"anomalyLikelihoodParams\":%s}", lk);
+    char disp[32];
+    snprintf(disp, sizeof disp, "%" PRId64, an_display_value(0.5, true));
+    char maxlen[32];
+    snprintf(maxlen, sizeof maxlen, "%" PRId64, cfg.streams.output_maxlen);
+    const char *enc = an_encoding_name(cfg.streams.output_encoding);
+
+    g_dsn = cfg.postgres.dsn;
+    if (!pg_connect())
+        die("postgres", PQerrorMessage(g_pg));
+    an_redis_opts ro = an_redis_opts_default();
+    an_redis *rd;
+    if (an_redis_connect(cfg.redis.url, &ro, &rd, err, sizeof err))
+        die("redis", err);
+    if (an_group_create(rd, input, group, "0", NULL))
+        die("XGROUP CREATE", an_redis_errstr(rd));
+
+    int64_t n_entries = 0, n_rows = 0, retries = 0;
+    int64_t t_start = -1, idle_since = mono_ms();
+    for (;;) {
+        an_entry_list l;
+        memset(&l, 0, sizeof l);
+        int rc = an_read_group(rd, input, group, me, ">", (size_t)cfg.streams.read_count, 100,
+                               &l);
+        if (rc == AN_ETRANSIENT) {
+            usleep(100000);
+            continue;
+        }
+        if (rc)
+            die("XREADGROUP", an_redis_errstr(rd));
+        if (l.n == 0) {
+            an_entry_list_free(&l);
+            if (mono_ms() - idle_since >= idle_ms)
+                break;
+            continue;
+        }
+        if (t_start < 0)
+            t_start = mono_ms();
+        for (size_t i = 0; i < l.n; i++) {
+            const an_entry *e = &l.v[i];
+            const an_field *m = an_entry_field(e, "model");
+            const an_field *b = an_entry_field(e, "batch");
+            int64_t first, last, n = 0;
+            bool ok = m && b && pick_rowids(b->value, b->value_len, &first, &last);
+            if (ok) {
+                while ((n = process(m->value, first, last, model_params, disp)) < 0) {
+                    retries++;
+                    usleep(100000);
+                    if (PQstatus(g_pg) != CONNECTION_OK)
+                        pg_connect();
+                }
+            }
+            char rows[48];
+            snprintf(rows, sizeof rows, "%" PRId64 "-%" PRId64, ok ? first : 0, ok ? last : 0);
+            for (;;) {
+                redisContext *c = an_redis_ctx(rd);
+                if (!c) {
+                    an_redis_reconnect(rd);
+                    usleep(100000);
+                    continue;
+                }
+                bool sent = true;
+                if (ok && n > 0) {
+                    const body *bd = body_for((size_t)(last - first + 1),
+                                              cfg.streams.output_encoding);
+                    const char *xa[] = {"XADD", cfg.streams.output, "MAXLEN", "~", maxlen, "*",
+                                        "dataType", AN_DATATYPE_INFERENCE, "model", m->value,
+                                        "rows", rows, "source", e->id, "encoding", enc,
+                                        "body", bd->p};
+                    size_t xl[18];
+                    for (int k = 0; k < 17; k++)
+                        xl[k] = strlen(xa[k]);
+                    xl[17] = bd->len;
+                    sent = redisAppendCommandArgv(c, 18, xa, xl) == REDIS_OK;
+                }
+                const char *ack[] = {"XACK", input, group, e->id};
+                sent = sent && redisAppendCommandArgv(c, 4, ack, NULL) == REDIS_OK;
+                int want = (ok && n > 0) ? 2 : 1;
+                for (int k = 0; sent && k < want; k++) {
+                    void *rep = NULL;
+                    if (redisGetReply(c, &rep) != REDIS_OK || !rep)
+                        sent = false;
+                    else {
+                        if (((redisReply *)rep)->type == REDIS_REPLY_ERROR)
+                            die("XADD/XACK", ((redisReply *)rep)->str);
+                        freeReplyObject(rep);
+                    }
+                }
+                if (sent)
+                    break;
+                retries++;
+                an_redis_reconnect(rd);
+                usleep(100000);
+            }
+            n_entries++;
+            n_rows += n;
+        }
+        an_entry_list_free(&l);
+        idle_since = mono_ms();
+    }
+    double wall = t_start < 0 ? 0.0 : (double)(idle_since - t_start) / 1000.0;
+    printf("original: entries=%" PRId64 " rows=%" PRId64 " retries=%" PRId64 " wall_s=%.3f\n",
+           n_entries, n_rows, retries, wall);
+    PQfinish(g_pg);
+    an_redis_free(rd);
+    an_config_free(&cfg);
+    return 0;
+}
