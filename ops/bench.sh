@@ -20,7 +20,9 @@
 #   catch-up   BENCH_CATCHUP_METRICS (40) fresh metrics x
 #              BENCH_CATCHUP_BATCHES (4) batches of BENCH_BATCH (1440) rows,
 #              queued first: rows/s
-# plus: anomalyd with 2 consumers (BENCH_TWO_CONSUMERS=1), anomalyd on rows
+# anomalyd and the floor run BENCH_REPEAT (3) interleaved times each (median
+# reported, every value listed); the original runs once.
+# Plus: anomalyd with 2 consumers (BENCH_TWO_CONSUMERS=1), anomalyd on rows
 # written at fillfactor 50 (BENCH_FILLFACTOR=1; the table's setting is
 # restored right after the insert), peak RSS of anomalyd (also on
 # BENCH_RSS_METRICS=10000 metrics whose params are cached in Redis), the
@@ -40,6 +42,7 @@
 # restarted one is flagged "DISTURBED".
 #
 #   ops/bench.sh                          everything (about 6-8 minutes)
+#   BENCH_REPEAT=1 ops/bench.sh           quicker, noisier
 #   BENCH_METRICS=200 BENCH_ENTRIES=4000 ops/bench.sh      smaller
 #   BENCH_ANOMALYD=/path/to/anomalyd ops/bench.sh          another build
 #   BENCH_DOC= ops/bench.sh               do not rewrite docs/performance.md
@@ -59,6 +62,7 @@ CM=${BENCH_CATCHUP_METRICS:-40}
 CB=${BENCH_CATCHUP_BATCHES:-4}
 BATCH=${BENCH_BATCH:-1440}
 RSS_M=${BENCH_RSS_METRICS:-10000}
+REPEAT=${BENCH_REPEAT:-3}
 RC=${BENCH_READ_COUNT:-64}
 TWO=${BENCH_TWO_CONSUMERS:-1}
 FF=${BENCH_FILLFACTOR:-1}
@@ -294,7 +298,7 @@ produce() { # produce RUN [--rate X]: runs PRODUCE (split at ';;')
 # is redone on fresh data, up to BENCH_RETRIES (3) times.
 measure() {
     local run=$1 kind=$2 nc=$3 mode=$4 type=$5 rc=${6:-$RC} try before t0 crc i
-    if [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" $run "* ]]; then
+    if [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" ${run%.[0-9]} "* ]]; then
         return 0
     fi
     for ((try = 0; try <= ${BENCH_RETRIES:-3}; try++)); do
@@ -334,6 +338,24 @@ measure() {
     return 0
 }
 
+# median_of BASE KEY K...: copies the fields of the run BASE.K with the median
+# KEY (rate, p99) to BASE; BASE.rss is the largest of them, BASE.all lists KEY.
+median_of() {
+    local base=$1 key=$2 k med f list=() rss=0
+    shift 2
+    for k in "$@"; do
+        case ${R[$base.$k.$key]:-?} in '' | *[!0-9]*) ;; *) list+=("${R[$base.$k.$key]} $base.$k") ;; esac
+        [ "${R[$base.$k.rss]:-0}" -gt "$rss" ] && rss=${R[$base.$k.rss]}
+    done
+    R[$base.all]=$(for k in "$@"; do printf '%s ' "${R[$base.$k.$key]:-?}"; done)
+    [ "${#list[@]}" -gt 0 ] || return 0
+    med=$(printf '%s\n' "${list[@]}" | sort -n | awk '{ a[NR] = $2 } END { print a[int((NR + 1) / 2)] }')
+    for f in rate rows entries p50 p99 cpu warn phases stats; do
+        R[$base.$f]=${R[$med.$f]:-}
+    done
+    R[$base.rss]=$rss
+}
+
 upd_stats() { "${PSQL[@]}" -c "SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'metric_data'"; }
 
 commitlat() {
@@ -367,15 +389,31 @@ CL1=$(commitlat)
 echo "   $CL1" >&2
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
-for kind in anomalyd floor original; do
-    case $kind in anomalyd) s=a ;; floor) s=f ;; original) s=o ;; esac
-    say "$kind: live paced ($NP entries at $RATE/s), live sat ($NS entries), catch-up ($NC x $BATCH rows)"
-    [ "$kind" = anomalyd ] && U0=$(upd_stats)
-    measure "$s.paced" "$kind" 1 paced live-paced
-    measure "$s.sat" "$kind" 1 sat live-sat
-    measure "$s.catch" "$kind" 1 sat catch
-    [ "$kind" = anomalyd ] && { sleep 1.5; U1=$(upd_stats); }
+# anomalyd and the floor: REPEAT interleaved pairs (the machine is shared and
+# a single run of a few seconds varies by 10-20 %); the median is reported.
+U0=$(upd_stats)
+for ((k = 1; k <= REPEAT; k++)); do
+    say "anomalyd and floor, repeat $k/$REPEAT: live sat ($NS entries), catch-up ($NC x $BATCH rows), live paced ($NP entries at $RATE/s)"
+    measure "a.sat.$k" anomalyd 1 sat live-sat
+    measure "f.sat.$k" floor 1 sat live-sat
+    measure "a.catch.$k" anomalyd 1 sat catch
+    measure "f.catch.$k" floor 1 sat catch
+    measure "a.paced.$k" anomalyd 1 paced live-paced
 done
+sleep 1.5
+U1=$(upd_stats)
+measure f.paced floor 1 paced live-paced
+say "original: live paced ($NP entries at $RATE/s), live sat ($NS entries), catch-up ($NC x $BATCH rows)"
+measure o.paced original 1 paced live-paced
+measure o.sat original 1 sat live-sat
+measure o.catch original 1 sat catch
+REPS=()
+for ((k = 1; k <= REPEAT; k++)); do REPS+=("$k"); done
+median_of a.sat rate "${REPS[@]}"
+median_of f.sat rate "${REPS[@]}"
+median_of a.catch rate "${REPS[@]}"
+median_of f.catch rate "${REPS[@]}"
+median_of a.paced p99 "${REPS[@]}"
 if [ "$TWO" = 1 ]; then
     say "anomalyd, 2 consumers: live sat, catch-up"
     measure a2.sat anomalyd 2 sat live-sat
@@ -487,13 +525,14 @@ TABLE=$(
     if [ "$FF" = 1 ]; then
         printf '%-40s %10s   (x%s of fillfactor 100)\n' "fillfactor 50: live results/s" "${R[ff.sat.rate]}" "$(ratio "${R[ff.sat.rate]}" "$LA")"
         printf '%-40s %10s   (x%s of fillfactor 100)\n' "fillfactor 50: catch-up rows/s" "${R[ff.catch.rate]}" "$(ratio "${R[ff.catch.rate]}" "$CA")"
-        echo "  metric_data updates: fillfactor 100 runs $(hot "$U0" "$U1"); fillfactor 50 runs $(hot "$F0" "$F1") (table-wide pg_stat counters: other users' updates included, reset by a server restart)"
+        echo "  metric_data updates: anomalyd+floor runs (fillfactor 100) $(hot "$U0" "$U1"); fillfactor 50 runs $(hot "$F0" "$F1") (table-wide pg_stat counters: other users' updates included, reset by a server restart)"
         echo "  the group write's UPDATE alone, private copies of the table (median of 3; live = 64 metrics x 1 row per transaction, catch-up = 1400 rows of a metric per transaction):"
         echo "$HOTC" | awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
             printf "    %-17s fillfactor %3s, anomaly_score_idx + processed_idx %-3s: live %6s rows/s, catch-up %6s rows/s, HOT %3s%%, heap %s MiB\n",
                    f["variant"], f["fillfactor"], f["score_indexes"], f["live_rows_s"], f["catchup_rows_s"], f["hot_pct"], f["heap_mib_after"] }'
 
     fi
+    echo "repeats (median reported): live sat results/s: anomalyd ${R[a.sat.all]:-}/ floor ${R[f.sat.all]:-}/ catch-up rows/s: anomalyd ${R[a.catch.all]:-}/ floor ${R[f.catch.all]:-}/ paced p99 ms: anomalyd ${R[a.paced.all]:-}"
     echo "consumer CPU (user+sys) per live entry: anomalyd $(perx "${R[a.sat.cpu]}" "${R[a.sat.rows]}") us, floor $(perx "${R[f.sat.cpu]}" "${R[f.sat.rows]}") us, original $(perx "${R[o.sat.cpu]}" "${R[o.sat.rows]}") us; per catch-up row: anomalyd $(perx "${R[a.catch.cpu]}" "${R[a.catch.rows]}") us, floor $(perx "${R[f.catch.cpu]}" "${R[f.catch.rows]}") us"
     echo "floor, ms per group (read_count $RC): live sat: ${R[f.sat.phases]:-?}; catch-up: ${R[f.catch.phases]:-?}"
     echo "peak RSS of anomalyd (MiB): live paced $(mb "${R[a.paced.rss]}"), live sat $(mb "${R[a.sat.rss]}"), catch-up $(mb "${R[a.catch.rss]}"), $RSS_M metrics $(mb "${R[rss.rss]}") ($NKEYS params hashes in Redis)"
