@@ -3,9 +3,9 @@
 # same data and the same servers (ops/stack.sh), three consumers:
 #   anomalyd   build-bench/anomalyd (Release, no sanitizer), group commit
 #   floor      ops/bench/bench_floor.c: the same Redis and PostgreSQL calls
-#              (XREADGROUP, HMGET pipeline, an_repo_group_read,
-#              an_repo_group_write_commit, an_publish_many) with no decoding
-#              and no scoring
+#              (XREADGROUP, HMGET pipeline, an_repo_group_read, attempts,
+#              the helper's tail reads, an_repo_group_write_commit,
+#              an_publish_many) with no decoding and no scoring
 #   original   ops/bench/bench_original.c: htmengine's pattern, one
 #              transaction per entry and one UPDATE per row, then XADD+XACK
 # over these workloads:
@@ -39,9 +39,10 @@
 # Everything lives under the key/uid prefix BENCH_PREFIX (bench:): cleaned
 # at the start and (unless BENCH_KEEP=1) at the end. The stack is shared:
 # the servers are never restarted here; a run during which another user
-# restarted one is flagged "DISTURBED".
+# restarted one (or whose output is incomplete) is redone on fresh data up to
+# BENCH_RETRIES (3) times, then flagged "DISTURBED".
 #
-#   ops/bench.sh                          everything (about 6-8 minutes)
+#   ops/bench.sh                          everything (about 8 minutes, 2 cores)
 #   BENCH_REPEAT=1 ops/bench.sh           quicker, noisier
 #   BENCH_METRICS=200 BENCH_ENTRIES=4000 ops/bench.sh      smaller
 #   BENCH_ANOMALYD=/path/to/anomalyd ops/bench.sh          another build
