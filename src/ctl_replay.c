@@ -146,6 +146,7 @@ int ctl_replay(int argc, char **argv)
     an_redis *rd = NULL;
     double *ts = NULL;
     an_result *res = NULL;
+    char *ptext = NULL;   /* the metric's parameters JSON */
     char err[512];
     int status = 1;
 
@@ -237,22 +238,19 @@ int ctl_replay(int argc, char **argv)
     }
 
     /* 1. the metric-ingest role */
-    char params[1024];
     json_t *pj = json_pack("{s:s, s:{s:s, s:s, s:{}}, s:{}}", "datasource", "custom",
                            "metricSpec", "metric", metric, "resource", "replay",
                            "userInfo", "modelParams");
-    char *ptext = pj ? an_json_dumps(pj, NULL) : NULL;
+    ptext = pj ? an_json_dumps(pj, NULL) : NULL;
     json_decref(pj);
     if (!ptext) {
         fprintf(stderr, "anomalyctl replay: out of memory\n");
         goto out;
     }
-    snprintf(params, sizeof params, "%s", ptext);
-    free(ptext);
     an_new_metric nm = {
         .uid = uid, .name = metric, .server = "replay", .datasource = "custom",
         .description = "replayed by anomalyctl", .location = NULL,
-        .parameters = params, .status = AN_METRIC_CREATE_PENDING,
+        .parameters = ptext, .status = AN_METRIC_CREATE_PENDING,
         .model_params = "{\"modelConfig\": {}, \"anomalyLikelihoodParams\": null}",
     };
     if (an_repo_create_metric(repo, &nm)) {
@@ -306,6 +304,7 @@ int ctl_replay(int argc, char **argv)
            n, entries, cfg.streams.input);
     status = 0;
 out:
+    free(ptext);
     free(ts);
     free(res);
     an_csv_free(csv);

@@ -720,7 +720,6 @@ int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx)
     if (r->in_tx)
         return fail(r, AN_ESTATE, "with_retry: a transaction is already open");
     double t0 = now_ms();
-    int delay = r->retry_initial_ms;
     for (int attempt = 1;; attempt++) {
         r->last_attempts = attempt;
         int rc = an_repo_connect(r);
@@ -730,8 +729,7 @@ int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx)
             rc = fn(r, ctx);
             if (rc) {
                 /* keep fn's code and message; make sure the repo reports it */
-                if (r->last_rc != rc)
-                    r->last_rc = rc;
+                r->last_rc = rc;
                 rollback_quiet(r);
             } else {
                 rc = an_repo_commit(r);
@@ -743,21 +741,12 @@ int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx)
                          attempt, now_ms() - t0);
             return rc;
         }
-        rollback_quiet(r);
-        double elapsed = now_ms() - t0;
-        if (elapsed >= (double)r->retry_budget_ms) {
-            repo_log(r, AN_LOG_WARNING,
-                     "sql-retry: giving up after %d attempts (%.0f ms): %s", attempt, elapsed,
-                     r->errstr);
+        /* rolls back, gives up past the budget, else sleeps; a bad connection
+         * is replaced by an_repo_connect at the loop top */
+        if (an_repo_retry_policy(r, attempt, t0)) {
             r->last_rc = AN_ETRANSIENT;
             return AN_ETRANSIENT;
         }
-        repo_log(r, attempt == 1 ? AN_LOG_WARNING : AN_LOG_DEBUG,
-                 "sql-retry: transient error (attempt %d), retrying in %d ms: %s", attempt,
-                 delay, r->errstr);
-        sleep_ms(delay);
-        delay = delay > r->retry_max_delay_ms / 2 ? r->retry_max_delay_ms : delay * 2;
-        /* A bad connection is replaced by an_repo_connect at the loop top. */
     }
 }
 
@@ -1686,7 +1675,6 @@ oom:
 
 int an_repo_retry_policy(an_repo *r, int attempt, double started_ms)
 {
-    (void)started_ms;
     rollback_quiet(r);
     double elapsed = now_ms() - started_ms;
     if (elapsed >= (double)r->retry_budget_ms) {

@@ -844,9 +844,11 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
         it->cache_uid = it->b->model;
         it->cache_wm = gm->wm;
     }
+    if (updated != (int64_t)g->nrows)
+        an_warn("group write matched %" PRId64 " of %zu metric_data rows (rows deleted "
+                "meanwhile, e.g. by garbage collection?)", updated, g->nrows);
     free(row_of_item);
     clear_metrics(g, nu);
-    (void)updated;
     return rc;
 }
 
