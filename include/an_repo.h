@@ -409,12 +409,26 @@ typedef struct an_group_metric_update {
 /* Writes rows (row_uids[i] is rows[i]'s metric), metric updates and the
  * scored entries (scored_entry rows) in one statement, then COMMITs, in one
  * round trip. *rows_updated (may be NULL) = metric_data rows matched.
- * Closes the transaction either way. */
+ * Closes the transaction either way. = _send then _finish. */
 int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
                                const an_score_update *rows, size_t nrows,
                                const an_group_metric_update *mu, size_t nmu,
                                const an_group_range *scored, size_t nscored,
                                int64_t *rows_updated);
+
+/* The same in two halves, so the caller can compute while the server
+ * writes and flushes: _send puts the statement and COMMIT on the wire
+ * (the arguments are not used after it returns); on failure the
+ * transaction is closed and there is nothing to finish. Otherwise the
+ * caller must call _finish, and no other function on r, before anything
+ * else on r: it waits for the results, closes the transaction and returns
+ * what an_repo_group_write_commit would. Until _finish returns 0 nothing
+ * is known to be committed. */
+int an_repo_group_write_send(an_repo *r, const char *const *row_uids,
+                             const an_score_update *rows, size_t nrows,
+                             const an_group_metric_update *mu, size_t nmu,
+                             const an_group_range *scored, size_t nscored);
+int an_repo_group_write_finish(an_repo *r, int64_t *rows_updated);
 
 /* DELETE FROM scored_entry older than older_than_s seconds. */
 int an_repo_prune_scored_entries(an_repo *r, double older_than_s, int64_t *deleted);

@@ -175,6 +175,10 @@ static const keydef keys[] = {
     {"anomaly_likelihood", "statistics_sample_size", K_INT, "8640", NULL, DEF_TEXT, 1, 10000000,
      NULL, OFF(anomaly_likelihood.statistics_sample_size),
      "Most recent processed rows used for an estimate."},
+    {"anomaly_likelihood", "state_cache_metrics", K_INT, "10000", NULL, DEF_TEXT, 0, 10000000,
+     NULL, OFF(anomaly_likelihood.state_cache_metrics),
+     "Metrics whose parsed likelihood state is kept in memory (LRU, ~0.7 KiB each; 0 = off). "
+     "A hit skips parsing the params; it is checked against model_params read under the lock."},
 
     /* ---- [debugging] ---- */
     {"debugging", "profiling", K_BOOL, "false", NULL, DEF_TEXT, 0, 0, NULL,

@@ -267,6 +267,15 @@ static bool sb_add_text_elem(sb *b, const char *s)
 
 /* ------------------------------------------------------------------ repo */
 
+/* One query of a pipeline: a prepared statement (stmt >= 0) or a constant
+ * command (sql, when stmt < 0). */
+typedef struct pq_step {
+    int stmt;
+    const char *sql;
+    const char *const *params;
+    PGresult *res; /* filled for statements that return rows */
+} pq_step;
+
 struct an_repo {
     PGconn *conn;
     char *dsn;
@@ -286,6 +295,8 @@ struct an_repo {
     int last_rc;
     int last_attempts;
     sb arr[17]; /* reusable array-literal buffers */
+    bool write_pending; /* between group_write_send and _finish */
+    pq_step wsteps[2];
 };
 
 static void repo_log(an_repo *r, an_log_level level, const char *fmt, ...)
@@ -1321,21 +1332,16 @@ int an_repo__fail(an_repo *r, int rc, const char *msg)
 
 /* ------------------------------------------------------------ group commit */
 
-/* One query of a pipeline: a prepared statement (stmt >= 0) or a constant
- * command (sql, when stmt < 0). */
-typedef struct pq_step {
-    int stmt;
-    const char *sql;
-    const char *const *params;
-    PGresult *res; /* filled for statements that return rows */
-} pq_step;
 
 /* Sends the steps in libpq pipeline mode and reads every result: one round
  * trip for all of them. Statements must be prepared beforehand (PQprepare
  * cannot run inside a pipeline). On the first failure the server aborts
  * the rest (PGRES_PIPELINE_ABORTED); that failure is what is reported. The
  * caller PQclears the steps' results. */
-static int pipeline_run(an_repo *r, pq_step *steps, int n)
+/* Sends the steps and the sync of one pipeline; the results are collected
+ * by pipeline_recv. Between the two the caller may compute: the server
+ * works meanwhile. On failure the pipeline is gone (nothing to receive). */
+static int pipeline_send(an_repo *r, pq_step *steps, int n)
 {
     for (int i = 0; i < n; i++)
         steps[i].res = NULL;
@@ -1359,6 +1365,14 @@ static int pipeline_run(an_repo *r, pq_step *steps, int n)
             drop_conn(r);   /* half-sent pipeline: the session state is unknown */
         return rc == AN_EDB ? AN_ETRANSIENT : rc;
     }
+    return 0;
+}
+
+/* Collects the results of a pipeline_send (TUPLES_OK results kept in
+ * steps[i].res, the first error in r) and leaves pipeline mode. */
+static int pipeline_recv(an_repo *r, pq_step *steps, int n)
+{
+    int rc = 0;
     /* Each step yields its result(s) then NULL; the sync yields
      * PGRES_PIPELINE_SYNC. */
     for (int i = 0; i <= n; i++) {
@@ -1394,6 +1408,12 @@ synced:
     if (PQstatus(r->conn) == CONNECTION_BAD && !rc)
         rc = result_error(r, "pipeline", NULL);
     return rc;
+}
+
+static int pipeline_run(an_repo *r, pq_step *steps, int n)
+{
+    int rc = pipeline_send(r, steps, n);
+    return rc ? rc : pipeline_recv(r, steps, n);
 }
 
 static int prepare_all(an_repo *r, const int *s, int n)
@@ -1582,15 +1602,13 @@ int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
     return ok(r);
 }
 
-int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
-                               const an_score_update *rows, size_t nrows,
-                               const an_group_metric_update *mu, size_t nmu,
-                               const an_group_range *scored, size_t nscored,
-                               int64_t *rows_updated)
+int an_repo_group_write_send(an_repo *r, const char *const *row_uids,
+                             const an_score_update *rows, size_t nrows,
+                             const an_group_metric_update *mu, size_t nmu,
+                             const an_group_range *scored, size_t nscored)
 {
     static const int needed[] = {S_G_WRITE};
-    if (rows_updated)
-        *rows_updated = 0;
+    assert(!r->write_pending);
     if (!r->in_tx)
         return fail(r, AN_ESTATE, "group_write: no transaction is open");
     sb *a = r->arr;   /* 17 arrays, in parameter order */
@@ -1650,13 +1668,37 @@ int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
     const char *p[17];
     for (int i = 0; i < 17; i++)
         p[i] = a[i].p;
-    pq_step steps[2] = {{S_G_WRITE, NULL, p, NULL}, {-1, "COMMIT", NULL, NULL}};
-    rc = pipeline_run(r, steps, 2);
+    /* libpq copies the parameters into its buffer and PQpipelineSync
+     * flushes it: p and the arrays are not needed after the send. */
+    r->wsteps[0] = (pq_step){S_G_WRITE, NULL, p, NULL};
+    r->wsteps[1] = (pq_step){-1, "COMMIT", NULL, NULL};
+    rc = pipeline_send(r, r->wsteps, 2);
+    r->wsteps[0].params = NULL;
+    if (rc) {
+        r->in_tx = false;
+        return rc;
+    }
+    r->write_pending = true;
+    return 0;
+oom:
+    rollback_quiet(r);
+    return fail(r, AN_ENOMEM, "group_write: out of memory");
+}
+
+int an_repo_group_write_finish(an_repo *r, int64_t *rows_updated)
+{
+    assert(r->write_pending);
+    pq_step *steps = r->wsteps;
+    if (rows_updated)
+        *rows_updated = 0;
+    int rc = pipeline_recv(r, steps, 2);
+    r->write_pending = false;
     r->in_tx = false;
     if (!rc && steps[0].res && rows_updated)
         *rows_updated = strtoll(PQgetvalue(steps[0].res, 0, 0), NULL, 10);
     PQclear(steps[0].res);
     PQclear(steps[1].res);
+    steps[0].res = steps[1].res = NULL;
     if (rc) {
         /* A failed COMMIT or statement leaves nothing applied; make sure
          * the session is not left in an aborted transaction. */
@@ -1668,9 +1710,18 @@ int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
         return rc;
     }
     return ok(r);
-oom:
-    rollback_quiet(r);
-    return fail(r, AN_ENOMEM, "group_write: out of memory");
+}
+
+int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
+                               const an_score_update *rows, size_t nrows,
+                               const an_group_metric_update *mu, size_t nmu,
+                               const an_group_range *scored, size_t nscored,
+                               int64_t *rows_updated)
+{
+    if (rows_updated)
+        *rows_updated = 0;
+    int rc = an_repo_group_write_send(r, row_uids, rows, nrows, mu, nmu, scored, nscored);
+    return rc ? rc : an_repo_group_write_finish(r, rows_updated);
 }
 
 int an_repo_retry_policy(an_repo *r, int attempt, double started_ms)

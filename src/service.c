@@ -880,10 +880,11 @@ int an_service_new(const an_config *cfg, const an_service_opts *opts,
     s->hcfg = an_config_helper(cfg);
     s->limits = an_config_codec_limits(cfg);
     s->helper = an_helper_new(&s->hcfg, NULL, NULL);
+    s->sc = an_state_cache_new((size_t)cfg->anomaly_likelihood.state_cache_metrics);
     an_repo_options ro = an_repo_options_from_config(cfg);
     ro.application_name = "anomalyd";
     s->repo = an_repo_new(&ro);
-    if (!s->helper || !s->repo) {
+    if (!s->helper || !s->repo || !s->sc) {
         snprintf(err, errlen, "cannot create the helper or repository "
                  "(out of memory or invalid [anomaly_likelihood] settings)");
         an_service_free(s);
@@ -1007,14 +1008,18 @@ const an_service_stats *an_service_get_stats(const an_service *s)
 void an_service_log_stats(const an_service *s)
 {
     const an_service_stats *t = &s->st;
+    int64_t hits = 0, misses = 0;
+    an_state_cache_stats(s->sc, &hits, &misses);
     an_info("stats: entries=%" PRId64 " inference_batches=%" PRId64
             " rows_scored=%" PRId64 " commands=%" PRId64 " rejected=%" PRId64
             " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
             " trimmed=%" PRId64 " claimed=%" PRId64 " deferred=%" PRId64
-            " transient_errors=%" PRId64 " cache_misses=%" PRId64,
+            " transient_errors=%" PRId64 " cache_misses=%" PRId64
+            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64,
             t->entries, t->inference_batches, t->rows_scored, t->commands,
             t->rejected, t->duplicates, t->republished, t->dead_letters,
-            t->trimmed, t->claimed, t->deferred, t->transient_errors, t->cache_misses);
+            t->trimmed, t->claimed, t->deferred, t->transient_errors, t->cache_misses,
+            an_state_cache_size(s->sc), hits, misses);
 }
 
 void an_service_free(an_service *s)
@@ -1026,6 +1031,7 @@ void an_service_free(an_service *s)
     free(s->def);
     svc_group_free(s);
     an_helper_free(s->helper);
+    an_state_cache_free(s->sc);
     an_repo_free(s->repo);
     an_redis_free(s->redis);
     free(s);

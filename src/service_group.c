@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "an_log.h"
+#include "an_state_cache.h"
 
 /* A metric touched by the group. */
 typedef struct gmetric {
@@ -45,6 +46,12 @@ typedef struct gmetric {
     bool status_changed;
     bool state_loaded, state_dirty;
     an_helper_state state;
+    bool span_known;           /* the state cache located the state text */
+    an_state_span span;        /*   in m->model_params: here */
+    char *state_text;          /* an_json_dumps of the final state (malloc'd) */
+    char *mp_new;              /* model_params written (malloc'd) */
+    size_t mp_new_len;
+    an_state_span mp_new_span; /* the state text's place in mp_new */
     char *cached;              /* params hash text (malloc'd) or NULL */
     int64_t cached_wm;
     /* the helper's overlay sample source */
@@ -73,7 +80,6 @@ typedef struct group_scratch {
     an_out_row *orows;
     size_t caporows;
     an_group_metric_update *mu;
-    char **mp_text;
     size_t capmu;
 } group_scratch;
 
@@ -144,6 +150,8 @@ static void clear_metrics(group_scratch *g, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(g->gm[i].cached);
         free(g->gm[i].mem);
+        free(g->gm[i].state_text);
+        free(g->gm[i].mp_new);
         free(g->keys[i]);
         g->keys[i] = NULL;
     }
@@ -169,7 +177,6 @@ void svc_group_free(an_service *s)
     free(g->pred);
     free(g->orows);
     free(g->mu);
-    free(g->mp_text);
     free(g);
     s->gs = NULL;
 }
@@ -233,12 +240,19 @@ static int ov_tail(void *ctx, size_t n, an_sample *out, size_t *got, char *err,
 
 /* ------------------------------------------------------------ params */
 
-/* Loads anomalyLikelihoodParams: from the hash when its watermark equals
- * the database's, else from metric.model_params (§2.2). AN_EINVAL (with
- * reason) when the stored params do not parse: a poison entry. */
+/* Loads anomalyLikelihoodParams: from the in-process state cache when it
+ * describes the model_params text just read under the lock, else from the
+ * hash when its watermark equals the database's, else from
+ * metric.model_params (§2.2). AN_EINVAL (with reason) when the stored
+ * params do not parse: a poison entry. */
 static int load_state(an_service *s, gmetric *gm, item *it)
 {
     char err[256];
+    if (an_state_cache_get(s->sc, gm->uid, gm->m->model_params, &gm->state, &gm->span)) {
+        gm->span_known = true;
+        gm->state_loaded = true;
+        return 0;
+    }
     if (gm->cached && gm->cached_wm == gm->m->scored_rowid) {
         json_t *j = json_loads(gm->cached, JSON_DECODE_ANY, NULL);
         int rc = j ? an_helper_state_from_json(j, &gm->state, err, sizeof err) : AN_EINVAL;
@@ -274,25 +288,31 @@ static int load_state(an_service *s, gmetric *gm, item *it)
     return 0;
 }
 
-/* model_params with anomalyLikelihoodParams replaced (§1.4 step 7.2). */
-static char *merge_model_params(const char *model_params, json_t *state_json)
+/* The final state's text, and model_params with anomalyLikelihoodParams
+ * replaced by it (§1.4 step 7.2): spliced into the text read when the
+ * state cache located the old state in it, else merged through jansson
+ * (the same bytes either way). 0 or AN_ENOMEM. */
+static int build_model_params(gmetric *gm)
 {
-    json_t *mp = model_params ? json_loads(model_params, 0, NULL) : NULL;
-    if (!mp || !json_is_object(mp)) {
-        json_decref(mp);
-        mp = json_object();
-    }
-    char *text = NULL;
-    if (mp && json_object_set(mp, "anomalyLikelihoodParams", state_json) == 0)
-        text = an_json_dumps(mp, NULL);
-    json_decref(mp);
-    return text;
+    json_t *sj = an_helper_state_to_json(&gm->state);
+    gm->state_text = sj ? an_json_dumps(sj, NULL) : NULL;
+    json_decref(sj);
+    if (!gm->state_text)
+        return AN_ENOMEM;
+    gm->mp_new = gm->span_known
+                     ? an_model_params_splice(gm->m->model_params, gm->span, gm->state_text,
+                                              &gm->mp_new_span, &gm->mp_new_len)
+                     : an_model_params_merge(gm->m->model_params, gm->state_text,
+                                             &gm->mp_new_span, &gm->mp_new_len);
+    return gm->mp_new ? 0 : AN_ENOMEM;
 }
 
 /* The params text for the hash: the group's state, or (nothing loaded) the
  * stored one. */
 static char *cache_text(gmetric *gm)
 {
+    if (gm->state_text)
+        return strdup(gm->state_text);
     if (gm->state_loaded) {
         json_t *j = an_helper_state_to_json(&gm->state);
         char *t = j ? an_json_dumps(j, NULL) : NULL;
@@ -474,6 +494,44 @@ static void reset_items(item *items, size_t n, const size_t *keep_outs)
         it->cache_json = NULL;
         it->reason[0] = '\0';
     }
+}
+
+/* The output messages of the scored items and of duplicates to
+ * re-publish, and the params hash text each metric's last published item
+ * carries. 0 or AN_ENOMEM. */
+static int prepare_outputs(an_service *s, group_scratch *g, item *items, size_t n,
+                           size_t nu, const size_t *row_of_item)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        item *it = &items[i];
+        gmetric *gm = find_metric(g, nu, it->b->model);
+        if (it->oc == INF_SCORED) {
+            rc = compose(s, g, it, gm, g->row_start[i], g->hrows + row_of_item[i]);
+            gm->cache_item = (long)i;
+        } else if (it->oc == INF_DUPLICATE) {
+            gm->cache_item = (long)i;
+            /* Committed by this very entry, then a crash before the publish
+             * (which is atomic with its XACK): its output was never
+             * published. */
+            if (g->g.seen[i] && g->row_count[i] == it->n)
+                rc = compose(s, g, it, gm, g->row_start[i], NULL);
+        }
+    }
+    /* The last published item of each metric refreshes its hash. */
+    for (size_t i = 0; i < nu && !rc; i++) {
+        gmetric *gm = &g->gm[i];
+        if (gm->cache_item < 0)
+            continue;
+        item *it = &items[gm->cache_item];
+        it->cache_json = cache_text(gm);
+        if (!it->cache_json)
+            return AN_ENOMEM;
+        it->carries_cache = true;
+        it->cache_uid = it->b->model;
+        it->cache_wm = gm->wm;
+    }
+    return rc;
 }
 
 static int attempt(an_service *s, item *items, size_t n, double t0)
@@ -729,33 +787,20 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
     }
 
     /* one write for everything, then COMMIT */
-    if (!grow((void **)&g->mu, &g->capmu, nu, sizeof *g->mu)) {
+    if (!grow((void **)&g->mu, &g->capmu, nu, sizeof *g->mu))
         rc = AN_ENOMEM;
-    } else {
-        char **mp = realloc(g->mp_text, g->capmu * sizeof *mp);
-        if (!mp)
-            rc = AN_ENOMEM;
-        else
-            g->mp_text = mp;
-    }
     size_t nmu = 0;
     for (size_t i = 0; i < nu && !rc; i++) {
         gmetric *gm = &g->gm[i];
         if (!gm->m || !(gm->wm_moved || gm->state_dirty || gm->status_changed))
             continue;
-        char *mpt = NULL;
         if (gm->state_dirty) {
-            json_t *sj = an_helper_state_to_json(&gm->state);
-            mpt = sj ? merge_model_params(gm->m->model_params, sj) : NULL;
-            json_decref(sj);
-            if (!mpt) {
-                rc = AN_ENOMEM;
+            rc = build_model_params(gm);
+            if (rc)
                 break;
-            }
         }
-        g->mp_text[nmu] = mpt;
         g->mu[nmu++] = (an_group_metric_update){
-            .uid = gm->uid, .set_model_params = gm->state_dirty, .model_params = mpt,
+            .uid = gm->uid, .set_model_params = gm->state_dirty, .model_params = gm->mp_new,
             .watermark = gm->wm, .source = gm->source,
             .status = gm->status_changed ? gm->status : -1, .message = gm->status_msg};
     }
@@ -765,13 +810,23 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
         if (items[i].oc == INF_SCORED)
             g->ranges[nsc++] = g->ranges[i];
     int64_t updated = 0;
-    if (!rc && (g->nrows || nmu))
-        rc = an_repo_group_write_commit(s->repo, g->row_uids, g->upd, g->nrows, g->mu, nmu,
-                                        g->ranges, nsc, &updated);
-    else
+    bool sent = false;
+    if (!rc && (g->nrows || nmu)) {
+        rc = an_repo_group_write_send(s->repo, g->row_uids, g->upd, g->nrows, g->mu, nmu,
+                                      g->ranges, nsc);
+        sent = !rc;
+    } else if (!rc) {
         an_repo_rollback(s->repo);   /* nothing to write: just end it */
-    for (size_t i = 0; i < nmu; i++)
-        free(g->mp_text[i]);
+    }
+
+    /* While the server writes and flushes: the output messages and the
+     * hash texts. None of it counts before the COMMIT is confirmed (a
+     * failed group drops them: reset_items). */
+    int crc = rc ? 0 : prepare_outputs(s, g, items, n, nu, row_of_item);
+    if (sent)
+        rc = an_repo_group_write_finish(s->repo, &updated);
+    if (!rc)
+        rc = crc;
     if (rc) {
         an_repo_rollback(s->repo);
         free(row_of_item);
@@ -779,9 +834,9 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
         return rc;
     }
 
-    /* committed: the messages, the cache updates, the counters */
+    /* committed: the counters, the logs, the state cache */
     double dur = an_repo_now_ms() - t0;
-    for (size_t i = 0; i < n && !rc; i++) {
+    for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
         gmetric *gm = find_metric(g, nu, it->b->model);
         range_text(r1, sizeof r1, it->first, it->last);
@@ -789,8 +844,6 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
         case INF_SCORED:
             s->st.inference_batches++;
             s->st.rows_scored += (int64_t)it->n;
-            rc = compose(s, g, it, gm, g->row_start[i], g->hrows + row_of_item[i]);
-            gm->cache_item = (long)i;
             if (s->cfg->debugging.profiling || an_log_get_level() == AN_LOG_DEBUG) {
                 const an_data_row *lr = g->g.rows.v + g->row_start[i] + it->n - 1;
                 time_t sec = (time_t)floor(lr->ts);
@@ -807,12 +860,7 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
             break;
         case INF_DUPLICATE:
             s->st.duplicates++;
-            gm->cache_item = (long)i;
             if (g->g.seen[i] && g->row_count[i] == it->n) {
-                /* Committed by this very entry, then a crash before the
-                 * publish (which is atomic with its XACK): its output was
-                 * never published. */
-                rc = compose(s, g, it, gm, g->row_start[i], NULL);
                 s->st.republished++;
                 an_warn("batch %s of model=%s (entry %s) was already scored; publishing its "
                         "output that was never published", r1, it->b->model, it->e->id);
@@ -829,27 +877,19 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
             break;
         }
     }
-    /* The last published item of each metric refreshes its hash. */
-    for (size_t i = 0; i < nu && !rc; i++) {
+    for (size_t i = 0; i < nu; i++) {
         gmetric *gm = &g->gm[i];
-        if (gm->cache_item < 0)
-            continue;
-        item *it = &items[gm->cache_item];
-        it->cache_json = cache_text(gm);
-        if (!it->cache_json) {
-            rc = AN_ENOMEM;
-            break;
-        }
-        it->carries_cache = true;
-        it->cache_uid = it->b->model;
-        it->cache_wm = gm->wm;
+        if (gm->mp_new &&
+            an_state_cache_put(s->sc, gm->uid, gm->mp_new, gm->mp_new_len, gm->mp_new_span,
+                               &gm->state))
+            an_warn("state cache: out of memory for model=%s", gm->uid);
     }
     if (updated != (int64_t)g->nrows)
         an_warn("group write matched %" PRId64 " of %zu metric_data rows (rows deleted "
                 "meanwhile, e.g. by garbage collection?)", updated, g->nrows);
     free(row_of_item);
     clear_metrics(g, nu);
-    return rc;
+    return 0;
 }
 
 int svc_group_run(an_service *s, item *items, size_t n)

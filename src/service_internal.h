@@ -14,6 +14,7 @@
 #include "an_helper.h"
 #include "an_repo.h"
 #include "an_service.h"
+#include "an_state_cache.h"
 #include "an_streams.h"
 
 /* One output message waiting for the publish script. */
@@ -63,6 +64,7 @@ struct an_service {
     an_redis *redis;
     an_repo *repo;
     an_helper *helper;
+    an_state_cache *sc;     /* parsed likelihood state per metric */
     an_helper_config hcfg;
     an_codec_limits limits;
     char consumer[256];
