@@ -83,7 +83,7 @@ void an_state_cache_stats(const an_state_cache *c, int64_t *hits,
  * in the result (len 0: not known, because the params themselves hold the
  * marker string merge splices with; do not cache such a text), *len (may
  * be NULL) its length. Returns a malloc'd text (caller frees) or NULL
- * (ENOMEM). */
+ * (ENOMEM, or state_text is not JSON and could not be placed). */
 char *an_model_params_merge(const char *model_params, const char *state_text,
                             an_state_span *span, size_t *len);
 
