@@ -28,7 +28,8 @@
 # BENCH_RSS_METRICS=10000 metrics whose params are cached in Redis), the
 # commit latency of this machine (200 x BEGIN; UPDATE 1 row; COMMIT, at the
 # start and at the end), and whether anomalyd's results with read_count 64
-# are identical to read_count 1 (one entry per transaction) on the same
+# are identical to read_count 1 (one entry per transaction, and no
+# in-process state cache) on the same
 # input (BENCH_IDENTITY_METRICS=100 live metrics, 5 of them with 20
 # consecutive entries, and 6 catch-up metrics).
 #
@@ -169,6 +170,13 @@ run_env() {
     export ANOMALYD_STREAMS_INPUT="${P}$1:in" ANOMALYD_STREAMS_OUTPUT="${P}$1:out" \
            ANOMALYD_STREAMS_DEAD_LETTER="${P}$1:dead" ANOMALYD_STREAMS_PARAMS_PREFIX="${P}$1:params:" \
            ANOMALYD_STREAMS_BLOCK_MS=100 ANOMALYD_STREAMS_READ_COUNT="${2:-$RC}"
+    # The one-entry-per-transaction reference (identity run i1) also runs
+    # without the in-process state cache: the plain parse-every-time path.
+    if [ "$1" = i1 ]; then
+        export ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS=0
+    else
+        unset ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS
+    fi
 }
 
 # start_consumer KIND RUN NAME: background; pid appended to PIDS
@@ -538,7 +546,7 @@ TABLE=$(
     echo "consumer CPU (user+sys) per live entry: anomalyd $(perx "${R[a.sat.cpu]}" "${R[a.sat.rows]}") us, floor $(perx "${R[f.sat.cpu]}" "${R[f.sat.rows]}") us, original $(perx "${R[o.sat.cpu]}" "${R[o.sat.rows]}") us; per catch-up row: anomalyd $(perx "${R[a.catch.cpu]}" "${R[a.catch.rows]}") us, floor $(perx "${R[f.catch.cpu]}" "${R[f.catch.rows]}") us"
     echo "floor, ms per group (read_count $RC): live sat: ${R[f.sat.phases]:-?}; catch-up: ${R[f.catch.phases]:-?}"
     echo "peak RSS of anomalyd (MiB): live paced $(mb "${R[a.paced.rss]}"), live sat $(mb "${R[a.sat.rss]}"), catch-up $(mb "${R[a.catch.rss]}"), $RSS_M metrics $(mb "${R[rss.rss]}") ($NKEYS params hashes in Redis)"
-    echo "identical to one entry per transaction (read_count $RC vs 1): $(kv "$IDENT" identical)   [$IDENT]"
+    echo "identical to one entry per transaction (read_count $RC vs 1 without state cache): $(kv "$IDENT" identical)   [$IDENT]"
     echo "anomalyd warnings/errors logged: paced ${R[a.paced.warn]}, sat ${R[a.sat.warn]}, catch-up ${R[a.catch.warn]}, identity ${R[i64.warn]}/${R[i1.warn]}, rss ${R[rss.warn]}"
     [ -n "$FLAGS" ] && echo "FLAGS:$FLAGS"
     echo

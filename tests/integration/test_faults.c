@@ -6,7 +6,8 @@
  * and `anomalyctl consumers prune` are exercised), restarts Redis and
  * PostgreSQL once each (ops/stack.sh), injects poison entries, and then
  * compares everything with a clean run (the same replays under other uids
- * and another key prefix, one consumer, no faults):
+ * and another key prefix, one consumer, no faults, no in-process state
+ * cache):
  *
  *   - every metric_data row: raw_anomaly_score, anomaly_score, display_value
  *     (and value, timestamp, predictions) bit for bit;
@@ -383,6 +384,10 @@ static void run_init(run *R, bool clean, int K, uint64_t seed)
     e2e_setenv(&R->t, "ANOMALYD_STREAMS_DEFER_MAX_MS", v);
     if (S.max_deliveries)
         e2e_setenv(&R->t, "ANOMALYD_STREAMS_MAX_DELIVERIES", S.max_deliveries);
+    /* The reference parses the params for every batch (no in-process state
+     * cache); the faulted runs keep it on, and lose it at every kill. */
+    if (clean)
+        e2e_setenv(&R->t, "ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS", "0");
 
     R->planned = 0;
     for (int i = 0; i < S.nmodels; i++) {
