@@ -349,7 +349,8 @@ int an_repo_add_rows(an_repo *r, const char *uid, const double *ts,
  * else its own. 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
 int an_repo_delete_model(an_repo *r, const char *uid);
 
-/* DELETE FROM metric WHERE uid=$1 (rows go by cascade). Tests' cleanup.
+/* DELETE FROM metric WHERE uid=$1 (metric_data rows go by cascade) and its
+ * scored_entry rows (a sequential scan of that table). Tests' cleanup.
  * 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
 int an_repo_delete_metric(an_repo *r, const char *uid);
 

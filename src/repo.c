@@ -131,7 +131,10 @@ static const struct {
                              "display_value = NULL, multi_step_best_predictions = NULL "
                              "WHERE uid = $1",
                              1},
-    [S_DELETE_METRIC] = {"an_delete_metric", "DELETE FROM metric WHERE uid = $1", 1},
+    [S_DELETE_METRIC] = {"an_delete_metric",
+                         "WITH e AS (DELETE FROM scored_entry WHERE uid = $1) "
+                         "DELETE FROM metric WHERE uid = $1",
+                         1},
     /* Group commit: one transaction for the entries of many metrics. The
      * metric rows are locked in uid order, so concurrent groups cannot
      * deadlock on them. */

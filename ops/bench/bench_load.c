@@ -908,6 +908,10 @@ static int cmd_clean(const args *a)
     const char *nrows = PQcmdTuples(r);
     long long drows = strtoll(nrows, NULL, 10);
     PQclear(r);
+    r = PQexecParams(c, "DELETE FROM scored_entry WHERE starts_with(uid, $1)", 1, NULL, p,
+                     NULL, NULL, 0);
+    pg_ok(c, r, "delete scored entries");
+    PQclear(r);
     r = PQexecParams(c, "DELETE FROM metric WHERE starts_with(uid, $1)", 1, NULL, p, NULL,
                      NULL, 0);
     pg_ok(c, r, "delete metrics");
