@@ -253,7 +253,12 @@ setup() {
     return 1
 }
 
-vacuum() { "${PSQL[@]}" -c "VACUUM (ANALYZE) metric" -c "VACUUM (ANALYZE) metric_data" || true; }
+# After a run's data is loaded: fresh statistics, and a CHECKPOINT so the
+# setup's bulk WAL is flushed now rather than on the consumer's time.
+# (CHECKPOINT needs the stack's superuser.)
+SUPER_PSQL=(psql "${ANOMALYD_PG_DSN/\/\/anomalyd@/\/\/postgres@}" -X -q -At)
+vacuum() { "${PSQL[@]}" -c "VACUUM (ANALYZE) metric" -c "VACUUM (ANALYZE) metric_data" || true
+           "${SUPER_PSQL[@]}" -c "CHECKPOINT" >/dev/null || true; }
 
 # data RUN TYPE: creates the data of one run and sets EXPECT and PRODUCE
 # (the producer's arguments; more than one call separated by ';;')
@@ -513,7 +518,7 @@ done
 
 TABLE=$(
     echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
-    echo "servers: $("${PSQL[@]}" -c 'SHOW server_version' | cut -d' ' -f1) (synchronous_commit=$("${PSQL[@]}" -c 'SHOW synchronous_commit'), fsync=$("${PSQL[@]}" -c 'SHOW fsync')), Redis $("${RCLI[@]}" info server | sed -n 's/^redis_version:\([^[:space:]]*\).*/\1/p') (appendfsync $("${RCLI[@]}" config get appendfsync | tail -n1))"
+    echo "servers: $("${PSQL[@]}" -c 'SHOW server_version' | cut -d' ' -f1) (synchronous_commit=$("${PSQL[@]}" -c 'SHOW synchronous_commit'), fsync=$("${PSQL[@]}" -c 'SHOW fsync'), shared_buffers=$("${PSQL[@]}" -c 'SHOW shared_buffers'), max_wal_size=$("${PSQL[@]}" -c 'SHOW max_wal_size')), Redis $("${RCLI[@]}" info server | sed -n 's/^redis_version:\([^[:space:]]*\).*/\1/p') (appendfsync $("${RCLI[@]}" config get appendfsync | tail -n1))"
     echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC'); anomalyd built from $BUILT ($ANOMALYD)"
     echo "command: $CMDLINE   (total ${T_TOTAL}s; load avg at start $LOAD1, at end $LOAD2)"
     echo "workload: live $M metrics, 1-row batches, $W rows pre-processed each; read_count $RC; catch-up $CM metrics x $CB batches of $BATCH rows"

@@ -19,7 +19,9 @@
 #   .stack/redis/   redis.conf (generated), redis.pid, redis.log, AOF
 #                   (appendonly yes, appendfsync everysec)
 #   .stack/pg       the PostgreSQL area: data/ (PGDATA, fsync and
-#                   synchronous_commit on), run/ (unix socket), postgres.log
+#                   synchronous_commit on; started with shared_buffers
+#                   512MB and max_wal_size 4GB), run/ (unix socket),
+#                   postgres.log
 # PostgreSQL refuses to run as root. When run as root the PG area belongs to
 # the `postgres` OS user and pg_ctl runs through `runuser -u postgres --`.
 # If that user cannot reach .stack/pg (a repo under a directory it cannot
@@ -271,8 +273,12 @@ pg_start() {
     if pg_ready; then
         die "port $PG_PORT already answers PostgreSQL but not a server of this stack (set ANOMALYD_STACK_PG_PORT)"
     fi
+    # Sizing as for a small production server rather than initdb's
+    # defaults (128 MB buffers, 1 GB of WAL): the tests and ops/bench.sh
+    # write GBs of rows, and with the defaults a checkpoint was forced every
+    # few seconds, its I/O showing up as tens of ms on unrelated commits.
     if ! as_pg "$PGBIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t "$TIMEOUT" \
-        -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_SOCK" \
+        -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_SOCK -c shared_buffers=512MB -c max_wal_size=4GB" \
         >/dev/null; then
         log_tail "$PG_LOG"
         die "postgres failed to start"
