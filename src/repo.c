@@ -239,15 +239,24 @@ static bool sb_add_double(sb *b, double d)
     else if (isinf(d))
         snprintf(buf, sizeof buf, "%s", d > 0 ? "Infinity" : "-Infinity");
     else
-        snprintf(buf, sizeof buf, "%.17g", d);
+        an_fmt_double(buf, sizeof buf, d);   /* shortest text float8in reads back exactly */
     return sb_adds(b, buf);
 }
 
 static bool sb_add_int(sb *b, int64_t v)
 {
+    /* by hand: snprintf was a visible share of a catch-up group's CPU */
     char buf[24];
-    snprintf(buf, sizeof buf, "%" PRId64, v);
-    return sb_adds(b, buf);
+    char *p = buf + sizeof buf;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    *--p = '\0';
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return sb_adds(b, p);
 }
 
 /* A text array element: NULL -> NULL; else double-quoted with " and \
