@@ -20,6 +20,12 @@
 extern "C" {
 #endif
 
+/* A group (one transaction) takes up to [streams] read_count entries, and
+ * stops growing once it holds this many rows: catch-up batches of 1440 rows
+ * would otherwise make 92,160-row groups (65 MB of RSS) for no throughput
+ * gain. Public so ops/bench/bench_floor.c forms the same groups. */
+#define AN_SERVICE_GROUP_MAX_ROWS 4096
+
 typedef struct an_service_opts {
     /* Exit 0 once nothing new arrived and the group had nothing pending
      * (ours or, after claiming, anyone's) for this many ms. < 0: never. */

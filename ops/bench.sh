@@ -18,7 +18,7 @@
 #                sat:   BENCH_ENTRIES (20000) entries queued first, then
 #                       the consumer drains them: results/s
 #   catch-up   BENCH_CATCHUP_METRICS (40) fresh metrics x
-#              BENCH_CATCHUP_BATCHES (4) batches of BENCH_BATCH (1440) rows,
+#              BENCH_CATCHUP_BATCHES (8) batches of BENCH_BATCH (1440) rows,
 #              queued first: rows/s
 # anomalyd and the floor run BENCH_REPEAT (3) interleaved times each (median
 # reported, every value listed); the original runs once.
@@ -61,7 +61,7 @@ RATE=${BENCH_RATE:-1000}
 PACED_S=${BENCH_PACED_SECONDS:-10}
 ENTRIES=${BENCH_ENTRIES:-20000}
 CM=${BENCH_CATCHUP_METRICS:-40}
-CB=${BENCH_CATCHUP_BATCHES:-4}
+CB=${BENCH_CATCHUP_BATCHES:-8}
 BATCH=${BENCH_BATCH:-1440}
 RSS_M=${BENCH_RSS_METRICS:-10000}
 REPEAT=${BENCH_REPEAT:-3}

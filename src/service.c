@@ -65,8 +65,6 @@ typedef struct deferred {
 #define SCORED_ENTRY_KEEP_S (7 * 86400)
 #define SCORED_ENTRY_PRUNE_EVERY_MS (3600 * 1000)
 
-/* A group stops growing once it holds this many rows. */
-#define GROUP_MAX_ROWS 4096
 
 /* Deferred retries back off from 20 ms to 1 s. */
 #define DEFER_MIN_MS 20
@@ -705,9 +703,9 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
         size_t k = 1, rows = items[0].n;
         if (items[0].b->n_command == 0) {
             /* extend the group with the following plain inference entries,
-             * up to GROUP_MAX_ROWS rows (catch-up batches are 1440 rows:
+             * up to AN_SERVICE_GROUP_MAX_ROWS rows (catch-up batches are 1440 rows:
              * memory stays bounded, the commit is amortized anyway) */
-            while (i + k < n && rows < GROUP_MAX_ROWS && !v[i + k].nil &&
+            while (i + k < n && rows < AN_SERVICE_GROUP_MAX_ROWS && !v[i + k].nil &&
                    !is_deferred(s, v[i + k].id)) {
                 int r2 = intake(s, &v[i + k], &items[k]);
                 if (r2 == 0 && items[k].b->n_command == 0) {

@@ -9,7 +9,9 @@
  * _READ_COUNT, ANOMALYD_REDIS_URL, ANOMALYD_PG_DSN).
  *
  * Per group, the same calls the service makes, in the same order:
- *   XREADGROUP COUNT read_count (an_read_group, ">")
+ *   XREADGROUP COUNT read_count (an_read_group, ">"); the entries read form
+ *   groups as in the service: a group stops growing once it holds
+ *   AN_SERVICE_GROUP_MAX_ROWS rows (4096: three 1440-row batches)
  *   one pipelined HMGET of the group's params hashes (an_params_cache_get_many)
  *   an_repo_group_read: BEGIN; metrics FOR UPDATE in uid order; the rows of
  *     every batch; every batch's predecessor row state (one round trip)
@@ -53,6 +55,7 @@
 #include "an_config.h"
 #include "an_likelihood.h"
 #include "an_repo.h"
+#include "an_service.h"
 #include "an_streams.h"
 
 #define BENCH_PROG "bench_floor"
@@ -137,7 +140,7 @@ int main(int argc, char **argv)
         die("XGROUP CREATE", an_redis_errstr(rd));
 
     const size_t cap = (size_t)cfg.streams.read_count;
-    ent *ents = xcalloc(cap, sizeof *ents);
+    ent *all = xcalloc(cap, sizeof *all);
     const char **uids = xcalloc(cap, sizeof *uids);
     char **keys = xcalloc(cap, sizeof *keys);
     char **cached = xcalloc(cap, sizeof *cached);
@@ -190,7 +193,7 @@ int main(int argc, char **argv)
         g_ph[PH_READ] += mono_us() - tp;
 
         /* pick model and rowids */
-        size_t ne = 0;
+        size_t nall = 0;
         for (size_t i = 0; i < l.n; i++) {
             const an_field *m = an_entry_field(&l.v[i], "model");
             const an_field *b = an_entry_field(&l.v[i], "batch");
@@ -200,162 +203,171 @@ int main(int argc, char **argv)
                 an_xack(rd, input, group, &id, 1, NULL);
                 continue;
             }
-            ents[ne++] = (ent){.e = &l.v[i], .uid = m->value, .first = f, .last = la};
+            all[nall++] = (ent){.e = &l.v[i], .uid = m->value, .first = f, .last = la};
         }
-        size_t nu = 0;
-        for (size_t i = 0; i < ne; i++)
-            uids[nu++] = ents[i].uid;
-        qsort(uids, nu, sizeof *uids, cmp_str);
-        size_t k = 0;
-        for (size_t i = 0; i < nu; i++)
-            if (k == 0 || strcmp(uids[k - 1], uids[i]))
-                uids[k++] = uids[i];
-        nu = k;
-        for (size_t i = 0; i < ne; i++) {
-            const char **hit = bsearch(&ents[i].uid, uids, nu, sizeof *uids, cmp_str);
-            ents[i].u = (size_t)(hit - uids);
-            ranges[i] = (an_group_range){.uid = ents[i].uid,
-                                         .first = ents[i].first,
-                                         .last = ents[i].last,
-                                         .entry_id = ents[i].e->id};
-        }
-        for (size_t u = 0; u < nu; u++) {
-            free(keys[u]);
-            if (asprintf(&keys[u], "%s%s", cfg.streams.params_prefix, uids[u]) < 0)
-                die("memory", "out of memory");
-        }
-
-        /* the params hashes: one pipelined round trip */
-        tp = mono_us();
-        while ((rc = an_params_cache_get_many(rd, (const char *const *)keys, nu, cached,
-                                              cached_wm)) == AN_ETRANSIENT)
-            usleep(100000);
-        if (rc)
-            die("HMGET", an_redis_errstr(rd));
-        for (size_t u = 0; u < nu; u++) {
-            free(cached[u]);
-            cached[u] = NULL;
-        }
-        g_ph[PH_HMGET] += mono_us() - tp;
-
-        /* the transaction: two round trips, retried whole when transient */
-        int64_t updated = 0;
-        for (int attempt = 1;; attempt++) {
-            double t0 = an_repo_now_ms();
-            tp = mono_us();
-            rc = an_repo_group_read(repo, uids, nu, ranges, ne, &g);
-            g_ph[PH_GREAD] += mono_us() - tp;
-            /* the processing attempts of the group's entries (attempts.lua) */
-            tp = mono_us();
-            if (!rc) {
-                bool split = false;
-                for (size_t i = 0; i < ne; i++)
-                    ids[i] = ents[i].e->id;
-                int arc = an_attempts_begin(rd, input, ids, ne, ne > 1, counts, &split);
-                if (arc)
-                    die("attempts", an_redis_errstr(rd));
+        /* Groups as the service forms them: entries are added until the
+         * group holds AN_SERVICE_GROUP_MAX_ROWS rows (src/service.c). */
+        for (size_t s0 = 0, s1; s0 < nall; s0 = s1) {
+            int64_t grows = all[s0].last - all[s0].first + 1;
+            for (s1 = s0 + 1; s1 < nall && grows < AN_SERVICE_GROUP_MAX_ROWS; s1++)
+                grows += all[s1].last - all[s1].first + 1;
+            ent *ents = all + s0;
+            size_t ne = s1 - s0;
+            size_t nu = 0;
+            for (size_t i = 0; i < ne; i++)
+                uids[nu++] = ents[i].uid;
+            qsort(uids, nu, sizeof *uids, cmp_str);
+            size_t k = 0;
+            for (size_t i = 0; i < nu; i++)
+                if (k == 0 || strcmp(uids[k - 1], uids[i]))
+                    uids[k++] = uids[i];
+            nu = k;
+            for (size_t i = 0; i < ne; i++) {
+                const char **hit = bsearch(&ents[i].uid, uids, nu, sizeof *uids, cmp_str);
+                ents[i].u = (size_t)(hit - uids);
+                ranges[i] = (an_group_range){.uid = ents[i].uid,
+                                             .first = ents[i].first,
+                                             .last = ents[i].last,
+                                             .entry_id = ents[i].e->id};
             }
-            g_ph[PH_ATTEMPTS] += mono_us() - tp;
-            /* The helper's sample query, at the rate the live and catch-up
-             * regimes issue it: a 1-row batch re-estimates every
-             * statistics_refresh_rate (24) rows, a multi-row batch reads
-             * the tail once per call. */
-            tp = mono_us();
-            for (size_t i = 0; !rc && !no_tail && i < ne; i++) {
-                bool one = ents[i].first == ents[i].last;
-                if (one && ents[i].first % refresh != 0)
-                    continue;
-                size_t got = 0;
-                rc = an_repo_processed_tail(repo, ents[i].uid, ents[i].first, tail_n, tail,
-                                            &got);
-                n_tail++;
+            for (size_t u = 0; u < nu; u++) {
+                free(keys[u]);
+                if (asprintf(&keys[u], "%s%s", cfg.streams.params_prefix, uids[u]) < 0)
+                    die("memory", "out of memory");
             }
-            g_ph[PH_TAIL] += mono_us() - tp;
-            if (!rc) {
-                if (g.rows.n > rcap) {
-                    rcap = g.rows.n * 2;
-                    free(row_uids);
-                    free(upd);
-                    row_uids = xcalloc(rcap, sizeof *row_uids);
-                    upd = xcalloc(rcap, sizeof *upd);
-                }
-                for (size_t r = 0; r < g.rows.n; r++) {
-                    row_uids[r] = ranges[g.row_range[r]].uid;
-                    upd[r] = (an_score_update){.rowid = g.rows.v[r].rowid,
-                                               .raw = score,
-                                               .anomaly_score = score,
-                                               .display_value = disp,
-                                               .predictions = "null"};
-                }
-                for (size_t u = 0; u < nu; u++)
-                    mu[u] = (an_group_metric_update){.uid = uids[u],
-                                                     .set_model_params = true,
-                                                     .model_params = model_params,
-                                                     .watermark = 0,
-                                                     .status = -1};
-                for (size_t i = 0; i < ne; i++) {
-                    an_group_metric_update *x = &mu[ents[i].u];
-                    if (ents[i].last > x->watermark) {
-                        x->watermark = ents[i].last;
-                        x->source = ents[i].e->id;
-                    }
-                }
+
+            /* the params hashes: one pipelined round trip */
+            tp = mono_us();
+            while ((rc = an_params_cache_get_many(rd, (const char *const *)keys, nu, cached,
+                                                  cached_wm)) == AN_ETRANSIENT)
+                usleep(100000);
+            if (rc)
+                die("HMGET", an_redis_errstr(rd));
+            for (size_t u = 0; u < nu; u++) {
+                free(cached[u]);
+                cached[u] = NULL;
+            }
+            g_ph[PH_HMGET] += mono_us() - tp;
+
+            /* the transaction: two round trips, retried whole when transient */
+            int64_t updated = 0;
+            for (int attempt = 1;; attempt++) {
+                double t0 = an_repo_now_ms();
                 tp = mono_us();
-                rc = an_repo_group_write_commit(repo, row_uids, upd, g.rows.n, mu, nu,
-                                                ranges, ne, &updated);
-                g_ph[PH_GWRITE] += mono_us() - tp;
+                rc = an_repo_group_read(repo, uids, nu, ranges, ne, &g);
+                g_ph[PH_GREAD] += mono_us() - tp;
+                /* the processing attempts of the group's entries (attempts.lua) */
+                tp = mono_us();
+                if (!rc) {
+                    bool split = false;
+                    for (size_t i = 0; i < ne; i++)
+                        ids[i] = ents[i].e->id;
+                    int arc = an_attempts_begin(rd, input, ids, ne, ne > 1, counts, &split);
+                    if (arc)
+                        die("attempts", an_redis_errstr(rd));
+                }
+                g_ph[PH_ATTEMPTS] += mono_us() - tp;
+                /* The helper's sample query, at the rate the live and catch-up
+                 * regimes issue it: a 1-row batch re-estimates every
+                 * statistics_refresh_rate (24) rows, a multi-row batch reads
+                 * the tail once per call. */
+                tp = mono_us();
+                for (size_t i = 0; !rc && !no_tail && i < ne; i++) {
+                    bool one = ents[i].first == ents[i].last;
+                    if (one && ents[i].first % refresh != 0)
+                        continue;
+                    size_t got = 0;
+                    rc = an_repo_processed_tail(repo, ents[i].uid, ents[i].first, tail_n, tail,
+                                                &got);
+                    n_tail++;
+                }
+                g_ph[PH_TAIL] += mono_us() - tp;
+                if (!rc) {
+                    if (g.rows.n > rcap) {
+                        rcap = g.rows.n * 2;
+                        free(row_uids);
+                        free(upd);
+                        row_uids = xcalloc(rcap, sizeof *row_uids);
+                        upd = xcalloc(rcap, sizeof *upd);
+                    }
+                    for (size_t r = 0; r < g.rows.n; r++) {
+                        row_uids[r] = ranges[g.row_range[r]].uid;
+                        upd[r] = (an_score_update){.rowid = g.rows.v[r].rowid,
+                                                   .raw = score,
+                                                   .anomaly_score = score,
+                                                   .display_value = disp,
+                                                   .predictions = "null"};
+                    }
+                    for (size_t u = 0; u < nu; u++)
+                        mu[u] = (an_group_metric_update){.uid = uids[u],
+                                                         .set_model_params = true,
+                                                         .model_params = model_params,
+                                                         .watermark = 0,
+                                                         .status = -1};
+                    for (size_t i = 0; i < ne; i++) {
+                        an_group_metric_update *x = &mu[ents[i].u];
+                        if (ents[i].last > x->watermark) {
+                            x->watermark = ents[i].last;
+                            x->source = ents[i].e->id;
+                        }
+                    }
+                    tp = mono_us();
+                    rc = an_repo_group_write_commit(repo, row_uids, upd, g.rows.n, mu, nu,
+                                                    ranges, ne, &updated);
+                    g_ph[PH_GWRITE] += mono_us() - tp;
+                }
+                if (!rc)
+                    break;
+                if (rc != AN_ETRANSIENT)
+                    die("group transaction", an_repo_errstr(repo));
+                retries++;
+                if (an_repo_retry_policy(repo, attempt, t0))
+                    die("group transaction", an_repo_errstr(repo));
             }
-            if (!rc)
-                break;
-            if (rc != AN_ETRANSIENT)
-                die("group transaction", an_repo_errstr(repo));
-            retries++;
-            if (an_repo_retry_policy(repo, attempt, t0))
-                die("group transaction", an_repo_errstr(repo));
-        }
 
-        /* publish + cache + ack: one Lua call */
-        size_t nk = 0;
-        for (size_t i = 0; i < ne; i++) {
-            const body *bd = body_for((size_t)(ents[i].last - ents[i].first + 1),
-                                      cfg.streams.output_encoding);
-            snprintf(rowtext[i], sizeof rowtext[i], "%" PRId64 "-%" PRId64, ents[i].first,
-                     ents[i].last);
-            msgs[i] = (an_out_msg){.data_type = AN_DATATYPE_INFERENCE,
-                                   .model = ents[i].uid,
-                                   .rows = rowtext[i],
-                                   .encoding = cfg.streams.output_encoding,
-                                   .body = bd->p,
-                                   .body_len = bd->len};
-            bool carries = mu[ents[i].u].source == ents[i].e->id;
-            pe[i] = (an_publish_entry){.entry_id = ents[i].e->id,
-                                       .msgs = &msgs[i],
-                                       .nmsgs = 1,
-                                       .key_index = carries ? ents[i].u + 1 : 0,
-                                       .params_json = carries ? lk : NULL,
-                                       .watermark = ents[i].last};
-            nk += carries;
+            /* publish + cache + ack: one Lua call */
+            size_t nk = 0;
+            for (size_t i = 0; i < ne; i++) {
+                const body *bd = body_for((size_t)(ents[i].last - ents[i].first + 1),
+                                          cfg.streams.output_encoding);
+                snprintf(rowtext[i], sizeof rowtext[i], "%" PRId64 "-%" PRId64, ents[i].first,
+                         ents[i].last);
+                msgs[i] = (an_out_msg){.data_type = AN_DATATYPE_INFERENCE,
+                                       .model = ents[i].uid,
+                                       .rows = rowtext[i],
+                                       .encoding = cfg.streams.output_encoding,
+                                       .body = bd->p,
+                                       .body_len = bd->len};
+                bool carries = mu[ents[i].u].source == ents[i].e->id;
+                pe[i] = (an_publish_entry){.entry_id = ents[i].e->id,
+                                           .msgs = &msgs[i],
+                                           .nmsgs = 1,
+                                           .key_index = carries ? ents[i].u + 1 : 0,
+                                           .params_json = carries ? lk : NULL,
+                                           .watermark = ents[i].last};
+                nk += carries;
+            }
+            an_publish_group pg = {.input = input,
+                                   .group = group,
+                                   .owner = me,
+                                   .output = cfg.streams.output,
+                                   .output_maxlen = cfg.streams.output_maxlen,
+                                   .keys = (const char *const *)keys,
+                                   .nkeys = nu,
+                                   .entries = pe,
+                                   .nentries = ne};
+            tp = mono_us();
+            while ((rc = an_publish_many(rd, &pg, status)) == AN_ETRANSIENT) {
+                retries++;
+                usleep(100000);
+            }
+            if (rc)
+                die("publish_many", an_redis_errstr(rd));
+            g_ph[PH_PUBLISH] += mono_us() - tp;
+            n_entries += (int64_t)ne;
+            n_rows += updated;
+            n_groups++;
         }
-        an_publish_group pg = {.input = input,
-                               .group = group,
-                               .owner = me,
-                               .output = cfg.streams.output,
-                               .output_maxlen = cfg.streams.output_maxlen,
-                               .keys = (const char *const *)keys,
-                               .nkeys = nu,
-                               .entries = pe,
-                               .nentries = ne};
-        tp = mono_us();
-        while ((rc = an_publish_many(rd, &pg, status)) == AN_ETRANSIENT) {
-            retries++;
-            usleep(100000);
-        }
-        if (rc)
-            die("publish_many", an_redis_errstr(rd));
-        g_ph[PH_PUBLISH] += mono_us() - tp;
-        n_entries += (int64_t)ne;
-        n_rows += updated;
-        n_groups++;
         an_entry_list_free(&l);
         idle_since = mono_ms();
     }
