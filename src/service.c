@@ -662,17 +662,59 @@ static void defer_add(an_service *s, const item *it)
     an_debug("entry %s deferred: its model's previous batch is not applied yet", it->e->id);
 }
 
+/* A plain inference entry that can join a group: no command results,
+ * payload present, not waiting in our deferral list. */
+static bool groupable(const an_service *s, const an_entry *e)
+{
+    return !e->nil && !is_deferred(s, e->id);
+}
+
+void svc_prefetch(an_service *s)
+{
+    prefetch *p = s->pf;
+    if (!p || p->done)
+        return;
+    p->done = true;
+    while (p->from + p->k < p->n && p->rows < AN_SERVICE_GROUP_MAX_ROWS &&
+           groupable(s, &p->v[p->from + p->k])) {
+        item *it = &p->items[p->k];
+        if (intake(s, &p->v[p->from + p->k], it) != 0 || it->b->n_command != 0) {
+            item_clear(it);   /* take_entries deals with it in its turn */
+            break;
+        }
+        p->rows += it->n;
+        p->k++;
+    }
+}
+
 /* Handles entries just read or claimed, in order: consecutive
- * inference-only entries go as one group, anything else one by one. */
+ * inference-only entries go as one group (up to AN_SERVICE_GROUP_MAX_ROWS
+ * rows), anything else one by one. While a group's write is in flight the
+ * next group is decoded (svc_prefetch). */
 static int take_entries(an_service *s, const an_entry *v, size_t n)
 {
     item *items = calloc(n ? n : 1, sizeof *items);
-    if (!items)
+    prefetch pf = {.v = v, .n = n, .items = calloc(n ? n : 1, sizeof *items)};
+    if (!items || !pf.items) {
+        free(items);
+        free(pf.items);
         return AN_ENOMEM;
+    }
     int rc = 0;
     size_t i = 0;
     while (i < n && !rc && !stopping(s)) {
         const an_entry *e = &v[i];
+        size_t k;
+        if (pf.k > 0 && pf.from == i) {
+            /* decoded during the previous group's write: the same group
+             * the code below would form */
+            item *t = items;
+            items = pf.items;
+            pf.items = t;
+            k = pf.k;
+            pf.k = 0;
+            goto run;
+        }
         if (is_deferred(s, e->id)) {   /* re-read from "0": already in hand */
             i++;
             continue;
@@ -700,13 +742,13 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             rc = ir;
             break;
         }
-        size_t k = 1, rows = items[0].n;
+        k = 1;
+        size_t rows = items[0].n;
         if (items[0].b->n_command == 0) {
             /* extend the group with the following plain inference entries,
-             * up to AN_SERVICE_GROUP_MAX_ROWS rows (catch-up batches are 1440 rows:
-             * memory stays bounded, the commit is amortized anyway) */
-            while (i + k < n && rows < AN_SERVICE_GROUP_MAX_ROWS && !v[i + k].nil &&
-                   !is_deferred(s, v[i + k].id)) {
+             * up to AN_SERVICE_GROUP_MAX_ROWS rows (catch-up batches are 1440
+             * rows: memory stays bounded, the commit is amortized anyway) */
+            while (i + k < n && rows < AN_SERVICE_GROUP_MAX_ROWS && groupable(s, &v[i + k])) {
                 int r2 = intake(s, &v[i + k], &items[k]);
                 if (r2 == 0 && items[k].b->n_command == 0) {
                     rows += items[k].n;
@@ -719,8 +761,14 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
                 break;
             }
         }
+    run:
         if (!rc) {
+            pf.from = i + k;
+            pf.rows = 0;
+            pf.done = false;
+            s->pf = &pf;
             rc = run_items_retrying(s, items, k);
+            s->pf = NULL;
             for (size_t j = 0; j < k && !rc; j++)
                 if (items[j].oc == INF_DEFERRED)
                     defer_add(s, &items[j]);
@@ -729,6 +777,9 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             item_clear(&items[j]);
         i += k;
     }
+    for (size_t j = 0; j < pf.k; j++)
+        item_clear(&pf.items[j]);
+    free(pf.items);
     free(items);
     return rc;
 }

@@ -820,9 +820,12 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
     }
 
     /* While the server writes and flushes: the output messages and the
-     * hash texts. None of it counts before the COMMIT is confirmed (a
-     * failed group drops them: reset_items). */
+     * hash texts (none of it counts before the COMMIT is confirmed: a
+     * failed group drops them, reset_items), then the decoding of the
+     * next group of the entries in hand. */
     int crc = rc ? 0 : prepare_outputs(s, g, items, n, nu, row_of_item);
+    if (sent)
+        svc_prefetch(s);
     if (sent)
         rc = an_repo_group_write_finish(s->repo, &updated);
     if (!rc)

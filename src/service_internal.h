@@ -58,6 +58,19 @@ typedef struct item {
 
 struct deferred;
 
+/* The next group of the entries in hand, decoded while the current group's
+ * write + COMMIT is in flight (take_entries sets it up; svc_prefetch fills
+ * it). Only a run of plain inference entries is prefetched, by the same
+ * rules take_entries forms groups with; anything else is left to it. */
+typedef struct prefetch {
+    const an_entry *v;  /* the entries in hand */
+    size_t n;
+    size_t from;        /* index in v of the next group's first entry */
+    item *items;        /* room for n items; [0, k) decoded */
+    size_t k, rows;
+    bool done;          /* at most once per group */
+} prefetch;
+
 struct an_service {
     const an_config *cfg;
     an_service_opts opts;
@@ -82,6 +95,7 @@ struct an_service {
     size_t ndef, capdef;
 
     struct group_scratch *gs;   /* service_group.c's reusable buffers */
+    prefetch *pf;               /* set while take_entries runs a group */
 };
 
 /* Appends msg (consumed) to the item's messages, encoded per
@@ -102,5 +116,10 @@ int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows
 int svc_group_run(an_service *s, item *items, size_t n);
 
 void svc_group_free(an_service *s);
+
+/* Decodes the next group into s->pf (if set and not done yet). Pure CPU
+ * and memory: no Redis or PostgreSQL call, so it can run while the
+ * group's write is on the wire. */
+void svc_prefetch(an_service *s);
 
 #endif
