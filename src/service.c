@@ -662,8 +662,8 @@ static void defer_add(an_service *s, const item *it)
     an_debug("entry %s deferred: its model's previous batch is not applied yet", it->e->id);
 }
 
-/* A plain inference entry that can join a group: no command results,
- * payload present, not waiting in our deferral list. */
+/* An entry that may join a group if it decodes to inference results only:
+ * its payload is present and it is not waiting in our deferral list. */
 static bool groupable(const an_service *s, const an_entry *e)
 {
     return !e->nil && !is_deferred(s, e->id);
@@ -704,7 +704,7 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
     size_t i = 0;
     while (i < n && !rc && !stopping(s)) {
         const an_entry *e = &v[i];
-        size_t k;
+        size_t k = 0;
         if (pf.k > 0 && pf.from == i) {
             /* decoded during the previous group's write: the same group
              * the code below would form */
@@ -713,42 +713,43 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             pf.items = t;
             k = pf.k;
             pf.k = 0;
-            goto run;
-        }
-        if (is_deferred(s, e->id)) {   /* re-read from "0": already in hand */
-            i++;
-            continue;
-        }
-        if (e->nil) {
-            /* Trimmed or deleted before we got to it: nothing to process. */
-            const char *ids[] = {e->id};
-            rc = an_xack(s->redis, s->cfg->streams.input, s->cfg->streams.group, ids, 1, NULL);
-            if (!rc) {
-                s->st.trimmed++;
-                s->st.entries++;
-                an_warn("pending entry %s has no payload (trimmed or deleted); acked", e->id);
+        } else {
+            if (is_deferred(s, e->id)) {   /* re-read from "0": already in hand */
+                i++;
+                continue;
             }
-            i++;
-            continue;
-        }
-        int ir = intake(s, e, &items[0]);
-        if (ir == 1) {
-            rc = dead_letter(s, e, items[0].reason);
-            item_clear(&items[0]);
-            i++;
-            continue;
-        }
-        if (ir) {
-            rc = ir;
-            break;
-        }
-        k = 1;
-        size_t rows = items[0].n;
-        if (items[0].b->n_command == 0) {
+            if (e->nil) {
+                /* Trimmed or deleted before we got to it: nothing to process. */
+                const char *ids[] = {e->id};
+                rc = an_xack(s->redis, s->cfg->streams.input, s->cfg->streams.group, ids, 1,
+                             NULL);
+                if (!rc) {
+                    s->st.trimmed++;
+                    s->st.entries++;
+                    an_warn("pending entry %s has no payload (trimmed or deleted); acked",
+                            e->id);
+                }
+                i++;
+                continue;
+            }
+            int ir = intake(s, e, &items[0]);
+            if (ir == 1) {
+                rc = dead_letter(s, e, items[0].reason);
+                item_clear(&items[0]);
+                i++;
+                continue;
+            }
+            if (ir) {
+                rc = ir;
+                break;
+            }
+            k = 1;
+            size_t rows = items[0].n;
             /* extend the group with the following plain inference entries,
              * up to AN_SERVICE_GROUP_MAX_ROWS rows (catch-up batches are 1440
              * rows: memory stays bounded, the commit is amortized anyway) */
-            while (i + k < n && rows < AN_SERVICE_GROUP_MAX_ROWS && groupable(s, &v[i + k])) {
+            while (items[0].b->n_command == 0 && i + k < n && rows < AN_SERVICE_GROUP_MAX_ROWS &&
+                   groupable(s, &v[i + k])) {
                 int r2 = intake(s, &v[i + k], &items[k]);
                 if (r2 == 0 && items[k].b->n_command == 0) {
                     rows += items[k].n;
@@ -761,7 +762,6 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
                 break;
             }
         }
-    run:
         if (!rc) {
             pf.from = i + k;
             pf.rows = 0;
