@@ -617,7 +617,10 @@ static int ensure_prepared(an_repo *r, int s)
 
 /* Executes prepared statement s; on success *out holds the result (caller
  * PQclears it). */
-static int exec_stmt(an_repo *r, int s, const char *const *params, PGresult **out)
+/* Runs prepared statement s; its rows in text format, or in binary with
+ * binary_result (for the numeric columns read in bulk: no strtod). */
+static int exec_stmt_fmt(an_repo *r, int s, const char *const *params, bool binary_result,
+                         PGresult **out)
 {
     *out = NULL;
     int rc = ensure_conn(r);
@@ -625,7 +628,8 @@ static int exec_stmt(an_repo *r, int s, const char *const *params, PGresult **ou
         rc = ensure_prepared(r, s);
     if (rc)
         return rc;
-    PGresult *res = PQexecPrepared(r->conn, stmts[s].name, stmts[s].nparams, params, NULL, NULL, 0);
+    PGresult *res = PQexecPrepared(r->conn, stmts[s].name, stmts[s].nparams, params, NULL, NULL,
+                                   binary_result ? 1 : 0);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         rc = result_error(r, stmts[s].name + 3, res);
@@ -635,6 +639,11 @@ static int exec_stmt(an_repo *r, int s, const char *const *params, PGresult **ou
     *out = res;
     ok(r);
     return 0;
+}
+
+static int exec_stmt(an_repo *r, int s, const char *const *params, PGresult **out)
+{
+    return exec_stmt_fmt(r, s, params, false, out);
 }
 
 /* A constant command without values (BEGIN / COMMIT / ROLLBACK). */
@@ -809,6 +818,39 @@ static int64_t int_field(const PGresult *res, int row, int col, int64_t null_val
 static double double_field(const PGresult *res, int row, int col)
 {
     return strtod(PQgetvalue(res, row, col), NULL);
+}
+
+/* A field of a binary-format result: a big-endian integer of 2, 4 or 8
+ * bytes (int2/int4/int8), 0 when NULL. */
+static int64_t bin_int(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return 0;
+    const unsigned char *p = (const unsigned char *)PQgetvalue(res, row, col);
+    int len = PQgetlength(res, row, col);
+    assert(len == 2 || len == 4 || len == 8);
+    uint64_t u = 0;
+    for (int i = 0; i < len; i++)
+        u = (u << 8) | p[i];
+    if (len < 8 && (p[0] & 0x80))
+        u |= ~(uint64_t)0 << (8 * len);   /* sign-extend */
+    return (int64_t)u;
+}
+
+/* A float8 field of a binary-format result (IEEE 754, big-endian); 0.0
+ * when NULL. */
+static double bin_double(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return 0.0;
+    const unsigned char *p = (const unsigned char *)PQgetvalue(res, row, col);
+    assert(PQgetlength(res, row, col) == 8);
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u = (u << 8) | p[i];
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
 }
 
 void an_metric_clear(an_metric *m)
@@ -1081,7 +1123,9 @@ int an_repo_processed_tail(an_repo *r, const char *uid, int64_t before_rowid, si
     snprintf(lim, sizeof lim, "%zu", n);
     const char *p[3] = {uid, b, lim};
     PGresult *res;
-    rc = exec_stmt(r, S_TAIL, p, &res);
+    /* Binary rows: a re-estimate reads up to statistics_sample_size (8640)
+     * rows, and parsing their text was most of its CPU. */
+    rc = exec_stmt_fmt(r, S_TAIL, p, true, &res);
     if (rc)
         return rc;
     size_t m = (size_t)PQntuples(res);
@@ -1089,9 +1133,9 @@ int an_repo_processed_tail(an_repo *r, const char *uid, int64_t before_rowid, si
         m = n;
     for (size_t i = 0; i < m; i++) {
         int row = (int)(m - 1 - i); /* DESC -> ascending */
-        out[i].rowid = int_field(res, row, 0, 0);
-        out[i].value = double_field(res, row, 1);
-        out[i].raw = double_field(res, row, 2);
+        out[i].rowid = bin_int(res, row, 0);
+        out[i].value = bin_double(res, row, 1);
+        out[i].raw = bin_double(res, row, 2);
     }
     *got = m;
     PQclear(res);
