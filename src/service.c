@@ -289,6 +289,9 @@ static int process_command(an_service *s, item *it, const char *uid,
     s->st.commands++;
     if (!strcmp(c->method, "deleteModel")) {
         an_info("Model=%s was deleted", uid);
+        /* Its cached state could never hit again (model_params is cleared);
+         * give the memory back now rather than at eviction. */
+        an_state_cache_forget(s->sc, uid);
         return compose_command(s, it, uid, c);
     }
 
