@@ -1539,7 +1539,8 @@ int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
     free(g->found);
     g->metrics = calloc(nuids, sizeof *g->metrics);
     g->found = calloc(nuids, sizeof *g->found);
-    g->nmetrics = nuids;
+    /* nmetrics only counts what can be cleared later */
+    g->nmetrics = g->metrics ? nuids : 0;
     int *pred = realloc(g->pred, (nranges ? nranges : 1) * sizeof *pred);
     if (pred)
         g->pred = pred;
@@ -1664,7 +1665,8 @@ int an_repo_group_write_send(an_repo *r, const char *const *row_uids,
                              const an_group_range *scored, size_t nscored)
 {
     static const int needed[] = {S_G_WRITE};
-    assert(!r->write_pending);
+    if (r->write_pending)
+        return fail(r, AN_ESTATE, "group_write: a write is already in flight");
     if (!r->in_tx)
         return fail(r, AN_ESTATE, "group_write: no transaction is open");
     sb *a = r->arr;   /* 17 arrays, in parameter order */
@@ -1743,7 +1745,8 @@ oom:
 
 int an_repo_group_write_finish(an_repo *r, int64_t *rows_updated)
 {
-    assert(r->write_pending);
+    if (!r->write_pending)
+        return fail(r, AN_ESTATE, "group_write_finish: no write in flight");
     pq_step *steps = r->wsteps;
     if (rows_updated)
         *rows_updated = 0;

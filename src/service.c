@@ -375,8 +375,10 @@ static int intake(an_service *s, const an_entry *e, item *it)
         return rc;
     if (it->b->n_inference) {
         it->inf = malloc(it->b->n_inference * sizeof *it->inf);
-        if (!it->inf)
+        if (!it->inf) {
+            item_clear(it);
             return AN_ENOMEM;
+        }
         for (size_t i = 0; i < it->b->n; i++)
             if (it->b->results[i].kind == AN_RES_INFERENCE)
                 it->inf[it->n++] = &it->b->results[i].u.inf;

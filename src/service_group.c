@@ -65,6 +65,7 @@ typedef struct gmetric {
 typedef struct group_scratch {
     gmetric *gm;
     size_t capgm;
+    size_t capkeys;            /* keys has its own capacity (NULL-filled) */
     const char **uids;
     char **keys;
     size_t capuids;
@@ -554,17 +555,13 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
         if (w == 0 || strcmp(g->uids[w - 1], g->uids[i]))
             g->uids[w++] = g->uids[i];
     nu = w;
-    size_t capgm = g->capgm;
     if (!grow((void **)&g->gm, &g->capgm, nu, sizeof *g->gm))
         return AN_ENOMEM;
-    if (g->capgm != capgm || !g->keys) {
-        char **k = realloc(g->keys, g->capgm * sizeof *k);
-        if (!k)
-            return AN_ENOMEM;
-        for (size_t i = (g->keys ? capgm : 0); i < g->capgm; i++)
-            k[i] = NULL;
-        g->keys = k;
-    }
+    size_t capkeys = g->capkeys;
+    if (!grow((void **)&g->keys, &g->capkeys, nu, sizeof *g->keys))
+        return AN_ENOMEM;
+    for (size_t i = capkeys; i < g->capkeys; i++)
+        g->keys[i] = NULL;
     memset(g->gm, 0, nu * sizeof *g->gm);
     for (size_t i = 0; i < n; i++)
         g->ranges[i] = (an_group_range){items[i].b->model, items[i].first, items[i].last,

@@ -183,6 +183,7 @@ static int parse_db(const char *s, int *db)
     return 0;
 }
 
+/* Messages quote r->url_redacted (set before): never the password. */
 static int parse_url(an_redis *r, const char *url, char *err, size_t errlen)
 {
     r->port = 6379;
@@ -192,7 +193,7 @@ static int parse_url(an_redis *r, const char *url, char *err, size_t errlen)
         const char *q = strchr(p, '?');
         r->path = q ? dupn(p, (size_t)(q - p)) : strdup(p);
         if (!r->path || !r->path[0]) {
-            seterr(err, errlen, "redis URL: no socket path in '%s'", url);
+            seterr(err, errlen, "redis URL: no socket path in '%s'", r->url_redacted);
             return AN_ECONFIG;
         }
         while (q && *q) {
@@ -220,7 +221,7 @@ static int parse_url(an_redis *r, const char *url, char *err, size_t errlen)
             }
             free(kv);
             if (bad) {
-                seterr(err, errlen, "redis URL: bad query in '%s'", url);
+                seterr(err, errlen, "redis URL: bad query in '%s'", r->url_redacted);
                 return AN_ECONFIG;
             }
             q = amp;
@@ -229,7 +230,7 @@ static int parse_url(an_redis *r, const char *url, char *err, size_t errlen)
     }
     if (strncmp(url, "redis://", 8) != 0) {
         seterr(err, errlen,
-               "redis URL must start with redis:// or unix:// ('%s')", url);
+               "redis URL must start with redis:// or unix:// ('%s')", r->url_redacted);
         return AN_ECONFIG;
     }
     const char *p = url + 8;
@@ -263,7 +264,7 @@ static int parse_url(an_redis *r, const char *url, char *err, size_t errlen)
         char *rb = strchr(hostport, ']');
         if (!rb) {
             free(auth);
-            seterr(err, errlen, "redis URL: bad IPv6 host in '%s'", url);
+            seterr(err, errlen, "redis URL: bad IPv6 host in '%s'", r->url_redacted);
             return AN_ECONFIG;
         }
         *rb = '\0';
@@ -272,7 +273,7 @@ static int parse_url(an_redis *r, const char *url, char *err, size_t errlen)
             portstr = rb + 2;
         else if (rb[1]) {
             free(auth);
-            seterr(err, errlen, "redis URL: bad host in '%s'", url);
+            seterr(err, errlen, "redis URL: bad host in '%s'", r->url_redacted);
             return AN_ECONFIG;
         }
     } else {
@@ -288,7 +289,7 @@ static int parse_url(an_redis *r, const char *url, char *err, size_t errlen)
         long v = strtol(portstr, &end, 10);
         if (end == portstr || *end || v <= 0 || v > 65535) {
             free(auth);
-            seterr(err, errlen, "redis URL: bad port in '%s'", url);
+            seterr(err, errlen, "redis URL: bad port in '%s'", r->url_redacted);
             return AN_ECONFIG;
         }
         r->port = (int)v;
@@ -306,7 +307,7 @@ static int parse_url(an_redis *r, const char *url, char *err, size_t errlen)
         int bad = dbs[0] ? parse_db(dbs, &r->db) : 0;
         free(dbs);
         if (bad) {
-            seterr(err, errlen, "redis URL: bad db number in '%s'", url);
+            seterr(err, errlen, "redis URL: bad db number in '%s'", r->url_redacted);
             return AN_ECONFIG;
         }
     }

@@ -1057,5 +1057,6 @@ int main(int argc, char **argv) {
     totals t = {0, 0};
     for (; i < argc; i++) run_file(argv[i], v, &t);
     printf("%ld passed, %ld failed\n", t.passed, t.failed);
-    return t.failed ? 1 : 0;
+    /* a run that checked nothing (empty or header-only files) fails too */
+    return (t.failed || t.passed == 0) ? 1 : 0;
 }
