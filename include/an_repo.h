@@ -42,6 +42,7 @@
 
 #include <libpq-fe.h>
 
+#include "an_clock.h"
 #include "an_config.h"
 #include "an_error.h"
 #include "an_helper.h"
@@ -79,6 +80,8 @@ typedef struct an_repo_options {
     int retry_max_delay_ms;     /* delay cap */
     an_repo_log_fn log;         /* NULL -> an_log() (an_log.h) */
     void *log_ud;
+    const an_clock *clock;      /* copied; NULL -> the system clock. Paces
+                                   and bounds the retries (tests inject one) */
 } an_repo_options;
 
 /* Options from [postgres] (pointers into cfg: cfg must outlive the call to
@@ -437,10 +440,11 @@ int an_repo_prune_scored_entries(an_repo *r, double older_than_s, int64_t *delet
 /* The §4.5 policy for callers that run their own transactions: after
  * attempt number `attempt` (1-based) failed transiently, rolls back, then
  * returns AN_ETRANSIENT once retry_budget_ms has passed since started_ms
- * (an_repo_now_ms() at the first attempt), else sleeps the attempt's delay
+ * (an_repo_now_ms(r) at the first attempt), else sleeps the attempt's delay
  * (0.1 s doubling, capped) and returns 0: try again. */
-int an_repo_retry_policy(an_repo *r, int attempt, double started_ms);
-double an_repo_now_ms(void);
+int an_repo_retry_policy(an_repo *r, int attempt, int64_t started_ms);
+/* Monotonic ms on r's clock (an_repo_options.clock). */
+int64_t an_repo_now_ms(const an_repo *r);
 
 /* ---- schema (src/schema.c) ---- */
 

@@ -300,6 +300,7 @@ struct an_repo {
     int retry_max_delay_ms;
     an_repo_log_fn log;
     void *log_ud;
+    an_clock clock; /* zeroed: the system clock (an_clock.h) */
     bool in_tx;
     bool prepared[NSTMT];
     char errstr[1024];
@@ -423,6 +424,8 @@ an_repo *an_repo_new(const an_repo_options *opt)
         r->retry_max_delay_ms = opt->retry_max_delay_ms;
         r->log = opt->log;
         r->log_ud = opt->log_ud;
+        if (opt->clock)
+            r->clock = *opt->clock;
     } else {
         r->retry_budget_ms = 10000;
         r->retry_initial_ms = 100;
@@ -733,25 +736,11 @@ int an_repo_rollback(an_repo *r)
     return rc ? rc : ok(r);
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec req = {ms / 1000, (long)(ms % 1000) * 1000000L}, rem;
-    while (nanosleep(&req, &rem) != 0 && errno == EINTR)
-        req = rem;
-}
-
 int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx)
 {
     if (r->in_tx)
         return fail(r, AN_ESTATE, "with_retry: a transaction is already open");
-    double t0 = now_ms();
+    int64_t t0 = an_repo_now_ms(r);
     for (int attempt = 1;; attempt++) {
         r->last_attempts = attempt;
         int rc = an_repo_connect(r);
@@ -769,8 +758,8 @@ int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx)
         }
         if (rc != AN_ETRANSIENT) {
             if (rc == 0 && attempt > 1)
-                repo_log(r, AN_LOG_INFO, "sql-retry: succeeded after %d attempts (%.0f ms)",
-                         attempt, now_ms() - t0);
+                repo_log(r, AN_LOG_INFO, "sql-retry: succeeded after %d attempts (%" PRId64 " ms)",
+                         attempt, an_repo_now_ms(r) - t0);
             return rc;
         }
         /* rolls back, gives up past the budget, else sleeps; a bad connection
@@ -1783,12 +1772,12 @@ int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
     return rc ? rc : an_repo_group_write_finish(r, rows_updated);
 }
 
-int an_repo_retry_policy(an_repo *r, int attempt, double started_ms)
+int an_repo_retry_policy(an_repo *r, int attempt, int64_t started_ms)
 {
     rollback_quiet(r);
-    double elapsed = now_ms() - started_ms;
-    if (elapsed >= (double)r->retry_budget_ms) {
-        repo_log(r, AN_LOG_WARNING, "sql-retry: giving up after %d attempts (%.0f ms): %s",
+    int64_t elapsed = an_repo_now_ms(r) - started_ms;
+    if (elapsed >= r->retry_budget_ms) {
+        repo_log(r, AN_LOG_WARNING, "sql-retry: giving up after %d attempts (%" PRId64 " ms): %s",
                  attempt, elapsed, r->errstr);
         return AN_ETRANSIENT;
     }
@@ -1798,11 +1787,11 @@ int an_repo_retry_policy(an_repo *r, int attempt, double started_ms)
     repo_log(r, attempt == 1 ? AN_LOG_WARNING : AN_LOG_DEBUG,
              "sql-retry: transient error (attempt %d), retrying in %d ms: %s", attempt, delay,
              r->errstr);
-    sleep_ms(delay);
+    an_clock_sleep_ms(&r->clock, delay);
     return 0;
 }
 
-double an_repo_now_ms(void) { return now_ms(); }
+int64_t an_repo_now_ms(const an_repo *r) { return an_clock_now_ms(&r->clock); }
 
 int an_repo_prune_scored_entries(an_repo *r, double older_than_s, int64_t *deleted)
 {

@@ -535,7 +535,7 @@ static int prepare_outputs(an_service *s, group_scratch *g, item *items, size_t 
     return rc;
 }
 
-static int attempt(an_service *s, item *items, size_t n, double t0)
+static int attempt(an_service *s, item *items, size_t n, int64_t t0)
 {
     group_scratch *g = s->gs;
     char r1[64];
@@ -835,7 +835,7 @@ static int attempt(an_service *s, item *items, size_t n, double t0)
     }
 
     /* committed: the counters, the logs, the state cache */
-    double dur = an_repo_now_ms() - t0;
+    double dur = (double)(an_repo_now_ms(s->repo) - t0);
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
         gmetric *gm = find_metric(g, nu, it->b->model);
@@ -902,7 +902,7 @@ int svc_group_run(an_service *s, item *items, size_t n)
         return AN_ENOMEM;
     for (size_t i = 0; i < n; i++)
         keep[i] = items[i].nouts;
-    double t0 = an_repo_now_ms();
+    int64_t t0 = an_repo_now_ms(s->repo);
     int rc;
     for (int k = 1;; k++) {
         reset_items(items, n, keep);
