@@ -92,6 +92,10 @@ typedef struct an_config {
         int max_deliveries;   /* dead-letter after this many deliveries (5) */
         int defer_max_ms;     /* wait bound for a missing predecessor (120000) */
         int64_t output_maxlen;     /* XADD MAXLEN ~ (1000000); 0 = no trim */
+        int64_t dead_letter_maxlen; /* dead-letter XADD MAXLEN ~ (100000); 0 = no trim */
+        int trim_interval_ms;      /* input XTRIM + attempts cleanup period (5000); 0 = off */
+        int input_retention_ms;    /* processed entries kept (0) */
+        int pin_warn_ms;           /* a group older than retention + this pins (3600000) */
         an_encoding output_encoding; /* AN_ENC_ZLIB */
         size_t max_entry_bytes;    /* an_codec_limits (4 MiB) */
         size_t max_inflated_bytes; /* an_codec_limits (32 MiB) */
