@@ -16,7 +16,7 @@ static const struct {
     {"replay", ctl_replay,
      "replay --csv FILE --metric NAME [--batch-size N] [--live-after N] [--config FILE]"},
     {"tail", ctl_tail, "tail [--count N] [--follow] [--stream KEY] [--config FILE]"},
-    {"status", ctl_status, "status [--json] [--config FILE]"},
+    {"status", ctl_status, "status [--json] [--watch [SECONDS] [--count N]] [--config FILE]"},
     {"consumers", ctl_consumers,
      "consumers list|prune --idle MS [--to NAME] [--dry-run] [--config FILE]"},
 };
