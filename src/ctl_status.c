@@ -6,7 +6,7 @@
  * consumer group still needs; the groups that pin the stream). --json
  * prints one JSON object instead of the table. --watch [SECONDS] refreshes
  * every SECONDS (2) and adds rates (entries added and processed per second)
- * and a state (caught up, working, stalled) computed between two refreshes;
+ * and a state (no group, caught up, working, stalled) computed between two refreshes;
  * --count N stops after N refreshes.
  */
 #include <inttypes.h>
@@ -117,7 +117,10 @@ static void add_rates(json_t *cur, const json_t *prev, double dt_s)
                         (jint(pg, "entries_read", NULL) - jint(pg, "pending", NULL))) / dt_s;
     json_int_t lag = json_is_object(g) ? jint(g, "lag", NULL) : 0;
     json_int_t pending = json_is_object(g) ? jint(g, "pending", NULL) : 0;
-    const char *state = lag <= 0 && pending == 0 ? "caught up" : done > 0 ? "working" : "stalled";
+    const char *state = !json_is_object(g)                ? "no group"
+                        : lag <= 0 && pending == 0 ? "caught up"
+                        : done > 0                 ? "working"
+                                                   : "stalled";
     json_t *r = json_pack("{s:f, s:f, s:f, s:s}", "interval_s", dt_s, "added_per_s", added,
                           "processed_per_s", done, "state", state);
     if (lag > 0 && done > added)
