@@ -77,6 +77,7 @@ typedef struct an_config {
         int retry_budget_ms;       /* §4.5 timeoutSec (10000) */
         int retry_initial_ms;      /* §4.5 initialRetryDelaySec (100) */
         int retry_max_delay_ms;    /* §4.5 maxRetryDelaySec (10000) */
+        int scored_entry_keep_ms;  /* scored_entry rows kept (604800000, 7 days) */
     } postgres;
     struct {
         char *input;          /* htm:results */
@@ -91,6 +92,7 @@ typedef struct an_config {
         int claim_idle_ms;    /* XAUTOCLAIM min-idle-time (60000) */
         int max_deliveries;   /* dead-letter after this many deliveries (5) */
         int defer_max_ms;     /* wait bound for a missing predecessor (120000) */
+        int defer_max_entries; /* deferred entries held in memory (10000) */
         int64_t output_maxlen;     /* XADD MAXLEN ~ (1000000); 0 = no trim */
         int64_t dead_letter_maxlen; /* dead-letter XADD MAXLEN ~ (100000); 0 = no trim */
         int trim_interval_ms;      /* input XTRIM + attempts cleanup period (5000); 0 = off */

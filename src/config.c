@@ -109,6 +109,12 @@ static const keydef keys[] = {
     {"postgres", "retry_max_delay_ms", K_DUR, "10000", NULL, DEF_TEXT, 1, 3600000, NULL,
      OFF(postgres.retry_max_delay_ms), "Cap of the retry delay."},
 
+    {"postgres", "scored_entry_keep_ms", K_DUR, "604800000", NULL, DEF_TEXT, 3600000,
+     2000000000, NULL, OFF(postgres.scored_entry_keep_ms),
+     "How long the ids of scored input entries are kept (table scored_entry, pruned "
+     "hourly): an entry redelivered later than this is taken for a producer's duplicate "
+     "(acked, its output not published). Keep it above any backlog or outage you expect."},
+
     /* ---- [streams] ---- */
     {"streams", "input", K_STR, "htm:results", NULL, DEF_TEXT, 0, 0, NULL, OFF(streams.input),
      "Input stream of HTM result batches."},
@@ -138,6 +144,10 @@ static const keydef keys[] = {
      "How long a batch waits for its predecessor (same model, earlier rows) to be applied "
      "before it is scored anyway, with the gap logged. At least claim_idle_ms, so a dead "
      "consumer's batch can be taken over first."},
+    {"streams", "defer_max_entries", K_INT, "10000", NULL, DEF_TEXT, 1, 10000000, NULL,
+     OFF(streams.defer_max_entries),
+     "Most entries a consumer keeps in memory waiting for their predecessors; when that "
+     "many wait, it reads no new entries until some complete."},
     {"streams", "max_deliveries", K_INT, "5", NULL, DEF_TEXT, 1, 1000, NULL,
      OFF(streams.max_deliveries),
      "An entry whose processing was attempted more than this many times without completing "

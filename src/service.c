@@ -60,9 +60,9 @@ typedef struct deferred {
     int delay_ms;
 } deferred;
 
-/* scored_entry rows (redelivery detection) are kept 7 days, pruned hourly:
- * an entry pending longer than that is treated as a producer duplicate. */
-#define SCORED_ENTRY_KEEP_S (7 * 86400)
+/* scored_entry rows (redelivery detection) are kept [postgres]
+ * scored_entry_keep_ms (7 days), pruned hourly: an entry pending longer than
+ * that is treated as a producer duplicate. */
 #define SCORED_ENTRY_PRUNE_EVERY_MS (3600 * 1000)
 
 
@@ -969,8 +969,21 @@ int an_service_run(an_service *s)
         /* While entries wait for their predecessors, poll instead of
          * blocking for the full block_ms. */
         int block = s->draining ? -1 : s->ndef ? 50 : s->cfg->streams.block_ms;
-        rc = an_read_group(s->redis, s->cfg->streams.input, s->cfg->streams.group,
-                           s->consumer, id, (size_t)s->cfg->streams.read_count, block, &l);
+        /* A full deferral list reads nothing new until some of it completes:
+         * those entries wait for predecessors, more would only take memory
+         * (claims can still add up to read_count). */
+        bool full = !s->draining && s->ndef >= (size_t)s->cfg->streams.defer_max_entries;
+        if (full && !s->defer_full)
+            an_warn("%zu entries wait for their predecessors (defer_max_entries); reading "
+                    "no new entries until some complete", s->ndef);
+        s->defer_full = full;
+        if (full) {
+            nap(s, 50);
+            rc = 0;
+        } else {
+            rc = an_read_group(s->redis, s->cfg->streams.input, s->cfg->streams.group,
+                               s->consumer, id, (size_t)s->cfg->streams.read_count, block, &l);
+        }
         if (rc == AN_ENOTFOUND) {
             an_entry_list_free(&l);
             an_error("group %s or stream %s is gone (NOGROUP: Redis restarted "
@@ -1020,9 +1033,9 @@ int an_service_run(an_service *s)
         if (t - s->last_prune_ms >= SCORED_ENTRY_PRUNE_EVERY_MS) {
             int64_t n = 0;
             s->last_prune_ms = t;
-            if (an_repo_prune_scored_entries(s->repo, SCORED_ENTRY_KEEP_S, &n) == 0 && n)
-                an_info("pruned %" PRId64 " scored_entry rows older than %d days", n,
-                        SCORED_ENTRY_KEEP_S / 86400);
+            int keep = s->cfg->postgres.scored_entry_keep_ms;
+            if (an_repo_prune_scored_entries(s->repo, keep / 1000.0, &n) == 0 && n)
+                an_info("pruned %" PRId64 " scored_entry rows older than %d s", n, keep / 1000);
         }
         if (s->cfg->streams.trim_interval_ms > 0 &&
             t - s->last_trim_ms >= s->cfg->streams.trim_interval_ms) {

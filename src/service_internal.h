@@ -95,7 +95,8 @@ struct an_service {
     an_retention rt;        /* input trimming and attempts cleanup */
 
     struct deferred *def;   /* entries waiting for their predecessors */
-    size_t ndef, capdef;
+    size_t ndef, capdef;    /* ndef: at most defer_max_entries (+ one claim) */
+    bool defer_full;        /* reading paused: ndef reached defer_max_entries */
 
     struct group_scratch *gs;   /* service_group.c's reusable buffers */
     prefetch *pf;               /* set while take_entries runs a group */

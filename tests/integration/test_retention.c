@@ -10,10 +10,13 @@
  *    a group that never read pins the stream and anomalyctl status names it;
  *  - attempts_gc_removes_orphans: fields of entries no longer pending go;
  *  - service_trims_beside_slow_group: anomalyd trims while it scores a
- *    replay; a second, slow group then reads every remaining entry intact.
+ *    replay; a second, slow group then reads every remaining entry intact;
+ *  - deferral_list_is_bounded: [streams] defer_max_entries.
  */
 #include <check.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -406,6 +409,69 @@ START_TEST(service_trims_beside_slow_group)
 }
 END_TEST
 
+/* Pending entries of one consumer (XPENDING summary). */
+static int64_t pending_of(const char *consumer)
+{
+    an_pending_summary ps;
+    ck_assert_int_eq(an_pending_summary_get(T.rd, T.input, E2E_GROUP, &ps), 0);
+    int64_t n = 0;
+    for (size_t i = 0; i < ps.nconsumers; i++)
+        if (!strcmp(ps.consumers[i].name, consumer))
+            n = ps.consumers[i].pending;
+    an_pending_summary_free(&ps);
+    return n;
+}
+
+/* [streams] defer_max_entries: while a model's first batch is held by
+ * another consumer, anomalyd defers its later batches, and stops reading once
+ * defer_max_entries of them wait (at most one read more), though hundreds
+ * are there to read. Then everything completes once the holder comes back. */
+START_TEST(deferral_list_is_bounded)
+{
+    char csv[PATH_MAX + 64];
+    snprintf(csv, sizeof csv, "%s/short.csv", T.tmpdir);
+    e2e_csv_head(e2e_data(JUMPSUP), csv, 300);
+    const char *uid = e2e_uid(&T, "defer");
+    e2e_replay(&T, csv, "e2e.defer", uid, 1, 0, 300, 301);
+    /* "holder" takes the defineModel result and row 1, and sits on them */
+    group_create(E2E_GROUP, "0");
+    an_entry_list l = {0};
+    ck_assert_int_eq(an_read_group(T.rd, T.input, E2E_GROUP, "holder", ">", 2, -1, &l), 0);
+    ck_assert_uint_eq(l.n, 2);
+    an_entry_list_free(&l);
+
+    const int MAX = 5, READ = 2;
+    e2e_setenv(&T, "ANOMALYD_STREAMS_DEFER_MAX_ENTRIES", "5");
+    e2e_setenv(&T, "ANOMALYD_STREAMS_READ_COUNT", "2");
+    e2e_setenv(&T, "ANOMALYD_STREAMS_CLAIM_IDLE_MS", "3600000");
+    e2e_setenv(&T, "ANOMALYD_STREAMS_DEFER_MAX_MS", "3600000");
+    e2e_proc d;
+    const char *argv[] = {e2e_bin("anomalyd"), "--consumer", "c1", NULL};
+    e2e_spawn(&T, &d, "anomalyd c1 (deferring)", argv);
+    double deadline = e2e_now() + 60;
+    while (e2e_count_lines(d.err_path, "reading no new entries") == 0) {
+        ck_assert_msg(e2e_now() < deadline && !e2e_poll(&T, &d),
+                      "anomalyd never reported a full deferral list:\n%s",
+                      e2e_tail(d.err_path, 2000));
+        e2e_sleep_ms(50);
+    }
+    int64_t held = pending_of("c1");
+    ck_assert_msg(held >= MAX && held < MAX + READ,
+                  "c1 holds %" PRId64 " entries, expected %d..%d of the 299 waiting", held, MAX,
+                  MAX + READ - 1);
+    kill(d.pid, SIGTERM);
+    ck_assert_int_eq(e2e_wait(&T, &d, 60000), 0);
+    ck_assert_int_eq(pending_of("c1"), held);   /* nothing lost on the way out */
+
+    /* the holder comes back: it finishes its two, takes over c1's, reads the rest */
+    e2e_setenv(&T, "ANOMALYD_STREAMS_CLAIM_IDLE_MS", "500");
+    e2e_setenv(&T, "ANOMALYD_STREAMS_DEFER_MAX_MS", "60000");
+    e2e_run_anomalyd(&T, &d, "holder", 1500, 120000);
+    ck_assert_int_eq(e2e_scored_rowid(&T, uid), 300);
+    ck_assert_int_eq(e2e_pending(&T), 0);
+}
+END_TEST
+
 static void add_case(Suite *s, const char *name, const TTest *test)
 {
     TCase *tc = tcase_create(name);
@@ -422,6 +488,7 @@ int main(void)
     add_case(s, "retention_window_and_pins", retention_window_and_pins);
     add_case(s, "attempts_gc_removes_orphans", attempts_gc_removes_orphans);
     add_case(s, "service_trims_beside_slow_group", service_trims_beside_slow_group);
+    add_case(s, "deferral_list_is_bounded", deferral_list_is_bounded);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
