@@ -22,10 +22,10 @@ extern "C" {
  * of that form or the time does not fit an int64_t. */
 int64_t an_id_ms(const char *id);
 
-/* Whether group g of trim result t pins the input stream: it holds entries
- * back (g->holds) and its oldest needed entry is older than
- * retention_ms + pin_warn_ms on the server's clock (t->now_ms). *age_ms (may
- * be NULL) receives that entry's age, or -1 when its id has no time. */
+/* Whether group g of trim result t pins the input stream: the oldest entry
+ * it keeps (g->held) is older than retention_ms + pin_warn_ms on the
+ * server's clock (t->now_ms). *age_ms (may be NULL) receives that entry's
+ * age, or -1 when the group keeps no entry (or its id has no time). */
 bool an_retention_pins(const an_trim_result *t, const an_trim_group *g, int64_t retention_ms,
                        int64_t pin_warn_ms, int64_t *age_ms);
 
@@ -40,8 +40,13 @@ typedef struct an_retention {
 
 /* Entries of the attempts hash looked at per tick (one HSCAN page). */
 #define AN_RETENTION_GC_PAGE 200
+/* Most input entries one trim call removes (it blocks Redis meanwhile), and
+ * the calls per tick: up to 1,000,000 entries every trim_interval_ms. */
+#define AN_RETENTION_TRIM_LIMIT 100000
+#define AN_RETENTION_TRIM_CALLS 10
 
-/* One retention round on r for cfg's [streams]: an_trim_input (trim),
+/* One retention round on r for cfg's [streams]: an_trim_input (trim,
+ * repeated while a call removes entries, at most AN_RETENTION_TRIM_CALLS),
  * a warning naming each group that pins the stream (repeated at most every
  * pin_warn_ms per group), and one an_attempts_gc page. Counters go to *rt.
  * Returns 0 or the first streams error (message in an_redis_errstr(r));

@@ -351,8 +351,9 @@ int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, si
 typedef struct an_trim_group {
     char *name;              /* malloc'd; freed by an_trim_result_free */
     char needed[AN_ID_MAX];
-    bool holds;              /* the stream has entries at or after needed:
-                                the group holds them back from trimming */
+    char held[AN_ID_MAX];    /* the oldest entry at or after needed: the
+                                oldest one the group keeps; "" when none */
+    bool holds;              /* held[0] != '\0' */
 } an_trim_group;
 
 typedef struct an_trim_result {
@@ -368,12 +369,14 @@ typedef struct an_trim_result {
 /* lua/trim_input.lua: computes, in ONE atomic script, the lowest entry any
  * consumer group of the stream still needs (XINFO GROUPS + XPENDING), lowers
  * it to now - retention_ms (Redis's clock against the ids' times; 0: keep
- * nothing processed), and when trim is true runs XTRIM stream MINID ~ cutoff.
- * Idempotent; a race with a reader or a new group can only make a later
- * call trim less. trim false only reports (anomalyctl status). *out is
- * filled on success (free with an_trim_result_free) and empty on error. */
+ * nothing processed), and when trim is true runs XTRIM stream MINID ~ cutoff
+ * LIMIT limit (at most limit entries per call, so one call blocks Redis
+ * briefly: call again while it removes some). Idempotent; a race with a
+ * reader or a new group can only make a later call trim less. trim false
+ * only reports (anomalyctl status). *out is filled on success (free with
+ * an_trim_result_free) and empty on error. */
 int an_trim_input(an_redis *r, const char *stream, int64_t retention_ms, bool trim,
-                  an_trim_result *out);
+                  int64_t limit, an_trim_result *out);
 void an_trim_result_free(an_trim_result *t); /* NULL ok; zeroes it */
 
 /* lua/attempts_gc.lua: one HSCAN page (COUNT count) of the attempts hash of

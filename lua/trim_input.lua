@@ -9,6 +9,9 @@
 -- ARGV[1]  retention in ms: entries younger than this (by their id's time
 --          against the server's clock) are kept even when processed; 0: none
 -- ARGV[2]  "1": trim; "0": only report what would be done
+-- ARGV[3]  most entries one call removes (XTRIM ... LIMIT; Redis removes
+--          whole nodes only, so up to one node less): bounds the time this
+--          call blocks Redis; the caller calls again while it removed some
 --
 -- What a group needs: its oldest pending entry (delivered, not acked yet),
 -- or, when nothing is pending, the entry after its last-delivered id. The
@@ -16,14 +19,16 @@
 -- retention floor. A stream without groups is never trimmed (whoever
 -- creates the first group from "0" would expect its entries).
 --
--- Returns {trimmed, cutoff, now_ms, {name1, needed1, holds1, name2, ...}}:
+-- Returns {trimmed, cutoff, now_ms, {name1, needed1, held1, name2, ...}}:
 -- trimmed is the XTRIM count (0 in report mode, and 0 when the key is not a
 -- stream or has no groups: then cutoff is ""); needed ids are per group;
--- holds is 1 when the stream has entries at or after the group's needed id
--- (it has something left to process, so it holds the stream back), else 0.
+-- held is the oldest entry of the stream at or after needed (the oldest one
+-- the group keeps from being trimmed), "" when there is none.
 
 local retention = tonumber(ARGV[1])
-if retention == nil or retention < 0 or (ARGV[2] ~= '0' and ARGV[2] ~= '1') then
+local limit = tonumber(ARGV[3])
+if retention == nil or retention < 0 or (ARGV[2] ~= '0' and ARGV[2] ~= '1') or
+   limit == nil or limit < 1 then
   return redis.error_reply('ERR trim_input.lua: bad arguments')
 end
 
@@ -76,8 +81,6 @@ local function next_id(id)
   return ms .. '-' .. s
 end
 
-local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local last_entry = newest[1] and newest[1][1] or nil
 local info = redis.call('XINFO', 'GROUPS', KEYS[1])
 local groups = {}
 local cutoff = nil
@@ -96,7 +99,8 @@ for _, g in ipairs(info) do
   end
   groups[#groups + 1] = name
   groups[#groups + 1] = needed
-  groups[#groups + 1] = (last_entry and idcmp(needed, last_entry) <= 0) and 1 or 0
+  local held = redis.call('XRANGE', KEYS[1], needed, '+', 'COUNT', 1)
+  groups[#groups + 1] = held[1] and held[1][1] or ''
   if cutoff == nil or idcmp(needed, cutoff) < 0 then
     cutoff = needed
   end
@@ -113,6 +117,6 @@ end
 
 local trimmed = 0
 if ARGV[2] == '1' then
-  trimmed = redis.call('XTRIM', KEYS[1], 'MINID', '~', cutoff)
+  trimmed = redis.call('XTRIM', KEYS[1], 'MINID', '~', cutoff, 'LIMIT', ARGV[3])
 end
 return {trimmed, cutoff, now_ms, groups}

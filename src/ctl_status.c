@@ -73,17 +73,19 @@ static json_t *group_json(an_redis *rd, const an_config *cfg)
 static json_t *retention_json(an_redis *rd, const an_config *cfg)
 {
     an_trim_result t;
-    if (an_trim_input(rd, cfg->streams.input, cfg->streams.input_retention_ms, false, &t))
+    if (an_trim_input(rd, cfg->streams.input, cfg->streams.input_retention_ms, false,
+                      AN_RETENTION_TRIM_LIMIT, &t))
         return NULL;
     json_t *groups = json_array(), *pinned = json_array();
     for (size_t i = 0; i < t.ngroups; i++) {
         int64_t age;
         bool pins = an_retention_pins(&t, &t.groups[i], cfg->streams.input_retention_ms,
                                       cfg->streams.pin_warn_ms, &age);
-        json_array_append_new(groups, json_pack("{s:s, s:s, s:b, s:I, s:b}", "name",
+        json_array_append_new(groups, json_pack("{s:s, s:s, s:s, s:b, s:I, s:b}", "name",
                                                 t.groups[i].name, "needed", t.groups[i].needed,
-                                                "holds", t.groups[i].holds, "age_ms",
-                                                (json_int_t)age, "pins", pins));
+                                                "held", t.groups[i].held, "holds",
+                                                t.groups[i].holds, "age_ms", (json_int_t)age,
+                                                "pins", pins));
         if (pins)
             json_array_append_new(pinned, json_string(t.groups[i].name));
     }
@@ -159,7 +161,8 @@ static void print_table(const an_config *cfg, const json_t *out)
         printf("    needs    %-28s %s", json_string_value(json_object_get(x, "name")),
                json_string_value(json_object_get(x, "needed")));
         if (json_is_true(json_object_get(x, "holds")))
-            printf("  (%" JSON_INTEGER_FORMAT " s old)", jint(x, "age_ms", NULL) / 1000);
+            printf("  (keeps %s, %" JSON_INTEGER_FORMAT " s old)",
+                   json_string_value(json_object_get(x, "held")), jint(x, "age_ms", NULL) / 1000);
         else
             printf("  (all read)");
         printf("%s\n", pins ? "  PINS the stream: nothing after it can be trimmed" : "");

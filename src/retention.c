@@ -29,7 +29,7 @@ int64_t an_id_ms(const char *id)
 bool an_retention_pins(const an_trim_result *t, const an_trim_group *g, int64_t retention_ms,
                        int64_t pin_warn_ms, int64_t *age_ms)
 {
-    int64_t ms = an_id_ms(g->needed);
+    int64_t ms = g->holds ? an_id_ms(g->held) : -1;
     int64_t age = ms < 0 ? -1 : t->now_ms - ms;
     if (age_ms)
         *age_ms = age;
@@ -74,22 +74,30 @@ static void warn_pins(an_retention *rt, const an_trim_result *t, const an_config
         an_warn("consumer group '%s' pins stream %s: it still needs entry %s, %" PRId64
                 " s old, so nothing after it can be trimmed (a group nobody reads any more? "
                 "XGROUP DESTROY %s <group> removes it)",
-                name, cfg->streams.input, g->needed, age / 1000, cfg->streams.input);
+                name, cfg->streams.input, g->held, age / 1000, cfg->streams.input);
     }
 }
 
 int an_retention_tick(an_retention *rt, an_redis *r, const an_config *cfg)
 {
     an_trim_result t;
-    int rc = an_trim_input(r, cfg->streams.input, cfg->streams.input_retention_ms, true, &t);
-    if (rc)
-        return rc;
-    rt->trimmed += t.trimmed;
-    if (t.trimmed)
-        an_debug("trimmed %" PRId64 " entries of %s before %s", t.trimmed, cfg->streams.input,
-                 t.cutoff);
-    warn_pins(rt, &t, cfg);
-    an_trim_result_free(&t);
+    int rc = 0;
+    for (int call = 0; call < AN_RETENTION_TRIM_CALLS; call++) {
+        rc = an_trim_input(r, cfg->streams.input, cfg->streams.input_retention_ms, true,
+                           AN_RETENTION_TRIM_LIMIT, &t);
+        if (rc)
+            return rc;
+        rt->trimmed += t.trimmed;
+        if (t.trimmed)
+            an_debug("trimmed %" PRId64 " entries of %s before %s", t.trimmed,
+                     cfg->streams.input, t.cutoff);
+        bool again = t.trimmed > 0;
+        if (!again)
+            warn_pins(rt, &t, cfg);
+        an_trim_result_free(&t);
+        if (!again)
+            break;
+    }
 
     int64_t removed = 0;
     rc = an_attempts_gc(r, cfg->streams.input, cfg->streams.group, rt->gc_cursor,

@@ -1987,7 +1987,7 @@ void an_trim_result_free(an_trim_result *t)
     memset(t, 0, sizeof *t);
 }
 
-/* Fills t->groups from the script's flat {name, needed, holds, ...} array. */
+/* Fills t->groups from the script's flat {name, needed, held, ...} array. */
 static int trim_groups(an_redis *r, an_trim_result *t, const redisReply *a)
 {
     if (a->type != REDIS_REPLY_ARRAY || a->elements % 3)
@@ -2001,9 +2001,9 @@ static int trim_groups(an_redis *r, an_trim_result *t, const redisReply *a)
     }
     for (size_t i = 0; i + 2 < a->elements; i += 3) {
         const redisReply *name = a->element[i], *id = a->element[i + 1],
-                         *holds = a->element[i + 2];
+                         *held = a->element[i + 2];
         if (name->type != REDIS_REPLY_STRING || id->type != REDIS_REPLY_STRING ||
-            holds->type != REDIS_REPLY_INTEGER)
+            held->type != REDIS_REPLY_STRING)
             return AN_EREDIS;
         an_trim_group *g = &t->groups[t->ngroups];
         g->name = dupn(name->str, (size_t)name->len);
@@ -2012,17 +2012,18 @@ static int trim_groups(an_redis *r, an_trim_result *t, const redisReply *a)
             return AN_ENOMEM;
         }
         copy_id(g->needed, id->str, (size_t)id->len);
-        g->holds = holds->integer == 1;
+        copy_id(g->held, held->str, (size_t)held->len);
+        g->holds = g->held[0] != '\0';
         t->ngroups++;
     }
     return 0;
 }
 
 int an_trim_input(an_redis *r, const char *stream, int64_t retention_ms, bool trim,
-                  an_trim_result *out)
+                  int64_t limit, an_trim_result *out)
 {
     memset(out, 0, sizeof *out);
-    if (!stream || retention_ms < 0) {
+    if (!stream || retention_ms < 0 || limit < 1) {
         rerr(r, "trim_input: bad arguments");
         return AN_EINVAL;
     }
@@ -2034,6 +2035,7 @@ int an_trim_input(an_redis *r, const char *stream, int64_t retention_ms, bool tr
     cmd_add(&c, stream);
     cmd_addi(&c, retention_ms);
     cmd_add(&c, trim ? "1" : "0");
+    cmd_addi(&c, limit);
     redisReply *rep;
     int rc = eval_script(r, "trim_input", &c, &rep);
     cmd_free(&c);

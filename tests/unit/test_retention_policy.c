@@ -26,18 +26,20 @@ START_TEST(id_ms_parses_ids)
 }
 END_TEST
 
-static an_trim_group G(const char *needed, bool holds)
+/* A group whose oldest kept entry is held ("" = it keeps none). */
+static an_trim_group G(const char *held)
 {
     an_trim_group g;
     memset(&g, 0, sizeof g);
     g.name = (char *)"g";
-    strncpy(g.needed, needed, sizeof g.needed - 1);
-    g.holds = holds;
+    strncpy(g.needed, held[0] ? held : "99999999-0", sizeof g.needed - 1);
+    strncpy(g.held, held, sizeof g.held - 1);
+    g.holds = held[0] != '\0';
     return g;
 }
 
-/* A group pins when it holds entries back and its needed entry is older
- * than retention + pin_warn: at the bound it does not, one ms past it does. */
+/* A group pins when the oldest entry it keeps is older than retention +
+ * pin_warn: at the bound it does not, one ms past it does. */
 START_TEST(pins_at_and_past_the_bound)
 {
     an_trim_result t;
@@ -46,30 +48,33 @@ START_TEST(pins_at_and_past_the_bound)
     const int64_t retention = 60000, warn = 3600000;
     int64_t age = 0;
 
-    an_trim_group at = G("6340000-5", true);   /* age = 3,660,000 = retention + warn */
+    an_trim_group at = G("6340000-5");   /* age = 3,660,000 = retention + warn */
     ck_assert(!an_retention_pins(&t, &at, retention, warn, &age));
     ck_assert_int_eq(age, retention + warn);
 
-    an_trim_group past = G("6339999-0", true);
+    an_trim_group past = G("6339999-0");
     ck_assert(an_retention_pins(&t, &past, retention, warn, &age));
     ck_assert_int_eq(age, retention + warn + 1);
 
-    /* the same age, but nothing left to process: it holds nothing back */
-    an_trim_group done = G("6339999-0", false);
+    /* nothing left to process: it keeps nothing back */
+    an_trim_group done = G("");
     ck_assert(!an_retention_pins(&t, &done, retention, warn, &age));
+    ck_assert_int_eq(age, -1);
 
-    /* a group that never read anything needs "0-1": the whole stream */
-    an_trim_group fresh = G("0-1", true);
-    ck_assert(an_retention_pins(&t, &fresh, retention, warn, &age));
-    ck_assert_int_eq(age, t.now_ms);
+    /* a group that never read anything needs "0-1", but what it keeps is the
+     * stream's first entry: its age counts, not the id's (time 0) */
+    an_trim_group fresh = G("9990000-0");
+    strcpy(fresh.needed, "0-1");
+    ck_assert(!an_retention_pins(&t, &fresh, retention, warn, &age));
+    ck_assert_int_eq(age, 10000);
 
     /* an id from the future (clock skew between writers) never pins */
-    an_trim_group future = G("10000500-0", true);
+    an_trim_group future = G("10000500-0");
     ck_assert(!an_retention_pins(&t, &future, 0, 1, &age));
     ck_assert_int_lt(age, 0);
 
     /* an id without a time cannot be judged: not named */
-    an_trim_group bad = G("x", true);
+    an_trim_group bad = G("x");
     ck_assert(!an_retention_pins(&t, &bad, 0, 1, &age));
     ck_assert_int_eq(age, -1);
 }
