@@ -17,8 +17,9 @@
  *
  * Every T ms it prints one sample line (key=value): Redis used_memory, the
  * input stream's length and MEMORY USAGE, the output's, the lag of the
- * service group and of G (entries-added minus what each has acked). It stops
- * once G has read N entries, and prints
+ * service group and of G (entries-added minus what each has acked). Once G
+ * has read N entries it goes on sampling until the service group has acked
+ * all N too (one last sample then), and prints
  *   done verified=N holes=0 mismatches=0
  * exiting 0 only when every one of the N entries was intact.
  */
@@ -218,6 +219,27 @@ int main(int argc, char **argv)
         read += (long long)l.n;
         free(ids);
         an_entry_list_free(&l);
+    }
+    /* the service's backlog drains: keep sampling until it acked everything */
+    for (;;) {
+        long long added, svc_acked;
+        progress(r, stream, svc, &added, &svc_acked);
+        int64_t now = an_monotonic_ms();
+        bool drained = svc_acked >= total;
+        if (now >= next_sample || drained) {
+            printf("sample t_s=%.1f used_memory=%lld input_len=%lld input_bytes=%lld "
+                   "output_len=%lld output_bytes=%lld lag_service=%lld lag_slow=%lld\n",
+                   (double)(now - t0) / 1000.0, used_memory(r), cmd_int(r, "XLEN %s", stream),
+                   cmd_int(r, "MEMORY USAGE %s", stream),
+                   *output ? cmd_int(r, "XLEN %s", output) : -1,
+                   *output ? cmd_int(r, "MEMORY USAGE %s", output) : -1,
+                   svc_acked >= 0 ? added - svc_acked : -1, added - read);
+            fflush(stdout);
+            next_sample = now + every;
+        }
+        if (drained)
+            break;
+        an_clock_sleep_ms(NULL, 200);
     }
     printf("done verified=%lld holes=%lld mismatches=%lld\n", c.verified, c.holes,
            c.mismatches);
