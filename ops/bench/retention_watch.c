@@ -100,6 +100,18 @@ static void progress(an_redis *r, const char *stream, const char *group, long lo
     an_group_info_free(g, n);
 }
 
+/* One sample line: memory and the streams' sizes, and the two lags. */
+static void sample(an_redis *r, const char *stream, const char *output, int64_t t_ms,
+                   long long lag_service, long long lag_slow)
+{
+    printf("sample t_s=%.1f used_memory=%lld input_len=%lld input_bytes=%lld "
+           "output_len=%lld output_bytes=%lld lag_service=%lld lag_slow=%lld\n",
+           (double)t_ms / 1000.0, used_memory(r), cmd_int(r, "XLEN %s", stream),
+           cmd_int(r, "MEMORY USAGE %s", stream), *output ? cmd_int(r, "XLEN %s", output) : -1,
+           *output ? cmd_int(r, "MEMORY USAGE %s", output) : -1, lag_service, lag_slow);
+    fflush(stdout);
+}
+
 typedef struct check {
     const char *prefix;
     long metrics;
@@ -176,14 +188,7 @@ int main(int argc, char **argv)
         long long waiting = added - read;
         int64_t now = an_monotonic_ms();
         if (now >= next_sample) {
-            printf("sample t_s=%.1f used_memory=%lld input_len=%lld input_bytes=%lld "
-                   "output_len=%lld output_bytes=%lld lag_service=%lld lag_slow=%lld\n",
-                   (double)(now - t0) / 1000.0, used_memory(r), cmd_int(r, "XLEN %s", stream),
-                   cmd_int(r, "MEMORY USAGE %s", stream),
-                   *output ? cmd_int(r, "XLEN %s", output) : -1,
-                   *output ? cmd_int(r, "MEMORY USAGE %s", output) : -1,
-                   svc_acked >= 0 ? added - svc_acked : -1, waiting);
-            fflush(stdout);
+            sample(r, stream, output, now - t0, svc_acked >= 0 ? added - svc_acked : -1, waiting);
             next_sample = now + every;
         }
         /* slow on purpose: wait for H entries, then read down to L (all of
@@ -227,14 +232,8 @@ int main(int argc, char **argv)
         int64_t now = an_monotonic_ms();
         bool drained = svc_acked >= total;
         if (now >= next_sample || drained) {
-            printf("sample t_s=%.1f used_memory=%lld input_len=%lld input_bytes=%lld "
-                   "output_len=%lld output_bytes=%lld lag_service=%lld lag_slow=%lld\n",
-                   (double)(now - t0) / 1000.0, used_memory(r), cmd_int(r, "XLEN %s", stream),
-                   cmd_int(r, "MEMORY USAGE %s", stream),
-                   *output ? cmd_int(r, "XLEN %s", output) : -1,
-                   *output ? cmd_int(r, "MEMORY USAGE %s", output) : -1,
-                   svc_acked >= 0 ? added - svc_acked : -1, added - read);
-            fflush(stdout);
+            sample(r, stream, output, now - t0, svc_acked >= 0 ? added - svc_acked : -1,
+                   added - read);
             next_sample = now + every;
         }
         if (drained)
