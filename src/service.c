@@ -287,6 +287,13 @@ static int process_command(an_service *s, item *it, const char *uid,
                            const an_command_result *c)
 {
     s->st.commands++;
+    /* the producer's strings, escaped for the log lines below (the uid was
+     * checked printable by the decoder) */
+    char meth[AN_ESCAPE_BUF], cid[AN_ESCAPE_BUF], emsg[AN_ESCAPE_BUF];
+    an_escape(meth, sizeof meth, c->method, strlen(c->method), AN_ESCAPE_LOG_MAX);
+    an_escape(cid, sizeof cid, c->command_id, strlen(c->command_id), AN_ESCAPE_LOG_MAX);
+    an_escape(emsg, sizeof emsg, c->error ? c->error : "(no errorMessage)",
+              strlen(c->error ? c->error : "(no errorMessage)"), AN_ESCAPE_LOG_MAX);
     if (!strcmp(c->method, "deleteModel")) {
         an_info("Model=%s was deleted", uid);
         /* Its cached state could never hit again (model_params is cleared);
@@ -304,7 +311,7 @@ static int process_command(an_service *s, item *it, const char *uid,
     an_repo_rollback(s->repo);
     if (rc == AN_ENOTFOUND) {
         an_warn("Received command result=%s/%s for unknown model=%s (model deleted?)",
-                c->method, c->command_id, uid);
+                meth, cid, uid);
         an_metric_clear(&m);
         return compose_command(s, it, uid, c);
     }
@@ -312,15 +319,15 @@ static int process_command(an_service *s, item *it, const char *uid,
         goto out;
 
     if (c->status != 0) {
-        an_error("%s", c->error ? c->error : "(no errorMessage)");
+        an_error("%s", emsg);
         if (m.status != AN_METRIC_ERROR) {
             an_error("Placing model=%s in ERROR state due to commandResult=%s/%s status=%" PRId64,
-                     uid, c->method, c->command_id, c->status);
+                     uid, meth, cid, c->status);
             rc = an_repo_set_metric_status(s->repo, uid, AN_METRIC_ERROR,
                                            c->error, AN_REPO_ANY_STATUS);
             if (rc == AN_ENOTFOUND) {
                 an_warn("Error processing result=%s from model=%s: metric not found",
-                        c->command_id, uid);
+                        cid, uid);
                 rc = 0;
                 goto out;   /* ObjectNotFoundError: not published */
             }
@@ -337,7 +344,7 @@ static int process_command(an_service *s, item *it, const char *uid,
                                            AN_REPO_ANY_STATUS);
             if (rc == AN_ENOTFOUND) {
                 an_warn("Error processing result=%s from model=%s: metric not found",
-                        c->command_id, uid);
+                        cid, uid);
                 rc = 0;
                 goto out;
             }
@@ -349,8 +356,7 @@ static int process_command(an_service *s, item *it, const char *uid,
                     an_metric_status_name(m.status));
         }
     } else {
-        an_error("Unexpected model result=%s/%s for model=%s", c->method,
-                 c->command_id, uid);
+        an_error("Unexpected model result=%s/%s for model=%s", meth, cid, uid);
     }
     an_metric_clear(&m);
     return compose_command(s, it, uid, c);
@@ -674,27 +680,38 @@ static bool groupable(const an_service *s, const an_entry *e)
     return !e->nil && !is_deferred(s, e->id);
 }
 
+/* Whether a group holding `bytes` decoded bytes may take the item too
+ * ([streams] max_group_decoded_bytes; the first item of a group is always
+ * taken). */
+static bool group_has_room(const an_service *s, size_t bytes, const item *it)
+{
+    return bytes + it->b->decoded_bytes <= s->cfg->streams.max_group_decoded_bytes;
+}
+
 void svc_prefetch(an_service *s)
 {
     prefetch *p = s->pf;
     if (!p || p->done)
         return;
     p->done = true;
+    size_t bytes = 0;
     while (p->from + p->k < p->n && p->rows < AN_SERVICE_GROUP_MAX_ROWS &&
            groupable(s, &p->v[p->from + p->k])) {
         item *it = &p->items[p->k];
-        if (intake(s, &p->v[p->from + p->k], it) != 0 || it->b->n_command != 0) {
+        if (intake(s, &p->v[p->from + p->k], it) != 0 || it->b->n_command != 0 ||
+            (p->k > 0 && !group_has_room(s, bytes, it))) {
             item_clear(it);   /* take_entries deals with it in its turn */
             break;
         }
         p->rows += it->n;
+        bytes += it->b->decoded_bytes;
         p->k++;
     }
 }
 
 /* Handles entries just read or claimed, in order: consecutive
  * inference-only entries go as one group (up to AN_SERVICE_GROUP_MAX_ROWS
- * rows), anything else one by one. While a group's write is in flight the
+ * rows and [streams] max_group_decoded_bytes), anything else one by one. While a group's write is in flight the
  * next group is decoded (svc_prefetch). */
 static int take_entries(an_service *s, const an_entry *v, size_t n)
 {
@@ -749,15 +766,17 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
                 break;
             }
             k = 1;
-            size_t rows = items[0].n;
+            size_t rows = items[0].n, bytes = items[0].b->decoded_bytes;
             /* extend the group with the following plain inference entries,
              * up to AN_SERVICE_GROUP_MAX_ROWS rows (catch-up batches are 1440
              * rows: memory stays bounded, the commit is amortized anyway) */
             while (items[0].b->n_command == 0 && i + k < n && rows < AN_SERVICE_GROUP_MAX_ROWS &&
                    groupable(s, &v[i + k])) {
                 int r2 = intake(s, &v[i + k], &items[k]);
-                if (r2 == 0 && items[k].b->n_command == 0) {
+                if (r2 == 0 && items[k].b->n_command == 0 &&
+                    group_has_room(s, bytes, &items[k])) {
                     rows += items[k].n;
+                    bytes += items[k].b->decoded_bytes;
                     k++;
                     continue;
                 }

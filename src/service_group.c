@@ -76,7 +76,6 @@ typedef struct group_scratch {
     an_row *hrows;             /* [rows of the group] */
     an_score_update *upd;
     const char **row_uids;
-    char **pred;               /* owned predictions texts */
     size_t nrows, caprows;
     an_out_row *orows;
     size_t caporows;
@@ -134,13 +133,7 @@ static int reserve_rows(group_scratch *g, size_t n)
     const char **ru = realloc(g->row_uids, c * sizeof *ru);
     if (ru)
         g->row_uids = ru;
-    char **p = realloc(g->pred, c * sizeof *p);
-    if (p) {
-        for (size_t i = g->caprows; i < c; i++)
-            p[i] = NULL;
-        g->pred = p;
-    }
-    if (!h || !u || !ru || !p)
+    if (!h || !u || !ru)
         return AN_ENOMEM;
     g->caprows = c;
     return 0;
@@ -170,12 +163,9 @@ void svc_group_free(an_service *s)
     free(g->row_start);
     free(g->row_count);
     an_group_read_free(&g->g);
-    for (size_t i = 0; i < g->caprows; i++)
-        free(g->pred[i]);
     free(g->hrows);
     free(g->upd);
     free(g->row_uids);
-    free(g->pred);
     free(g->orows);
     free(g->mu);
     free(g);
@@ -362,7 +352,8 @@ static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
                      "new result=%.17g", rows[i].rowid, uid, it->inf[i]->score);
         if (it->inf[i]->status != 0) {
             const char *msg = it->inf[i]->error ? it->inf[i]->error : "(no errorMessage)";
-            an_error("%s", msg);
+            char emsg[AN_ESCAPE_BUF];
+            an_error("%s", an_escape(emsg, sizeof emsg, msg, strlen(msg), AN_ESCAPE_LOG_MAX));
             if (gm->status == AN_METRIC_ERROR) {
                 an_error("Rejected inference result batch=%s of model=%s: failed and model "
                          "was in ERROR state", r1, uid);
@@ -412,14 +403,13 @@ static int score(an_service *s, group_scratch *g, item *it, gmetric *gm, size_t 
     for (size_t i = 0; i < it->n; i++) {
         gm->mem[gm->nmem++] = (an_sample){h[i].rowid, h[i].value, h[i].raw};
         size_t k = g->nrows + i;
-        free(g->pred[k]);
-        g->pred[k] = an_predictions_text(it->inf[i]->predictions);
-        if (!g->pred[k])
-            return AN_ENOMEM;
+        /* the decoder's canonical text (json.dumps), borrowed from the
+         * batch, which outlives the write */
+        const char *pt = it->inf[i]->predictions_text;
         g->upd[k] = (an_score_update){
             .rowid = h[i].rowid, .raw = h[i].raw, .anomaly_score = h[i].anomaly_score,
             .display_value = an_display_value(h[i].anomaly_score, true),
-            .predictions = g->pred[k]};
+            .predictions = pt ? pt : "null"};
         g->row_uids[k] = gm->uid;
     }
     g->nrows += it->n;
@@ -454,8 +444,7 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
         if (fresh) {
             o->raw = fresh[i].raw;
             o->anomaly = fresh[i].anomaly_score;
-            o->predictions = it->inf[i]->predictions;
-            o->predictions_json = o->predictions ? NULL : "null";
+            o->predictions_json = it->inf[i]->predictions_text;
         } else {
             o->raw = d[i].raw;
             o->anomaly = d[i].anomaly_score;
