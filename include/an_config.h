@@ -91,6 +91,8 @@ typedef struct an_config {
         int claim_idle_ms;    /* XAUTOCLAIM min-idle-time (60000) */
         int max_deliveries;   /* dead-letter after this many deliveries (5) */
         int defer_max_ms;     /* wait bound for a missing predecessor (120000) */
+        int defer_max_entries;  /* entries kept deferred at most (10000) */
+        size_t defer_max_bytes; /* their field bytes at most (256 MiB) */
         int64_t output_maxlen;     /* XADD MAXLEN ~ (1000000); 0 = no trim */
         an_encoding output_encoding; /* AN_ENC_ZLIB */
         size_t max_entry_bytes;    /* an_codec_limits (4 MiB) */

@@ -138,6 +138,17 @@ static const keydef keys[] = {
      "How long a batch waits for its predecessor (same model, earlier rows) to be applied "
      "before it is scored anyway, with the gap logged. At least claim_idle_ms, so a dead "
      "consumer's batch can be taken over first."},
+    /* A consumer keeps the entries it defers (deep copies). Live operation
+     * defers a handful; a multi-consumer catch-up of a large backlog can
+     * defer thousands; only a flood for one model reaches these. */
+    {"streams", "defer_max_entries", K_INT, "10000", NULL, DEF_TEXT, 1, 10000000, NULL,
+     OFF(streams.defer_max_entries),
+     "Most entries one consumer keeps waiting for their predecessors; past it an entry "
+     "stays pending, uncopied, and is read again after claim_idle_ms."},
+    {"streams", "defer_max_bytes", K_BYTES, "256MiB", NULL, DEF_TEXT, 1024, MiB(65536), NULL,
+     OFF(streams.defer_max_bytes),
+     "Most bytes of field names and values of the entries one consumer keeps waiting; past "
+     "it an entry stays pending, uncopied, and is read again after claim_idle_ms."},
     {"streams", "max_deliveries", K_INT, "5", NULL, DEF_TEXT, 1, 1000, NULL,
      OFF(streams.max_deliveries),
      "An entry whose processing was attempted more than this many times without completing "
