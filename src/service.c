@@ -1368,11 +1368,12 @@ void an_service_log_stats(const an_service *s)
             " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
             " trimmed=%" PRId64 " claimed=%" PRId64 " deferred=%" PRId64
             " transient_errors=%" PRId64 " cache_misses=%" PRId64
-            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64,
+            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64
+            " groups=%" PRId64,
             t->entries, t->inference_batches, t->rows_scored, t->commands,
             t->rejected, t->duplicates, t->republished, t->dead_letters,
             t->trimmed, t->claimed, t->deferred, t->transient_errors, t->cache_misses,
-            an_state_cache_size(s->sc), hits, misses);
+            an_state_cache_size(s->sc), hits, misses, t->groups);
 }
 
 void an_service_free(an_service *s)

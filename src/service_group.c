@@ -890,6 +890,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
 int svc_group_run(an_service *s, item *items, size_t n)
 {
     assert(n > 0);
+    s->st.groups++;
     if (!s->gs && !(s->gs = calloc(1, sizeof *s->gs)))
         return AN_ENOMEM;
     size_t *keep = malloc(n * sizeof *keep);
