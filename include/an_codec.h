@@ -244,6 +244,10 @@ typedef struct an_out_row {
      * null, otherwise must parse to an object). */
     const json_t *predictions;
     const char *predictions_json;
+    /* predictions_json is an_json_dumps output (the decoder's
+     * predictions_text): an_msg_inference_text splices it verbatim instead
+     * of parsing it (a pass-through, no tree). */
+    bool predictions_canonical;
 } an_out_row;
 
 /* §6.1 message: {"metric":{uid,name,description,resource,location,
@@ -254,6 +258,14 @@ typedef struct an_out_row {
  * predictions JSON, missing required string, ENOMEM). */
 json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
                          size_t n, char *err, size_t errlen);
+
+/* The same message as compact JSON text, byte for byte
+ * an_json_dumps(an_msg_inference(...)), built without a tree of the rows:
+ * canonical predictions texts are spliced, others parsed and re-dumped one
+ * row at a time. malloc'd, NUL-terminated (*len excludes the NUL); NULL
+ * with err set as an_msg_inference. */
+char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
+                            size_t *len, char *err, size_t errlen);
 
 /* §6.2 command-result message, borrowed inputs. */
 typedef struct an_cmd_msg {
@@ -304,6 +316,11 @@ char *an_codec_fmt_double(char *buf, size_t len, double d);
  * AN_ENC_JSON it is also NUL-terminated (not counted in *len). */
 int an_body_encode(const json_t *msg, an_encoding enc, char **body,
                    size_t *len, char *err, size_t errlen);
+
+/* an_body_encode of a message already serialized (text, len): takes
+ * ownership of text (freed, or returned as *body for AN_ENC_JSON). */
+int an_body_encode_text(char *text, size_t tlen, an_encoding enc, char **body, size_t *len,
+                        char *err, size_t errlen);
 
 /* Raw zlib helpers. an_zlib_compress: compress2 level 6, malloc'd output.
  * an_zlib_inflate: inflates a complete RFC 1950 stream incrementally; fails

@@ -1157,6 +1157,87 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
     return msg;
 }
 
+/* One row's predictions into b: a canonical text verbatim, else parsed and
+ * re-dumped (an object or null, as an_msg_inference accepts). */
+static int sb_predictions(sbuf *b, const an_out_row *r, size_t i, char *err, size_t errlen)
+{
+    if (r->predictions) {
+        if (!json_is_object(r->predictions) && !json_is_null(r->predictions)) {
+            seterr(err, errlen, "results[%zu]: predictions must be an object or null", i);
+            return AN_EINVAL;
+        }
+        sb_json(b, r->predictions, 3);
+        return 0;
+    }
+    if (!r->predictions_json || strcmp(r->predictions_json, "null") == 0) {
+        sb_puts(b, "null");
+        return 0;
+    }
+    if (r->predictions_canonical) {
+        sb_puts(b, r->predictions_json);
+        return 0;
+    }
+    char what[64];
+    json_t *p;
+    snprintf(what, sizeof what, "results[%zu].multiStepBestPredictions", i);
+    if (parse_object(r->predictions_json, what, &p, err, errlen))
+        return AN_EINVAL;
+    sb_json(b, p, 3);   /* its depth in the message, as the tree dumps it */
+    json_decref(p);
+    return 0;
+}
+
+char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
+                            size_t *len, char *err, size_t errlen)
+{
+    /* the metric part (small) through the tree builder, then the rows */
+    json_t *head = an_msg_inference(m, NULL, 0, err, errlen);
+    if (!head)
+        return NULL;
+    sbuf b = {0};
+    sb_put(&b, "{\"metric\":", 10);
+    sb_json(&b, json_object_get(head, "metric"), 1);
+    json_decref(head);
+    sb_puts(&b, ",\"results\":[");
+    for (size_t i = 0; i < n && !b.fail; i++) {
+        const an_out_row *r = &rows[i];
+        char num[40];
+        if (!isfinite(r->ts) || !isfinite(r->value) || !isfinite(r->raw) ||
+            !isfinite(r->anomaly)) {
+            free(b.p);
+            seterr(err, errlen, "results[%zu] (rowid %" PRId64 "): non-finite number", i,
+                   r->rowid);
+            return NULL;
+        }
+        if (i)
+            sb_put(&b, ",", 1);
+        snprintf(num, sizeof num, "{\"rowid\":%" PRId64 ",\"ts\":", r->rowid);
+        sb_puts(&b, num);
+        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->ts));
+        sb_puts(&b, ",\"value\":");
+        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->value));
+        sb_puts(&b, ",\"rawAnomaly\":");
+        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->raw));
+        sb_puts(&b, ",\"anomaly\":");
+        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->anomaly));
+        sb_puts(&b, ",\"multiStepBestPredictions\":");
+        if (sb_predictions(&b, r, i, err, errlen)) {
+            free(b.p);
+            return NULL;
+        }
+        sb_put(&b, "}", 1);
+    }
+    sb_put(&b, "]}", 2);
+    if (b.fail) {
+        free(b.p);
+        seterr(err, errlen, "out of memory or non-finite number");
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.p;
+}
+
 json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen)
 {
     if (!c || !c->method || !c->model_id || !c->command_id) {
@@ -1228,6 +1309,14 @@ int an_body_encode(const json_t *msg, an_encoding enc, char **body,
                             "non-finite number)");
         return AN_EINVAL;
     }
+    return an_body_encode_text(text, tlen, enc, body, len, err, errlen);
+}
+
+int an_body_encode_text(char *text, size_t tlen, an_encoding enc, char **body, size_t *len,
+                        char *err, size_t errlen)
+{
+    *body = NULL;
+    *len = 0;
     if (enc == AN_ENC_JSON) {
         *body = text;
         *len = tlen;

@@ -96,16 +96,16 @@ static void nap(const an_service *s, int ms)
     }
 }
 
-int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
-                json_t *msg)
+int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
+                     char *text, size_t len)
 {
     int rc = 0;
     if (it->nouts == it->capouts) {
         size_t cap = it->capouts ? 2 * it->capouts : 2;
         out_item *o = realloc(it->outs, cap * sizeof *o);
         if (!o) {
-            rc = AN_ENOMEM;
-            goto out;
+            free(text);
+            return AN_ENOMEM;
         }
         it->outs = o;
         it->capouts = cap;
@@ -115,16 +115,27 @@ int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows
     o->data_type = data_type;
     snprintf(o->rows, sizeof o->rows, "%s", rows ? rows : "");
     char err[256];
-    rc = an_body_encode(msg, s->cfg->streams.output_encoding, &o->body, &o->body_len, err,
-                        sizeof err);
+    rc = an_body_encode_text(text, len, s->cfg->streams.output_encoding, &o->body,
+                             &o->body_len, err, sizeof err);
     if (rc) {
         an_error("cannot encode output message: %s", err);
-        goto out;
+        return rc;
     }
     it->nouts++;
-out:
+    return 0;
+}
+
+int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
+                json_t *msg)
+{
+    size_t len = 0;
+    char *text = an_json_dumps(msg, &len);
     json_decref(msg);
-    return rc;
+    if (!text) {
+        an_error("cannot encode output message: out of memory or non-finite number");
+        return AN_EINVAL;
+    }
+    return svc_add_out_text(s, it, data_type, rows, text, len);
 }
 
 static void item_clear(item *it)

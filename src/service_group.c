@@ -476,6 +476,7 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
             o->raw = fresh[i].raw;
             o->anomaly = fresh[i].anomaly_score;
             o->predictions_json = it->inf[i]->predictions_text;
+            o->predictions_canonical = true;   /* the decoder's dump: spliced */
         } else {
             o->raw = d[i].raw;
             o->anomaly = d[i].anomaly_score;
@@ -487,7 +488,8 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
         .resource = gm->m->server, .location = gm->m->location,
         .datasource = gm->m->datasource ? gm->m->datasource : "", .spec = spec,
     };
-    json_t *msg = an_msg_inference(&mi, g->orows, it->n, err, sizeof err);
+    size_t len = 0;
+    char *msg = an_msg_inference_text(&mi, g->orows, it->n, &len, err, sizeof err);
     json_decref(spec);
     if (!msg) {
         an_error("cannot compose inference results message for model=%s: %s", gm->uid, err);
@@ -495,7 +497,7 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
     }
     char rows[48];
     snprintf(rows, sizeof rows, "%" PRId64 "-%" PRId64, d[0].rowid, d[it->n - 1].rowid);
-    return svc_add_out(s, it, AN_DATATYPE_INFERENCE, rows, msg);
+    return svc_add_out_text(s, it, AN_DATATYPE_INFERENCE, rows, msg, len);
 }
 
 /* ------------------------------------------------------------ the group */

@@ -573,9 +573,9 @@ START_TEST(inference_message)
                         NULL};
     json_t *pred = json_pack("{s:f}", "1", 12.5);
     an_out_row rows[3] = {
-        {101, 1431648000.123456, 12.0, 0.5, 0.25, pred, NULL},
-        {102, 1431648300.0, 13.0, 1.0, 0.99999, NULL, "{\"1\": 3.5}"},
-        {103, 1431648600.0, 14.0, 0.0, 0.0, NULL, "null"},
+        {101, 1431648000.123456, 12.0, 0.5, 0.25, pred, NULL, false},
+        {102, 1431648300.0, 13.0, 1.0, 0.99999, NULL, "{\"1\": 3.5}", false},
+        {103, 1431648600.0, 14.0, 0.0, 0.0, NULL, "null", false},
     };
     json_t *msg = an_msg_inference(&m, rows, 3, reason, sizeof reason);
     ck_assert_msg(msg != NULL, "%s", reason);
@@ -979,6 +979,56 @@ START_TEST(escape_text)
 }
 END_TEST
 
+/* The text builder the service publishes with: byte for byte the tree's
+ * dump; canonical predictions texts are spliced verbatim, others parsed. */
+START_TEST(inference_message_text)
+{
+    json_t *spec = json_pack("{s:s,s:{s:s}}", "uid", "u1", "userInfo", "symbol", "X\n\"y");
+    an_metric_info m = {"u1", "cpu", NULL, "server1", NULL, "custom", spec, NULL};
+    json_t *pred = json_pack("{s:f,s:[i,s]}", "1", 12.5, "2", 3, "\x1b");
+    an_out_row rows[5] = {
+        {101, 1431648000.123456, 12.0, 0.5, 0.25, pred, NULL, false},
+        {102, 1431648300.0, 13.0, 1.0, 0.99999, NULL, "{\"1\": 3.50, \"k\":\"\\u00e9\"}", false},
+        {103, 1431648600.0, 14.0, 0.0, 0.0, NULL, "null", false},
+        {104, 1e300, -0.0, 1e-300, 0.5, NULL, NULL, false},
+        {2147483647, 1431649200.5, 1.0, 0.1, 0.2, NULL, "{\"1\":1.5}", true},
+    };
+    json_t *msg = an_msg_inference(&m, rows, 5, reason, sizeof reason);
+    ck_assert_msg(msg != NULL, "%s", reason);
+    size_t tlen = 0, len = 0;
+    char *tree = an_json_dumps(msg, &tlen);
+    char *text = an_msg_inference_text(&m, rows, 5, &len, reason, sizeof reason);
+    ck_assert_msg(text != NULL, "%s", reason);
+    ck_assert_str_eq(text, tree);
+    ck_assert_uint_eq(len, tlen);
+    free(text);
+    free(tree);
+    json_decref(msg);
+    /* a canonical text is not parsed: what it holds goes out as is */
+    rows[4].predictions_json = "{\"1\": 1.50}";
+    text = an_msg_inference_text(&m, rows + 4, 1, &len, reason, sizeof reason);
+    ck_assert_ptr_nonnull(strstr(text, "\"multiStepBestPredictions\":{\"1\": 1.50}}]}"));
+    free(text);
+    /* zero rows, and the errors of the tree builder */
+    msg = an_msg_inference(&m, rows, 0, reason, sizeof reason);
+    tree = an_json_dumps(msg, NULL);
+    text = an_msg_inference_text(&m, rows, 0, &len, reason, sizeof reason);
+    ck_assert_str_eq(text, tree);
+    free(text);
+    free(tree);
+    json_decref(msg);
+    rows[3].raw = NAN;
+    ck_assert_ptr_null(an_msg_inference_text(&m, rows, 4, &len, reason, sizeof reason));
+    ck_assert_str_eq(reason, "results[3] (rowid 104): non-finite number");
+    rows[3].raw = 0.5;
+    rows[1].predictions_json = "[1]";
+    ck_assert_ptr_null(an_msg_inference_text(&m, rows, 2, &len, reason, sizeof reason));
+    ck_assert_ptr_nonnull(strstr(reason, "must be a JSON object"));
+    json_decref(pred);
+    json_decref(spec);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("codec");
@@ -1009,6 +1059,7 @@ static Suite *suite(void)
     tcase_add_test(tc, decoded_bytes);
     tcase_add_test(tc, reasons_escaped);
     tcase_add_test(tc, escape_text);
+    tcase_add_test(tc, inference_message_text);
     suite_add_tcase(s, tc);
     return s;
 }
