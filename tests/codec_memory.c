@@ -277,6 +277,10 @@ int main(int argc, char **argv)
     sh = (shape){"refused: max_json_nodes + 1 of {}", false, AN_ENC_ZLIB, {0}};
     one_row_items(&sh.t, "{}", N - 9);
     bad += run(&lim, &sh);
+    /* issue 9's entry: predictions of millions of [] in a small zlib entry */
+    sh = (shape){"refused: issue 9's entry, 4M [] in predictions", false, AN_ENC_ZLIB, {0}};
+    one_row_items(&sh.t, "[]", (size_t)4 << 20);
+    bad += run(&lim, &sh);
     sh = (shape){"refused: zlib bomb (4 x max_inflated_bytes)", false, AN_ENC_ZLIB, {0}};
     {
         char *a = malloc(4 * B);
