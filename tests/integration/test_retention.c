@@ -461,9 +461,9 @@ static int64_t pending_of(const char *consumer)
 }
 
 /* [streams] defer_max_entries: while a model's first batch is held by
- * another consumer, anomalyd defers its later batches, and stops reading once
- * defer_max_entries of them wait (at most one read more), though hundreds
- * are there to read. Then everything completes once the holder comes back. */
+ * another consumer, anomalyd defers its later batches, keeps at most
+ * defer_max_entries of them and leaves the rest pending ("deferral list is
+ * full"); once the holder comes back, everything completes, nothing lost. */
 START_TEST(deferral_list_is_bounded)
 {
     char csv[PATH_MAX + 64];
@@ -478,7 +478,6 @@ START_TEST(deferral_list_is_bounded)
     ck_assert_uint_eq(l.n, 2);
     an_entry_list_free(&l);
 
-    const int MAX = 5, READ = 2;
     e2e_setenv(&T, "ANOMALYD_STREAMS_DEFER_MAX_ENTRIES", "5");
     e2e_setenv(&T, "ANOMALYD_STREAMS_READ_COUNT", "2");
     e2e_setenv(&T, "ANOMALYD_STREAMS_CLAIM_IDLE_MS", "3600000");
@@ -487,19 +486,17 @@ START_TEST(deferral_list_is_bounded)
     const char *argv[] = {e2e_bin("anomalyd"), "--consumer", "c1", NULL};
     e2e_spawn(&T, &d, "anomalyd c1 (deferring)", argv);
     double deadline = e2e_now() + 60;
-    while (e2e_count_lines(d.err_path, "reading no new entries") == 0) {
+    while (e2e_count_lines(d.err_path, "deferral list is full (5 entries") == 0) {
         ck_assert_msg(e2e_now() < deadline && !e2e_poll(&T, &d),
                       "anomalyd never reported a full deferral list:\n%s",
                       e2e_tail(d.err_path, 2000));
         e2e_sleep_ms(50);
     }
-    int64_t held = pending_of("c1");
-    ck_assert_msg(held >= MAX && held < MAX + READ,
-                  "c1 holds %" PRId64 " entries, expected %d..%d of the 299 waiting", held, MAX,
-                  MAX + READ - 1);
+    ck_assert_int_eq(e2e_count_lines(d.err_path, "deferral list is full (6 entries"), 0);
     kill(d.pid, SIGTERM);
     ck_assert_int_eq(e2e_wait(&T, &d, 60000), 0);
-    ck_assert_int_eq(pending_of("c1"), held);   /* nothing lost on the way out */
+    int64_t held = pending_of("c1");
+    ck_assert_int_gt(held, 5);   /* more than it kept: the rest stayed pending */
 
     /* the holder comes back: it finishes its two, takes over c1's, reads the rest */
     e2e_setenv(&T, "ANOMALYD_STREAMS_CLAIM_IDLE_MS", "500");
