@@ -441,7 +441,7 @@ status() {
 }
 
 usage() {
-    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 port_check "$REDIS_PORT" ANOMALYD_STACK_REDIS_PORT
