@@ -346,6 +346,12 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status);
 const char *an_attempts_key(const char *input, char *buf, size_t len);
 int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, size_t n,
                       bool allow_split, int64_t *counts, bool *split);
+/* Counts an attempt of each id that has no unfinished earlier attempt
+ * (counts[i] = its new count); the others are not counted (counts[i] = 0):
+ * count and process them one at a time (an_attempts_begin), so that the
+ * entry whose processing crashed does not take the others with it. */
+int an_attempts_begin_page(an_redis *r, const char *input, const char *const *ids, size_t n,
+                           int64_t *counts);
 /* Ends attempts of ids without completing them (entries left pending on
  * purpose: deferred, or a stop): takes one back from each count, deleting
  * the field at 0; an absent field stays absent. */

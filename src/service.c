@@ -786,11 +786,13 @@ static void defer_add(an_service *s, const item *it)
     an_debug("entry %s deferred: its model's previous batch is not applied yet", it->e->id);
 }
 
-/* An entry that may join a group if it decodes to inference results only:
- * its payload is present and it is not waiting in our deferral list. */
-static bool groupable(const an_service *s, const an_entry *e)
+/* An entry that may join a group (or be decoded ahead) if it decodes to
+ * inference results only: its payload is present, it is not waiting in
+ * our deferral list, and its attempt was counted with its page (count > 0:
+ * no earlier attempt of it was left unfinished). */
+static bool groupable(const an_service *s, const an_entry *e, int64_t count)
 {
-    return !e->nil && !is_deferred(s, e->id);
+    return count > 0 && !e->nil && !is_deferred(s, e->id);
 }
 
 void svc_prefetch(an_service *s)
@@ -800,7 +802,7 @@ void svc_prefetch(an_service *s)
         return;
     p->done = true;
     while (p->from + p->k < p->n && p->rows < AN_SERVICE_GROUP_MAX_ROWS &&
-           groupable(s, &p->v[p->from + p->k])) {
+           groupable(s, &p->v[p->from + p->k], p->count[p->from + p->k])) {
         item *it = &p->items[p->k];
         if (intake(s, &p->v[p->from + p->k], it) != 0 || it->b->n_command != 0) {
             item_clear(it);   /* take_entries deals with it in its turn */
@@ -817,16 +819,13 @@ void svc_prefetch(an_service *s)
  * here (payload present, not in our deferral list), in one call, before
  * any of them is decoded: an entry that kills its consumer while it is
  * decoded or processed (out of memory, a crash) shows as an unfinished
- * attempt, whoever meets it next. count[i] = its attempt number (0: not
- * counted), open[i] = counted. When one of them has an unfinished earlier
- * attempt nothing is counted and *single is set: the entries are then
- * counted and processed one at a time (begin_one), so one bad entry
- * cannot take the others with it. */
-static int begin_page(an_service *s, const an_entry *v, size_t n, int64_t *count, bool *open,
-                      bool *single)
+ * attempt, whoever meets it next. count[i] = its attempt number and
+ * open[i] = true; an entry with an unfinished earlier attempt is not
+ * counted here (count[i] = 0): it is counted and processed alone
+ * (begin_one), so that the one that crashed does not take others with it. */
+static int begin_page(an_service *s, const an_entry *v, size_t n, int64_t *count, bool *open)
 {
-    *single = false;
-    const char **ids = malloc((n ? n : 1) * sizeof *ids);
+    const char **ids = calloc(n ? n : 1, sizeof *ids);
     size_t *idx = malloc((n ? n : 1) * sizeof *idx);
     int64_t *cnt = malloc((n ? n : 1) * sizeof *cnt);
     int rc = AN_ENOMEM;
@@ -838,17 +837,17 @@ static int begin_page(an_service *s, const an_entry *v, size_t n, int64_t *count
             idx[na] = i;
             ids[na++] = v[i].id;
         }
-    rc = an_attempts_begin(s->redis, s->cfg->streams.input, ids, na, true, cnt, single);
+    rc = an_attempts_begin_page(s->redis, s->cfg->streams.input, ids, na, cnt);
     if (rc) {
         an_warn("cannot count processing attempts: %s", an_redis_errstr(s->redis));
         goto out;
     }
-    if (*single)
-        an_warn("entries %s..%s: an earlier attempt did not complete; processing them one "
-                "by one", ids[0], ids[na - 1]);
-    for (size_t k = 0; k < na && !*single; k++) {
+    for (size_t k = 0; k < na; k++) {
         count[idx[k]] = cnt[k];
-        open[idx[k]] = true;
+        open[idx[k]] = cnt[k] > 0;
+        if (cnt[k] == 0)
+            an_warn("entry %s: an earlier attempt did not complete; processing it alone",
+                    ids[k]);
     }
 out:
     free(ids);
@@ -873,11 +872,11 @@ static int begin_one(an_service *s, const an_entry *e, int64_t *count)
  * transient failures, as run_items_retrying: a Redis blip does not leave
  * the page to wait claim_idle_ms. AN_ETRANSIENT only when stopping. */
 static int begin_retrying(an_service *s, const an_entry *v, size_t n, int64_t *count,
-                          bool *open, bool *single, const an_entry *e)
+                          bool *open, const an_entry *e)
 {
     int delay = RETRY_MIN_MS;
     for (;;) {
-        int rc = e ? begin_one(s, e, count) : begin_page(s, v, n, count, open, single);
+        int rc = e ? begin_one(s, e, count) : begin_page(s, v, n, count, open);
         if (rc != AN_ETRANSIENT || stopping(s))
             return rc;
         s->st.transient_errors++;
@@ -942,8 +941,8 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
         free(open);
         return AN_ENOMEM;
     }
-    bool single = false;
-    int rc = begin_retrying(s, v, n, count, open, &single, NULL);
+    pf.count = count;
+    int rc = begin_retrying(s, v, n, count, open, NULL);
     size_t i = 0;
     while (i < n && !rc && !stopping(s)) {
         const an_entry *e = &v[i];
@@ -975,8 +974,9 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
                 i++;
                 continue;
             }
-            if (single) {
-                rc = begin_retrying(s, NULL, 0, &count[i], NULL, NULL, e);
+            bool alone = count[i] == 0;   /* an earlier attempt did not complete */
+            if (alone) {
+                rc = begin_retrying(s, NULL, 0, &count[i], NULL, e);
                 if (rc)
                     break;
                 open[i] = true;
@@ -1005,10 +1005,10 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             /* extend the group with the following plain inference entries,
              * up to AN_SERVICE_GROUP_MAX_ROWS rows (catch-up batches are 1440
              * rows: memory stays bounded, the commit is amortized anyway).
-             * Without `single` every entry of the page was counted once,
-             * with no earlier unfinished attempt (begin_page). */
-            while (!single && items[0].b->n_command == 0 && i + k < n &&
-                   rows < AN_SERVICE_GROUP_MAX_ROWS && groupable(s, &v[i + k])) {
+             * Only entries counted by begin_page (no earlier unfinished
+             * attempt) are grouped. */
+            while (!alone && items[0].b->n_command == 0 && i + k < n &&
+                   rows < AN_SERVICE_GROUP_MAX_ROWS && groupable(s, &v[i + k], count[i + k])) {
                 int r2 = intake(s, &v[i + k], &items[k]);
                 if (r2 == 0 && items[k].b->n_command == 0) {
                     rows += items[k].n;
@@ -1025,7 +1025,7 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             pf.from = i + k;
             pf.rows = 0;
             pf.done = false;
-            s->pf = single ? NULL : &pf;   /* one by one: nothing decoded ahead */
+            s->pf = &pf;
             rc = run_items_retrying(s, items, k);
             s->pf = NULL;
             for (size_t j = 0; j < k; j++) {

@@ -69,6 +69,8 @@ struct deferred;
  * rules take_entries forms groups with; anything else is left to it. */
 typedef struct prefetch {
     const an_entry *v;  /* the entries in hand */
+    const int64_t *count; /* [n] their attempt numbers; 0: not counted yet
+                             (never decoded ahead) */
     size_t n;
     size_t from;        /* index in v of the next group's first entry */
     item *items;        /* room for n items; [0, k) decoded */

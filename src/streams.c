@@ -1374,7 +1374,10 @@ int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, si
     return 0;
 }
 
-int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size_t n)
+/* attempts.lua in mode "2" (an_attempts_begin_page) or "-1"
+ * (an_attempts_end); counts[i] (may be NULL) = its answer for ids[i]. */
+static int attempts_call(an_redis *r, const char *input, const char *mode,
+                         const char *const *ids, size_t n, int64_t *counts)
 {
     if (n == 0)
         return 0;
@@ -1385,7 +1388,7 @@ int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size
     cmd_add(&c, "");
     cmd_addi(&c, 1);
     cmd_add(&c, an_attempts_key(input, key, sizeof key));
-    cmd_add(&c, "-1");
+    cmd_add(&c, mode);
     for (size_t i = 0; i < n; i++)
         cmd_add(&c, ids[i]);
     redisReply *rep;
@@ -1394,9 +1397,22 @@ int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n + 1)
-        return bad_reply(r, "attempts.lua end", rep);
+        return bad_reply(r, "attempts.lua", rep);
+    for (size_t i = 0; counts && i < n; i++)
+        counts[i] = reply_int(rep->element[i + 1]);
     freeReplyObject(rep);
     return 0;
+}
+
+int an_attempts_begin_page(an_redis *r, const char *input, const char *const *ids, size_t n,
+                           int64_t *counts)
+{
+    return attempts_call(r, input, "2", ids, n, counts);
+}
+
+int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size_t n)
+{
+    return attempts_call(r, input, "-1", ids, n, NULL);
 }
 
 int an_dead_letter(an_redis *r, const an_dead_letter_req *q,

@@ -231,6 +231,36 @@ static void expect_dead(const char *id, const char *needle, const char *what)
     free(r);
 }
 
+/* attempts.lua's page and end modes, on the library's calls: a page
+ * counts only the entries without an unfinished attempt (0 for the
+ * others); ending takes one back and deletes the field at 0; ending an
+ * absent field leaves it absent. */
+START_TEST(attempts_page_and_end)
+{
+    const char *ids[3] = {"1-1", "1-2", "1-3"};
+    int64_t c[3] = {-1, -1, -1};
+    set_attempts("1-2", 1);
+    ck_assert_int_eq(an_attempts_begin_page(T.rd, T.input, ids, 3, c), 0);
+    ck_assert_int_eq(c[0], 1);
+    ck_assert_int_eq(c[1], 0);
+    ck_assert_int_eq(c[2], 1);
+    ck_assert_int_eq(attempts_len(), 3);
+    const char *end[2] = {"1-1", "1-2"};
+    ck_assert_int_eq(an_attempts_end(T.rd, T.input, end, 2), 0);
+    ck_assert_int_eq(attempts_len(), 1);   /* 1-1 and 1-2 back to 0: deleted */
+    const char *absent[1] = {"9-9"};
+    ck_assert_int_eq(an_attempts_end(T.rd, T.input, absent, 1), 0);
+    ck_assert_int_eq(attempts_len(), 1);
+    bool split = true;
+    ck_assert_int_eq(an_attempts_begin(T.rd, T.input, &ids[2], 1, false, c, &split), 0);
+    ck_assert_int_eq(c[0], 2);
+    ck_assert_int_eq(an_attempts_end(T.rd, T.input, &ids[2], 1), 0);
+    redisReply *r = e2e_redis_cmd(&T, "HGET %s:attempts 1-3", T.input);
+    ck_assert_str_eq(r->str, "1");
+    freeReplyObject(r);
+}
+END_TEST
+
 START_TEST(attempts_before_decoding)
 {
     e2e_setenv(&T, "ANOMALYD_STREAMS_MAX_DELIVERIES", "2");
@@ -519,6 +549,7 @@ static Suite *bounds_suite(void)
     Suite *s = suite_create("service_bounds");
     add_case(s, "watermark_only_on_matched_rows", watermark_only_on_matched_rows);
     add_case(s, "watermark_repair_migration", watermark_repair_migration);
+    add_case(s, "attempts_page_and_end", attempts_page_and_end);
     add_case(s, "attempts_before_decoding", attempts_before_decoding);
     add_case(s, "waiting_is_not_an_attempt", waiting_is_not_an_attempt);
     add_case(s, "deferral_bound_entries_at", deferral_bound_entries_at);
