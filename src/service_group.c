@@ -572,19 +572,25 @@ static int prepare_outputs(an_service *s, group_scratch *g, item *items, size_t 
  * case (the scrub can only pass it when the metric's rows have a hole). */
 static void reject_invalid(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
 {
-    char r1[64];
-    size_t matched = 0;
+    char r1[64], why[128];
+    size_t matched = 0, k = 1;
     range_text(r1, sizeof r1, it->first, it->last);
-    if (nrows == 0) {
+    while (k < it->n && it->inf[k - 1]->rowid != INT64_MAX &&
+           it->inf[k]->rowid == it->inf[k - 1]->rowid + 1)
+        k++;
+    if (it->first < 1)
+        snprintf(why, sizeof why, "rowid %" PRId64 " is not positive", it->first);
+    else
+        snprintf(why, sizeof why, "result %zu has rowid %" PRId64 " after %" PRId64, k,
+                 it->inf[k]->rowid, it->inf[k - 1]->rowid);
+    if (nrows == 0)
         an_error("Rejected inference result batch=%s of model=%s due to no matching "
                  "metric_data rows", r1, it->b->model);
-        return;
-    }
-    if (scrub(it, gm, rows, nrows, &matched) == 1)
-        an_error("(batch=%s of model=%s: its rowids are not contiguous)", r1, it->b->model);
-    else
+    else if (scrub(it, gm, rows, nrows, &matched) == 0)
         an_error("Rejected inference result batch=%s of model=%s due to error=rowids not "
                  "contiguous", r1, it->b->model);
+    an_error("batch=%s of model=%s: its rowids are not ascending, consecutive and positive "
+             "(%s); rejected without moving the watermark", r1, it->b->model, why);
 }
 
 static int attempt(an_service *s, item *items, size_t n, int64_t t0)
