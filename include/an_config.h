@@ -97,6 +97,9 @@ typedef struct an_config {
         an_encoding output_encoding; /* AN_ENC_ZLIB */
         size_t max_entry_bytes;    /* an_codec_limits (4 MiB) */
         size_t max_inflated_bytes; /* an_codec_limits (32 MiB) */
+        int max_results;           /* an_codec_limits (20000) */
+        int max_json_nodes;        /* an_codec_limits (250000) */
+        size_t max_group_decoded_bytes; /* decoded entries in hand per group (64 MiB) */
     } streams;
     struct {
         an_variant variant;               /* htmengine */

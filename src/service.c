@@ -96,16 +96,16 @@ static void nap(const an_service *s, int ms)
     }
 }
 
-int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
-                json_t *msg)
+int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
+                     char *text, size_t len)
 {
     int rc = 0;
     if (it->nouts == it->capouts) {
         size_t cap = it->capouts ? 2 * it->capouts : 2;
         out_item *o = realloc(it->outs, cap * sizeof *o);
         if (!o) {
-            rc = AN_ENOMEM;
-            goto out;
+            free(text);
+            return AN_ENOMEM;
         }
         it->outs = o;
         it->capouts = cap;
@@ -115,16 +115,27 @@ int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows
     o->data_type = data_type;
     snprintf(o->rows, sizeof o->rows, "%s", rows ? rows : "");
     char err[256];
-    rc = an_body_encode(msg, s->cfg->streams.output_encoding, &o->body, &o->body_len, err,
-                        sizeof err);
+    rc = an_body_encode_text(text, len, s->cfg->streams.output_encoding, &o->body,
+                             &o->body_len, err, sizeof err);
     if (rc) {
         an_error("cannot encode output message: %s", err);
-        goto out;
+        return rc;
     }
     it->nouts++;
-out:
+    return 0;
+}
+
+int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
+                json_t *msg)
+{
+    size_t len = 0;
+    char *text = an_json_dumps(msg, &len);
     json_decref(msg);
-    return rc;
+    if (!text) {
+        an_error("cannot encode output message: out of memory or non-finite number");
+        return AN_EINVAL;
+    }
+    return svc_add_out_text(s, it, data_type, rows, text, len);
 }
 
 static void item_clear(item *it)
@@ -329,8 +340,10 @@ static int cmd_set_status(an_service *s, const char *uid, const an_command_resul
                                        status == AN_METRIC_ERROR ? c->error : NULL,
                                        AN_REPO_ANY_STATUS);
     if (rc == AN_ENOTFOUND) {
-        an_warn("Error processing result=%s from model=%s: metric not found", c->command_id,
-                uid);
+        char cid[AN_ESCAPE_BUF];
+        an_warn("Error processing result=%s from model=%s: metric not found",
+                an_escape(cid, sizeof cid, c->command_id, strlen(c->command_id),
+                          AN_ESCAPE_LOG_MAX), uid);
         an_metric_clear(&cm->m);
         cm->state = 2;
         *publish = false;
@@ -347,6 +360,13 @@ static int process_command(an_service *s, item *it, const char *uid,
                            const an_command_result *c, cmd_metric *cm)
 {
     s->st.commands++;
+    /* the producer's strings, escaped for the log lines below (the uid was
+     * checked printable by the decoder) */
+    char meth[AN_ESCAPE_BUF], cid[AN_ESCAPE_BUF], emsg[AN_ESCAPE_BUF];
+    an_escape(meth, sizeof meth, c->method, strlen(c->method), AN_ESCAPE_LOG_MAX);
+    an_escape(cid, sizeof cid, c->command_id, strlen(c->command_id), AN_ESCAPE_LOG_MAX);
+    an_escape(emsg, sizeof emsg, c->error ? c->error : "(no errorMessage)",
+              strlen(c->error ? c->error : "(no errorMessage)"), AN_ESCAPE_LOG_MAX);
     if (!strcmp(c->method, "deleteModel")) {
         an_info("Model=%s was deleted", uid);
         /* Its cached state could never hit again (model_params is cleared);
@@ -359,15 +379,15 @@ static int process_command(an_service *s, item *it, const char *uid,
         return rc;
     if (cm->state == 2) {
         an_warn("Received command result=%s/%s for unknown model=%s (model deleted?)",
-                c->method, c->command_id, uid);
+                meth, cid, uid);
         return compose_command(s, it, uid, c, cm);
     }
     bool publish = true;
     if (c->status != 0) {
-        an_error("%s", c->error ? c->error : "(no errorMessage)");
+        an_error("%s", emsg);
         if (cm->m.status != AN_METRIC_ERROR) {
             an_error("Placing model=%s in ERROR state due to commandResult=%s/%s status=%" PRId64,
-                     uid, c->method, c->command_id, c->status);
+                     uid, meth, cid, c->status);
             rc = cmd_set_status(s, uid, c, cm, AN_METRIC_ERROR, &publish);
         } else {
             an_warn("Received failed command result for model=%s that is already in ERROR state",
@@ -383,8 +403,7 @@ static int process_command(an_service *s, item *it, const char *uid,
                     an_metric_status_name(cm->m.status));
         }
     } else {
-        an_error("Unexpected model result=%s/%s for model=%s", c->method,
-                 c->command_id, uid);
+        an_error("Unexpected model result=%s/%s for model=%s", meth, cid, uid);
     }
     if (rc || !publish)
         return rc;
@@ -795,20 +814,31 @@ static bool groupable(const an_service *s, const an_entry *e, int64_t count)
     return count > 0 && !e->nil && !is_deferred(s, e->id);
 }
 
+/* Whether a group holding `bytes` decoded bytes may take the item too
+ * ([streams] max_group_decoded_bytes; the first item of a group is always
+ * taken). */
+static bool group_has_room(const an_service *s, size_t bytes, const item *it)
+{
+    return bytes + it->b->decoded_bytes <= s->cfg->streams.max_group_decoded_bytes;
+}
+
 void svc_prefetch(an_service *s)
 {
     prefetch *p = s->pf;
     if (!p || p->done)
         return;
     p->done = true;
+    size_t bytes = 0;
     while (p->from + p->k < p->n && p->rows < AN_SERVICE_GROUP_MAX_ROWS &&
            groupable(s, &p->v[p->from + p->k], p->count[p->from + p->k])) {
         item *it = &p->items[p->k];
-        if (intake(s, &p->v[p->from + p->k], it) != 0 || it->b->n_command != 0) {
+        if (intake(s, &p->v[p->from + p->k], it) != 0 || it->b->n_command != 0 ||
+            (p->k > 0 && !group_has_room(s, bytes, it))) {
             item_clear(it);   /* take_entries deals with it in its turn */
             break;
         }
         p->rows += it->n;
+        bytes += it->b->decoded_bytes;
         p->k++;
     }
 }
@@ -924,10 +954,11 @@ static int over_attempts(an_service *s, const an_entry *e, int64_t count, bool *
 
 /* Handles entries just read or claimed, in order: consecutive
  * inference-only entries go as one group (up to AN_SERVICE_GROUP_MAX_ROWS
- * rows), anything else one by one. While a group's write is in flight the
- * next group is decoded (svc_prefetch). Every entry's processing attempt
- * is counted before it is decoded (begin_page), and ended at the end if it
- * neither completed nor failed the process. */
+ * rows and [streams] max_group_decoded_bytes), anything else one by one.
+ * While a group's write is in flight the next group is decoded
+ * (svc_prefetch). Every entry's processing attempt is counted before it is
+ * decoded (begin_page), and ended at the end if it neither completed nor
+ * failed the process. */
 static int take_entries(an_service *s, const an_entry *v, size_t n)
 {
     item *items = calloc(n ? n : 1, sizeof *items);
@@ -1001,7 +1032,7 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
                 break;
             }
             k = 1;
-            size_t rows = items[0].n;
+            size_t rows = items[0].n, bytes = items[0].b->decoded_bytes;
             /* extend the group with the following plain inference entries,
              * up to AN_SERVICE_GROUP_MAX_ROWS rows (catch-up batches are 1440
              * rows: memory stays bounded, the commit is amortized anyway).
@@ -1010,8 +1041,10 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             while (!alone && items[0].b->n_command == 0 && i + k < n &&
                    rows < AN_SERVICE_GROUP_MAX_ROWS && groupable(s, &v[i + k], count[i + k])) {
                 int r2 = intake(s, &v[i + k], &items[k]);
-                if (r2 == 0 && items[k].b->n_command == 0) {
+                if (r2 == 0 && items[k].b->n_command == 0 &&
+                    group_has_room(s, bytes, &items[k])) {
                     rows += items[k].n;
+                    bytes += items[k].b->decoded_bytes;
                     k++;
                     continue;
                 }
@@ -1346,11 +1379,12 @@ void an_service_log_stats(const an_service *s)
             " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
             " trimmed=%" PRId64 " claimed=%" PRId64 " deferred=%" PRId64
             " transient_errors=%" PRId64 " cache_misses=%" PRId64
-            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64,
+            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64
+            " groups=%" PRId64,
             t->entries, t->inference_batches, t->rows_scored, t->commands,
             t->rejected, t->duplicates, t->republished, t->dead_letters,
             t->trimmed, t->claimed, t->deferred, t->transient_errors, t->cache_misses,
-            an_state_cache_size(s->sc), hits, misses);
+            an_state_cache_size(s->sc), hits, misses, t->groups);
 }
 
 void an_service_free(an_service *s)

@@ -76,7 +76,6 @@ typedef struct group_scratch {
     an_row *hrows;             /* [rows of the group] */
     an_score_update *upd;
     const char **row_uids;
-    char **pred;               /* owned predictions texts */
     size_t nrows, caprows;
     an_out_row *orows;
     size_t caporows;
@@ -134,13 +133,7 @@ static int reserve_rows(group_scratch *g, size_t n)
     const char **ru = realloc(g->row_uids, c * sizeof *ru);
     if (ru)
         g->row_uids = ru;
-    char **p = realloc(g->pred, c * sizeof *p);
-    if (p) {
-        for (size_t i = g->caprows; i < c; i++)
-            p[i] = NULL;
-        g->pred = p;
-    }
-    if (!h || !u || !ru || !p)
+    if (!h || !u || !ru)
         return AN_ENOMEM;
     g->caprows = c;
     return 0;
@@ -170,12 +163,9 @@ void svc_group_free(an_service *s)
     free(g->row_start);
     free(g->row_count);
     an_group_read_free(&g->g);
-    for (size_t i = 0; i < g->caprows; i++)
-        free(g->pred[i]);
     free(g->hrows);
     free(g->upd);
     free(g->row_uids);
-    free(g->pred);
     free(g->orows);
     free(g->mu);
     free(g);
@@ -367,7 +357,8 @@ static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows, s
                      "new result=%.17g", rows[i].rowid, uid, it->inf[i]->score);
         if (it->inf[i]->status != 0) {
             const char *msg = it->inf[i]->error ? it->inf[i]->error : "(no errorMessage)";
-            an_error("%s", msg);
+            char emsg[AN_ESCAPE_BUF];
+            an_error("%s", an_escape(emsg, sizeof emsg, msg, strlen(msg), AN_ESCAPE_LOG_MAX));
             if (gm->status == AN_METRIC_ERROR) {
                 an_error("Rejected inference result batch=%s of model=%s: failed and model "
                          "was in ERROR state", r1, uid);
@@ -443,14 +434,13 @@ static int score(an_service *s, group_scratch *g, item *it, gmetric *gm, size_t 
     for (size_t i = 0; i < it->n; i++) {
         gm->mem[gm->nmem++] = (an_sample){h[i].rowid, h[i].value, h[i].raw};
         size_t k = g->nrows + i;
-        free(g->pred[k]);
-        g->pred[k] = an_predictions_text(it->inf[i]->predictions);
-        if (!g->pred[k])
-            return AN_ENOMEM;
+        /* the decoder's canonical text (json.dumps), borrowed from the
+         * batch, which outlives the write */
+        const char *pt = it->inf[i]->predictions_text;
         g->upd[k] = (an_score_update){
             .rowid = h[i].rowid, .raw = h[i].raw, .anomaly_score = h[i].anomaly_score,
             .display_value = an_display_value(h[i].anomaly_score, true),
-            .predictions = g->pred[k]};
+            .predictions = pt ? pt : "null"};
         g->row_uids[k] = gm->uid;
     }
     g->nrows += it->n;
@@ -485,8 +475,8 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
         if (fresh) {
             o->raw = fresh[i].raw;
             o->anomaly = fresh[i].anomaly_score;
-            o->predictions = it->inf[i]->predictions;
-            o->predictions_json = o->predictions ? NULL : "null";
+            o->predictions_json = it->inf[i]->predictions_text;
+            o->predictions_canonical = true;   /* the decoder's dump: spliced */
         } else {
             o->raw = d[i].raw;
             o->anomaly = d[i].anomaly_score;
@@ -498,7 +488,8 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
         .resource = gm->m->server, .location = gm->m->location,
         .datasource = gm->m->datasource ? gm->m->datasource : "", .spec = spec,
     };
-    json_t *msg = an_msg_inference(&mi, g->orows, it->n, err, sizeof err);
+    size_t len = 0;
+    char *msg = an_msg_inference_text(&mi, g->orows, it->n, &len, err, sizeof err);
     json_decref(spec);
     if (!msg) {
         an_error("cannot compose inference results message for model=%s: %s", gm->uid, err);
@@ -506,7 +497,7 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
     }
     char rows[48];
     snprintf(rows, sizeof rows, "%" PRId64 "-%" PRId64, d[0].rowid, d[it->n - 1].rowid);
-    return svc_add_out(s, it, AN_DATATYPE_INFERENCE, rows, msg);
+    return svc_add_out_text(s, it, AN_DATATYPE_INFERENCE, rows, msg, len);
 }
 
 /* ------------------------------------------------------------ the group */
@@ -907,6 +898,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
 int svc_group_run(an_service *s, item *items, size_t n)
 {
     assert(n > 0);
+    s->st.groups++;
     if (!s->gs && !(s->gs = calloc(1, sizeof *s->gs)))
         return AN_ENOMEM;
     size_t *keep = malloc(n * sizeof *keep);

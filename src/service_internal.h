@@ -110,6 +110,9 @@ struct an_service {
  * [streams] output_encoding. 0 / AN_ENOMEM / AN_EINVAL. */
 int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
                 json_t *msg);
+/* The same for a message already serialized (text consumed). */
+int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
+                     char *text, size_t len);
 
 /* Processes the inference results of items[0..n) (each with n > 0) in ONE
  * transaction (retried as a whole on transient errors within the §4.5
