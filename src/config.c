@@ -155,7 +155,9 @@ static const keydef keys[] = {
      "(e.g. consumers crashing on it) goes to the dead-letter stream. Counted in the hash "
      "<input>:attempts; re-reads, takeovers and waiting are not attempts."},
     {"streams", "output_maxlen", K_INT64, "1000000", NULL, DEF_TEXT, 0, 1000000000000LL, NULL,
-     OFF(streams.output_maxlen), "XADD MAXLEN ~ of the output stream; 0 = no trimming."},
+     OFF(streams.output_maxlen),
+     "XADD MAXLEN ~ of the output stream; 0 = no trimming. At least max_results (one "
+     "entry's messages)."},
     {"streams", "output_encoding", K_ENUM, "zlib", NULL, DEF_TEXT, 0, 0, encoding_names,
      OFF(streams.output_encoding),
      "Body encoding of output entries: zlib (htmengine wire compatible) or json."},
@@ -793,6 +795,13 @@ static int cross_checks(const an_config *cfg, char *err, size_t errlen)
                "[streams] defer_max_ms (%d) must be at least claim_idle_ms (%d): a batch "
                "waits for a dead consumer's predecessor to be taken over",
                c->streams.defer_max_ms, c->streams.claim_idle_ms);
+        return AN_ECONFIG;
+    }
+    if (c->streams.output_maxlen > 0 && c->streams.output_maxlen < c->streams.max_results) {
+        seterr(err, errlen,
+               "[streams] output_maxlen (%" PRId64 ") must be at least max_results (%d): one "
+               "entry's messages would be trimmed from the output stream as it publishes them",
+               c->streams.output_maxlen, c->streams.max_results);
         return AN_ECONFIG;
     }
     if (c->postgres.retry_initial_ms > c->postgres.retry_max_delay_ms) {

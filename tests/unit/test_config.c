@@ -385,6 +385,15 @@ START_TEST(cross_key_errors)
                      AN_ECONFIG);
     ck_assert_ptr_nonnull(strstr(errbuf, "[streams] defer_max_ms (10000) must be at least "
                                          "claim_idle_ms (30000)"));
+    /* output_maxlen against max_results: at the bound, past it, and 0 (no trimming) */
+    ck_assert_int_eq(load_text(&cfg, "[streams]\nmax_results = 500\noutput_maxlen = 500\n"), 0);
+    an_config_free(&cfg);
+    ck_assert_int_eq(load_text(&cfg, "[streams]\nmax_results = 500\noutput_maxlen = 0\n"), 0);
+    an_config_free(&cfg);
+    ck_assert_int_eq(load_text(&cfg, "[streams]\nmax_results = 500\noutput_maxlen = 499\n"),
+                     AN_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(errbuf, "[streams] output_maxlen (499) must be at least "
+                                         "max_results (500)"));
 }
 END_TEST
 
