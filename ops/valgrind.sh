@@ -36,7 +36,8 @@ run "vectors flatline" build-vg/tests/likelihood_vectors tests/data/likelihood/h
 eval "$(ops/stack.sh env)"
 P="vg$$:"
 export ANOMALYD_STREAMS_INPUT=${P}results ANOMALYD_STREAMS_OUTPUT=${P}out \
-       ANOMALYD_STREAMS_DEAD_LETTER=${P}dead ANOMALYD_STREAMS_PARAMS_PREFIX=${P}params:
+       ANOMALYD_STREAMS_DEAD_LETTER=${P}dead ANOMALYD_STREAMS_PARAMS_PREFIX=${P}params: \
+       ANOMALYD_HTTP_LISTEN=127.0.0.1:0   # the endpoint runs under valgrind too; any free port
 build-vg/anomalyctl db init >/dev/null
 head -2001 tests/data/likelihood/htmengine/numenta_ec2_cpu_utilization_825cc2.inputs.csv > /tmp/anomalyd-vg.$$.csv
 build-vg/anomalyctl replay --csv /tmp/anomalyd-vg.$$.csv --metric vg --uid "vg-$$" \
