@@ -102,7 +102,7 @@ struct an_service {
     int64_t last_tick_ms, last_status_ms, last_poll_ms;
     int64_t status_entries;     /* st.entries at the last STATUS= */
     int64_t schema_warned_ms;   /* last "schema missing" warning */
-    bool stop_noted;
+    bool ready_noted, stop_noted;
 };
 
 /* Appends msg (consumed) to the item's messages, encoded per

@@ -39,7 +39,7 @@ static const char *state_word(const an_service *s)
 {
     if (s->opts.metrics)
         return an_metrics_state_name(an_metrics_state(s->opts.metrics));
-    return s->stop_noted ? "stopping" : s->last_status_ms ? "running" : "starting";
+    return s->stop_noted ? "stopping" : s->ready_noted ? "running" : "starting";
 }
 
 static void send_status(an_service *s, int64_t t)
@@ -84,6 +84,7 @@ void svc_heartbeat(an_service *s)
 
 void svc_note_ready(an_service *s)
 {
+    s->ready_noted = true;
     an_metrics_set_up(s->opts.metrics, AN_SERVER_REDIS, true);
     an_metrics_set_up(s->opts.metrics, AN_SERVER_POSTGRES, true);
     an_metrics_set_schema(s->opts.metrics, true);
