@@ -84,7 +84,8 @@ static bool stopping(const an_service *s)
     return s->opts.stop && *s->opts.stop;
 }
 
-/* Sleeps ms, waking early (in 50 ms steps) when a stop is requested. */
+/* Sleeps ms, waking early (in 50 ms steps) when a stop is requested; each
+ * step is a heartbeat (/livez, the systemd watchdog). */
 static void nap(an_service *s, int ms)
 {
     while (ms > 0 && !stopping(s)) {
@@ -92,7 +93,7 @@ static void nap(an_service *s, int ms)
         struct timespec ts = {0, (long)step * 1000000L};
         nanosleep(&ts, NULL);
         ms -= step;
-        svc_heartbeat((an_service *)s);
+        svc_heartbeat(s);   /* a back-off is the loop alive, not hung */
     }
 }
 
@@ -186,8 +187,9 @@ static int check_schema(an_service *s)
 }
 
 /* Connects both servers, retrying with backoff until they answer (and the
- * schema is present) or a stop is requested. Returns 0, AN_ECONFIG/AN_EREDIS/AN_EDB for errors that
- * waiting does not fix, or AN_ETRANSIENT when stopped while waiting. */
+ * schema is present) or a stop is requested. Returns 0,
+ * AN_ECONFIG/AN_EREDIS/AN_EDB for errors that waiting does not fix, or
+ * AN_ETRANSIENT when stopped while waiting. */
 static int connect_all(an_service *s)
 {
     int delay = RETRY_MIN_MS;
