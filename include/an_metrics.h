@@ -144,8 +144,10 @@ void an_metrics_heartbeat(an_metrics *m);
  * When not live, why (if non-NULL) gets a one-line reason. */
 bool an_metrics_live(an_metrics *m, int64_t max_age_ms, char *why, size_t len);
 /* Ready when running (not starting, paused or stopping), both servers up
- * and the schema present. When not ready, why gets a one-line reason
- * naming the first failed condition. */
+ * and the schema present. When not ready, why gets a one-line reason:
+ * "paused: <cause>", "stopping", "starting: <what it waits for>", or the
+ * first failed condition ("redis not connected", "postgres not
+ * connected", "database schema missing or out of date"). */
 bool an_metrics_ready(an_metrics *m, char *why, size_t len);
 
 /* The current value of a counter / entries outcome (tests, STATUS). */

@@ -327,19 +327,23 @@ bool an_metrics_ready(an_metrics *m, char *why, size_t len)
 {
     if (!m)
         return false;
-    char buf[160] = "";
+    char buf[160] = "", cond[96] = "";
     LOCKED(m, {
+        if (!m->up[AN_SERVER_REDIS])
+            snprintf(cond, sizeof cond, "redis not connected");
+        else if (!m->up[AN_SERVER_POSTGRES])
+            snprintf(cond, sizeof cond, "postgres not connected");
+        else if (m->schema != 1)
+            snprintf(cond, sizeof cond, "database schema %s",
+                     m->schema == 0 ? "missing or out of date" : "not checked yet");
         if (m->state == AN_STATE_PAUSED)
             snprintf(buf, sizeof buf, "paused: %s", m->causes.names[m->cause]);
+        else if (m->state == AN_STATE_STARTING)   /* say what it waits for */
+            snprintf(buf, sizeof buf, "starting%s%s", cond[0] ? ": " : "", cond);
         else if (m->state != AN_STATE_RUNNING)
             snprintf(buf, sizeof buf, "%s", state_names[m->state]);
-        else if (!m->up[AN_SERVER_REDIS])
-            snprintf(buf, sizeof buf, "redis not connected");
-        else if (!m->up[AN_SERVER_POSTGRES])
-            snprintf(buf, sizeof buf, "postgres not connected");
-        else if (m->schema != 1)
-            snprintf(buf, sizeof buf, "database schema %s",
-                     m->schema == 0 ? "missing or out of date" : "not checked yet");
+        else
+            snprintf(buf, sizeof buf, "%s", cond);
     });
     if (why && len)
         snprintf(why, len, "%s", buf);

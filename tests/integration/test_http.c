@@ -12,6 +12,9 @@
  *     200 again after start-pg, /livez stays 200; SIGTERM exits 0.
  *  2. bad_listen_addresses: a listen value that does not parse, resolve or
  *     bind (port in use) stops start-up with exit 2 and a clear message.
+ *  3. not_ready_without_schema: pointed (search_path) at a schema without
+ *     anomalyd's tables, anomalyd waits: /readyz 503 naming the schema,
+ *     /livez 200, state starting; SIGTERM exits 0.
  *
  * Waits are for conditions, with generous deadlines; nothing asserts an
  * elapsed time.
@@ -343,6 +346,43 @@ START_TEST(bad_listen_addresses)
 }
 END_TEST
 
+/* ---- 3 ------------------------------------------------------------------ */
+
+START_TEST(not_ready_without_schema)
+{
+    /* The same database, seen through a search_path where no anomalyd
+     * table exists: for anomalyd the schema is missing. */
+    char dsn[1024];
+    const char *base = e2e_env("ANOMALYD_PG_DSN");
+    ck_assert_msg(!strncmp(base, "postgres", 8) && !strchr(base, '?'),
+                  "this test needs the stack's URI DSN, got %s", base);
+    snprintf(dsn, sizeof dsn, "%s?options=-csearch_path%%3Dan_no_such_schema", base);
+    e2e_setenv(&T, "ANOMALYD_POSTGRES_DSN", dsn);
+    e2e_proc d;
+    int port = start_anomalyd(&d, "noschema");
+    char *body = wait_status(port, "/readyz", 503, 60);
+    double deadline = e2e_now() + 60;
+    while (strcmp(body, "starting: database schema missing or out of date\n")) {
+        ck_assert_msg(e2e_now() < deadline, "/readyz says '%s'", body);
+        free(body);
+        e2e_sleep_ms(200);
+        ck_assert_int_eq(http(port, "GET", "/readyz", &body), 503);
+    }
+    free(body);
+    ck_assert_int_eq(http(port, "GET", "/livez", NULL), 200);
+    char *text = scrape(port);
+    ck_assert(value_of(text, "anomalyd_schema_present") == 0);
+    ck_assert(value_of(text, "anomalyd_state{state=\"starting\"}") == 1);
+    ck_assert(value_of(text, "anomalyd_connection_up{server=\"postgres\"}") == 1);
+    free(text);
+    ck_assert_msg(e2e_count_lines(d.err_path, "waiting for `anomalyctl db init`") >= 1,
+                  "no schema warning; stderr:\n%s", e2e_tail(d.err_path, 2000));
+    kill(d.pid, SIGTERM);
+    e2e_wait(&T, &d, 60000);
+    E2E_EXPECT_EXIT0(&d);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -351,6 +391,7 @@ static Suite *http_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, scrape_replay_and_readiness);
     tcase_add_test(tc, bad_listen_addresses);
+    tcase_add_test(tc, not_ready_without_schema);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -391,14 +391,22 @@ START_TEST(readiness)
 {
     an_metrics *m = an_metrics_new(&vclock);
     char why[256];
+    expect_not_ready(m, "starting: redis not connected");
+    an_metrics_set_up(m, AN_SERVER_REDIS, true);
+    an_metrics_set_up(m, AN_SERVER_POSTGRES, true);
+    expect_not_ready(m, "starting: database schema not checked yet");
+    an_metrics_set_schema(m, false);
+    expect_not_ready(m, "starting: database schema missing or out of date");
+    an_metrics_set_schema(m, true);
     expect_not_ready(m, "starting");
+    an_metrics_set_up(m, AN_SERVER_REDIS, false);
+    an_metrics_set_up(m, AN_SERVER_POSTGRES, false);
+    an_metrics_set_schema(m, false);
     an_metrics_set_running(m);
     expect_not_ready(m, "redis not connected");
     an_metrics_set_up(m, AN_SERVER_REDIS, true);
     expect_not_ready(m, "postgres not connected");
     an_metrics_set_up(m, AN_SERVER_POSTGRES, true);
-    expect_not_ready(m, "database schema not checked yet");
-    an_metrics_set_schema(m, false);
     expect_not_ready(m, "database schema missing or out of date");
     an_metrics_set_schema(m, true);
     ck_assert(an_metrics_ready(m, why, sizeof why));
