@@ -128,12 +128,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "anomalyd: systemd notify: %s\n", err);
         goto out;
     }
+    /* Always kept (it is also where the state of STATUS= lines lives);
+     * served only when [http] listen is set. */
+    metrics = an_metrics_new(NULL);
+    if (!metrics) {
+        fprintf(stderr, "anomalyd: out of memory\n");
+        goto out;
+    }
     if (cfg.http.listen[0]) {
-        metrics = an_metrics_new(NULL);
-        if (!metrics) {
-            fprintf(stderr, "anomalyd: out of memory\n");
-            goto out;
-        }
         an_http_opts ho = {.listen = cfg.http.listen, .metrics = metrics,
                            .live_max_age_ms = cfg.http.live_max_age_ms};
         int hr = an_http_start(&ho, &http, err, sizeof err);
