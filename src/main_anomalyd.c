@@ -51,6 +51,37 @@ static void usage(FILE *out)
             "every key can be overridden with ANOMALYD_<SECTION>_<KEY>.\n");
 }
 
+/* The systemd notifier ($NOTIFY_SOCKET), the metrics registry (always
+ * kept: it is also where the state of STATUS= lines lives) and its
+ * endpoint (only with [http] listen). Returns 0, or the exit code after
+ * printing why: 2 for an [http] listen that does not bind, 1 otherwise.
+ * The caller frees whatever was set, on success or not. */
+static int start_reporting(const an_config *cfg, an_metrics **metrics, an_http **http,
+                           an_notify **notify)
+{
+    char err[512];
+    if (an_notify_from_env(NULL, notify, err, sizeof err)) {
+        fprintf(stderr, "anomalyd: systemd notify: %s\n", err);
+        return 1;
+    }
+    *metrics = an_metrics_new(NULL);
+    if (!*metrics) {
+        fprintf(stderr, "anomalyd: out of memory\n");
+        return 1;
+    }
+    if (!cfg->http.listen[0])
+        return 0;
+    an_http_opts ho = {.listen = cfg->http.listen, .metrics = *metrics,
+                       .live_max_age_ms = cfg->http.live_max_age_ms};
+    int rc = an_http_start(&ho, http, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "anomalyd: %s[http] listen %s\n",
+                rc == AN_ECONFIG ? "configuration error: " : "", err);
+        return rc == AN_ECONFIG ? 2 : 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *config_path = NULL, *consumer = NULL;
@@ -119,33 +150,15 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int code = 1;
+    /* What the service reports to (an_service_opts borrows them). */
     an_metrics *metrics = NULL;
     an_http *http = NULL;
     an_notify *notify = NULL;
     an_service *svc = NULL;
-    if (an_notify_from_env(NULL, &notify, err, sizeof err)) {
-        fprintf(stderr, "anomalyd: systemd notify: %s\n", err);
+    int code = start_reporting(&cfg, &metrics, &http, &notify);
+    if (code)
         goto out;
-    }
-    /* Always kept (it is also where the state of STATUS= lines lives);
-     * served only when [http] listen is set. */
-    metrics = an_metrics_new(NULL);
-    if (!metrics) {
-        fprintf(stderr, "anomalyd: out of memory\n");
-        goto out;
-    }
-    if (cfg.http.listen[0]) {
-        an_http_opts ho = {.listen = cfg.http.listen, .metrics = metrics,
-                           .live_max_age_ms = cfg.http.live_max_age_ms};
-        int hr = an_http_start(&ho, &http, err, sizeof err);
-        if (hr) {
-            fprintf(stderr, "anomalyd: %s[http] listen %s\n",
-                    hr == AN_ECONFIG ? "configuration error: " : "", err);
-            code = hr == AN_ECONFIG ? 2 : 1;
-            goto out;
-        }
-    }
+    code = 1;
     an_service_opts opts = {.exit_when_idle_ms = idle_ms, .stop = &g_stop,
                             .metrics = metrics, .notify = notify};
     if (an_service_new(&cfg, &opts, &svc, err, sizeof err)) {
