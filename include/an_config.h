@@ -114,6 +114,10 @@ typedef struct an_config {
     struct {
         an_log_level level; /* AN_LOG_INFO */
     } log;
+    struct {
+        char *listen;         /* 127.0.0.1:9464; "" = no endpoint */
+        int live_max_age_ms;  /* /livez heartbeat age limit (120000) */
+    } http;
 } an_config;
 
 /* Fills *cfg: defaults, then the file at path (NULL: no file), then the

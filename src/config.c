@@ -21,6 +21,8 @@
 
 #include <ini.h>
 
+#include "an_http.h" /* an_http_parse_listen */
+
 extern char **environ;
 
 _Static_assert(sizeof(an_variant) == sizeof(int), "enum stored as int");
@@ -224,6 +226,15 @@ static const keydef keys[] = {
     /* ---- [log] ---- */
     {"log", "level", K_ENUM, "info", NULL, DEF_TEXT, 0, 0, level_names, OFF(log.level),
      "Lowest level logged: debug, info, warning or error."},
+
+    /* ---- [http] ---- */
+    {"http", "listen", K_STR, "127.0.0.1:9464", NULL, DEF_TEXT, 1, 0, NULL, OFF(http.listen),
+     "Address of the /metrics, /livez and /readyz endpoint: host:port or [ipv6]:port "
+     "(port 0: any free port, logged); empty = no endpoint."},
+    {"http", "live_max_age_ms", K_DUR, "120000", NULL, DEF_TEXT, 1000, 86400000, NULL,
+     OFF(http.live_max_age_ms),
+     "/livez answers 503 once the main loop has not shown a sign of life for this long. "
+     "Above the longest blocking call ([postgres] statement_timeout_ms)."},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -809,6 +820,14 @@ static int cross_checks(const an_config *cfg, char *err, size_t errlen)
                "[postgres] retry_initial_ms (%d) must not exceed retry_max_delay_ms (%d)",
                c->postgres.retry_initial_ms, c->postgres.retry_max_delay_ms);
         return AN_ECONFIG;
+    }
+    if (c->http.listen && c->http.listen[0]) {
+        an_listen_addr a;
+        char why[320];
+        if (an_http_parse_listen(c->http.listen, &a, why, sizeof why)) {
+            seterr(err, errlen, "[http] listen: %s", why);
+            return AN_ECONFIG;
+        }
     }
     return 0;
 }
