@@ -180,6 +180,39 @@ static const keydef keys[] = {
      "Metrics whose parsed likelihood state is kept in memory (LRU, ~0.7 KiB each; 0 = off). "
      "A hit skips parsing the params; it is checked against model_params read under the lock."},
 
+    /* ---- [alerts] (anomalyctl alerts, docs/alerts.md) ---- */
+    {"alerts", "group", K_STR, "notify", NULL, DEF_TEXT, 0, 0, NULL, OFF(alerts.group),
+     "Consumer group of anomalyctl alerts on the output stream (--group)."},
+    {"alerts", "stream", K_STR, "htm:alerts", NULL, DEF_TEXT, 0, 0, NULL, OFF(alerts.stream),
+     "Alerts stream (--stream); its dedupe and throttle state lives in <stream>:last, "
+     "<stream>:fired, <stream>:fired:order, overrides in <stream>:thresholds."},
+    {"alerts", "stream_maxlen", K_INT64, "100000", NULL, DEF_TEXT, 1, 1000000000000LL, NULL,
+     OFF(alerts.stream_maxlen), "XADD MAXLEN ~ of the alerts stream."},
+    {"alerts", "fired_max", K_INT, "100000", NULL, DEF_TEXT, 1, 100000000, NULL,
+     OFF(alerts.fired_max),
+     "Dedupe records kept (one per alert, oldest row time dropped first, ~100 bytes each)."},
+    {"alerts", "metrics_max", K_INT, "100000", NULL, DEF_TEXT, 1, 100000000, NULL,
+     OFF(alerts.metrics_max),
+     "Metrics whose last alert time (the throttle state) is kept; the least recently "
+     "alerted are dropped first."},
+    {"alerts", "exec_retries", K_INT, "3", NULL, DEF_TEXT, 0, 100, NULL,
+     OFF(alerts.exec_retries), "--exec: retries after a failed run, then logged and skipped."},
+    {"alerts", "exec_backoff_ms", K_DUR, "1000", NULL, DEF_TEXT, 0, 600000, NULL,
+     OFF(alerts.exec_backoff_ms), "--exec: delay before the first retry, doubled after each."},
+    {"alerts", "exec_timeout_ms", K_DUR, "30000", NULL, DEF_TEXT, 0, 3600000, NULL,
+     OFF(alerts.exec_timeout_ms), "--exec: a run taking longer is killed and failed; 0 = none."},
+
+    /* ---- [plot] (anomalyctl plot and report) ---- */
+    {"plot", "max_points", K_INT, "10000", NULL, DEF_TEXT, 2, 10000000, NULL,
+     OFF(plot.max_points),
+     "anomalyctl plot: a range with more rows is downsampled to this many path points "
+     "(--max-points)."},
+    {"plot", "report_metrics", K_INT, "200", NULL, DEF_TEXT, 1, 100000, NULL,
+     OFF(plot.report_metrics),
+     "anomalyctl report: metrics on the page (highest latest anomaly first)."},
+    {"plot", "report_points", K_INT, "1000", NULL, DEF_TEXT, 2, 1000000, NULL,
+     OFF(plot.report_points), "anomalyctl report: path points per metric plot."},
+
     /* ---- [debugging] ---- */
     {"debugging", "profiling", K_BOOL, "false", NULL, DEF_TEXT, 0, 0, NULL,
      OFF(debugging.profiling), "Log per-batch timing lines (also when [log] level is debug)."},
@@ -1008,4 +1041,13 @@ an_codec_limits an_config_codec_limits(const an_config *cfg)
     l.max_entry_bytes = cfg->streams.max_entry_bytes;
     l.max_inflated_bytes = cfg->streams.max_inflated_bytes;
     return l;
+}
+
+int an_config_parse_duration(const char *text, int64_t *ms)
+{
+    long long v;
+    if (!text || !parse_duration(text, &v))
+        return AN_EINVAL;
+    *ms = (int64_t)v;
+    return 0;
 }
