@@ -180,6 +180,14 @@ static const keydef keys[] = {
      "Metrics whose parsed likelihood state is kept in memory (LRU, ~0.7 KiB each; 0 = off). "
      "A hit skips parsing the params; it is checked against model_params read under the lock."},
 
+    /* ---- [debugging] ---- */
+    {"debugging", "profiling", K_BOOL, "false", NULL, DEF_TEXT, 0, 0, NULL,
+     OFF(debugging.profiling), "Log per-batch timing lines (also when [log] level is debug)."},
+
+    /* ---- [log] ---- */
+    {"log", "level", K_ENUM, "info", NULL, DEF_TEXT, 0, 0, level_names, OFF(log.level),
+     "Lowest level logged: debug, info, warning or error."},
+
     /* ---- [alerts] (anomalyctl alerts, docs/alerts.md) ---- */
     {"alerts", "group", K_STR, "notify", NULL, DEF_TEXT, 0, 0, NULL, OFF(alerts.group),
      "Consumer group of anomalyctl alerts on the output stream (--group)."},
@@ -212,14 +220,6 @@ static const keydef keys[] = {
      "anomalyctl report: metrics on the page (highest latest anomaly first)."},
     {"plot", "report_points", K_INT, "1000", NULL, DEF_TEXT, 2, 1000000, NULL,
      OFF(plot.report_points), "anomalyctl report: path points per metric plot."},
-
-    /* ---- [debugging] ---- */
-    {"debugging", "profiling", K_BOOL, "false", NULL, DEF_TEXT, 0, 0, NULL,
-     OFF(debugging.profiling), "Log per-batch timing lines (also when [log] level is debug)."},
-
-    /* ---- [log] ---- */
-    {"log", "level", K_ENUM, "info", NULL, DEF_TEXT, 0, 0, level_names, OFF(log.level),
-     "Lowest level logged: debug, info, warning or error."},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

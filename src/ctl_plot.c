@@ -94,7 +94,7 @@ void ctl_plot_subtitle(const an_view_metric *m, const an_plot_data *d, double fr
     fmt_utc(t1, b, sizeof b);
     snprintf(buf, len, "%s \xc2\xb7 %s \xe2\x86\x92 %s UTC \xc2\xb7 %lld rows%s \xc2\xb7 %zu alert%s",
              m->uid, a, b, (long long)d->rows,
-             d->value.buckets > 0 ? " (downsampled: min and max per bucket)" : "",
+             d->value.buckets > 0 ? " (downsampled)" : "",
              d->alerts_total, d->alerts_total == 1 ? "" : "s");
 }
 
