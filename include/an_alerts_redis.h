@@ -63,7 +63,7 @@ typedef struct an_alerts_commit_req {
     const char *uid;
     const char *entry_id;         /* the output entry's id */
     const an_alert_outcome *outcome; /* what the decision read and set */
-    int64_t stream_maxlen;        /* alerts stream MAXLEN ~ (<= 0: none) */
+    int64_t stream_maxlen;        /* alerts stream MAXLEN, exact (<= 0: none) */
     int64_t fired_max;            /* fired records kept (<= 0: no bound) */
     int64_t last_max;             /* metrics' last times kept (<= 0: no bound) */
     size_t n;                     /* alerts, may be 0 */

@@ -106,7 +106,7 @@ typedef struct an_config {
     struct {
         char *group;            /* notify: consumer group on the output stream */
         char *stream;           /* htm:alerts: the alerts stream (+ state keys) */
-        int64_t stream_maxlen;  /* XADD MAXLEN ~ of the alerts stream (100000) */
+        int64_t stream_maxlen;  /* XADD MAXLEN (exact) of the alerts stream (100000) */
         int fired_max;          /* dedupe records kept (100000) */
         int metrics_max;        /* metrics whose last alert time is kept (100000) */
         int exec_retries;       /* --exec: retries after a failed run (3) */

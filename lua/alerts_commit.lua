@@ -8,11 +8,11 @@
 -- KEYS[1]  <alerts stream>:last         zset: uid -> row time (ms) of its last alert
 -- KEYS[2]  <alerts stream>:fired        hash: "uid rowid" -> output entry id
 -- KEYS[3]  <alerts stream>:fired:order  zset: "uid rowid" -> row time (ms), for trimming
--- KEYS[4]  <alerts stream>              the alerts stream (XADD MAXLEN ~)
+-- KEYS[4]  <alerts stream>              the alerts stream (XADD MAXLEN, exact)
 -- ARGV[1]  metric uid
 -- ARGV[2]  the last alert time the decision read ("" = none)
 -- ARGV[3]  the new last alert time ("" = unchanged)
--- ARGV[4]  alerts stream MAXLEN (<= 0: no trimming)
+-- ARGV[4]  alerts stream MAXLEN (exact; <= 0: no trimming)
 -- ARGV[5]  most fired records kept (<= 0: no trimming)
 -- ARGV[6]  most metrics whose last alert time is kept (<= 0: no trimming)
 -- ARGV[7]  output entry id (the fired records' value)
@@ -42,9 +42,8 @@ local out = {1}
 for i = 8, #ARGV, 3 do
   local field = uid .. ' ' .. ARGV[i]
   local args = {'XADD', KEYS[4]}
-  if maxlen > 0 then
+  if maxlen > 0 then -- exact: alerts are few, and the bound is then exact
     args[#args + 1] = 'MAXLEN'
-    args[#args + 1] = '~'
     args[#args + 1] = ARGV[4]
   end
   args[#args + 1] = '*'

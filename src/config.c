@@ -195,7 +195,7 @@ static const keydef keys[] = {
      "Alerts stream (--stream); its dedupe and throttle state lives in <stream>:last, "
      "<stream>:fired, <stream>:fired:order, overrides in <stream>:thresholds."},
     {"alerts", "stream_maxlen", K_INT64, "100000", NULL, DEF_TEXT, 1, 1000000000000LL, NULL,
-     OFF(alerts.stream_maxlen), "XADD MAXLEN ~ of the alerts stream."},
+     OFF(alerts.stream_maxlen), "XADD MAXLEN of the alerts stream (exact: alerts are few)."},
     {"alerts", "fired_max", K_INT, "100000", NULL, DEF_TEXT, 1, 100000000, NULL,
      OFF(alerts.fired_max),
      "Dedupe records kept (one per alert, oldest row time dropped first, ~100 bytes each)."},
