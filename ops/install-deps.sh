@@ -7,7 +7,8 @@ PKGS=(build-essential cmake pkg-config
       libhiredis-dev libjansson-dev zlib1g-dev libpq-dev libinih-dev
       check libsubunit-dev
       redis-server redis-tools postgresql postgresql-client
-      valgrind)
+      valgrind
+      libxml2-utils chromium)   # tests: xmllint checks the SVG plots, chromium the HTML report
 
 missing=()
 for p in "${PKGS[@]}"; do
