@@ -88,6 +88,19 @@ static int parse_result(const json_t *r, msg *m, size_t i, char *why, size_t len
     return 0;
 }
 
+/* A metric uid as anomalyd accepts it (an_codec.h): 1..AN_UID_MAX bytes of
+ * printable ASCII without spaces. */
+static bool valid_uid(const char *u)
+{
+    size_t n = strlen(u);
+    if (n == 0 || n > AN_UID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (u[i] < 0x21 || u[i] > 0x7e)
+            return false;
+    return true;
+}
+
 /* The inference message of a decoded output entry (an_output_entry_decode).
  * Strings point into d. */
 static int parse_msg(const json_t *d, msg *m, char *why, size_t len)
@@ -102,6 +115,12 @@ static int parse_msg(const json_t *d, msg *m, char *why, size_t len)
         return AN_EINVAL;
     }
     m->uid = json_string_value(uid);
+    if (!valid_uid(m->uid)) {
+        /* The uid is part of the state keys ("uid rowid") and of logs. */
+        snprintf(why, len, "body: metric.uid is not 1-%d printable characters without spaces",
+                 AN_UID_MAX);
+        return AN_EINVAL;
+    }
     m->name = json_is_string(name) ? json_string_value(name) : NULL;
     m->source = json_string_value(json_object_get(d, "source"));
     m->n = json_array_size(results);

@@ -116,7 +116,9 @@ static void metric_body(FILE *o, const an_view_metric *m, const an_plot_data *d,
                         double threshold)
 {
     const char *status = an_metric_status_name(m->status);
-    fputs("<tbody data-name=\"", o);
+    fputs("<tbody data-uid=\"", o);
+    esc(o, m->uid);
+    fputs("\" data-name=\"", o);
     esc(o, m->name ? m->name : m->uid);
     fprintf(o, "\" data-rows=\"%lld\" data-score=\"", (long long)m->scored);
     if (m->has_latest)

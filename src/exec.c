@@ -30,6 +30,7 @@ static pid_t spawn(const char *cmd, int *fd, char *err, size_t errlen)
         return -1;
     }
     if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL); /* the consumer ignores it; the command should not */
         dup2(p[0], 0);
         dup2(2, 1); /* our stdout is the alerts' JSON lines */
         close(p[0]);

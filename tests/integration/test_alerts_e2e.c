@@ -14,10 +14,10 @@
  *    re-publish output entries (XADD copies, same source): no alert is
  *    missing or doubled in the alerts stream; stdout and --exec may repeat
  *    an alert only for a kill that fell between delivery and ack.
- * 3. overrides_exec_poison_bounds: a threshold override by uid (and a bad
- *    one by name), a failing --exec retried then skipped, undecodable
- *    entries dead-lettered, the fired/metrics/stream bounds at and past
- *    their limits.
+ * 3. threshold_overrides: by uid; a bad one by name is ignored, logged.
+ * 4. exec_failure_and_poison: a failing --exec is retried, then skipped;
+ *    undecodable entries are dead-lettered with a reason, the rest handled.
+ * 5. bounds_at_and_past: fired records, stream length, metrics kept.
  */
 #include <check.h>
 #include <hiredis/hiredis.h>
@@ -407,9 +407,9 @@ START_TEST(kill_restart_republish)
 }
 END_TEST
 
-START_TEST(overrides_exec_poison_bounds)
+START_TEST(threshold_overrides)
 {
-    alist want, got, in_stream;
+    alist want, got;
     size_t over;
     e2e_proc p;
     /* threshold override by uid; a bad one by name is ignored (logged) */
@@ -429,7 +429,15 @@ START_TEST(overrides_exec_poison_bounds)
     stdout_alerts(&p, &got);
     expect_same(&got, &want, "bad override ignored");
     ck_assert_uint_gt(e2e_count_lines(p.err_path, "name threshold override is not a number"), 0);
+}
+END_TEST
 
+START_TEST(exec_failure_and_poison)
+{
+    alist want, got;
+    size_t over;
+    e2e_proc p;
+    expected(UID, 0.99999, 1000, 3600, &want, &over);
     /* a failing --exec: retried, then skipped; the alert is delivered anyway */
     const char *s3 = alert_stream("execfail");
     e2e_setenv(&T, "ANOMALYD_ALERTS_EXEC_RETRIES", "2");
@@ -451,8 +459,12 @@ START_TEST(overrides_exec_poison_bounds)
     an_field bad2[] = {e2e_field("dataType", AN_DATATYPE_INFERENCE), e2e_field("model", UID),
                        e2e_field("source", "0-2"), e2e_field("encoding", "json"),
                        e2e_field("body", "{\"metric\":{\"uid\":\"x\"},\"results\":[{\"rowid\":\"7\"}]}")};
+    an_field bad3[] = {e2e_field("dataType", AN_DATATYPE_INFERENCE), e2e_field("model", UID),
+                       e2e_field("source", "0-3"), e2e_field("encoding", "json"),
+                       e2e_field("body", "{\"metric\":{\"uid\":\"a b\"},\"results\":[]}")};
     xadd_tmp(bad1, 5);
     xadd_tmp(bad2, 5);
+    xadd_tmp(bad3, 5);
     run_alerts(&p, "g-poison", s4, "--max-age", "0", NULL, NULL, NULL, NULL);
     stdout_alerts(&p, &got);
     expect_same(&got, &want, "alerts around poison entries");
@@ -460,16 +472,26 @@ START_TEST(overrides_exec_poison_bounds)
     snprintf(dead, sizeof dead, "%s:dead", s4);
     an_entry_list l = {0};
     e2e_xrange_all(&T, dead, &l);
-    ck_assert_uint_eq(l.n, 2);
+    ck_assert_uint_eq(l.n, 3);
     const an_field *r0 = an_entry_field(&l.v[0], "reason"), *r1 = an_entry_field(&l.v[1], "reason");
     ck_assert(r0 && r1);
     ck_assert_msg(strstr(r0->value, "body"), "reason: %s", r0->value);
     ck_assert_msg(strstr(r1->value, "results[0]: rowid, ts, value, rawAnomaly, anomaly must be numbers"),
                   "reason: %s", r1->value);
+    const an_field *r2 = an_entry_field(&l.v[2], "reason");
+    ck_assert_msg(r2 && strstr(r2->value, "metric.uid is not 1-40 printable characters"),
+                  "reason: %s", r2 ? r2->value : "none");
     an_entry_list_free(&l);
     ck_assert_int_eq(group_pending("g-poison"), 0);
     drop_tmp();
+}
+END_TEST
 
+START_TEST(bounds_at_and_past)
+{
+    alist want, got;
+    size_t over;
+    e2e_proc p;
     /* bounds: fired records, metrics, stream length, at and past */
     alist low;
     expected(UID, 0.99, 400, 3600, &low, &over);
@@ -532,7 +554,6 @@ START_TEST(overrides_exec_poison_bounds)
     }
     e2e_setenv(&T, "ANOMALYD_ALERTS_METRICS_MAX", "100000");
     drop_tmp();
-    (void)in_stream;
 }
 END_TEST
 
@@ -544,7 +565,9 @@ static Suite *alerts_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, matches_database);
     tcase_add_test(tc, kill_restart_republish);
-    tcase_add_test(tc, overrides_exec_poison_bounds);
+    tcase_add_test(tc, threshold_overrides);
+    tcase_add_test(tc, exec_failure_and_poison);
+    tcase_add_test(tc, bounds_at_and_past);
     suite_add_tcase(s, tc);
     return s;
 }

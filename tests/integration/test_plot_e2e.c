@@ -12,6 +12,7 @@
  * 2. report_in_browser: the report's page, self-contained, in chromium; a
  *    page with a script error is caught by the same check (the check can
  *    fail).
+ * 3. report_bounds: [plot] report_metrics and report_points at and past.
  */
 #include <check.h>
 #include <math.h>
@@ -339,6 +340,60 @@ START_TEST(report_in_browser)
 }
 END_TEST
 
+/* The first metric's uid and value-path points in a report page. */
+static size_t first_metric_points(const char *html, char *uid, size_t len)
+{
+    static const char open[] = "<tbody data-uid=\"";
+    const char *b = strstr(html, open);
+    ck_assert_ptr_nonnull(b);
+    b += strlen(open);
+    snprintf(uid, len, "%.*s", (int)(strchr(b, '"') - b), b);
+    const char *d = strstr(b, "class=\"value-series\"");
+    ck_assert_ptr_nonnull(d);
+    d = strstr(d, " d=\"") + 4;
+    size_t n = 0;
+    for (; *d != '"'; d++)
+        n += *d == ',';
+    return n;
+}
+
+START_TEST(report_bounds)
+{
+    char dir[PATH_MAX + 32], path[PATH_MAX + 64], uid[64];
+    snprintf(dir, sizeof dir, "%s/report1", T.tmpdir);
+    snprintf(path, sizeof path, "%s/index.html", dir);
+    e2e_proc p;
+    PGresult *res = PQexec(an_repo_conn(T.repo), "SELECT count(*) FROM metric");
+    long metrics = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    ck_assert_int_ge(metrics, 2);
+    e2e_setenv(&T, "ANOMALYD_PLOT_REPORT_METRICS", "1");
+    /* report_points at the first metric's row count, then one below */
+    for (int past = 0; past < 2; past++) {
+        char pts[32];
+        snprintf(pts, sizeof pts, "%d", past ? 4031 : 4032);
+        e2e_setenv(&T, "ANOMALYD_PLOT_REPORT_POINTS", pts);
+        e2e_run(&T, &p, "anomalyctl report", 120000, e2e_bin("anomalyctl"), "report", "--out",
+                dir, NULL);
+        E2E_EXPECT_EXIT0(&p);
+        char *html = e2e_slurp(path, NULL);
+        char head[64];
+        snprintf(head, sizeof head, " 1 of %ld metrics ", metrics);
+        ck_assert_msg(strstr(html, head), "no '%s' in the page", head);
+        ck_assert_ptr_null(strstr(strstr(html, "<tbody") + 1, "<tbody"));
+        size_t got = first_metric_points(html, uid, sizeof uid);
+        free(html);
+        double *v;
+        size_t n = db_rows(uid, "", "", &v);
+        size_t cap = past ? 4031 : 4032;
+        ck_assert_uint_eq(got, downsampled_points(v, n, cap));
+        free(v);
+    }
+    e2e_setenv(&T, "ANOMALYD_PLOT_REPORT_METRICS", "200");
+    e2e_setenv(&T, "ANOMALYD_PLOT_REPORT_POINTS", "1000");
+}
+END_TEST
+
 static Suite *plot_suite(void)
 {
     Suite *s = suite_create("plot");
@@ -347,6 +402,7 @@ static Suite *plot_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, plot_points);
     tcase_add_test(tc, report_in_browser);
+    tcase_add_test(tc, report_bounds);
     suite_add_tcase(s, tc);
     return s;
 }
