@@ -51,7 +51,7 @@ static void del_alert_keys(const char *stream)
     static const char *const sfx[] = {"", ":last", ":fired", ":fired:order", ":thresholds",
                                       ":dead"};
     for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
-        char key[256];
+        char key[4096];
         snprintf(key, sizeof key, "%s%s", stream, sfx[i]);
         an_del(T.rd, key, NULL);
     }

@@ -262,7 +262,7 @@ static size_t reference(const model_msg *msgs, size_t n, const an_alert_rules *r
                 continue;
             has[u] = true;
             last[u] = ts;
-            snprintf(keys[k++], 32, "%s %lld", msgs[i].uid, (long long)row->rowid);
+            snprintf(keys[k++], 32, "%.7s %lld", msgs[i].uid, (long long)row->rowid);
         }
     return k;
 }
@@ -311,7 +311,7 @@ START_TEST(model_republish_and_crashes)
             mem_commit(&M, m->uid, entry, m->rows, m->n, v, &o);
             for (size_t j = 0; j < m->n; j++) {
                 if (v[j] == AN_ALERT_FIRE)
-                    snprintf(got[ngot++], 32, "%s %lld", m->uid, (long long)m->rows[j].rowid);
+                    snprintf(got[ngot++], 32, "%.7s %lld", m->uid, (long long)m->rows[j].rowid);
                 else if (v[j] == AN_ALERT_REDELIVER)
                     redelivered++;
             }
