@@ -424,6 +424,25 @@ int an_xinfo_consumers(an_redis *r, const char *stream, const char *group,
                        an_consumer_info **consumers, size_t *n);
 void an_consumer_info_free(an_consumer_info *consumers, size_t n);
 
+/* ------------------------------------------------------------ generic */
+
+struct redisReply;
+
+/* Runs the embedded script lua/<name>.lua: EVALSHA sha numkeys args...
+ * (lazy SCRIPT LOAD, one reload and retry on NOSCRIPT). args[0..numkeys)
+ * are the KEYS, the rest ARGV; binary safe with lens (NULL lens: strlen of
+ * each). On 0, *reply holds the reply, owned by the caller
+ * (freeReplyObject); an error reply is a code (as for every call here)
+ * with the message in errstr. */
+int an_redis_eval(an_redis *r, const char *name, size_t numkeys,
+                  const char *const *args, const size_t *lens, size_t nargs,
+                  struct redisReply **reply);
+
+/* Any command (argv[0] is its name), with the lazy reconnect and the
+ * error classification of every call here. *reply as an_redis_eval. */
+int an_redis_command(an_redis *r, const char *const *argv, const size_t *lens,
+                     size_t argc, struct redisReply **reply);
+
 /* ------------------------------------------------------------ scripts */
 
 /* The embedded scripts (src/lua_scripts.c, generated from lua/NAME.lua by

@@ -8,7 +8,8 @@ PKGS=(build-essential cmake pkg-config
       check libsubunit-dev
       redis-server redis-tools postgresql postgresql-client
       valgrind
-      curl prometheus)   # the metrics test scrapes with curl, checks with promtool
+      curl prometheus    # the metrics test scrapes with curl, checks with promtool
+      libxml2-utils chromium)   # tests: xmllint checks the SVG plots, chromium the HTML report
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -2016,3 +2016,48 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
     freeReplyObject(rep);
     return 0;
 }
+
+/* ------------------------------------------------------------ generic */
+
+/* Appends args (binary safe) to c. */
+static void cmd_add_all(cmd *c, const char *const *args, const size_t *lens, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cmd_addn(c, args[i], lens ? lens[i] : (args[i] ? strlen(args[i]) : 0));
+}
+
+int an_redis_eval(an_redis *r, const char *name, size_t numkeys,
+                  const char *const *args, const size_t *lens, size_t nargs,
+                  redisReply **reply)
+{
+    *reply = NULL;
+    if (numkeys > nargs) {
+        rerr(r, "%s.lua: %zu keys but %zu arguments", name, numkeys, nargs);
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA");
+    cmd_add(&c, ""); /* placeholders filled by eval_script */
+    cmd_addi(&c, (int64_t)numkeys);
+    cmd_add_all(&c, args, lens, nargs);
+    int rc = eval_script(r, name, &c, reply);
+    cmd_free(&c);
+    return rc;
+}
+
+int an_redis_command(an_redis *r, const char *const *argv, const size_t *lens,
+                     size_t argc, redisReply **reply)
+{
+    *reply = NULL;
+    if (argc == 0) {
+        rerr(r, "empty command");
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add_all(&c, argv, lens, argc);
+    int rc = run(r, &c, reply, false);
+    cmd_free(&c);
+    return rc;
+}

@@ -321,10 +321,10 @@ START_TEST(file_errors_name_the_key)
     expect_error("[streams]\nread_cont = 5\n", "2: [streams] read_cont: unknown key");
     expect_error("[redis]\ntimeout_ms=1\n[stream]\ninput = x\n",
                  "3: [stream]: unknown section (known: redis, postgres, streams, "
-                 "anomaly_likelihood, debugging, log, http)");
+                 "anomaly_likelihood, debugging, log, http, alerts, plot)");
     /* An unknown section with no keys is still an error. */
     expect_error("[nosuch]\n", "1: [nosuch]: unknown section (known: redis, postgres, streams, "
-                               "anomaly_likelihood, debugging, log, http)");
+                               "anomaly_likelihood, debugging, log, http, alerts, plot)");
     expect_error("[streams]\noutput_encoding = gzip\n",
                  "2: [streams] output_encoding: 'gzip' is not one of: zlib, json");
     expect_error("[anomaly_likelihood]\nvariant = nupic\n",
@@ -479,7 +479,7 @@ START_TEST(env_errors)
     ck_assert_int_eq(an_config_load(&cfg, NULL, errbuf, sizeof errbuf), AN_ECONFIG);
     ck_assert_str_eq(errbuf, "ANOMALYD_FOO: unknown setting: ANOMALYD_<SECTION>_<KEY> overrides "
                              "need a known section (redis, postgres, streams, anomaly_likelihood, "
-                             "debugging, log, http) and key");
+                             "debugging, log, http, alerts, plot) and key");
     clear_env();
 
     setenv("ANOMALYD_ANOMALY_LIKELIHOOD_VARIANT", "bogus", 1);

@@ -35,7 +35,7 @@ static void vclock_sleep(void *ud, int ms)
     (void)ud;
     vnow += ms;
 }
-static const an_clock vclock = {vclock_now, vclock_sleep, NULL};
+static const an_clock vclock = {.now_ms = vclock_now, .sleep_ms = vclock_sleep};
 
 /* ---- helpers ------------------------------------------------------------ */
 

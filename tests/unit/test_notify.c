@@ -25,7 +25,7 @@ static int64_t vclock_now(void *ud)
     (void)ud;
     return vnow;
 }
-static const an_clock vclock = {vclock_now, NULL, NULL};
+static const an_clock vclock = {.now_ms = vclock_now};
 
 static char dir[64];
 static char path[128];
