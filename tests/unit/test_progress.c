@@ -44,7 +44,7 @@ static int64_t vclock_now(void *ud)
 
 START_TEST(drawn_every_interval_and_at_the_end)
 {
-    an_clock c = {vclock_now, NULL, NULL};
+    an_clock c = {.now_ms = vclock_now};
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
