@@ -57,9 +57,16 @@ typedef struct an_redis_opts {
     int connect_timeout_ms; /* default 5000 */
     int command_timeout_ms; /* socket timeout of non-blocking commands, 5000 */
     int block_margin_ms;    /* added to BLOCK ms for that call's timeout, 2000 */
+    /* TCP liveness of the socket (not for unix sockets); 0 = leave the
+     * system's default. */
+    int keepalive_idle_s;     /* SO_KEEPALIVE + TCP_KEEPIDLE, 10 */
+    int keepalive_interval_s; /* TCP_KEEPINTVL, 5 */
+    int keepalive_count;      /* TCP_KEEPCNT, 3 */
+    int tcp_user_timeout_ms;  /* TCP_USER_TIMEOUT, 30000 */
 } an_redis_opts;
 
-/* Defaults above (fields <= 0 in opts also mean "default"). */
+/* Defaults above (the timeouts: fields <= 0 in opts also mean "default";
+ * the liveness fields are taken as given). */
 an_redis_opts an_redis_opts_default(void);
 
 /*
@@ -68,7 +75,10 @@ an_redis_opts an_redis_opts_default(void);
  * SELECT 2; with a user: AUTH user password). Also unix:///path/to/sock[?db=N].
  * opts may be NULL. On failure *out is NULL and err says why:
  * AN_ECONFIG (bad URL), AN_ETRANSIENT (cannot connect), AN_EREDIS (AUTH or
- * SELECT refused).
+ * SELECT refused). Later calls reconnect lazily: a refusal then is AN_EENV.
+ * Error replies are classified by an_fault.h: AN_ETRANSIENT, AN_EENV
+ * (environment), AN_ENOTFOUND (NOGROUP) or AN_EREDIS (anything else). The
+ * URL is parsed by an_redis_url_parse (an_redis_url.h).
  */
 int an_redis_connect(const char *url, const an_redis_opts *opts,
                      an_redis **out, char *err, size_t errlen);
@@ -76,6 +86,9 @@ void an_redis_free(an_redis *r); /* NULL ok */
 int an_redis_reconnect(an_redis *r);
 /* The last error message ("" after success). Valid until the next call. */
 const char *an_redis_errstr(const an_redis *r);
+/* How to fix the last error when it is an environment fault (an_fault.h):
+ * a static sentence, "" when there is no specific advice. */
+const char *an_redis_hint(const an_redis *r);
 /* The URL with any password replaced by "***" (for logs). */
 const char *an_redis_url_redacted(const an_redis *r);
 /* The underlying hiredis context (tests, escape hatch); NULL while broken. */
