@@ -151,7 +151,9 @@ int an_repo_begin(an_repo *r);
  * reported like any statement; the transaction is closed either way. */
 int an_repo_commit(an_repo *r);
 /* ROLLBACK; no-op (0) when no transaction is open. Never fails because of
- * a lost connection (the server rolls back on its own): returns 0 then. */
+ * a lost connection (the server rolls back on its own): returns 0 then.
+ * A successful rollback keeps the last error's message, SQLSTATE and code
+ * (it is the cleanup after that error, which the caller reports). */
 int an_repo_rollback(an_repo *r);
 bool an_repo_in_transaction(const an_repo *r);
 

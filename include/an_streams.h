@@ -356,6 +356,24 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status);
 const char *an_attempts_key(const char *input, char *buf, size_t len);
 int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, size_t n,
                       bool allow_split, int64_t *counts, bool *split);
+/* Gives back one counted attempt of each id (lua/attempts_release.lua):
+ * for entries whose processing failed through no fault of their own (a
+ * transient or environment fault). A count reaching 0 deletes the field.
+ * 0 or an AN_E* code. */
+int an_attempts_release(an_redis *r, const char *input, const char *const *ids, size_t n);
+
+/* A consumer's health (running / paused + cause), for anomalyctl status:
+ * the hash an_health_key(input, consumer) = "<input>:health:<consumer>"
+ * with fields state, cause, since (ms since the epoch), updated (ms), and
+ * a TTL, so a consumer that died stops showing after ttl_s. */
+const char *an_health_key(const char *input, const char *consumer, char *buf, size_t len);
+/* HSET + EXPIRE in one MULTI/EXEC. 0 or an AN_E* code. */
+int an_health_put(an_redis *r, const char *key, const char *state, const char *cause,
+                  int64_t since_ms, int ttl_s);
+/* Reads it: state/cause copied (truncated) into the buffers. 0,
+ * AN_ENOTFOUND when the hash does not exist (expired), or an AN_E* code. */
+int an_health_get(an_redis *r, const char *key, char *state, size_t state_len, char *cause,
+                  size_t cause_len, int64_t *since_ms);
 
 /* ------------------------------------------------------------ plain */
 

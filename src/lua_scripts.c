@@ -42,6 +42,33 @@ static const char lua_attempts[] =
     "return out\n"
     ;
 
+static const char lua_attempts_release[] =
+    "#!lua\n"
+    "-- attempts_release.lua: give back the attempts that attempts.lua counted\n"
+    "-- for entries whose processing then failed for a reason that was not\n"
+    "-- theirs (a transient or environment fault of a server): good data must\n"
+    "-- never reach max_deliveries because a server is sick. A count that drops\n"
+    "-- to 0 deletes the field (no \"unfinished attempt\" left behind).\n"
+    "--\n"
+    "-- KEYS[1]  the attempts hash (see attempts.lua)\n"
+    "-- ARGV     entry ids\n"
+    "--\n"
+    "-- Returns the number of fields changed.\n"
+    "\n"
+    "local n = 0\n"
+    "for i = 1, #ARGV do\n"
+    "  local v = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')\n"
+    "  if v > 1 then\n"
+    "    redis.call('HSET', KEYS[1], ARGV[i], v - 1)\n"
+    "    n = n + 1\n"
+    "  elseif v == 1 then\n"
+    "    redis.call('HDEL', KEYS[1], ARGV[i])\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n"
+    ;
+
 static const char lua_dead_letter[] =
     "#!lua\n"
     "-- dead_letter.lua: move a poison input entry to the dead-letter stream and\n"
@@ -233,9 +260,10 @@ static const char lua_publish_many[] =
 
 const an_lua_script an_lua_scripts[] = {
     {"attempts", lua_attempts},
+    {"attempts_release", lua_attempts_release},
     {"dead_letter", lua_dead_letter},
     {"publish_many", lua_publish_many},
     {0, 0},
 };
 
-const size_t an_lua_nscripts = 3;
+const size_t an_lua_nscripts = 4;

@@ -781,11 +781,13 @@ static void rollback_quiet(an_repo *r)
 
 int an_repo_rollback(an_repo *r)
 {
+    /* A rollback is the cleanup after a failure: it keeps that failure's
+     * message and code for the caller to report. */
     if (!r->in_tx)
-        return ok(r);
+        return 0;
     r->in_tx = false;
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
-        return ok(r); /* the server rolls back on its own */
+        return 0; /* the server rolls back on its own */
     PGresult *res = PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     int rc = 0;
@@ -796,7 +798,7 @@ int an_repo_rollback(an_repo *r)
             rc = result_error(r, "ROLLBACK", res);
     }
     PQclear(res);
-    return rc ? rc : ok(r);
+    return rc;
 }
 
 int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx)

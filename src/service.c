@@ -155,24 +155,31 @@ static int ensure_group(an_service *s)
     return 0;
 }
 
-/* Connects both servers, retrying with backoff until they answer or a stop
- * is requested. Returns 0, AN_ECONFIG/AN_EREDIS/AN_EDB for errors that
- * waiting does not fix, or AN_ETRANSIENT when stopped while waiting. */
+/* Connects both servers at start-up, retrying with backoff (a pause with
+ * its cause once that outlasts the retry budget) until they answer or a
+ * stop is requested. A server that answers and refuses us (a bad URL or
+ * DSN, a wrong password, a missing database) is configuration: returns
+ * AN_ECONFIG/AN_EREDIS/AN_EDB after logging it, and anomalyd exits
+ * non-zero. AN_ETRANSIENT when stopped while waiting. */
 static int connect_all(an_service *s)
 {
-    int delay = RETRY_MIN_MS;
     for (;;) {
         int rc = 0;
+        bool pg = false;
         if (!s->redis) {
             an_redis_opts ro = an_redis_opts_default();
             ro.connect_timeout_ms = s->cfg->redis.connect_timeout_ms;
             ro.command_timeout_ms = s->cfg->redis.timeout_ms;
             ro.block_margin_ms = s->cfg->redis.block_margin_ms;
-            char err[256];
-            rc = an_redis_connect(s->cfg->redis.url, &ro, &s->redis, err,
-                                  sizeof err);
+            ro.keepalive_idle_s = s->cfg->redis.keepalive_idle_s;
+            ro.keepalive_interval_s = s->cfg->redis.keepalive_interval_s;
+            ro.keepalive_count = s->cfg->redis.keepalive_count;
+            ro.tcp_user_timeout_ms = s->cfg->redis.tcp_user_timeout_ms;
+            char err[512];
+            rc = an_redis_connect(s->cfg->redis.url, &ro, &s->redis, err, sizeof err);
             if (rc == AN_ECONFIG || rc == AN_EREDIS) {
-                an_error("redis: %s", err);
+                an_error("redis: %s (a configuration error: check [redis] url and the "
+                         "server's ACL; exiting)", err);
                 return rc;
             }
             if (rc)
@@ -181,22 +188,22 @@ static int connect_all(an_service *s)
         if (!rc && s->redis)
             rc = ensure_group(s);
         if (!rc) {
+            pg = true;
             rc = an_repo_connect(s->repo);
-            if (rc == AN_EDB) {
-                an_error("postgres: %s", an_repo_errstr(s->repo));
+            if (rc == AN_EDB || rc == AN_ECONFIG) {
+                an_error("postgres: %s (a configuration error: check [postgres] dsn, the "
+                         "role's password and pg_hba.conf; exiting)", an_repo_errstr(s->repo));
                 return rc;
             }
-            if (rc)
-                an_warn("postgres not reachable (%s); retrying",
-                        an_repo_errstr(s->repo));
         }
-        if (!rc)
+        if (!rc) {
+            svc_succeeded(s);
             return 0;
-        if (stopping(s))
+        }
+        if (s->redis)
+            svc_failed(s, rc, pg, pg ? "connecting to PostgreSQL" : "creating the group");
+        if (!svc_wait(s))
             return AN_ETRANSIENT;
-        s->st.transient_errors++;
-        nap(s, delay);
-        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
     }
 }
 
@@ -225,12 +232,50 @@ static int dead_letter(an_service *s, const an_entry *e, const char *reason)
         return 0;
     }
     if (rc)
-        return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
+        return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND || rc == AN_EENV ? rc : AN_EREDIS;
     s->st.dead_letters++;
     s->st.entries++;
     an_error("dead-lettered entry %s as %s in %s: %s", e->id, id, s->cfg->streams.dead_letter,
              reason);
     return 0;
+}
+
+/* XACK of a pending entry whose payload is gone (trimmed or deleted). */
+static int ack_trimmed(an_service *s, const an_entry *e)
+{
+    const char *ids[] = {e->id};
+    int rc = an_xack(s->redis, s->cfg->streams.input, s->cfg->streams.group, ids, 1, NULL);
+    if (rc)
+        return rc;
+    s->st.trimmed++;
+    s->st.entries++;
+    an_warn("pending entry %s has no payload (trimmed or deleted); acked", e->id);
+    return 0;
+}
+
+/* Completes one entry in Redis without processing it: its dead letter
+ * (reason set) or the XACK of a trimmed entry (reason NULL), retried in
+ * place with backoff like the publish, so one Redis hiccup does not end
+ * the page (the entries after it would wait claim_idle_ms for a takeover);
+ * a lasting refusal pauses (svc_failed). Returns 0, AN_ENOTFOUND (NOGROUP:
+ * the caller recreates the group) or AN_ETRANSIENT when stopping. */
+static int complete_in_redis(an_service *s, const an_entry *e, const char *reason)
+{
+    for (;;) {
+        int rc = reason ? dead_letter(s, e, reason) : ack_trimmed(s, e);
+        if (rc == 0) {
+            svc_succeeded(s);
+            return 0;
+        }
+        if (rc == AN_ENOTFOUND)
+            return rc;
+        char what[128];
+        snprintf(what, sizeof what, "%s entry %s", reason ? "dead-lettering" : "acking trimmed",
+                 e->id);
+        svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
+        if (!svc_wait(s))
+            return AN_ETRANSIENT;
+    }
 }
 
 /* ------------------------------------------------------------ commands */
@@ -442,7 +487,7 @@ static int publish_items(an_service *s, item *items, size_t n)
     };
     rc = an_publish_many(s->redis, &g, status);
     if (rc) {
-        rc = rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
+        rc = rc == AN_ETRANSIENT || rc == AN_ENOTFOUND || rc == AN_EENV ? rc : AN_EREDIS;
         goto out;
     }
     for (size_t i = 0; i < ne; i++) {
@@ -523,25 +568,27 @@ static int run_items(an_service *s, item *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
         if (it->oc == INF_POISON) {
-            int rc = dead_letter(s, it->e, it->reason);
+            int rc = complete_in_redis(s, it->e, it->reason);
             if (rc)
                 return rc;
         }
     }
     /* Committed: only the publish is left. Retry just that (a redo of the
      * transaction would find every entry a duplicate and say so at length). */
-    int rc, delay = RETRY_MIN_MS;
-    while ((rc = publish_items(s, items, n)) == AN_ETRANSIENT || rc == AN_EREDIS) {
-        s->st.transient_errors++;
-        if (stopping(s))
+    /* Any failure but NOGROUP is retried: the rows are committed, the
+     * publish is all that is left (a refusal such as WRONGTYPE on the
+     * output or a params key pauses until it is repaired). */
+    int rc;
+    while ((rc = publish_items(s, items, n)) != 0 && rc != AN_ENOTFOUND) {
+        char what[64];
+        snprintf(what, sizeof what, "publishing %zu entries", n);
+        svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
+        if (!svc_wait(s))
             return AN_ETRANSIENT;
-        an_warn("publishing %zu entries failed: %s; retrying in %d ms", n,
-                an_redis_errstr(s->redis), delay);
-        nap(s, delay);
-        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
     }
     if (rc)
         return rc;
+    svc_succeeded(s);
     if (s->cfg->debugging.profiling || an_log_get_level() == AN_LOG_DEBUG)
         for (size_t i = 0; i < n; i++)
             if (!items[i].n)
@@ -550,16 +597,20 @@ static int run_items(an_service *s, item *items, size_t n)
     return 0;
 }
 
-/* run_items with in-process retries of transient failures (so a server
- * outage does not count against the entries' deliveries). Returns 0, or
- * AN_ETRANSIENT when a stop was requested before it could complete. */
+/* run_items with in-process retries (so a server outage does not count
+ * against the entries' attempts: svc_group_run gives them back). A fault
+ * of the environment pauses (svc_failed) and every retry is then a probe;
+ * the entries' own failures are retried too, their attempts counted, until
+ * max_deliveries makes them dead letters. Returns 0, or AN_ETRANSIENT when
+ * a stop was requested before it could complete. */
 static int run_items_retrying(an_service *s, item *items, size_t n)
 {
-    int delay = RETRY_MIN_MS;
     for (;;) {
         int rc = run_items(s, items, n);
-        if (rc == 0)
+        if (rc == 0) {
+            svc_succeeded(s);
             return 0;
+        }
         if (rc == AN_ENOTFOUND) {
             /* NOGROUP while completing: the group (and our PEL) is gone, so
              * the recreated group delivers the entries again. */
@@ -571,19 +622,13 @@ static int run_items_retrying(an_service *s, item *items, size_t n)
                 items[i].oc = INF_NONE;   /* not ours to defer any more */
             return 0;
         }
-        if (rc == AN_ENOMEM)
-            an_error("out of memory processing entry %s...; will retry", items[0].e->id);
-        else
-            an_warn("entry %s%s: %s; retrying in %d ms", items[0].e->id,
-                    n > 1 ? " and the rest of its group" : "",
-                    an_repo_last_rc(s->repo) ? an_repo_errstr(s->repo)
-                                             : an_redis_errstr(s->redis), delay);
-        s->st.transient_errors++;
+        char what[128];
+        snprintf(what, sizeof what, "processing entry %s%s", items[0].e->id,
+                 n > 1 ? " and the rest of its group" : "");
+        svc_failed(s, rc, an_repo_last_rc(s->repo) != 0, what);
         an_repo_rollback(s->repo);
-        if (stopping(s))
+        if (!svc_wait(s))
             return AN_ETRANSIENT;
-        nap(s, delay);
-        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
         an_repo_connect(s->repo);
     }
 }
@@ -725,21 +770,13 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             }
             if (e->nil) {
                 /* Trimmed or deleted before we got to it: nothing to process. */
-                const char *ids[] = {e->id};
-                rc = an_xack(s->redis, s->cfg->streams.input, s->cfg->streams.group, ids, 1,
-                             NULL);
-                if (!rc) {
-                    s->st.trimmed++;
-                    s->st.entries++;
-                    an_warn("pending entry %s has no payload (trimmed or deleted); acked",
-                            e->id);
-                }
+                rc = complete_in_redis(s, e, NULL);
                 i++;
                 continue;
             }
             int ir = intake(s, e, &items[0]);
             if (ir == 1) {
-                rc = dead_letter(s, e, items[0].reason);
+                rc = complete_in_redis(s, e, items[0].reason);
                 item_clear(&items[0]);
                 i++;
                 continue;
@@ -796,7 +833,7 @@ static int retry_one(an_service *s, deferred *d, bool force, int64_t *wm)
     item it;
     int rc = intake(s, &d->e, &it);
     if (rc == 1) {
-        rc = dead_letter(s, &d->e, it.reason);
+        rc = complete_in_redis(s, &d->e, it.reason);
         item_clear(&it);
         return rc;
     }
@@ -953,6 +990,8 @@ int an_service_run(an_service *s)
     int rc = connect_all(s);
     if (rc)
         return rc == AN_ETRANSIENT ? 0 : rc;
+    s->health.since_ms = an_realtime_ms();
+    s->health.last_put_ms = INT64_MIN / 2;   /* write the health hash at once */
     an_info("consuming %s as %s/%s, publishing to %s (variant %s)",
             s->cfg->streams.input, s->cfg->streams.group, s->consumer,
             s->cfg->streams.output, an_variant_name(s->hcfg.variant));
@@ -982,11 +1021,10 @@ int an_service_run(an_service *s)
         }
         if (rc) {
             an_entry_list_free(&l);
-            s->st.transient_errors++;
-            an_warn("reading %s failed: %s; retrying in %d ms",
-                    s->cfg->streams.input, an_redis_errstr(s->redis), delay);
-            nap(s, delay);
-            delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
+            char what[300];
+            snprintf(what, sizeof what, "reading %s", s->cfg->streams.input);
+            svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
+            svc_wait(s);
             /* No re-drain of our pending entries after a reconnect: those
              * we hold are in memory (deferred, or retried in place), and a
              * re-read would count a delivery for each. Anything else of
@@ -994,7 +1032,8 @@ int an_service_run(an_service *s)
              * back by our own XAUTOCLAIM after claim_idle_ms. */
             continue;
         }
-        delay = RETRY_MIN_MS;
+        svc_succeeded(s);
+        svc_health_tick(s);
 
         if (l.n == 0 && s->draining) {
             s->draining = false;   /* own pending drained: now new entries */
@@ -1069,11 +1108,13 @@ void an_service_log_stats(const an_service *s)
             " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
             " trimmed=%" PRId64 " claimed=%" PRId64 " deferred=%" PRId64
             " transient_errors=%" PRId64 " cache_misses=%" PRId64
-            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64,
+            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64
+            " state=%s",
             t->entries, t->inference_batches, t->rows_scored, t->commands,
             t->rejected, t->duplicates, t->republished, t->dead_letters,
             t->trimmed, t->claimed, t->deferred, t->transient_errors, t->cache_misses,
-            an_state_cache_size(s->sc), hits, misses);
+            an_state_cache_size(s->sc), hits, misses,
+            s->health.state == AN_SERVICE_PAUSED ? "paused" : "running");
 }
 
 void an_service_free(an_service *s)

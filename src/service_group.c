@@ -399,8 +399,10 @@ static int score(an_service *s, group_scratch *g, item *it, gmetric *gm, size_t 
     char err[256];
     rc = an_helper_update(s->helper, &src, &gm->state, h, it->n, err, sizeof err);
     if (rc) {
-        if (rc == AN_EIO && an_repo_last_rc(s->repo) == AN_ETRANSIENT)
-            return AN_ETRANSIENT;
+        /* The sample query failed: the server's fault class, not this
+         * entry's (a data error is retried and counted like any other). */
+        if (rc == AN_EIO && an_repo_last_rc(s->repo))
+            return an_repo_last_rc(s->repo);
         if (rc == AN_ENOMEM)
             return rc;
         snprintf(it->reason, sizeof it->reason, "likelihood helper failed for model=%s: %s",
@@ -654,8 +656,10 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
             rc = an_attempts_begin(s->redis, s->cfg->streams.input, ids, na, na > 1, cnt, &split);
             if (rc)
                 an_warn("cannot count attempts: %s", an_redis_errstr(s->redis));
-            if (rc && rc != AN_ENOMEM)
+            if (rc && rc != AN_ENOMEM && rc != AN_EENV)
                 rc = AN_ETRANSIENT;
+            for (size_t k = 0; k < na && !rc && !split; k++)
+                items[idx[k]].counted = true;
         }
         if (!rc && split)
             rc = SVC_SPLIT;
@@ -892,6 +896,25 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
     return 0;
 }
 
+/* Gives back the attempts counted for items[0..n) (an_attempts_release)
+ * after a failure that was not theirs. Best effort: when Redis cannot take
+ * it, the count stays one higher (logged). */
+static void release_attempts(an_service *s, item *items, size_t n)
+{
+    const char **ids = malloc(n * sizeof *ids);
+    size_t na = 0;
+    for (size_t i = 0; ids && i < n; i++)
+        if (items[i].counted)
+            ids[na++] = items[i].e->id;
+    int rc = ids ? an_attempts_release(s->redis, s->cfg->streams.input, ids, na) : AN_ENOMEM;
+    if (rc)
+        an_warn("cannot give back the attempts of %zu entries (%s); they count one more",
+                na, an_redis_errstr(s->redis));
+    for (size_t i = 0; i < n; i++)
+        items[i].counted = false;
+    free(ids);
+}
+
 int svc_group_run(an_service *s, item *items, size_t n)
 {
     assert(n > 0);
@@ -907,10 +930,18 @@ int svc_group_run(an_service *s, item *items, size_t n)
     for (int k = 1;; k++) {
         reset_items(items, n, keep);
         rc = an_repo_connect(s->repo);
+        if (rc == AN_EDB || rc == AN_ECONFIG)
+            rc = AN_EENV;   /* refused now that it worked at start-up */
         if (!rc)
             rc = attempt(s, items, n, t0);
+        /* A server's fault, not the entries': their attempts do not count. */
+        if (rc == AN_ETRANSIENT || rc == AN_EENV || rc == AN_ENOMEM)
+            release_attempts(s, items, n);
+        else
+            for (size_t i = 0; i < n; i++)
+                items[i].counted = false;   /* completed, or the entries' own failure */
         if (rc != AN_ETRANSIENT)
-            break;   /* 0, SVC_SPLIT or a hard error */
+            break;   /* 0, SVC_SPLIT, AN_EENV (pause) or a hard error */
         s->st.transient_errors++;
         if (an_repo_retry_policy(s->repo, k, t0))
             break;   /* budget spent: AN_ETRANSIENT to the caller */

@@ -1256,6 +1256,28 @@ int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, si
     return 0;
 }
 
+int an_attempts_release(an_redis *r, const char *input, const char *const *ids, size_t n)
+{
+    if (n == 0)
+        return 0;
+    char key[512];
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
+    cmd_add(&c, "");
+    cmd_addi(&c, 1);
+    cmd_add(&c, an_attempts_key(input, key, sizeof key));
+    for (size_t i = 0; i < n; i++)
+        cmd_add(&c, ids[i]);
+    redisReply *rep;
+    int rc = eval_script(r, "attempts_release", &c, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    freeReplyObject(rep);
+    return 0;
+}
+
 int an_dead_letter(an_redis *r, const an_dead_letter_req *q,
                    char id_out[AN_ID_MAX])
 {
@@ -1853,6 +1875,98 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
         return rc;
     for (size_t i = 0; i < g->nentries; i++)
         status[i] = rep->element[i]->element[0]->integer == 1;
+    freeReplyObject(rep);
+    return 0;
+}
+
+/* ------------------------------------------------------------ health */
+
+const char *an_health_key(const char *input, const char *consumer, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s:health:%s", input, consumer);
+    return buf;
+}
+
+int an_health_put(an_redis *r, const char *key, const char *state, const char *cause,
+                  int64_t since_ms, int ttl_s)
+{
+    /* One script-free round trip: MULTI, HSET, EXPIRE, EXEC pipelined. */
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "MULTI");
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    freeReplyObject(rep);
+    cmd_init(&c);
+    cmd_add(&c, "HSET");
+    cmd_add(&c, key);
+    cmd_add(&c, "state");
+    cmd_add(&c, state);
+    cmd_add(&c, "cause");
+    cmd_add(&c, cause ? cause : "");
+    cmd_add(&c, "since");
+    cmd_addi(&c, since_ms);
+    cmd_add(&c, "updated");
+    cmd_addi(&c, now_ms());
+    rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (!rc) {
+        freeReplyObject(rep);
+        cmd_init(&c);
+        cmd_add(&c, "EXPIRE");
+        cmd_add(&c, key);
+        cmd_addi(&c, ttl_s);
+        rc = run(r, &c, &rep, false);
+        cmd_free(&c);
+        if (!rc)
+            freeReplyObject(rep);
+    }
+    cmd_init(&c);
+    cmd_add(&c, rc ? "DISCARD" : "EXEC");
+    int rc2 = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (!rc2) {
+        /* EXEC answers an array of the commands' replies (errors inside) */
+        if (rep->type == REDIS_REPLY_ARRAY)
+            for (size_t i = 0; i < rep->elements && !rc; i++)
+                if (rep->element[i]->type == REDIS_REPLY_ERROR) {
+                    rerr(r, "health %s: %s", key, rep->element[i]->str);
+                    rc = classify_error(rep->element[i]->str, rep->element[i]->len);
+                }
+        freeReplyObject(rep);
+    }
+    return rc ? rc : rc2;
+}
+
+int an_health_get(an_redis *r, const char *key, char *state, size_t state_len, char *cause,
+                  size_t cause_len, int64_t *since_ms)
+{
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "HMGET");
+    cmd_add(&c, key);
+    cmd_add(&c, "state");
+    cmd_add(&c, "cause");
+    cmd_add(&c, "since");
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
+        return bad_reply(r, "HMGET health", rep);
+    if (rep->element[0]->type != REDIS_REPLY_STRING) {
+        freeReplyObject(rep);
+        return AN_ENOTFOUND;
+    }
+    snprintf(state, state_len, "%s", rep->element[0]->str);
+    snprintf(cause, cause_len, "%s",
+             rep->element[1]->type == REDIS_REPLY_STRING ? rep->element[1]->str : "");
+    *since_ms = rep->element[2]->type == REDIS_REPLY_STRING
+                    ? strtoll(rep->element[2]->str, NULL, 10) : 0;
     freeReplyObject(rep);
     return 0;
 }

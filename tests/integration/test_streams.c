@@ -505,8 +505,9 @@ START_TEST(publish_atomic_on_error)
     an_params_update pu = {pk, "{}", 1, 0};
     an_publish_req q = {in, "g", id, NULL, out, 0, &m, 1, &pu};
     int rc = an_publish(R, &q, NULL);
-    ck_assert_int_eq(rc, AN_EREDIS);
+    ck_assert_int_eq(rc, AN_EENV);   /* WRONGTYPE on our key: environment (an_fault.h) */
     ck_assert_ptr_nonnull(strstr(an_redis_errstr(R), "WRONGTYPE"));
+    ck_assert_ptr_nonnull(strstr(an_redis_hint(R), "another type"));
     int64_t len = -1;
     ck_assert_int_eq(an_xlen(R, out, &len), 0);
     ck_assert_int_eq(len, 0);
