@@ -247,6 +247,7 @@ typedef struct an_params_update {
     const char *params_json; /* JSON text */
     int64_t watermark;       /* last scored rowid */
     int64_t updated_ms;      /* ms since epoch; 0 = now (client clock) */
+    const char *source;      /* the watermark's source entry id; NULL = "" */
 } an_params_update;
 
 typedef struct an_publish_req {
@@ -310,11 +311,13 @@ int an_params_cache_get(an_redis *r, const char *key, char **params,
 
 /* ------------------------------------------------------------ groups */
 
-/* HMGET key params watermark for n keys in one pipelined round trip.
- * params[i] malloc'd or NULL (absent), watermarks[i] -1 when absent. On
- * error every params[i] is NULL. */
+/* HMGET key params watermark source for n keys in one pipelined round
+ * trip. params[i] malloc'd or NULL (absent), watermarks[i] -1 when absent,
+ * sources[i] (when sources is not NULL) malloc'd or NULL (absent: a hash
+ * written before sources were stored). The caller frees params[i] and
+ * sources[i]. On error every params[i] and sources[i] is NULL. */
 int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
-                             char **params, int64_t *watermarks);
+                             char **params, int64_t *watermarks, char **sources);
 
 /* One input entry of a group publish. */
 typedef struct an_publish_entry {
@@ -324,6 +327,8 @@ typedef struct an_publish_entry {
     size_t key_index;         /* 1-based into an_publish_group.keys; 0: no cache update */
     const char *params_json;  /* with key_index */
     int64_t watermark;        /* with key_index */
+    const char *source;       /* with key_index: the entry id that moved the watermark
+                                 (metric.scored_source); NULL = "" */
 } an_publish_entry;
 
 typedef struct an_publish_group {

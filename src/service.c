@@ -337,6 +337,14 @@ static int process_command(an_service *s, item *it, const char *uid,
         /* Its cached state could never hit again (model_params is cleared);
          * give the memory back now rather than at eviction. */
         an_state_cache_forget(s->sc, uid);
+        /* ...and its params hash: never trusted for another model anyway
+         * (watermark and source must match the database), but a re-created
+         * model's hash could not move below the old watermark. */
+        char key[512];
+        snprintf(key, sizeof key, "%s%s", s->cfg->streams.params_prefix, uid);
+        int rc = an_del(s->redis, key, NULL);
+        if (rc)
+            return rc;
         return compose_command(s, it, uid, c);
     }
 
@@ -477,6 +485,7 @@ static int publish_items(an_service *s, item *items, size_t n)
             p->key_index = ++nk;
             p->params_json = it->cache_json;
             p->watermark = it->cache_wm;
+            p->source = it->cache_src;
         }
     }
     an_publish_group g = {

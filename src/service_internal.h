@@ -54,6 +54,7 @@ typedef struct item {
     const char *cache_uid;
     char *cache_json;
     int64_t cache_wm;
+    char cache_src[AN_ID_MAX];         /* the entry id that moved cache_wm */
     int64_t seen_wm;                   /* the watermark a deferral saw */
     char reason[384];                  /* dead-letter reason */
 } item;

@@ -1165,6 +1165,7 @@ int an_publish(an_redis *r, const an_publish_req *q, an_publish_res *res)
         .key_index = q->params ? 1 : 0,
         .params_json = q->params ? q->params->params_json : NULL,
         .watermark = q->params ? q->params->watermark : 0,
+        .source = q->params ? q->params->source : NULL,
     };
     const char *keys[1] = {q->params ? q->params->key : NULL};
     an_publish_group g = {
@@ -1724,11 +1725,13 @@ void an_consumer_info_free(an_consumer_info *consumers, size_t n)
 /* ------------------------------------------------------------ groups */
 
 int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
-                             char **params, int64_t *watermarks)
+                             char **params, int64_t *watermarks, char **sources)
 {
     for (size_t i = 0; i < n; i++) {
         params[i] = NULL;
         watermarks[i] = -1;
+        if (sources)
+            sources[i] = NULL;
     }
     if (n == 0)
         return 0;
@@ -1740,8 +1743,8 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
     }
     /* Pipelined: n HMGETs, one round trip. */
     for (size_t i = 0; i < n; i++) {
-        const char *argv[4] = {"HMGET", keys[i], "params", "watermark"};
-        if (redisAppendCommandArgv(r->ctx, 4, argv, NULL) != REDIS_OK) {
+        const char *argv[5] = {"HMGET", keys[i], "params", "watermark", "source"};
+        if (redisAppendCommandArgv(r->ctx, 5, argv, NULL) != REDIS_OK) {
             rerr(r, "HMGET: %s", r->ctx->errstr);
             drop_ctx(r);
             return AN_ETRANSIENT;
@@ -1763,9 +1766,12 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
                 rerr(r, "HMGET %s: %.*s", keys[i], (int)rep->len, rep->str);
                 rc = classify_error(rep->str, (size_t)rep->len);
             }
-        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
                    rep->element[0]->type == REDIS_REPLY_STRING) {
             params[i] = dupn(rep->element[0]->str, (size_t)rep->element[0]->len);
+            if (sources && rep->element[2]->type == REDIS_REPLY_STRING &&
+                !(sources[i] = dupn(rep->element[2]->str, (size_t)rep->element[2]->len)))
+                free(params[i]), params[i] = NULL;
             if (!params[i] && !rc) {
                 rerr(r, "out of memory");
                 rc = AN_ENOMEM;
@@ -1779,6 +1785,10 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
         for (size_t i = 0; i < n; i++) {
             free(params[i]);
             params[i] = NULL;
+            if (sources) {
+                free(sources[i]);
+                sources[i] = NULL;
+            }
         }
     return rc;
 }
@@ -1836,6 +1846,7 @@ static int publish_many_call(an_redis *r, const an_publish_group *g, redisReply 
         cmd_add(&c, e->key_index ? e->params_json : "");
         cmd_add(&c, n2);
         cmd_add(&c, ts);
+        cmd_add(&c, e->key_index && e->source ? e->source : "");
         for (size_t j = 0; j < e->nmsgs; j++) {
             const an_out_msg *m = &e->msgs[j];
             cmd_add(&c, m->data_type);

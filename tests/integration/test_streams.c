@@ -354,7 +354,7 @@ START_TEST(publish_does_all_three)
         {AN_DATATYPE_INFERENCE, "u1", "101-140", AN_ENC_JSON, "{\"x\":1}", 7},
     };
     an_params_update pu = {pk, "{\"last_rowid_for_stats\":140}", 140,
-                           1700000000123};
+                           1700000000123, "1-1"};
     an_publish_req q = {in, "g", id, "c1", out, 1000, msgs, 2, &pu};
     an_publish_res res;
     int rc = an_publish(R, &q, &res);
@@ -449,7 +449,7 @@ START_TEST(publish_cache_never_backwards)
                   {50, "{\"v\":50b}", 1, "{\"v\":50b}", 50},
                   {1000, "{\"v\":1000}", 1, "{\"v\":1000}", 1000}};
     for (int i = 0; i < 4; i++) {
-        an_params_update pu = {pk, steps[i].params, steps[i].wm, 0};
+        an_params_update pu = {pk, steps[i].params, steps[i].wm, 0, NULL};
         an_publish_req q = {in, "g", id[i], NULL, NULL, 0, NULL, 0, &pu};
         an_publish_res res;
         ck_assert_int_eq(an_publish(R, &q, &res), 0);
@@ -502,7 +502,7 @@ START_TEST(publish_atomic_on_error)
     redisReply *s = cmd("SET %s oops", pk);
     freeReplyObject(s);
     an_out_msg m = {AN_DATATYPE_INFERENCE, "u1", "1-1", AN_ENC_JSON, "{}", 2};
-    an_params_update pu = {pk, "{}", 1, 0};
+    an_params_update pu = {pk, "{}", 1, 0, NULL};
     an_publish_req q = {in, "g", id, NULL, out, 0, &m, 1, &pu};
     int rc = an_publish(R, &q, NULL);
     ck_assert_int_eq(rc, AN_EENV);   /* WRONGTYPE on our key: environment (an_fault.h) */
