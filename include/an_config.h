@@ -85,6 +85,7 @@ typedef struct an_config {
         int keepalives_interval_s; /* libpq keepalives_interval (5) */
         int keepalives_count;      /* libpq keepalives_count (3) */
         int tcp_user_timeout_ms;   /* libpq tcp_user_timeout (30000); 0 = off */
+        int response_timeout_ms;   /* client-side wait for an answer (30000); 0 = off */
     } postgres;
     struct {
         char *input;          /* htm:results */

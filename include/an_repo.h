@@ -84,6 +84,9 @@ typedef struct an_repo_options {
     int keepalives_interval_s;  /* keepalives_interval */
     int keepalives_count;       /* keepalives_count */
     int tcp_user_timeout_ms;    /* tcp_user_timeout */
+    int response_timeout_ms;    /* a call that waits longer for an answer has its
+                                   socket shut down (a hung peer TCP cannot see);
+                                   <= 0: wait forever. Uses SIGALRM/ITIMER_REAL. */
     an_repo_log_fn log;         /* NULL -> an_log() (an_log.h) */
     void *log_ud;
     const an_clock *clock;      /* copied; NULL -> the system clock. Paces

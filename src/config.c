@@ -134,6 +134,11 @@ static const keydef keys[] = {
      OFF(postgres.tcp_user_timeout_ms),
      "libpq tcp_user_timeout: a query whose data stays unacknowledged this long fails "
      "(a silent partition is detected instead of blocking for hours); 0 = off."},
+    {"postgres", "response_timeout_ms", K_DUR, "30000", NULL, DEF_TEXT, 0, 86400000, NULL,
+     OFF(postgres.response_timeout_ms),
+     "A statement whose answer takes longer than this has its connection closed and is "
+     "retried: detects a peer that TCP still sees alive (a hung proxy or server). Keep it "
+     "above the longest legitimate statement; 0 = wait forever."},
 
     /* ---- [streams] ---- */
     {"streams", "input", K_STR, "htm:results", NULL, DEF_TEXT, 0, 0, NULL, OFF(streams.input),

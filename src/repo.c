@@ -11,6 +11,10 @@
 
 #include "an_fault.h"
 
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -301,6 +305,7 @@ struct an_repo {
     int retry_initial_ms;
     int retry_max_delay_ms;
     int keepalives_idle_s, keepalives_interval_s, keepalives_count, tcp_user_timeout_ms;
+    int response_timeout_ms;
     an_repo_log_fn log;
     void *log_ud;
     an_clock clock; /* zeroed: the system clock (an_clock.h) */
@@ -395,6 +400,7 @@ an_repo_options an_repo_options_from_config(const an_config *cfg)
     o.keepalives_interval_s = cfg->postgres.keepalives_interval_s;
     o.keepalives_count = cfg->postgres.keepalives_count;
     o.tcp_user_timeout_ms = cfg->postgres.tcp_user_timeout_ms;
+    o.response_timeout_ms = cfg->postgres.response_timeout_ms;
     o.application_name = "anomalyd";
     o.connect_timeout_ms = cfg->postgres.connect_timeout_ms;
     o.statement_timeout_ms = cfg->postgres.statement_timeout_ms;
@@ -427,6 +433,7 @@ an_repo *an_repo_new(const an_repo_options *opt)
         r->keepalives_interval_s = opt->keepalives_interval_s;
         r->keepalives_count = opt->keepalives_count;
         r->tcp_user_timeout_ms = opt->tcp_user_timeout_ms;
+        r->response_timeout_ms = opt->response_timeout_ms;
         r->log = opt->log;
         r->log_ud = opt->log_ud;
         if (opt->clock)
@@ -475,6 +482,65 @@ int an_repo_last_attempts(const an_repo *r) { return r->last_attempts; }
 int an_repo_backend_pid(an_repo *r)
 {
     return r->conn && PQstatus(r->conn) == CONNECTION_OK ? PQbackendPID(r->conn) : 0;
+}
+
+/* ------------------------------------------------------ response watchdog */
+
+/* A server that stops answering while its kernel still acknowledges (a
+ * hung proxy, a stopped process, some partitions) is invisible to TCP
+ * keepalives and tcp_user_timeout, and libpq would wait in poll() forever.
+ * Around every call that waits for an answer, an ITIMER_REAL alarm shuts
+ * the socket down after response_timeout_ms: libpq then sees the
+ * connection closed (transient: reconnect and retry). One repository
+ * waits at a time per process (libpq calls block), so one slot is enough;
+ * the handler only calls shutdown(2), which is async-signal-safe. */
+static volatile sig_atomic_t wd_fd = -1;
+static volatile sig_atomic_t wd_fired;
+
+static void wd_alarm(int sig)
+{
+    (void)sig;
+    int fd = wd_fd;
+    if (fd >= 0) {
+        wd_fired = 1;
+        shutdown(fd, SHUT_RDWR);
+    }
+}
+
+static void wd_arm(an_repo *r)
+{
+    static bool installed;
+    if (r->response_timeout_ms <= 0 || !r->conn || PQsocket(r->conn) < 0)
+        return;
+    if (!installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = wd_alarm;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGALRM, &sa, NULL);
+        installed = true;
+    }
+    wd_fired = 0;
+    wd_fd = PQsocket(r->conn);
+    struct itimerval it = {{0, 0},
+                           {r->response_timeout_ms / 1000, (r->response_timeout_ms % 1000) * 1000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
+static void wd_disarm(an_repo *r)
+{
+    if (wd_fd < 0)
+        return;
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    wd_fd = -1;
+    if (wd_fired) {
+        wd_fired = 0;
+        repo_log(r, AN_LOG_WARNING,
+                 "PostgreSQL did not answer within %d ms ([postgres] response_timeout_ms): "
+                 "connection closed",
+                 r->response_timeout_ms);
+    }
 }
 
 /* Records the error of a failed result; returns its class. */
@@ -627,8 +693,10 @@ static int do_connect(an_repo *r)
     snprintf(st, sizeof st, "%d", r->statement_timeout_ms > 0 ? r->statement_timeout_ms : 0);
     snprintf(lt, sizeof lt, "%d", r->lock_timeout_ms > 0 ? r->lock_timeout_ms : 0);
     const char *params[2] = {st, lt};
+    wd_arm(r);
     PGresult *res =
         PQexecParams(r->conn, stmts[S_SESSION].sql, 2, NULL, params, NULL, NULL, 0);
+    wd_disarm(r);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         int rc = result_error(r, "session settings", res);
         PQclear(res);
@@ -668,7 +736,9 @@ static int ensure_prepared(an_repo *r, int s)
 {
     if (r->prepared[s])
         return 0;
+    wd_arm(r);
     PGresult *res = PQprepare(r->conn, stmts[s].name, stmts[s].sql, stmts[s].nparams, NULL);
+    wd_disarm(r);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         char what[96];
         snprintf(what, sizeof what, "prepare %s", stmts[s].name);
@@ -694,8 +764,10 @@ static int exec_stmt_fmt(an_repo *r, int s, const char *const *params, bool bina
         rc = ensure_prepared(r, s);
     if (rc)
         return rc;
+    wd_arm(r);
     PGresult *res = PQexecPrepared(r->conn, stmts[s].name, stmts[s].nparams, params, NULL, NULL,
                                    binary_result ? 1 : 0);
+    wd_disarm(r);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         rc = result_error(r, stmts[s].name + 3, res);
@@ -719,7 +791,9 @@ static int exec_cmd(an_repo *r, const char *sql, PGresult **out)
     int rc = ensure_conn(r);
     if (rc)
         return rc;
+    wd_arm(r);
     PGresult *res = PQexecParams(r->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+    wd_disarm(r);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         rc = result_error(r, sql, res);
         PQclear(res);
@@ -775,7 +849,8 @@ static void rollback_quiet(an_repo *r)
     r->in_tx = false;
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
         return;
-    PGresult *res = PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+    PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
+    wd_disarm(r);
     PQclear(res);
 }
 
@@ -788,7 +863,8 @@ int an_repo_rollback(an_repo *r)
     r->in_tx = false;
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
         return 0; /* the server rolls back on its own */
-    PGresult *res = PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+    PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
+    wd_disarm(r);
     ExecStatusType st = PQresultStatus(res);
     int rc = 0;
     if (st != PGRES_COMMAND_OK) {
@@ -1405,7 +1481,9 @@ int an_repo__exec_params(an_repo *r, const char *what, const char *sql, int npar
     int rc = ensure_conn(r);
     if (rc)
         return rc;
+    wd_arm(r);
     PGresult *res = PQexecParams(r->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    wd_disarm(r);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         rc = result_error(r, what, res);
@@ -1487,7 +1565,7 @@ static int pipeline_recv(an_repo *r, pq_step *steps, int n)
      * PGRES_PIPELINE_SYNC. */
     for (int i = 0; i <= n; i++) {
         PGresult *res;
-        while ((res = PQgetResult(r->conn)) != NULL) {
+        while ((wd_arm(r), res = PQgetResult(r->conn), wd_disarm(r), res) != NULL) {
             ExecStatusType st = PQresultStatus(res);
             if (i == n) {
                 PQclear(res);
@@ -1817,7 +1895,8 @@ int an_repo_group_write_finish(an_repo *r, int64_t *rows_updated)
          * the session is not left in an aborted transaction. */
         if (r->conn && PQstatus(r->conn) == CONNECTION_OK &&
             PQtransactionStatus(r->conn) != PQTRANS_IDLE) {
-            PGresult *res = PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+            PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
+    wd_disarm(r);
             PQclear(res);
         }
         return rc;

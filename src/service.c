@@ -634,11 +634,18 @@ static int run_items_retrying(an_service *s, item *items, size_t n)
         char what[128];
         snprintf(what, sizeof what, "processing entry %s%s", items[0].e->id,
                  n > 1 ? " and the rest of its group" : "");
-        svc_failed(s, rc, an_repo_last_rc(s->repo) != 0, what);
+        bool pg = an_repo_last_rc(s->repo) != 0;
+        svc_failed(s, rc, pg, what);
         an_repo_rollback(s->repo);
         if (!svc_wait(s))
             return AN_ETRANSIENT;
-        an_repo_connect(s->repo);
+        /* A paused PostgreSQL fault is probed on a new session: a repair
+         * may be a session default (default_transaction_read_only) or a
+         * server switched behind the address. */
+        if (pg && rc == AN_EENV)
+            an_repo_reconnect(s->repo);
+        else
+            an_repo_connect(s->repo);
     }
 }
 
