@@ -306,7 +306,7 @@ static void run_fault(const fault *f, figures *fig)
     double step = 0.04, next = e2e_now();
     int64_t live_sent = 0;
     double t_inject = 0, t_paused = 0, t_repair = 0, t_resumed = 0;
-    double deadline = e2e_now() + 120;
+    double deadline = e2e_now() + 300;   /* generous: a wait bound, not a figure */
     size_t npaused[2] = {0, 0}, nresumed[2] = {0, 0};
     for (;;) {
         double now = e2e_now();
@@ -347,8 +347,12 @@ static void run_fault(const fault *f, figures *fig)
             /* visible to anomalyctl status too (when Redis can take it) */
             if (f->proxy != 2)
                 for (int i = 0; i < 2; i++) {
-                    char st[32];
-                    health(cons[i], st, sizeof st);
+                    /* written just after the log line: wait for it (bounded) */
+                    char st[32] = "";
+                    double hd = e2e_now() + 10;
+                    do {
+                        health(cons[i], st, sizeof st);
+                    } while (strcmp(st, "paused") && e2e_now() < hd && (e2e_sleep_ms(20), 1));
                     ck_assert_msg(!strcmp(st, "paused"), "%s: %s health %s", f->name, cons[i],
                                   st);
                 }

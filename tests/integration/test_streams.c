@@ -13,6 +13,7 @@
 #include <hiredis/hiredis.h>
 
 #include "an_codec.h"
+#include "an_config.h"
 #include "an_streams.h"
 
 static an_redis *R;
@@ -111,6 +112,32 @@ static double now_s(void)
 }
 
 /* ------------------------------------------------------------ tests */
+
+/* unix:// URLs: the config check (the connector's own parser) accepts
+ * what the connector connects to: the stack's Redis on its unix socket
+ * (ops/stack.sh env exports its path). */
+START_TEST(unix_socket_url)
+{
+    const char *sock = getenv("ANOMALYD_STACK_REDIS_SOCKET");
+    ck_assert_msg(sock && *sock, "ANOMALYD_STACK_REDIS_SOCKET is not set: eval \"$(ops/stack.sh "
+                                 "env)\" (restart the stack if it predates the unix socket)");
+    char url[600];
+    snprintf(url, sizeof url, "unix://%s?db=0", sock);
+    an_config cfg;
+    ck_assert_int_eq(an_config_load(&cfg, NULL, ebuf, sizeof ebuf), 0);
+    ck_assert_msg(an_config_set(&cfg, "redis", "url", url, "test", ebuf, sizeof ebuf) == 0, "%s",
+                  ebuf);
+    an_redis *x = NULL;
+    ck_assert_msg(an_redis_connect(cfg.redis.url, NULL, &x, ebuf, sizeof ebuf) == 0, "%s: %s",
+                  url, ebuf);
+    ck_assert_int_eq(an_redis_ping(x), 0);
+    an_redis_free(x);
+    an_config_free(&cfg);
+    /* a relative path is refused by both alike */
+    ck_assert_int_eq(an_redis_connect("unix://relative.sock", NULL, &x, ebuf, sizeof ebuf),
+                     AN_ECONFIG);
+}
+END_TEST
 
 START_TEST(connect_and_urls)
 {
@@ -893,6 +920,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, connect_and_urls);
+    tcase_add_test(tc, unix_socket_url);
     tcase_add_test(tc, attempts_count_split_clear);
     tcase_add_test(tc, group_create_idempotent);
     tcase_add_test(tc, restart_protocol);
