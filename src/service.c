@@ -182,8 +182,11 @@ static int connect_all(an_service *s)
                          "server's ACL; exiting)", err);
                 return rc;
             }
-            if (rc)
-                an_warn("redis not reachable (%s); retrying", err);
+            if (rc) {
+                char what[600];
+                snprintf(what, sizeof what, "connecting to Redis (%s)", err);
+                svc_failed(s, rc, false, what);
+            }
         }
         if (!rc && s->redis)
             rc = ensure_group(s);
@@ -202,6 +205,7 @@ static int connect_all(an_service *s)
         }
         if (s->redis)
             svc_failed(s, rc, pg, pg ? "connecting to PostgreSQL" : "creating the group");
+        svc_health_tick(s);
         if (!svc_wait(s))
             return AN_ETRANSIENT;
     }

@@ -67,8 +67,9 @@ void svc_failed(an_service *s, int rc, bool from_pg, const char *what)
         h->delay_ms = BACKOFF_MIN_MS;
     }
     s->st.transient_errors++;
-    const char *msg = from_pg ? an_repo_errstr(s->repo) : an_redis_errstr(s->redis);
-    const char *hint = from_pg ? an_repo_hint(s->repo) : an_redis_hint(s->redis);
+    const char *msg = from_pg ? an_repo_errstr(s->repo)
+                      : s->redis ? an_redis_errstr(s->redis) : "not reachable";
+    const char *hint = from_pg ? an_repo_hint(s->repo) : s->redis ? an_redis_hint(s->redis) : "";
     if (rc == AN_ENOMEM)
         msg = "out of memory", hint = "";
     char cause[640];

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -133,6 +134,7 @@ static pid_t proxy_start(int to, int *port)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* never outlives a failed test */
         proxy_loop(lfd, to);
         _exit(0);
     }
@@ -322,6 +324,10 @@ static void run_fault(const fault *f, figures *fig)
             next = now + step;
         }
         if (!t_inject && live_sent >= 20 && e2e_scored_rowid(&T, ms[0].uid) >= FIRST + 10) {
+            /* the lines logged so far (before the fault: a consumer may
+             * pause within a millisecond of it) */
+            for (int i = 0; i < 2; i++)
+                npaused[i] = e2e_count_lines(d[i].err_path, "PAUSED: ");
             for (int i = 0; f->inject[i]; i++)
                 sql(f->inject[i]);
             if (f->terminate)
@@ -337,10 +343,6 @@ static void run_fault(const fault *f, figures *fig)
             if (proxy)
                 kill(proxy, SIGUSR1);
             t_inject = e2e_now();
-            for (int i = 0; i < 2; i++) {
-                npaused[i] = e2e_count_lines(d[i].err_path, "PAUSED: ");
-                nresumed[i] = e2e_count_lines(d[i].err_path, "RESUMED after");
-            }
         }
         if (t_inject && !t_paused && all_logged(d, "PAUSED: ", npaused)) {
             t_paused = e2e_now();
@@ -359,6 +361,8 @@ static void run_fault(const fault *f, figures *fig)
         }
         if (t_paused && !t_repair && e2e_now() - t_paused > 1.0) {
             fig->dead = e2e_xlen(&T, T.dead);
+            for (int i = 0; i < 2; i++)
+                nresumed[i] = e2e_count_lines(d[i].err_path, "RESUMED after");
             for (int i = 0; f->repair[i]; i++)
                 sql(f->repair[i]);
             if (f->wrongtype)
