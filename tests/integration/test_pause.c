@@ -46,7 +46,12 @@
 static e2e T;
 
 static void setup(void) { e2e_init(&T, "pause"); }
-static void teardown(void) { e2e_fini(&T); }
+static void repair_all(void);
+static void teardown(void)
+{
+    repair_all();
+    e2e_fini(&T);
+}
 
 #define JUMPSUP "likelihood/htmengine/numenta_art_daily_jumpsup.inputs.csv"
 #define EC2 "likelihood/htmengine/numenta_ec2_cpu_utilization_825cc2.inputs.csv"
@@ -189,6 +194,21 @@ static const fault faults[] = {
     {"redis_blackhole", {NULL}, {NULL}, false, false, 2, false},
 };
 
+/* Undoes every fault (idempotent): a run killed half-way leaves nothing
+ * behind for the next. */
+static void repair_all(void)
+{
+    sql("DROP TRIGGER IF EXISTS an_test_full ON metric_data");
+    sql("DROP TRIGGER IF EXISTS an_test_slow ON metric_data");
+    sql("DROP FUNCTION IF EXISTS an_test_full()");
+    sql("DROP FUNCTION IF EXISTS an_test_slow()");
+    sql("DO $$ BEGIN IF to_regclass('an_test_gone') IS NOT NULL THEN "
+        "ALTER TABLE an_test_gone RENAME TO metric_data; END IF; END $$");
+    sql("GRANT UPDATE ON metric_data TO CURRENT_USER");
+    sql("DO $$ BEGIN EXECUTE format('ALTER ROLE %I RESET default_transaction_read_only', "
+        "current_user); END $$");
+}
+
 static void terminate_consumers(void)
 {
     sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
@@ -248,6 +268,7 @@ typedef struct figures {
 static void run_fault(const fault *f, figures *fig)
 {
     memset(fig, 0, sizeof *fig);
+    repair_all();
     model ms[2] = {{.uid = e2e_uid(&T, "pa")}, {.uid = e2e_uid(&T, "pb")}};
     e2e_csv_load(e2e_data(JUMPSUP), &ms[0].csv);
     e2e_csv_load(e2e_data(EC2), &ms[1].csv);
