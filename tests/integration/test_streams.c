@@ -435,7 +435,11 @@ START_TEST(publish_does_all_three)
     ck_assert_int_eq(upd, 1700000000123);
     free(params);
     redisReply *h = cmd("HLEN %s", pk);
-    ck_assert_int_eq(h->integer, 3);
+    ck_assert_int_eq(h->integer, 4);   /* params, watermark, updated, source */
+    freeReplyObject(h);
+    h = cmd("HGET %s source", pk);
+    ck_assert_int_eq(h->type, REDIS_REPLY_STRING);
+    ck_assert_str_eq(h->str, "1-1");
     freeReplyObject(h);
 
     /* XACK: gone from the PEL */
