@@ -342,6 +342,9 @@ typedef struct an_publish_group {
     const an_publish_entry *entries;
     size_t nentries;
     int64_t updated_ms;       /* the hashes' `updated`; 0 = now (client clock) */
+    /* Publish only: no XACK, the attempts fields stay (a chunk of one large
+     * entry's messages; the call with its last chunk acks it). */
+    bool no_ack;
 } an_publish_group;
 
 /* lua/publish_many.lua: for every entry, XADD its messages, refresh its
@@ -361,12 +364,6 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status);
 const char *an_attempts_key(const char *input, char *buf, size_t len);
 int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, size_t n,
                       bool allow_split, int64_t *counts, bool *split);
-/* Gives back one counted attempt of each id (lua/attempts_release.lua):
- * for entries whose processing failed through no fault of their own (a
- * transient or environment fault). A count reaching 0 deletes the field.
- * 0 or an AN_E* code. */
-int an_attempts_release(an_redis *r, const char *input, const char *const *ids, size_t n);
-
 /* A consumer's health (running / paused + cause), for anomalyctl status:
  * the hash an_health_key(input, consumer) = "<input>:health:<consumer>"
  * with fields state, cause, since (ms since the epoch), updated (ms), and
@@ -379,6 +376,10 @@ int an_health_put(an_redis *r, const char *key, const char *state, const char *c
  * AN_ENOTFOUND when the hash does not exist (expired), or an AN_E* code. */
 int an_health_get(an_redis *r, const char *key, char *state, size_t state_len, char *cause,
                   size_t cause_len, int64_t *since_ms);
+/* Ends attempts of ids without completing them (entries left pending on
+ * purpose: deferred, or a stop): takes one back from each count, deleting
+ * the field at 0; an absent field stays absent. */
+int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size_t n);
 
 /* ------------------------------------------------------------ plain */
 
