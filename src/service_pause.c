@@ -87,7 +87,7 @@ void svc_failed(an_service *s, int rc, bool from_pg, const char *what)
     if (rc == AN_EENV || now - h->streak_ms >= budget) {
         if (rc != AN_EENV) {
             char c2[700];
-            snprintf(c2, sizeof c2, "failing for %" PRId64 " ms (over retry_budget_ms %d): %s",
+            snprintf(c2, sizeof c2, "failing for %" PRId64 " ms (over retry_budget_ms %d): %.600s",
                      now - h->streak_ms, budget, cause);
             pause_now(s, c2);
         } else {
