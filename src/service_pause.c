@@ -14,6 +14,7 @@
 
 #include "an_clock.h"
 #include "an_log.h"
+#include "an_metrics.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -44,7 +45,8 @@ static void put_health(an_service *s)
         an_debug("cannot write the health hash %s: %s", key, an_redis_errstr(s->redis));
 }
 
-static void pause_now(an_service *s, const char *cause)
+/* class_word: the metrics' cause class ("environment" or "outage"). */
+static void pause_now(an_service *s, const char *cause, const char *class_word)
 {
     svc_health *h = &s->health;
     h->state = AN_SERVICE_PAUSED;
@@ -52,6 +54,7 @@ static void pause_now(an_service *s, const char *cause)
     h->since_ms = an_realtime_ms();
     h->since_mono_ms = h->last_log_ms = an_monotonic_ms();
     h->delay_ms = PROBE_MIN_MS;
+    an_metrics_set_paused(s->opts.metrics, class_word);
     an_error("PAUSED: %s. Taking no new entries and counting no attempts; the entries in hand "
              "stay pending; retrying every %d-%d s and resuming by itself once it succeeds",
              h->cause, PROBE_MIN_MS / 1000, PROBE_MAX_MS / 1000);
@@ -66,7 +69,10 @@ void svc_failed(an_service *s, int rc, bool from_pg, const char *what)
         h->streak_ms = now;
         h->delay_ms = BACKOFF_MIN_MS;
     }
-    s->st.transient_errors++;
+    svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+    if (rc == AN_ETRANSIENT)
+        svc_note_up(s, from_pg ? AN_SERVER_POSTGRES : AN_SERVER_REDIS, false);
+    svc_note_retry(s);
     const char *msg = from_pg ? an_repo_errstr(s->repo)
                       : s->redis ? an_redis_errstr(s->redis) : "not reachable";
     const char *hint = from_pg ? an_repo_hint(s->repo) : s->redis ? an_redis_hint(s->redis) : "";
@@ -89,9 +95,9 @@ void svc_failed(an_service *s, int rc, bool from_pg, const char *what)
             char c2[700];
             snprintf(c2, sizeof c2, "failing for %" PRId64 " ms (over retry_budget_ms %d): %.600s",
                      now - h->streak_ms, budget, cause);
-            pause_now(s, c2);
+            pause_now(s, c2, "outage");
         } else {
-            pause_now(s, cause);
+            pause_now(s, cause, "environment");
         }
         return;
     }
@@ -106,6 +112,7 @@ bool svc_wait(an_service *s)
         int step = ms < 50 ? ms : 50;
         an_clock_sleep_ms(NULL, step);
         ms -= step;
+        svc_heartbeat(s);   /* a back-off or a pause is the loop alive, not hung */
         if (h->state == AN_SERVICE_PAUSED)
             svc_health_tick(s);
     }
@@ -125,6 +132,7 @@ void svc_succeeded(an_service *s)
     an_info("RESUMED after %.1f s paused (cause was: %s)", (double)(now - h->since_mono_ms) / 1e3,
             h->cause);
     h->state = AN_SERVICE_RUNNING;
+    an_metrics_set_running(s->opts.metrics);
     h->cause[0] = '\0';
     h->since_ms = an_realtime_ms();
     h->since_mono_ms = now;
