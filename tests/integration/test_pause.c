@@ -84,6 +84,7 @@ static void proxy_loop(int lfd, int to)
         }
         if (poll(p, (nfds_t)np, 100) <= 0)
             continue;
+        int polled = n;   /* only these have pollfds this round (sockets block) */
         if ((p[0].revents & POLLIN) && n < MAXC) {
             int c = accept(lfd, NULL, NULL);
             int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -99,7 +100,7 @@ static void proxy_loop(int lfd, int to)
                     close(s);
             }
         }
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < polled; i++) {
             char buf[65536];
             bool dead = false;
             for (int dir = 0; dir < 2 && !dead; dir++) {
