@@ -287,6 +287,8 @@ static void run_fault(const fault *f, figures *fig)
     pid_t proxy = 0;
     int pport = 0;
     e2e_setenv(&T, "ANOMALYD_POSTGRES_RETRY_BUDGET_MS", "3000");
+    /* keep the input entries: the check below maps each one to its output */
+    e2e_setenv(&T, "ANOMALYD_STREAMS_INPUT_RETENTION", "3600000");
     e2e_setenv(&T, "ANOMALYD_POSTGRES_STATEMENT_TIMEOUT_MS", f->stmt_timeout ? "1000" : "60000");
     /* short liveness so the short form stays short; ops/pause-faults.sh
      * --defaults measures the defaults */
