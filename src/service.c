@@ -1461,7 +1461,9 @@ int an_service_run(an_service *s)
             if (an_retention_tick(&s->rt, s->redis, s->cfg))
                 an_warn("trimming %s failed: %s; retrying in %d ms", s->cfg->streams.input,
                         an_redis_errstr(s->redis), s->cfg->streams.trim_interval_ms);
-            s->st.input_trimmed = s->rt.trimmed;
+            /* the retention state counts totals; stats and metrics move by the difference */
+            svc_count(s, &s->st.input_trimmed, AN_C_INPUT_TRIMMED,
+                      s->rt.trimmed - s->st.input_trimmed);
             s->st.attempts_cleaned = s->rt.attempts_removed;
         }
         int64_t claim_every = s->cfg->streams.claim_idle_ms / 2 < 1000
