@@ -13,6 +13,7 @@
 #include "an_config.h"
 #include "an_helper.h"
 #include "an_repo.h"
+#include "an_sample_window.h"
 #include "an_service.h"
 #include "an_state_cache.h"
 #include "an_streams.h"
@@ -78,6 +79,8 @@ struct an_service {
     an_repo *repo;
     an_helper *helper;
     an_state_cache *sc;     /* parsed likelihood state per metric */
+    an_sample_window *sw;   /* newest processed samples per metric */
+    an_sample *sw_buf;      /* sample_size rows: a window's rebuild (service_window.c) */
     an_helper_config hcfg;
     an_codec_limits limits;
     char consumer[256];
@@ -116,6 +119,35 @@ int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows
 int svc_group_run(an_service *s, item *items, size_t n);
 
 void svc_group_free(an_service *s);
+
+/* ---- service_window.c: the sample windows in the helper's overlay ---- */
+
+/* Creates s->sw per [anomaly_likelihood] sample_window_bytes (0: a store
+ * that keeps nothing). 0 or AN_ENOMEM. */
+int svc_window_init(an_service *s);
+/* Frees s->sw and its scratch (NULL-safe). */
+void svc_window_free(an_service *s);
+
+/* The newest n processed rows of uid below `before` (ascending, out has
+ * room for n), for a metric locked with watermark wm. *usable (in/out):
+ * whether uid's window may be used in this group (the state cache hit);
+ * the window is used when it also has watermark wm. Otherwise the
+ * database is read (sample_size rows when windows are on, rebuilding uid's
+ * window, which sets *usable). The repository's code (0 / AN_ETRANSIENT /
+ * ...), its message in an_repo_errstr. */
+int svc_window_tail(an_service *s, const char *uid, int64_t wm, bool *usable,
+                    int64_t before, size_t n, an_sample *out, size_t *got);
+
+/* The processed-row count of uid below `before`, from the window when
+ * usable and known, else from the database. Same codes. */
+int svc_window_count(an_service *s, const char *uid, int64_t wm, bool usable,
+                     int64_t before, int64_t *count);
+
+/* After the group's COMMIT is confirmed: uid (locked with watermark
+ * old_wm) now has rows[0..n) scored too and watermark new_wm. Appended to
+ * its window when usable, else its window is dropped. */
+void svc_window_commit(an_service *s, const char *uid, bool usable, int64_t old_wm,
+                       const an_sample *rows, size_t n, int64_t new_wm);
 
 /* Decodes the next group into s->pf (if set and not done yet). Pure CPU
  * and memory: no Redis or PostgreSQL call, so it can run while the

@@ -252,7 +252,7 @@ int main(int argc, char **argv)
             /* the transaction: two round trips, retried whole when transient */
             int64_t updated = 0;
             for (int attempt = 1;; attempt++) {
-                double t0 = an_repo_now_ms();
+                int64_t t0 = an_repo_now_ms(repo);
                 tp = mono_us();
                 rc = an_repo_group_read(repo, uids, nu, ranges, ne, &g);
                 g_ph[PH_GREAD] += mono_us() - tp;
