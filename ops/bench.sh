@@ -17,6 +17,12 @@
 #                       (10): results/s and end-to-end latency p50/p99
 #                sat:   BENCH_ENTRIES (20000) entries queued first, then
 #                       the consumer drains them: results/s
+#   steady     the live saturation run on mature metrics: BENCH_STEADY_METRICS
+#              (100) metrics pre-warmed with BENCH_STEADY_PREWARM (9000)
+#              processed rows each (past statistics_sample_size, 8640: every
+#              24th batch re-estimates over the newest 8640 samples),
+#              BENCH_STEADY_ENTRIES (10000) 1-row entries queued, then
+#              drained: results/s
 #   catch-up   BENCH_CATCHUP_METRICS (40) fresh metrics x
 #              BENCH_CATCHUP_BATCHES (8) batches of BENCH_BATCH (1440) rows,
 #              queued first: rows/s
@@ -49,7 +55,7 @@
 #   BENCH_ANOMALYD=/path/to/anomalyd ops/bench.sh          another build
 #   BENCH_DOC= ops/bench.sh               do not rewrite docs/performance.md
 #   BENCH_ONLY="a.sat f.sat" BENCH_DOC= ops/bench.sh   only these runs (names:
-#       {a,f,o}.{paced,sat,catch} a2.sat a2.catch ff.sat ff.catch i64 i1 rss)
+#       {a,f,o}.{paced,sat,steady,catch} a2.sat a2.catch ff.sat ff.catch i64 i1 rss)
 # The final table goes to stdout and, between the "bench.sh results"
 # markers, into docs/performance.md (BENCH_DOC).
 set -euo pipefail
@@ -57,6 +63,9 @@ cd "$(dirname "$0")/.."
 
 M=${BENCH_METRICS:-1000}
 W=${BENCH_PREWARM:-400}
+SM=${BENCH_STEADY_METRICS:-100}
+SW=${BENCH_STEADY_PREWARM:-9000}
+SENTRIES=${BENCH_STEADY_ENTRIES:-10000}
 RATE=${BENCH_RATE:-1000}
 PACED_S=${BENCH_PACED_SECONDS:-10}
 ENTRIES=${BENCH_ENTRIES:-20000}
@@ -171,11 +180,14 @@ run_env() {
            ANOMALYD_STREAMS_DEAD_LETTER="${P}$1:dead" ANOMALYD_STREAMS_PARAMS_PREFIX="${P}$1:params:" \
            ANOMALYD_STREAMS_BLOCK_MS=100 ANOMALYD_STREAMS_READ_COUNT="${2:-$RC}"
     # The one-entry-per-transaction reference (identity run i1) also runs
-    # without the in-process state cache: the plain parse-every-time path.
+    # without the in-process state cache and sample windows: the plain
+    # parse-every-time, read-every-time path.
     if [ "$1" = i1 ]; then
         export ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS=0
+        export ANOMALYD_ANOMALY_LIKELIHOOD_SAMPLE_WINDOW_BYTES=0
     else
         unset ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS
+        unset ANOMALYD_ANOMALY_LIKELIHOOD_SAMPLE_WINDOW_BYTES
     fi
 }
 
@@ -272,6 +284,11 @@ data() {
                 --params-prefix "${P}$run:params:" --write-params "$TMP/params.json"
             EXPECT=$((k * M))
             PRODUCE=(--prefix "${P}$run:L" --metrics "$M" --from-row $((W + 1)) --rounds "$k") ;;
+        live-steady)
+            setup "$run" --prefix "${P}$run:L" --metrics "$SM" --prewarm "$SW" --rows $((SW + SSR)) \
+                --params-prefix "${P}$run:params:" --write-params "$TMP/params.json"
+            EXPECT=$((SSR * SM))
+            PRODUCE=(--prefix "${P}$run:L" --metrics "$SM" --from-row $((SW + 1)) --rounds "$SSR") ;;
         catch | catch-ff)
             setup "$run" --prefix "${P}$run:C" --metrics "$CM" --prewarm 0 --rows "$CROWS"
             EXPECT=$NC
@@ -384,6 +401,8 @@ commitlat() {
 # ---------------------------------------------------------------- workloads
 PR=$(((RATE * PACED_S + M - 1) / M))   # paced rounds per metric
 SR=$(((ENTRIES + M - 1) / M))          # saturation rounds per metric
+SSR=$(((SENTRIES + SM - 1) / SM))      # steady-state rounds per metric
+NSS=$((SSR * SM))
 NP=$((PR * M)) NS=$((SR * M)) NC=$((CM * CB))
 CROWS=$((CB * BATCH))
 FF_OLD=$("${PSQL[@]}" -c "SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = 'metric_data'::regclass")
@@ -407,9 +426,11 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 # a single run of a few seconds varies by 10-20 %); the median is reported.
 U0=$(upd_stats)
 for ((k = 1; k <= REPEAT; k++)); do
-    say "anomalyd and floor, repeat $k/$REPEAT: live sat ($NS entries), catch-up ($NC x $BATCH rows), live paced ($NP entries at $RATE/s)"
+    say "anomalyd and floor, repeat $k/$REPEAT: live sat ($NS entries), steady ($NSS entries on $SM metrics of $SW rows), catch-up ($NC x $BATCH rows), live paced ($NP entries at $RATE/s)"
     measure "a.sat.$k" anomalyd 1 sat live-sat
     measure "f.sat.$k" floor 1 sat live-sat
+    measure "a.steady.$k" anomalyd 1 sat live-steady
+    measure "f.steady.$k" floor 1 sat live-steady
     measure "a.catch.$k" anomalyd 1 sat catch
     measure "f.catch.$k" floor 1 sat catch
     measure "a.paced.$k" anomalyd 1 paced live-paced
@@ -417,14 +438,17 @@ done
 sleep 1.5
 U1=$(upd_stats)
 measure f.paced floor 1 paced live-paced
-say "original: live paced ($NP entries at $RATE/s), live sat ($NS entries), catch-up ($NC x $BATCH rows)"
+say "original: live paced ($NP entries at $RATE/s), live sat ($NS entries), steady ($NSS entries), catch-up ($NC x $BATCH rows)"
 measure o.paced original 1 paced live-paced
 measure o.sat original 1 sat live-sat
+measure o.steady original 1 sat live-steady
 measure o.catch original 1 sat catch
 REPS=()
 for ((k = 1; k <= REPEAT; k++)); do REPS+=("$k"); done
 median_of a.sat rate "${REPS[@]}"
 median_of f.sat rate "${REPS[@]}"
+median_of a.steady rate "${REPS[@]}"
+median_of f.steady rate "${REPS[@]}"
 median_of a.catch rate "${REPS[@]}"
 median_of f.catch rate "${REPS[@]}"
 median_of a.paced p99 "${REPS[@]}"
@@ -490,6 +514,7 @@ hot() { # hot "upd hot" "upd hot"
 }
 
 for run in a.paced a.sat a.catch f.paced f.sat f.catch o.paced o.sat o.catch a2.sat a2.catch \
+           a.steady f.steady o.steady \
            ff.sat ff.catch i64 i1 rss; do
     for key in rate rows entries p50 p99 warn; do
         [ -n "${R[$run.$key]:-}" ] || R[$run.$key]="?"
@@ -503,11 +528,13 @@ done
 LA=${R[a.sat.rate]} LF=${R[f.sat.rate]} LO=${R[o.sat.rate]}
 CA=${R[a.catch.rate]} CF=${R[f.catch.rate]} CO=${R[o.catch.rate]}
 RL_AO=$(ratio "$LA" "$LO") RL_AF=$(ratio "$LA" "$LF")
+SA=${R[a.steady.rate]} SF=${R[f.steady.rate]} SO=${R[o.steady.rate]}
+RS_AO=$(ratio "$SA" "$SO") RS_AF=$(ratio "$SA" "$SF") RS_AL=$(ratio "$SA" "$LA")
 RC_AO=$(ratio "$CA" "$CO") RC_AF=$(ratio "$CA" "$CF")
 CLP50=$(kv "$CL1" commit_p50_ms) CLP90=$(kv "$CL1" commit_p90_ms)
 CLP50b=$(kv "$CL2" commit_p50_ms) CLP90b=$(kv "$CL2" commit_p90_ms)
 RSS_MAX=0
-for k in a.paced a.sat a.catch rss; do
+for k in a.paced a.sat a.steady a.catch rss; do
     [ "${R[$k.rss]}" -gt "$RSS_MAX" ] && RSS_MAX=${R[$k.rss]}
 done
 [ "$RSS_MAX" -gt 0 ] || RSS_MAX="?"   # no anomalyd run measured: no verdict
@@ -521,13 +548,15 @@ TABLE=$(
     echo "servers: $("${PSQL[@]}" -c 'SHOW server_version' | cut -d' ' -f1) (synchronous_commit=$("${PSQL[@]}" -c 'SHOW synchronous_commit'), fsync=$("${PSQL[@]}" -c 'SHOW fsync'), shared_buffers=$("${PSQL[@]}" -c 'SHOW shared_buffers'), max_wal_size=$("${PSQL[@]}" -c 'SHOW max_wal_size')), Redis $("${RCLI[@]}" info server | sed -n 's/^redis_version:\([^[:space:]]*\).*/\1/p') (appendfsync $("${RCLI[@]}" config get appendfsync | tail -n1))"
     echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC'); anomalyd built from $BUILT ($ANOMALYD)"
     echo "command: $CMDLINE   (total ${T_TOTAL}s; load avg at start $LOAD1, at end $LOAD2)"
-    echo "workload: live $M metrics, 1-row batches, $W rows pre-processed each; read_count $RC; catch-up $CM metrics x $CB batches of $BATCH rows"
+    echo "workload: live $M metrics, 1-row batches, $W rows pre-processed each; steady $SM metrics, $SW rows pre-processed each; read_count $RC; catch-up $CM metrics x $CB batches of $BATCH rows"
     echo "commit latency (200 x BEGIN; UPDATE 1 row; COMMIT): p50 $CLP50 ms, p90 $CLP90 ms at start; p50 $CLP50b ms, p90 $CLP90b ms at end"
     echo
     printf '%-40s %10s %10s %10s %9s %9s\n' "" anomalyd floor original "a/floor" "a/orig"
     printf '%-40s %10s %10s %10s %9s %9s\n' "live, saturation: results/s" "$LA" "$LF" "$LO" "$RL_AF" "$RL_AO"
     printf '%-40s %10s %10s %10s\n' "  (drain of $NS queued) latency p50/p99 ms" \
         "${R[a.sat.p50]}/${R[a.sat.p99]}" "${R[f.sat.p50]}/${R[f.sat.p99]}" "${R[o.sat.p50]}/${R[o.sat.p99]}"
+    printf '%-40s %10s %10s %10s %9s %9s\n' "live, steady ($SW-row metrics): results/s" "$SA" "$SF" "$SO" "$RS_AF" "$RS_AO"
+    printf '%-40s %10s   (x%s of the live rate with %s-row metrics)\n' "  steady / young live, anomalyd" "$SA" "$RS_AL" "$W"
     printf '%-40s %10s %10s %10s\n' "live, paced $RATE/s: results/s" "${R[a.paced.rate]}" "${R[f.paced.rate]}" "${R[o.paced.rate]}"
     printf '%-40s %10s %10s %10s\n' "  latency p50/p99 ms" \
         "${R[a.paced.p50]}/${R[a.paced.p99]}" "${R[f.paced.p50]}/${R[f.paced.p99]}" "${R[o.paced.p50]}/${R[o.paced.p99]}"
@@ -547,17 +576,20 @@ TABLE=$(
                    f["variant"], f["fillfactor"], f["score_indexes"], f["live_rows_s"], f["catchup_rows_s"], f["hot_pct"], f["heap_mib_after"] }'
 
     fi
-    echo "repeats (median reported): live sat results/s: anomalyd ${R[a.sat.all]:-}/ floor ${R[f.sat.all]:-}/ catch-up rows/s: anomalyd ${R[a.catch.all]:-}/ floor ${R[f.catch.all]:-}/ paced p99 ms: anomalyd ${R[a.paced.all]:-}"
-    echo "consumer CPU (user+sys) per live entry: anomalyd $(perx "${R[a.sat.cpu]}" "${R[a.sat.rows]}") us, floor $(perx "${R[f.sat.cpu]}" "${R[f.sat.rows]}") us, original $(perx "${R[o.sat.cpu]}" "${R[o.sat.rows]}") us; per catch-up row: anomalyd $(perx "${R[a.catch.cpu]}" "${R[a.catch.rows]}") us, floor $(perx "${R[f.catch.cpu]}" "${R[f.catch.rows]}") us"
-    echo "floor, ms per group (read_count $RC): live sat: ${R[f.sat.phases]:-?}; catch-up: ${R[f.catch.phases]:-?}"
-    echo "peak RSS of anomalyd (MiB): live paced $(mb "${R[a.paced.rss]}"), live sat $(mb "${R[a.sat.rss]}"), catch-up $(mb "${R[a.catch.rss]}"), $RSS_M metrics $(mb "${R[rss.rss]}") ($NKEYS params hashes in Redis)"
+    echo "repeats (median reported): live sat results/s: anomalyd ${R[a.sat.all]:-}/ floor ${R[f.sat.all]:-}/ steady results/s: anomalyd ${R[a.steady.all]:-}/ floor ${R[f.steady.all]:-}/ catch-up rows/s: anomalyd ${R[a.catch.all]:-}/ floor ${R[f.catch.all]:-}/ paced p99 ms: anomalyd ${R[a.paced.all]:-}"
+    echo "consumer CPU (user+sys) per live entry: anomalyd $(perx "${R[a.sat.cpu]}" "${R[a.sat.rows]}") us, floor $(perx "${R[f.sat.cpu]}" "${R[f.sat.rows]}") us, original $(perx "${R[o.sat.cpu]}" "${R[o.sat.rows]}") us; per steady entry: anomalyd $(perx "${R[a.steady.cpu]}" "${R[a.steady.rows]}") us, floor $(perx "${R[f.steady.cpu]}" "${R[f.steady.rows]}") us, original $(perx "${R[o.steady.cpu]}" "${R[o.steady.rows]}") us; per catch-up row: anomalyd $(perx "${R[a.catch.cpu]}" "${R[a.catch.rows]}") us, floor $(perx "${R[f.catch.cpu]}" "${R[f.catch.rows]}") us"
+    echo "floor, ms per group (read_count $RC): live sat: ${R[f.sat.phases]:-?}; steady: ${R[f.steady.phases]:-?}; catch-up: ${R[f.catch.phases]:-?}"
+    echo "peak RSS of anomalyd (MiB): live paced $(mb "${R[a.paced.rss]}"), live sat $(mb "${R[a.sat.rss]}"), steady ($SM metrics' windows) $(mb "${R[a.steady.rss]}"), catch-up $(mb "${R[a.catch.rss]}"), $RSS_M metrics $(mb "${R[rss.rss]}") ($NKEYS params hashes in Redis)"
     echo "identical to one entry per transaction (read_count $RC vs 1 without state cache): $(kv "$IDENT" identical)   [$IDENT]"
-    echo "anomalyd warnings/errors logged: paced ${R[a.paced.warn]}, sat ${R[a.sat.warn]}, catch-up ${R[a.catch.warn]}, identity ${R[i64.warn]}/${R[i1.warn]}, rss ${R[rss.warn]}"
+    echo "anomalyd sample windows, steady run: $(sed -n 's/.*stats:.*\( sample_window=[0-9]*\).*\( sample_window_hits=[0-9]*\)\( sample_window_misses=[0-9]*\).*/\1\2\3/p' "$TMP"/a.steady.*.log 2>/dev/null | tail -n1)"
+    echo "anomalyd warnings/errors logged: paced ${R[a.paced.warn]}, sat ${R[a.sat.warn]}, steady ${R[a.steady.warn]}, catch-up ${R[a.catch.warn]}, identity ${R[i64.warn]}/${R[i1.warn]}, rss ${R[rss.warn]}"
     [ -n "$FLAGS" ] && echo "FLAGS:$FLAGS"
     echo
     echo "targets:"
     printf '  %-58s %s\n' "live: anomalyd >= 5x original results/s ($RL_AO x)" "$(check "$RL_AO" '>=' 5)"
     printf '  %-58s %s\n' "live: anomalyd >= 0.8x floor ($RL_AF x)" "$(check "$RL_AF" '>=' 0.8)"
+    printf '  %-58s %s\n' "steady: anomalyd >= 5x original results/s ($RS_AO x)" "$(check "$RS_AO" '>=' 5)"
+    printf '  %-58s %s\n' "steady: anomalyd >= 0.85x its young live rate ($RS_AL x)" "$(check "$RS_AL" '>=' 0.85)"
     printf '  %-58s %s\n' "catch-up: anomalyd >= 2x original rows/s ($RC_AO x)" "$(check "$RC_AO" '>=' 2)"
     printf '  %-58s %s\n' "catch-up: anomalyd >= 0.8x floor ($RC_AF x)" "$(check "$RC_AF" '>=' 0.8)"
     printf '  %-58s %s\n' "p99 latency at $RATE results/s offered < 25 ms (${R[a.paced.p99]} ms)" "$(check "${R[a.paced.p99]}" '<' 25)"
