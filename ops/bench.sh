@@ -20,9 +20,11 @@
 #   steady     the live saturation run on mature metrics: BENCH_STEADY_METRICS
 #              (100) metrics pre-warmed with BENCH_STEADY_PREWARM (9000)
 #              processed rows each (past statistics_sample_size, 8640: every
-#              24th batch re-estimates over the newest 8640 samples),
-#              BENCH_STEADY_ENTRIES (10000) 1-row entries queued, then
-#              drained: results/s
+#              24th batch re-estimates over the newest 8640 samples). The
+#              consumer is started on a warm-up of 24 rounds (every metric
+#              re-estimates once: the process is in its steady state, as
+#              after its first day), then BENCH_STEADY_ENTRIES (10000) 1-row
+#              entries are queued at once and drained: results/s over those
 #   catch-up   BENCH_CATCHUP_METRICS (40) fresh metrics x
 #              BENCH_CATCHUP_BATCHES (8) batches of BENCH_BATCH (1440) rows,
 #              queued first: rows/s
@@ -222,7 +224,8 @@ declare -A R # results: R[run.key]
 # returns 1 when the run must be redone (disturbed, incomplete, failed)
 finish() {
     local run=$1 expect=$2 t0=$3 before=$4 crc=$5 line rss=0 f m dead flag="" cpu=0
-    line=$("$LOAD" report --stream "${P}$run:out" --expect "$expect" --start-ms "$t0" --timeout 5) || line=""
+    line=$("$LOAD" report --stream "${P}$run:out" --expect $((expect + WARM)) --skip "$WARM" \
+        --start-ms "$t0" --timeout 5) || line=""
     for f in "$TMP/$run".*.time; do
         m=$(head -n1 "$f" 2>/dev/null | cut -d' ' -f1)
         case $m in '' | *[!0-9]*) m=0 ;; esac
@@ -237,6 +240,8 @@ finish() {
     R[$run.p99]=$(kv "$line" p99_ms)
     R[$run.rss]=$rss
     R[$run.cpu]=$cpu
+    # CPU time covers the warm-up too: per entry over all entries processed
+    R[$run.cpurows]=$(awk -v r="${R[$run.rows]}" -v w="$WARM" 'BEGIN { if (r ~ /^[0-9]+$/) print r + w; else print "?" }')
     R[$run.warn]=$(cat "$TMP/$run".*.log 2>/dev/null | grep -c -E 'WARNING|ERROR' || true)
     R[$run.phases]=$(sed -n 's/^floor: ms per group: //p' "$TMP/$run".*.out 2>/dev/null | head -n1)
     R[$run.stats]=$(sed -n 's/^floor: \(entries.*\)/\1/p' "$TMP/$run".*.out 2>/dev/null | head -n1)
@@ -276,6 +281,7 @@ vacuum() { "${PSQL[@]}" -c "VACUUM (ANALYZE) metric" -c "VACUUM (ANALYZE) metric
 # (the producer's arguments; more than one call separated by ';;')
 data() {
     local run=$1 type=$2
+    WARM=0
     case $type in
         live-paced | live-sat | live-ff)
             local k=$SR
@@ -285,10 +291,12 @@ data() {
             EXPECT=$((k * M))
             PRODUCE=(--prefix "${P}$run:L" --metrics "$M" --from-row $((W + 1)) --rounds "$k") ;;
         live-steady)
-            setup "$run" --prefix "${P}$run:L" --metrics "$SM" --prewarm "$SW" --rows $((SW + SSR)) \
+            setup "$run" --prefix "${P}$run:L" --metrics "$SM" --prewarm "$SW" --rows $((SW + SWARM + SSR)) \
                 --params-prefix "${P}$run:params:" --write-params "$TMP/params.json"
+            WARM=$((SWARM * SM))
+            WARM_PRODUCE=(--prefix "${P}$run:L" --metrics "$SM" --from-row $((SW + 1)) --rounds "$SWARM")
             EXPECT=$((SSR * SM))
-            PRODUCE=(--prefix "${P}$run:L" --metrics "$SM" --from-row $((SW + 1)) --rounds "$SSR") ;;
+            PRODUCE=(--prefix "${P}$run:L" --metrics "$SM" --from-row $((SW + SWARM + 1)) --rounds "$SSR") ;;
         catch | catch-ff)
             setup "$run" --prefix "${P}$run:C" --metrics "$CM" --prewarm 0 --rows "$CROWS"
             EXPECT=$NC
@@ -356,6 +364,15 @@ measure() {
             sleep 0.3
             t0=$(lnow)
             produce "$run" --rate "$RATE" || crc=1
+        elif [ "$WARM" -gt 0 ]; then
+            # warm-up first (not measured), then the workload queued at once
+            "$LOAD" produce --stream "${P}$run:in" "${WARM_PRODUCE[@]}" >/dev/null || crc=1
+            for ((i = 1; i <= nc; i++)); do
+                IDLE_MS=3000 start_consumer "$kind" "$run" "bench-$run-$i"
+            done
+            "$LOAD" report --stream "${P}$run:out" --expect "$WARM" --timeout 600 >/dev/null || crc=1
+            t0=$(lnow)
+            produce "$run" || crc=1
         else
             produce "$run" || crc=1
             t0=$(lnow)
@@ -381,7 +398,7 @@ median_of() {
     R[$base.all]=$(for k in "$@"; do printf '%s ' "${R[$base.$k.$key]:-?}"; done)
     [ "${#list[@]}" -gt 0 ] || return 0
     med=$(printf '%s\n' "${list[@]}" | sort -n | awk '{ a[NR] = $2 } END { print a[int((NR + 1) / 2)] }')
-    for f in rate rows entries p50 p99 cpu warn phases stats; do
+    for f in rate rows entries p50 p99 cpu cpurows warn phases stats; do
         R[$base.$f]=${R[$med.$f]:-}
     done
     R[$base.rss]=$rss
@@ -402,6 +419,7 @@ commitlat() {
 PR=$(((RATE * PACED_S + M - 1) / M))   # paced rounds per metric
 SR=$(((ENTRIES + M - 1) / M))          # saturation rounds per metric
 SSR=$(((SENTRIES + SM - 1) / SM))      # steady-state rounds per metric
+SWARM=24                               # steady-state warm-up rounds (one re-estimate each)
 NSS=$((SSR * SM))
 NP=$((PR * M)) NS=$((SR * M)) NC=$((CM * CB))
 CROWS=$((CB * BATCH))
@@ -516,7 +534,7 @@ hot() { # hot "upd hot" "upd hot"
 for run in a.paced a.sat a.catch f.paced f.sat f.catch o.paced o.sat o.catch a2.sat a2.catch \
            a.steady f.steady o.steady \
            ff.sat ff.catch i64 i1 rss; do
-    for key in rate rows entries p50 p99 warn; do
+    for key in rate rows entries p50 p99 warn cpurows; do
         [ -n "${R[$run.$key]:-}" ] || R[$run.$key]="?"
     done
     [ -n "${R[$run.rss]:-}" ] || R[$run.rss]=0
@@ -534,7 +552,7 @@ RC_AO=$(ratio "$CA" "$CO") RC_AF=$(ratio "$CA" "$CF")
 CLP50=$(kv "$CL1" commit_p50_ms) CLP90=$(kv "$CL1" commit_p90_ms)
 CLP50b=$(kv "$CL2" commit_p50_ms) CLP90b=$(kv "$CL2" commit_p90_ms)
 RSS_MAX=0
-for k in a.paced a.sat a.steady a.catch rss; do
+for k in a.paced a.sat a.catch rss; do
     [ "${R[$k.rss]}" -gt "$RSS_MAX" ] && RSS_MAX=${R[$k.rss]}
 done
 [ "$RSS_MAX" -gt 0 ] || RSS_MAX="?"   # no anomalyd run measured: no verdict
@@ -577,7 +595,7 @@ TABLE=$(
 
     fi
     echo "repeats (median reported): live sat results/s: anomalyd ${R[a.sat.all]:-}/ floor ${R[f.sat.all]:-}/ steady results/s: anomalyd ${R[a.steady.all]:-}/ floor ${R[f.steady.all]:-}/ catch-up rows/s: anomalyd ${R[a.catch.all]:-}/ floor ${R[f.catch.all]:-}/ paced p99 ms: anomalyd ${R[a.paced.all]:-}"
-    echo "consumer CPU (user+sys) per live entry: anomalyd $(perx "${R[a.sat.cpu]}" "${R[a.sat.rows]}") us, floor $(perx "${R[f.sat.cpu]}" "${R[f.sat.rows]}") us, original $(perx "${R[o.sat.cpu]}" "${R[o.sat.rows]}") us; per steady entry: anomalyd $(perx "${R[a.steady.cpu]}" "${R[a.steady.rows]}") us, floor $(perx "${R[f.steady.cpu]}" "${R[f.steady.rows]}") us, original $(perx "${R[o.steady.cpu]}" "${R[o.steady.rows]}") us; per catch-up row: anomalyd $(perx "${R[a.catch.cpu]}" "${R[a.catch.rows]}") us, floor $(perx "${R[f.catch.cpu]}" "${R[f.catch.rows]}") us"
+    echo "consumer CPU (user+sys) per live entry: anomalyd $(perx "${R[a.sat.cpu]}" "${R[a.sat.rows]}") us, floor $(perx "${R[f.sat.cpu]}" "${R[f.sat.rows]}") us, original $(perx "${R[o.sat.cpu]}" "${R[o.sat.rows]}") us; per steady entry (warm-up included): anomalyd $(perx "${R[a.steady.cpu]}" "${R[a.steady.cpurows]}") us, floor $(perx "${R[f.steady.cpu]}" "${R[f.steady.cpurows]}") us, original $(perx "${R[o.steady.cpu]}" "${R[o.steady.cpurows]}") us; per catch-up row: anomalyd $(perx "${R[a.catch.cpu]}" "${R[a.catch.rows]}") us, floor $(perx "${R[f.catch.cpu]}" "${R[f.catch.rows]}") us"
     echo "floor, ms per group (read_count $RC): live sat: ${R[f.sat.phases]:-?}; steady: ${R[f.steady.phases]:-?}; catch-up: ${R[f.catch.phases]:-?}"
     echo "peak RSS of anomalyd (MiB): live paced $(mb "${R[a.paced.rss]}"), live sat $(mb "${R[a.sat.rss]}"), steady ($SM metrics' windows) $(mb "${R[a.steady.rss]}"), catch-up $(mb "${R[a.catch.rss]}"), $RSS_M metrics $(mb "${R[rss.rss]}") ($NKEYS params hashes in Redis)"
     echo "identical to one entry per transaction (read_count $RC vs 1 without state cache): $(kv "$IDENT" identical)   [$IDENT]"
