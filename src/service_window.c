@@ -97,3 +97,12 @@ void svc_window_commit(an_service *s, const char *uid, bool usable, int64_t old_
     if (!usable || an_sample_window_append(s->sw, uid, old_wm, rows, n, new_wm) != 0)
         an_sample_window_forget(s->sw, uid);
 }
+
+an_window_stats an_service_window_stats(const an_service *s)
+{
+    an_window_stats st = {0};
+    st.metrics = an_sample_window_size(s->sw);
+    st.bytes = an_sample_window_bytes(s->sw);
+    an_sample_window_stats(s->sw, &st.hits, &st.misses);
+    return st;
+}
