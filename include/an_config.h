@@ -91,10 +91,15 @@ typedef struct an_config {
         int claim_idle_ms;    /* XAUTOCLAIM min-idle-time (60000) */
         int max_deliveries;   /* dead-letter after this many deliveries (5) */
         int defer_max_ms;     /* wait bound for a missing predecessor (120000) */
+        int defer_max_entries;  /* entries kept deferred at most (10000) */
+        size_t defer_max_bytes; /* their field bytes at most (256 MiB) */
         int64_t output_maxlen;     /* XADD MAXLEN ~ (1000000); 0 = no trim */
         an_encoding output_encoding; /* AN_ENC_ZLIB */
         size_t max_entry_bytes;    /* an_codec_limits (4 MiB) */
         size_t max_inflated_bytes; /* an_codec_limits (32 MiB) */
+        int max_results;           /* an_codec_limits (20000) */
+        int max_json_nodes;        /* an_codec_limits (250000) */
+        size_t max_group_decoded_bytes; /* decoded entries in hand per group (64 MiB) */
     } streams;
     struct {
         an_variant variant;               /* htmengine */

@@ -51,6 +51,8 @@ typedef struct an_service_stats {
     int64_t deferred;         /* times an entry waited for its model's predecessor */
     int64_t transient_errors; /* retries after a transient Redis/PG error */
     int64_t cache_misses;     /* params read from PostgreSQL, not the hash */
+    int64_t groups;           /* inference groups run (one transaction each,
+                                 retries of the same group not counted) */
 } an_service_stats;
 
 typedef struct an_service an_service;

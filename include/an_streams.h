@@ -324,6 +324,9 @@ typedef struct an_publish_group {
     const an_publish_entry *entries;
     size_t nentries;
     int64_t updated_ms;       /* the hashes' `updated`; 0 = now (client clock) */
+    /* Publish only: no XACK, the attempts fields stay (a chunk of one large
+     * entry's messages; the call with its last chunk acks it). */
+    bool no_ack;
 } an_publish_group;
 
 /* lua/publish_many.lua: for every entry, XADD its messages, refresh its
@@ -343,6 +346,10 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status);
 const char *an_attempts_key(const char *input, char *buf, size_t len);
 int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, size_t n,
                       bool allow_split, int64_t *counts, bool *split);
+/* Ends attempts of ids without completing them (entries left pending on
+ * purpose: deferred, or a stop): takes one back from each count, deleting
+ * the field at 0; an absent field stays absent. */
+int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size_t n);
 
 /* ------------------------------------------------------------ plain */
 

@@ -11,7 +11,9 @@
 -- ARGV[1]  "1": for several ids, do not count but answer "split" when any of
 --          them has an unfinished earlier attempt (its group failed: try the
 --          entries one by one so that one bad entry does not take the others
---          with it); "0": always count
+--          with it); "0": always count; "-1": end attempts without
+--          completing them (the entry is left pending on purpose: deferred,
+--          or a stop): take one back, deleting the field at 0
 -- ARGV[2 ...] entry ids
 --
 -- Returns {0, n1, n2, ...} with the new counts, or {1} for "split".
@@ -32,6 +34,20 @@ if ARGV[1] == '1' and #ids > 1 then
   end
 end
 local out = {0}
+if ARGV[1] == '-1' then
+  for i = 1, #ids do
+    local n = 0
+    if redis.call('HEXISTS', KEYS[1], ids[i]) == 1 then
+      n = redis.call('HINCRBY', KEYS[1], ids[i], -1)
+      if n <= 0 then
+        redis.call('HDEL', KEYS[1], ids[i])
+        n = 0
+      end
+    end
+    out[#out + 1] = n
+  end
+  return out
+end
 for i = 1, #ids do
   out[#out + 1] = redis.call('HINCRBY', KEYS[1], ids[i], 1)
 end

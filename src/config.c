@@ -138,6 +138,17 @@ static const keydef keys[] = {
      "How long a batch waits for its predecessor (same model, earlier rows) to be applied "
      "before it is scored anyway, with the gap logged. At least claim_idle_ms, so a dead "
      "consumer's batch can be taken over first."},
+    /* A consumer keeps the entries it defers (deep copies). Live operation
+     * defers a handful; a multi-consumer catch-up of a large backlog can
+     * defer thousands; only a flood for one model reaches these. */
+    {"streams", "defer_max_entries", K_INT, "10000", NULL, DEF_TEXT, 1, 10000000, NULL,
+     OFF(streams.defer_max_entries),
+     "Most entries one consumer keeps waiting for their predecessors; past it an entry "
+     "stays pending, uncopied, and is read again after claim_idle_ms."},
+    {"streams", "defer_max_bytes", K_BYTES, "256MiB", NULL, DEF_TEXT, 1024, MiB(65536), NULL,
+     OFF(streams.defer_max_bytes),
+     "Most bytes of field names and values of the entries one consumer keeps waiting; past "
+     "it an entry stays pending, uncopied, and is read again after claim_idle_ms."},
     {"streams", "max_deliveries", K_INT, "5", NULL, DEF_TEXT, 1, 1000, NULL,
      OFF(streams.max_deliveries),
      "An entry whose processing was attempted more than this many times without completing "
@@ -148,19 +159,43 @@ static const keydef keys[] = {
     {"streams", "output_encoding", K_ENUM, "zlib", NULL, DEF_TEXT, 0, 0, encoding_names,
      OFF(streams.output_encoding),
      "Body encoding of output entries: zlib (htmengine wire compatible) or json."},
-    /* 4 MiB: a result is ~60-100 bytes of JSON, so ~50k results per entry,
-     * far above real batches; and one XREADGROUP reply can hold read_count
-     * such entries (64 x 4 MiB = 256 MiB worst case), which bounds memory.
-     * Redis itself would allow 512 MB. */
+    /* 4 MiB: a result is ~60-300 bytes of JSON, so ~15k-70k results per
+     * entry, far above real batches (at most 1440 results). Checked on the
+     * entry as read: hiredis 0.14 reads a whole XREADGROUP reply before we
+     * see it, so one read holds up to read_count entries of Redis's own
+     * maximum size, copied once (docs/operations.md). Redis itself would
+     * allow 512 MB. */
     {"streams", "max_entry_bytes", K_BYTES, "4MiB", NULL, DEF_TEXT, 1024, MiB(512), NULL,
      OFF(streams.max_entry_bytes),
      "Largest input entry accepted (sum of field names and values); larger ones are "
-     "dead-lettered."},
+     "dead-lettered before decoding."},
     /* 32 MiB: JSON batches compress 5-10x, so this covers a max-size zlib
-     * entry while stopping zlib bombs. */
+     * entry while stopping zlib bombs. It bounds the inflated text only
+     * (max_inflated_bytes + 1 bytes, one buffer per entry being decoded);
+     * the parsed tree is bounded by max_json_nodes. Measured worst cases at
+     * the defaults are in docs/operations.md (ops/codec-memory.sh). */
     {"streams", "max_inflated_bytes", K_BYTES, "32MiB", NULL, DEF_TEXT, 1024, MiB(4096), NULL,
      OFF(streams.max_inflated_bytes),
-     "Largest inflated size of a zlib batch (zlib-bomb guard)."},
+     "Largest inflated size of a zlib batch (zlib-bomb guard); larger ones are dead-lettered."},
+    /* 20000: htmengine sends at most 1440 results per batch. */
+    {"streams", "max_results", K_INT, "20000", NULL, DEF_TEXT, 1, 10000000, NULL,
+     OFF(streams.max_results),
+     "Most results (array elements) in one input entry; more are dead-lettered."},
+    /* 250000: a real result is 10-30 nodes (7 + its predictions), so 1440
+     * of them are under 45k. The parser's tree costs up to ~250 bytes per
+     * node ("{}"), so this bounds it (docs/operations.md). */
+    {"streams", "max_json_nodes", K_INT, "250000", NULL, DEF_TEXT, 16, 100000000, NULL,
+     OFF(streams.max_json_nodes),
+     "Most JSON values and object keys in one batch, counted on the text before it is "
+     "parsed; more are dead-lettered."},
+    /* 64 MiB: a group is decoded before its transaction (and the next one
+     * while it commits); real groups of AN_SERVICE_GROUP_MAX_ROWS rows hold
+     * a few MiB. One entry alone always forms a group, whatever its size
+     * (its own limits bound it). */
+    {"streams", "max_group_decoded_bytes", K_BYTES, "64MiB", NULL, DEF_TEXT, 1024, MiB(4096),
+     NULL, OFF(streams.max_group_decoded_bytes),
+     "Decoded bytes of the entries one commit group holds; the group ends before an entry "
+     "that would pass it."},
 
     /* ---- [anomaly_likelihood] ---- */
     {"anomaly_likelihood", "variant", K_ENUM, "htmengine", NULL, DEF_TEXT, 0, 0, variant_names,
@@ -1016,5 +1051,7 @@ an_codec_limits an_config_codec_limits(const an_config *cfg)
     an_codec_limits l;
     l.max_entry_bytes = cfg->streams.max_entry_bytes;
     l.max_inflated_bytes = cfg->streams.max_inflated_bytes;
+    l.max_results = (size_t)cfg->streams.max_results;
+    l.max_json_nodes = (size_t)cfg->streams.max_json_nodes;
     return l;
 }

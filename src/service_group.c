@@ -78,7 +78,6 @@ typedef struct group_scratch {
     an_row *hrows;             /* [rows of the group] */
     an_score_update *upd;
     const char **row_uids;
-    char **pred;               /* owned predictions texts */
     size_t nrows, caprows;
     an_out_row *orows;
     size_t caporows;
@@ -136,13 +135,7 @@ static int reserve_rows(group_scratch *g, size_t n)
     const char **ru = realloc(g->row_uids, c * sizeof *ru);
     if (ru)
         g->row_uids = ru;
-    char **p = realloc(g->pred, c * sizeof *p);
-    if (p) {
-        for (size_t i = g->caprows; i < c; i++)
-            p[i] = NULL;
-        g->pred = p;
-    }
-    if (!h || !u || !ru || !p)
+    if (!h || !u || !ru)
         return AN_ENOMEM;
     g->caprows = c;
     return 0;
@@ -172,12 +165,9 @@ void svc_group_free(an_service *s)
     free(g->row_start);
     free(g->row_count);
     an_group_read_free(&g->g);
-    for (size_t i = 0; i < g->caprows; i++)
-        free(g->pred[i]);
     free(g->hrows);
     free(g->upd);
     free(g->row_uids);
-    free(g->pred);
     free(g->orows);
     free(g->mu);
     free(g);
@@ -335,14 +325,19 @@ static char *cache_text(gmetric *gm)
 /* ------------------------------------------------------------ decisions */
 
 /* §1.5 scrub of one batch against its rows. Returns 0 (score it) or 1
- * (rejected; a failed result moved the metric to ERROR in gm). */
-static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
+ * (rejected; a failed result moved the metric to ERROR in gm). *matched is
+ * the number of leading results whose rowid equals the row read at their
+ * place: the rows a rejection may move the watermark onto. */
+static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows, size_t *matched)
 {
     const char *uid = it->b->model;
     size_t k = it->n > nrows ? it->n : nrows;
     char r1[64], r2[64];
     range_text(r1, sizeof r1, it->first, it->last);
+    *matched = 0;
     for (size_t i = 0; i < k; i++) {
+        if (i < nrows && i < it->n && it->inf[i]->rowid == rows[i].rowid)
+            *matched = i + 1;
         if (i >= nrows) {
             an_error("Rejected inference result batch=%s corresponding to rows=%s of "
                      "model=%s due to error=No MetricData row for inference result=%" PRId64,
@@ -367,7 +362,8 @@ static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
                      "new result=%.17g", rows[i].rowid, uid, it->inf[i]->score);
         if (it->inf[i]->status != 0) {
             const char *msg = it->inf[i]->error ? it->inf[i]->error : "(no errorMessage)";
-            an_error("%s", msg);
+            char emsg[AN_ESCAPE_BUF];
+            an_error("%s", an_escape(emsg, sizeof emsg, msg, strlen(msg), AN_ESCAPE_LOG_MAX));
             if (gm->status == AN_METRIC_ERROR) {
                 an_error("Rejected inference result batch=%s of model=%s: failed and model "
                          "was in ERROR state", r1, uid);
@@ -384,6 +380,32 @@ static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
         }
     }
     return 0;
+}
+
+/* Rows are numbered from 1 and allocated contiguously per metric (spec
+ * §4.4), so only a batch of ascending, consecutive, positive rowids can
+ * match them; the original rejects any other in its scrub. */
+static bool rowids_contiguous(const item *it)
+{
+    if (it->first < 1)
+        return false;
+    for (size_t i = 1; i < it->n; i++)
+        if (it->inf[i - 1]->rowid == INT64_MAX || it->inf[i]->rowid != it->inf[i - 1]->rowid + 1)
+            return false;
+    return true;
+}
+
+/* The last rowid of the rows read for a batch: its last rowid, but never
+ * more than n rows from its first. The scrub rejects a non-contiguous
+ * batch at its first gap, which lies within those n rows, so reading more
+ * (a hostile [1, 2000000000] would read every row of the metric) cannot
+ * change the outcome; a descending batch keeps its empty range. */
+static int64_t read_last(const item *it)
+{
+    if (it->last < it->first || it->first > INT64_MAX - (int64_t)it->n)
+        return it->last;
+    int64_t span = it->first + (int64_t)it->n - 1;
+    return it->last < span ? it->last : span;
 }
 
 /* Scores one batch: rows [row0, row0+n) of the group. Returns 0, 1 (poison,
@@ -417,14 +439,13 @@ static int score(an_service *s, group_scratch *g, item *it, gmetric *gm, size_t 
     for (size_t i = 0; i < it->n; i++) {
         gm->mem[gm->nmem++] = (an_sample){h[i].rowid, h[i].value, h[i].raw};
         size_t k = g->nrows + i;
-        free(g->pred[k]);
-        g->pred[k] = an_predictions_text(it->inf[i]->predictions);
-        if (!g->pred[k])
-            return AN_ENOMEM;
+        /* the decoder's canonical text (json.dumps), borrowed from the
+         * batch, which outlives the write */
+        const char *pt = it->inf[i]->predictions_text;
         g->upd[k] = (an_score_update){
             .rowid = h[i].rowid, .raw = h[i].raw, .anomaly_score = h[i].anomaly_score,
             .display_value = an_display_value(h[i].anomaly_score, true),
-            .predictions = g->pred[k]};
+            .predictions = pt ? pt : "null"};
         g->row_uids[k] = gm->uid;
     }
     g->nrows += it->n;
@@ -459,8 +480,8 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
         if (fresh) {
             o->raw = fresh[i].raw;
             o->anomaly = fresh[i].anomaly_score;
-            o->predictions = it->inf[i]->predictions;
-            o->predictions_json = o->predictions ? NULL : "null";
+            o->predictions_json = it->inf[i]->predictions_text;
+            o->predictions_canonical = true;   /* the decoder's dump: spliced */
         } else {
             o->raw = d[i].raw;
             o->anomaly = d[i].anomaly_score;
@@ -472,7 +493,8 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
         .resource = gm->m->server, .location = gm->m->location,
         .datasource = gm->m->datasource ? gm->m->datasource : "", .spec = spec,
     };
-    json_t *msg = an_msg_inference(&mi, g->orows, it->n, err, sizeof err);
+    size_t len = 0;
+    char *msg = an_msg_inference_text(&mi, g->orows, it->n, &len, err, sizeof err);
     json_decref(spec);
     if (!msg) {
         an_error("cannot compose inference results message for model=%s: %s", gm->uid, err);
@@ -480,7 +502,7 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
     }
     char rows[48];
     snprintf(rows, sizeof rows, "%" PRId64 "-%" PRId64, d[0].rowid, d[it->n - 1].rowid);
-    return svc_add_out(s, it, AN_DATATYPE_INFERENCE, rows, msg);
+    return svc_add_out_text(s, it, AN_DATATYPE_INFERENCE, rows, msg, len);
 }
 
 /* ------------------------------------------------------------ the group */
@@ -540,6 +562,27 @@ static int prepare_outputs(an_service *s, group_scratch *g, item *items, size_t 
     return rc;
 }
 
+/* A batch whose rowids are not ascending, consecutive and positive: the
+ * original's scrub over the rows read (its log lines and its ERROR
+ * promotion of a failed result before the first gap), then a reject in any
+ * case (the scrub can only pass it when the metric's rows have a hole). */
+static void reject_invalid(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
+{
+    char r1[64];
+    size_t matched = 0;
+    range_text(r1, sizeof r1, it->first, it->last);
+    if (nrows == 0) {
+        an_error("Rejected inference result batch=%s of model=%s due to no matching "
+                 "metric_data rows", r1, it->b->model);
+        return;
+    }
+    if (scrub(it, gm, rows, nrows, &matched) == 1)
+        an_error("(batch=%s of model=%s: its rowids are not contiguous)", r1, it->b->model);
+    else
+        an_error("Rejected inference result batch=%s of model=%s due to error=rowids not "
+                 "contiguous", r1, it->b->model);
+}
+
 static int attempt(an_service *s, item *items, size_t n, int64_t t0)
 {
     group_scratch *g = s->gs;
@@ -569,8 +612,8 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         g->keys[i] = NULL;
     memset(g->gm, 0, nu * sizeof *g->gm);
     for (size_t i = 0; i < n; i++)
-        g->ranges[i] = (an_group_range){items[i].b->model, items[i].first, items[i].last,
-                                        items[i].e->id};
+        g->ranges[i] = (an_group_range){items[i].b->model, items[i].first,
+                                        read_last(&items[i]), items[i].e->id};
 
     /* params cache: one pipelined round trip; a failure is only a miss */
     char **cached = calloc(nu, sizeof *cached);
@@ -627,64 +670,6 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         acc += g->row_count[i];
     }
 
-    /* Count an attempt of each entry that will be scored (assuming those
-     * before it are): a crash while scoring it then shows as an unfinished
-     * attempt, and max_deliveries of them make it poison. Waiting entries
-     * (deferred) and duplicates are not attempts. */
-    {
-        const char **ids = malloc(n * sizeof *ids);
-        size_t *idx = malloc(n * sizeof *idx);
-        int64_t *cnt = malloc(n * sizeof *cnt);
-        int64_t *sim = calloc(nu, sizeof *sim);
-        size_t na = 0;
-        if (!ids || !idx || !cnt || !sim)
-            rc = AN_ENOMEM;
-        for (size_t i = 0; i < nu && !rc; i++)
-            sim[i] = g->gm[i].m ? g->gm[i].wm : 0;
-        for (size_t i = 0; i < n && !rc; i++) {
-            item *it = &items[i];
-            gmetric *gm = find_metric(g, nu, it->b->model);
-            int64_t *w = &sim[gm - g->gm];
-            if (!gm->m || (gm->status == AN_METRIC_CREATE_PENDING && !it->force) ||
-                (gm->status != AN_METRIC_ACTIVE && gm->status != AN_METRIC_CREATE_PENDING) ||
-                it->first <= *w)
-                continue;
-            if (!(it->first <= *w + 1 || g->g.pred[i] != AN_ROW_UNPROCESSED || it->force))
-                continue;
-            *w = it->last;
-            idx[na] = i;
-            ids[na++] = it->e->id;
-        }
-        bool split = false;
-        if (!rc && na) {
-            rc = an_attempts_begin(s->redis, s->cfg->streams.input, ids, na, na > 1, cnt, &split);
-            if (rc)
-                an_warn("cannot count attempts: %s", an_redis_errstr(s->redis));
-            if (rc && rc != AN_ENOMEM)
-                rc = AN_ETRANSIENT;
-        }
-        if (!rc && split)
-            rc = SVC_SPLIT;
-        for (size_t k = 0; k < na && !rc; k++) {
-            if (cnt[k] <= s->cfg->streams.max_deliveries)
-                continue;
-            item *it = &items[idx[k]];
-            snprintf(it->reason, sizeof it->reason,
-                     "processing attempted %" PRId64 " times without completing, over "
-                     "max_deliveries (%d)", cnt[k], s->cfg->streams.max_deliveries);
-            it->oc = INF_POISON;
-        }
-        free(ids);
-        free(idx);
-        free(cnt);
-        free(sim);
-        if (rc) {
-            an_repo_rollback(s->repo);
-            clear_metrics(g, nu);
-            return rc;
-        }
-    }
-
     /* the decisions, in stream order */
     g->nrows = 0;
     size_t *row_of_item = calloc(n, sizeof *row_of_item);   /* into hrows */
@@ -717,6 +702,13 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
                     "unmonitored?) status=%s", it->b->model, an_metric_status_name(gm->status));
             continue;
         }
+        if (!rowids_contiguous(it)) {
+            /* Never a valid batch, so never a redelivery either: no
+             * watermark test, rejected by the original's scrub (which may
+             * still move the metric to ERROR), never moving the watermark. */
+            reject_invalid(it, gm, g->g.rows.v + g->row_start[i], g->row_count[i]);
+            continue;
+        }
         if (it->last <= gm->wm) {
             it->oc = INF_DUPLICATE;
             continue;
@@ -739,18 +731,23 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         const an_data_row *rows = g->g.rows.v + g->row_start[i];
         size_t nrows = g->row_count[i];
         bool rejected = false;
+        size_t matched = 0;
         if (nrows == 0) {
             an_error("Rejected inference result batch=%s of model=%s due to no matching "
                      "metric_data rows", r1, it->b->model);
             rejected = true;
         } else {
-            rejected = scrub(it, gm, rows, nrows) == 1;
+            rejected = scrub(it, gm, rows, nrows, &matched) == 1;
         }
         if (rejected) {
-            /* Rejected in its turn: the watermark moves past it, so its
-             * successor does not wait for rows that will never be scored. */
-            if (ready && it->last > gm->wm) {
-                gm->wm = it->last;
+            /* Rejected in its turn: the watermark moves past the rows it
+             * matched (they exist and will not be scored), so its successor
+             * does not wait for them; never onto rows that do not exist or
+             * that the batch did not name (a batch beyond the metric's rows
+             * moves nothing). */
+            int64_t to = matched ? it->inf[matched - 1]->rowid : gm->wm;
+            if (ready && to > gm->wm) {
+                gm->wm = to;
                 gm->source = it->e->id;
                 gm->wm_moved = true;
             }
@@ -904,6 +901,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
 int svc_group_run(an_service *s, item *items, size_t n)
 {
     assert(n > 0);
+    s->st.groups++;
     if (!s->gs && !(s->gs = calloc(1, sizeof *s->gs)))
         return AN_ENOMEM;
     size_t *keep = malloc(n * sizeof *keep);
@@ -919,7 +917,7 @@ int svc_group_run(an_service *s, item *items, size_t n)
         if (!rc)
             rc = attempt(s, items, n, t0);
         if (rc != AN_ETRANSIENT)
-            break;   /* 0, SVC_SPLIT or a hard error */
+            break;   /* 0 or a hard error */
         s->st.transient_errors++;
         if (an_repo_retry_policy(s->repo, k, t0))
             break;   /* budget spent: AN_ETRANSIENT to the caller */

@@ -55,6 +55,11 @@ typedef struct item {
     int64_t cache_wm;
     int64_t seen_wm;                   /* the watermark a deferral saw */
     char reason[384];                  /* dead-letter reason */
+    size_t published;                  /* outs[0..published) went out in
+                                          chunks ahead of the acking call */
+    bool done;                         /* acked or dead-lettered (or taken
+                                          over by another consumer): its
+                                          attempt is finished */
 } item;
 
 struct deferred;
@@ -96,6 +101,7 @@ struct an_service {
 
     struct deferred *def;   /* entries waiting for their predecessors */
     size_t ndef, capdef;
+    size_t def_bytes;       /* their field bytes (defer_max_bytes) */
 
     struct group_scratch *gs;   /* service_group.c's reusable buffers */
     prefetch *pf;               /* set while take_entries runs a group */
@@ -105,17 +111,16 @@ struct an_service {
  * [streams] output_encoding. 0 / AN_ENOMEM / AN_EINVAL. */
 int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
                 json_t *msg);
-
-/* svc_group_run's "an entry of the group has an unfinished earlier attempt:
- * run them one by one" (positive, unlike the AN_E* codes). */
-#define SVC_SPLIT 2
+/* The same for a message already serialized (text consumed). */
+int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
+                     char *text, size_t len);
 
 /* Processes the inference results of items[0..n) (each with n > 0) in ONE
  * transaction (retried as a whole on transient errors within the §4.5
  * budget). Sets every item's outcome and messages; nothing is published.
- * Each entry about to be scored counts an attempt (an_attempts_begin); one
- * over [streams] max_deliveries attempts becomes INF_POISON. Returns 0,
- * SVC_SPLIT (n > 1 only), AN_ETRANSIENT (retry later), or another error. */
+ * The entries' processing attempts were counted before they were decoded
+ * (service.c); this does not count them. Returns 0, AN_ETRANSIENT (retry
+ * later), or another error. */
 int svc_group_run(an_service *s, item *items, size_t n);
 
 void svc_group_free(an_service *s);

@@ -1374,6 +1374,31 @@ int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, si
     return 0;
 }
 
+int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size_t n)
+{
+    if (n == 0)
+        return 0;
+    char key[512];
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
+    cmd_add(&c, "");
+    cmd_addi(&c, 1);
+    cmd_add(&c, an_attempts_key(input, key, sizeof key));
+    cmd_add(&c, "-1");
+    for (size_t i = 0; i < n; i++)
+        cmd_add(&c, ids[i]);
+    redisReply *rep;
+    int rc = eval_script(r, "attempts", &c, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n + 1)
+        return bad_reply(r, "attempts.lua end", rep);
+    freeReplyObject(rep);
+    return 0;
+}
+
 int an_dead_letter(an_redis *r, const an_dead_letter_req *q,
                    char id_out[AN_ID_MAX])
 {
@@ -1903,6 +1928,7 @@ static int publish_many_call(an_redis *r, const an_publish_group *g, redisReply 
     cmd_add(&c, g->owner ? g->owner : "");
     cmd_addi(&c, g->output_maxlen > 0 ? g->output_maxlen : 0);
     cmd_addi(&c, (int64_t)g->nentries);
+    cmd_add(&c, g->no_ack ? "0" : "1");
     char ts[24];
     snprintf(ts, sizeof ts, "%" PRId64, g->updated_ms > 0 ? g->updated_ms : now_ms());
     /* three numbers per entry; cmd's own number slots are too few */
