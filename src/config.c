@@ -21,6 +21,8 @@
 
 #include <ini.h>
 
+#include "an_http.h" /* an_http_parse_listen */
+
 extern char **environ;
 
 _Static_assert(sizeof(an_variant) == sizeof(int), "enum stored as int");
@@ -155,7 +157,9 @@ static const keydef keys[] = {
      "(e.g. consumers crashing on it) goes to the dead-letter stream. Counted in the hash "
      "<input>:attempts; re-reads, takeovers and waiting are not attempts."},
     {"streams", "output_maxlen", K_INT64, "1000000", NULL, DEF_TEXT, 0, 1000000000000LL, NULL,
-     OFF(streams.output_maxlen), "XADD MAXLEN ~ of the output stream; 0 = no trimming."},
+     OFF(streams.output_maxlen),
+     "XADD MAXLEN ~ of the output stream; 0 = no trimming. At least max_results (one "
+     "entry's messages)."},
     {"streams", "output_encoding", K_ENUM, "zlib", NULL, DEF_TEXT, 0, 0, encoding_names,
      OFF(streams.output_encoding),
      "Body encoding of output entries: zlib (htmengine wire compatible) or json."},
@@ -231,6 +235,47 @@ static const keydef keys[] = {
     /* ---- [log] ---- */
     {"log", "level", K_ENUM, "info", NULL, DEF_TEXT, 0, 0, level_names, OFF(log.level),
      "Lowest level logged: debug, info, warning or error."},
+
+    /* ---- [http] ---- */
+    {"http", "listen", K_STR, "127.0.0.1:9464", NULL, DEF_TEXT, 1, 0, NULL, OFF(http.listen),
+     "Address of the /metrics, /livez and /readyz endpoint: host:port or [ipv6]:port "
+     "(port 0: any free port, logged); empty = no endpoint."},
+    {"http", "live_max_age_ms", K_DUR, "120000", NULL, DEF_TEXT, 1000, 86400000, NULL,
+     OFF(http.live_max_age_ms),
+     "/livez answers 503 once the main loop has not shown a sign of life for this long. "
+     "Above the longest blocking call ([postgres] statement_timeout_ms)."},
+    /* ---- [alerts] (anomalyctl alerts, docs/alerts.md) ---- */
+    {"alerts", "group", K_STR, "notify", NULL, DEF_TEXT, 0, 0, NULL, OFF(alerts.group),
+     "Consumer group of anomalyctl alerts on the output stream (--group)."},
+    {"alerts", "stream", K_STR, "htm:alerts", NULL, DEF_TEXT, 0, 0, NULL, OFF(alerts.stream),
+     "Alerts stream (--stream); its dedupe and throttle state lives in <stream>:last, "
+     "<stream>:fired, <stream>:fired:order, overrides in <stream>:thresholds."},
+    {"alerts", "stream_maxlen", K_INT64, "100000", NULL, DEF_TEXT, 1, 1000000000000LL, NULL,
+     OFF(alerts.stream_maxlen), "XADD MAXLEN of the alerts stream (exact: alerts are few)."},
+    {"alerts", "fired_max", K_INT, "100000", NULL, DEF_TEXT, 1, 100000000, NULL,
+     OFF(alerts.fired_max),
+     "Dedupe records kept (one per alert, oldest row time dropped first, ~100 bytes each)."},
+    {"alerts", "metrics_max", K_INT, "100000", NULL, DEF_TEXT, 1, 100000000, NULL,
+     OFF(alerts.metrics_max),
+     "Metrics whose last alert time (the throttle state) is kept; the least recently "
+     "alerted are dropped first."},
+    {"alerts", "exec_retries", K_INT, "3", NULL, DEF_TEXT, 0, 100, NULL,
+     OFF(alerts.exec_retries), "--exec: retries after a failed run, then logged and skipped."},
+    {"alerts", "exec_backoff_ms", K_DUR, "1000", NULL, DEF_TEXT, 0, 600000, NULL,
+     OFF(alerts.exec_backoff_ms), "--exec: delay before the first retry, doubled after each."},
+    {"alerts", "exec_timeout_ms", K_DUR, "30000", NULL, DEF_TEXT, 0, 3600000, NULL,
+     OFF(alerts.exec_timeout_ms), "--exec: a run taking longer is killed and failed; 0 = none."},
+
+    /* ---- [plot] (anomalyctl plot and report) ---- */
+    {"plot", "max_points", K_INT, "10000", NULL, DEF_TEXT, 2, 10000000, NULL,
+     OFF(plot.max_points),
+     "anomalyctl plot: a range with more rows is downsampled to this many path points "
+     "(--max-points)."},
+    {"plot", "report_metrics", K_INT, "200", NULL, DEF_TEXT, 1, 100000, NULL,
+     OFF(plot.report_metrics),
+     "anomalyctl report: metrics on the page (highest latest anomaly first)."},
+    {"plot", "report_points", K_INT, "1000", NULL, DEF_TEXT, 2, 1000000, NULL,
+     OFF(plot.report_points), "anomalyctl report: path points per metric plot."},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -804,11 +849,26 @@ static int cross_checks(const an_config *cfg, char *err, size_t errlen)
                c->streams.defer_max_ms, c->streams.claim_idle_ms);
         return AN_ECONFIG;
     }
+    if (c->streams.output_maxlen > 0 && c->streams.output_maxlen < c->streams.max_results) {
+        seterr(err, errlen,
+               "[streams] output_maxlen (%" PRId64 ") must be at least max_results (%d): one "
+               "entry's messages would be trimmed from the output stream as it publishes them",
+               c->streams.output_maxlen, c->streams.max_results);
+        return AN_ECONFIG;
+    }
     if (c->postgres.retry_initial_ms > c->postgres.retry_max_delay_ms) {
         seterr(err, errlen,
                "[postgres] retry_initial_ms (%d) must not exceed retry_max_delay_ms (%d)",
                c->postgres.retry_initial_ms, c->postgres.retry_max_delay_ms);
         return AN_ECONFIG;
+    }
+    if (c->http.listen && c->http.listen[0]) {
+        an_listen_addr a;
+        char why[320];
+        if (an_http_parse_listen(c->http.listen, &a, why, sizeof why)) {
+            seterr(err, errlen, "[http] listen: %s", why);
+            return AN_ECONFIG;
+        }
     }
     return 0;
 }
@@ -1054,4 +1114,13 @@ an_codec_limits an_config_codec_limits(const an_config *cfg)
     l.max_results = (size_t)cfg->streams.max_results;
     l.max_json_nodes = (size_t)cfg->streams.max_json_nodes;
     return l;
+}
+
+int an_config_parse_duration(const char *text, int64_t *ms)
+{
+    long long v;
+    if (!text || !parse_duration(text, &v))
+        return AN_EINVAL;
+    *ms = (int64_t)v;
+    return 0;
 }

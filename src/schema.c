@@ -242,3 +242,21 @@ int an_schema_migrate(an_repo *r, an_schema_applied_fn on_applied, void *ud, int
         *current = version;
     return 0;
 }
+
+int an_schema_version(an_repo *r, int *version)
+{
+    *version = 0;
+    if (an_repo_in_transaction(r))
+        return an_repo__fail(r, AN_ESTATE, "schema version: a transaction is open");
+    PGresult *res;
+    int rc = an_repo__exec_params(r, "schema version",
+                                  "SELECT coalesce(max(version), 0) FROM schema_migrations", 0,
+                                  NULL, &res);
+    if (rc == AN_EDB && !strcmp(an_repo_sqlstate(r), "42P01"))
+        return 0;   /* undefined_table: no schema at all */
+    if (rc)
+        return rc;
+    *version = atoi(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}

@@ -85,14 +85,16 @@ static bool stopping(const an_service *s)
     return s->opts.stop && *s->opts.stop;
 }
 
-/* Sleeps ms, waking early (in 50 ms steps) when a stop is requested. */
-static void nap(const an_service *s, int ms)
+/* Sleeps ms, waking early (in 50 ms steps) when a stop is requested; each
+ * step is a heartbeat (/livez, the systemd watchdog). */
+static void nap(an_service *s, int ms)
 {
     while (ms > 0 && !stopping(s)) {
         int step = ms < 50 ? ms : 50;
         struct timespec ts = {0, (long)step * 1000000L};
         nanosleep(&ts, NULL);
         ms -= step;
+        svc_heartbeat(s);   /* a back-off is the loop alive, not hung */
     }
 }
 
@@ -167,9 +169,39 @@ static int ensure_group(an_service *s)
     return 0;
 }
 
-/* Connects both servers, retrying with backoff until they answer or a stop
- * is requested. Returns 0, AN_ECONFIG/AN_EREDIS/AN_EDB for errors that
- * waiting does not fix, or AN_ETRANSIENT when stopped while waiting. */
+/* How often "schema missing" is repeated while waiting for it. */
+#define SCHEMA_WARN_EVERY_MS 60000
+
+/* The database schema this build needs is there. Returns 0; 1 when it is
+ * missing or older (logged; waiting for `anomalyctl db init` is the cure,
+ * so the caller retries); AN_ETRANSIENT; AN_EDB when the check itself
+ * fails for good (e.g. no permission to read schema_migrations). */
+static int check_schema(an_service *s)
+{
+    int version = 0;
+    int rc = an_schema_version(s->repo, &version);
+    if (rc == AN_ETRANSIENT)
+        return rc;
+    if (rc) {
+        an_error("postgres: cannot check the schema: %s", an_repo_errstr(s->repo));
+        return AN_EDB;
+    }
+    bool ok = version >= an_schema_latest();
+    an_metrics_set_schema(s->opts.metrics, ok);
+    if (ok)
+        return 0;
+    if (!s->schema_warned_ms || now_ms() - s->schema_warned_ms >= SCHEMA_WARN_EVERY_MS) {
+        s->schema_warned_ms = now_ms();
+        an_warn("database schema version %d, this build needs %d: waiting for "
+                "`anomalyctl db init` (not ready meanwhile)", version, an_schema_latest());
+    }
+    return 1;
+}
+
+/* Connects both servers, retrying with backoff until they answer (and the
+ * schema is present) or a stop is requested. Returns 0,
+ * AN_ECONFIG/AN_EREDIS/AN_EDB for errors that waiting does not fix, or
+ * AN_ETRANSIENT when stopped while waiting. */
 static int connect_all(an_service *s)
 {
     int delay = RETRY_MIN_MS;
@@ -183,6 +215,7 @@ static int connect_all(an_service *s)
             char err[256];
             rc = an_redis_connect(s->cfg->redis.url, &ro, &s->redis, err,
                                   sizeof err);
+            svc_note_up(s, AN_SERVER_REDIS, rc == 0);
             if (rc == AN_ECONFIG || rc == AN_EREDIS) {
                 an_error("redis: %s", err);
                 return rc;
@@ -194,6 +227,7 @@ static int connect_all(an_service *s)
             rc = ensure_group(s);
         if (!rc) {
             rc = an_repo_connect(s->repo);
+            svc_note_up(s, AN_SERVER_POSTGRES, rc == 0);
             if (rc == AN_EDB) {
                 an_error("postgres: %s", an_repo_errstr(s->repo));
                 return rc;
@@ -203,10 +237,16 @@ static int connect_all(an_service *s)
                         an_repo_errstr(s->repo));
         }
         if (!rc)
+            rc = check_schema(s);
+        if (!rc)
             return 0;
+        if (rc < 0 && rc != AN_ETRANSIENT)
+            return rc;
         if (stopping(s))
             return AN_ETRANSIENT;
-        s->st.transient_errors++;
+        if (rc == AN_ETRANSIENT)
+            svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+        svc_note_retry(s);
         nap(s, delay);
         delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
     }
@@ -214,7 +254,8 @@ static int connect_all(an_service *s)
 
 /* ------------------------------------------------------------ dead letters */
 
-static int dead_letter(an_service *s, const an_entry *e, const char *reason)
+static int dead_letter(an_service *s, const an_entry *e, const char *reason,
+                       const char *reason_class)
 {
     an_dead_letter_req req = {
         .input = s->cfg->streams.input,
@@ -238,8 +279,7 @@ static int dead_letter(an_service *s, const an_entry *e, const char *reason)
     }
     if (rc)
         return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
-    s->st.dead_letters++;
-    s->st.entries++;
+    svc_note_dead_letter(s, reason_class);
     an_error("dead-lettered entry %s as %s in %s: %s", e->id, id, s->cfg->streams.dead_letter,
              reason);
     return 0;
@@ -359,7 +399,7 @@ static int cmd_set_status(an_service *s, const char *uid, const an_command_resul
 static int process_command(an_service *s, item *it, const char *uid,
                            const an_command_result *c, cmd_metric *cm)
 {
-    s->st.commands++;
+    svc_count(s, &s->st.commands, AN_C_COMMANDS, 1);
     /* the producer's strings, escaped for the log lines below (the uid was
      * checked printable by the decoder) */
     char meth[AN_ESCAPE_BUF], cid[AN_ESCAPE_BUF], emsg[AN_ESCAPE_BUF];
@@ -421,8 +461,10 @@ static int intake(an_service *s, const an_entry *e, item *it)
     it->e = e;
     int rc = an_batch_decode(e->fields, e->nfields, &s->limits, &it->b, it->reason,
                              sizeof it->reason);
-    if (rc == AN_EINVAL || rc == AN_ERANGE)
+    if (rc == AN_EINVAL || rc == AN_ERANGE) {
+        it->reason_class = rc == AN_ERANGE ? SVC_DL_TOO_LARGE : SVC_DL_MALFORMED;
         return 1;
+    }
     if (rc)
         return rc;
     if (it->b->n_inference) {
@@ -556,15 +598,21 @@ static int publish_items(an_service *s, item *items, size_t n)
         .output_maxlen = s->cfg->streams.output_maxlen, .keys = keys, .nkeys = nk,
         .entries = pe, .nentries = ne,
     };
+    int64_t t0 = svc_now_us();
     rc = an_publish_many(s->redis, &g, status);
     if (rc) {
         rc = rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
         goto out;
     }
+    an_metrics_observe(s->opts.metrics, AN_H_PUBLISH, (double)(svc_now_us() - t0) / 1e6);
     for (size_t i = 0; i < ne; i++) {
         pit[i]->done = true;
         if (status[i]) {
-            s->st.entries++;
+            an_outcome o = pit[i]->oc == INF_SCORED      ? AN_OUTCOME_SCORED
+                           : pit[i]->oc == INF_DUPLICATE ? AN_OUTCOME_DUPLICATE
+                           : pit[i]->oc == INF_NONE      ? AN_OUTCOME_COMMAND
+                                                         : AN_OUTCOME_REJECTED;
+            svc_note_done(s, o, pe[i].entry_id);
         } else {
             /* Claimed by another consumer while we worked: it will find the
              * watermark and publish what we could not. */
@@ -637,7 +685,7 @@ static int run_items(an_service *s, item *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
         if (it->oc == INF_POISON && !it->done) {
-            int rc = dead_letter(s, it->e, it->reason);
+            int rc = dead_letter(s, it->e, it->reason, it->reason_class);
             if (rc)
                 return rc;
             it->done = true;
@@ -647,9 +695,11 @@ static int run_items(an_service *s, item *items, size_t n)
      * transaction would find every entry a duplicate and say so at length). */
     int rc, delay = RETRY_MIN_MS;
     while ((rc = publish_items(s, items, n)) == AN_ETRANSIENT || rc == AN_EREDIS) {
-        s->st.transient_errors++;
+        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+        svc_note_up(s, AN_SERVER_REDIS, false);
         if (stopping(s))
             return AN_ETRANSIENT;
+        svc_note_retry(s);
         an_warn("publishing %zu entries failed: %s; retrying in %d ms", n,
                 an_redis_errstr(s->redis), delay);
         nap(s, delay);
@@ -673,8 +723,11 @@ static int run_items_retrying(an_service *s, item *items, size_t n)
     int delay = RETRY_MIN_MS;
     for (;;) {
         int rc = run_items(s, items, n);
-        if (rc == 0)
+        if (rc == 0) {
+            svc_note_up(s, AN_SERVER_REDIS, true);
+            svc_note_up(s, AN_SERVER_POSTGRES, true);
             return 0;
+        }
         if (rc == AN_ENOTFOUND) {
             /* NOGROUP while completing: the group (and our PEL) is gone, so
              * the recreated group delivers the entries again. */
@@ -693,10 +746,15 @@ static int run_items_retrying(an_service *s, item *items, size_t n)
                     n > 1 ? " and the rest of its group" : "",
                     an_repo_last_rc(s->repo) ? an_repo_errstr(s->repo)
                                              : an_redis_errstr(s->redis), delay);
-        s->st.transient_errors++;
+        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+        if (an_repo_last_rc(s->repo) == AN_ETRANSIENT)
+            svc_note_up(s, AN_SERVER_POSTGRES, false);
+        else if (rc == AN_ETRANSIENT)
+            svc_note_up(s, AN_SERVER_REDIS, false);
         an_repo_rollback(s->repo);
         if (stopping(s))
             return AN_ETRANSIENT;
+        svc_note_retry(s);
         nap(s, delay);
         delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
         an_repo_connect(s->repo);
@@ -802,15 +860,17 @@ static void defer_add(an_service *s, const item *it)
     d->bytes = bytes;
     s->def_bytes += bytes;
     s->ndef++;
-    s->st.deferred++;
+    svc_count(s, &s->st.deferred, AN_C_DEFERRALS, 1);
     an_debug("entry %s deferred: its model's previous batch is not applied yet", it->e->id);
 }
 
-/* An entry that may join a group if it decodes to inference results only:
- * its payload is present and it is not waiting in our deferral list. */
-static bool groupable(const an_service *s, const an_entry *e)
+/* An entry that may join a group (or be decoded ahead) if it decodes to
+ * inference results only: its payload is present, it is not waiting in
+ * our deferral list, and its attempt was counted with its page (count > 0:
+ * no earlier attempt of it was left unfinished). */
+static bool groupable(const an_service *s, const an_entry *e, int64_t count)
 {
-    return !e->nil && !is_deferred(s, e->id);
+    return count > 0 && !e->nil && !is_deferred(s, e->id);
 }
 
 /* Whether a group holding `bytes` decoded bytes may take the item too
@@ -829,7 +889,7 @@ void svc_prefetch(an_service *s)
     p->done = true;
     size_t bytes = 0;
     while (p->from + p->k < p->n && p->rows < AN_SERVICE_GROUP_MAX_ROWS &&
-           groupable(s, &p->v[p->from + p->k])) {
+           groupable(s, &p->v[p->from + p->k], p->count[p->from + p->k])) {
         item *it = &p->items[p->k];
         if (intake(s, &p->v[p->from + p->k], it) != 0 || it->b->n_command != 0 ||
             (p->k > 0 && !group_has_room(s, bytes, it))) {
@@ -848,16 +908,13 @@ void svc_prefetch(an_service *s)
  * here (payload present, not in our deferral list), in one call, before
  * any of them is decoded: an entry that kills its consumer while it is
  * decoded or processed (out of memory, a crash) shows as an unfinished
- * attempt, whoever meets it next. count[i] = its attempt number (0: not
- * counted), open[i] = counted. When one of them has an unfinished earlier
- * attempt nothing is counted and *single is set: the entries are then
- * counted and processed one at a time (begin_one), so one bad entry
- * cannot take the others with it. */
-static int begin_page(an_service *s, const an_entry *v, size_t n, int64_t *count, bool *open,
-                      bool *single)
+ * attempt, whoever meets it next. count[i] = its attempt number and
+ * open[i] = true; an entry with an unfinished earlier attempt is not
+ * counted here (count[i] = 0): it is counted and processed alone
+ * (begin_one), so that the one that crashed does not take others with it. */
+static int begin_page(an_service *s, const an_entry *v, size_t n, int64_t *count, bool *open)
 {
-    *single = false;
-    const char **ids = malloc((n ? n : 1) * sizeof *ids);
+    const char **ids = calloc(n ? n : 1, sizeof *ids);
     size_t *idx = malloc((n ? n : 1) * sizeof *idx);
     int64_t *cnt = malloc((n ? n : 1) * sizeof *cnt);
     int rc = AN_ENOMEM;
@@ -869,17 +926,17 @@ static int begin_page(an_service *s, const an_entry *v, size_t n, int64_t *count
             idx[na] = i;
             ids[na++] = v[i].id;
         }
-    rc = an_attempts_begin(s->redis, s->cfg->streams.input, ids, na, true, cnt, single);
+    rc = an_attempts_begin_page(s->redis, s->cfg->streams.input, ids, na, cnt);
     if (rc) {
         an_warn("cannot count processing attempts: %s", an_redis_errstr(s->redis));
         goto out;
     }
-    if (*single)
-        an_warn("entries %s..%s: an earlier attempt did not complete; processing them one "
-                "by one", ids[0], ids[na - 1]);
-    for (size_t k = 0; k < na && !*single; k++) {
+    for (size_t k = 0; k < na; k++) {
         count[idx[k]] = cnt[k];
-        open[idx[k]] = true;
+        open[idx[k]] = cnt[k] > 0;
+        if (cnt[k] == 0)
+            an_warn("entry %s: an earlier attempt did not complete; processing it alone",
+                    ids[k]);
     }
 out:
     free(ids);
@@ -904,14 +961,16 @@ static int begin_one(an_service *s, const an_entry *e, int64_t *count)
  * transient failures, as run_items_retrying: a Redis blip does not leave
  * the page to wait claim_idle_ms. AN_ETRANSIENT only when stopping. */
 static int begin_retrying(an_service *s, const an_entry *v, size_t n, int64_t *count,
-                          bool *open, bool *single, const an_entry *e)
+                          bool *open, const an_entry *e)
 {
     int delay = RETRY_MIN_MS;
     for (;;) {
-        int rc = e ? begin_one(s, e, count) : begin_page(s, v, n, count, open, single);
+        int rc = e ? begin_one(s, e, count) : begin_page(s, v, n, count, open);
         if (rc != AN_ETRANSIENT || stopping(s))
             return rc;
-        s->st.transient_errors++;
+        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+        svc_note_up(s, AN_SERVER_REDIS, false);
+        svc_note_retry(s);
         nap(s, delay);
         delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
     }
@@ -949,7 +1008,7 @@ static int over_attempts(an_service *s, const an_entry *e, int64_t count, bool *
     snprintf(reason, sizeof reason,
              "processing attempted %" PRId64 " times without completing, over "
              "max_deliveries (%d)", count, s->cfg->streams.max_deliveries);
-    int rc = dead_letter(s, e, reason);
+    int rc = dead_letter(s, e, reason, SVC_DL_ATTEMPTS);
     *gone = !rc;
     return rc;
 }
@@ -974,12 +1033,13 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
         free(open);
         return AN_ENOMEM;
     }
-    bool single = false;
-    int rc = begin_retrying(s, v, n, count, open, &single, NULL);
+    pf.count = count;
+    int rc = begin_retrying(s, v, n, count, open, NULL);
     size_t i = 0;
     while (i < n && !rc && !stopping(s)) {
         const an_entry *e = &v[i];
         size_t k = 0;
+        svc_heartbeat(s);
         if (pf.k > 0 && pf.from == i) {
             /* decoded during the previous group's write: the same group
              * the code below would form */
@@ -1000,15 +1060,16 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
                              NULL);
                 if (!rc) {
                     s->st.trimmed++;
-                    s->st.entries++;
+                    svc_note_done(s, AN_OUTCOME_TRIMMED, NULL);
                     an_warn("pending entry %s has no payload (trimmed or deleted); acked",
                             e->id);
                 }
                 i++;
                 continue;
             }
-            if (single) {
-                rc = begin_retrying(s, NULL, 0, &count[i], NULL, NULL, e);
+            bool alone = count[i] == 0;   /* an earlier attempt did not complete */
+            if (alone) {
+                rc = begin_retrying(s, NULL, 0, &count[i], NULL, e);
                 if (rc)
                     break;
                 open[i] = true;
@@ -1022,7 +1083,7 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             }
             int ir = intake(s, e, &items[0]);
             if (ir == 1) {
-                rc = dead_letter(s, e, items[0].reason);
+                rc = dead_letter(s, e, items[0].reason, items[0].reason_class);
                 open[i] = open[i] && rc != 0;
                 item_clear(&items[0]);
                 i++;
@@ -1037,10 +1098,10 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             /* extend the group with the following plain inference entries,
              * up to AN_SERVICE_GROUP_MAX_ROWS rows (catch-up batches are 1440
              * rows: memory stays bounded, the commit is amortized anyway).
-             * Without `single` every entry of the page was counted once,
-             * with no earlier unfinished attempt (begin_page). */
-            while (!single && items[0].b->n_command == 0 && i + k < n &&
-                   rows < AN_SERVICE_GROUP_MAX_ROWS && groupable(s, &v[i + k])) {
+             * Only entries counted by begin_page (no earlier unfinished
+             * attempt) are grouped. */
+            while (!alone && items[0].b->n_command == 0 && i + k < n &&
+                   rows < AN_SERVICE_GROUP_MAX_ROWS && groupable(s, &v[i + k], count[i + k])) {
                 int r2 = intake(s, &v[i + k], &items[k]);
                 if (r2 == 0 && items[k].b->n_command == 0 &&
                     group_has_room(s, bytes, &items[k])) {
@@ -1059,7 +1120,7 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             pf.from = i + k;
             pf.rows = 0;
             pf.done = false;
-            s->pf = single ? NULL : &pf;   /* one by one: nothing decoded ahead */
+            s->pf = &pf;
             rc = run_items_retrying(s, items, k);
             s->pf = NULL;
             for (size_t j = 0; j < k; j++) {
@@ -1099,7 +1160,7 @@ static int retry_one(an_service *s, deferred *d, bool force, int64_t *wm)
     item it;
     rc = intake(s, &d->e, &it);
     if (rc == 1) {
-        rc = dead_letter(s, &d->e, it.reason);
+        rc = dead_letter(s, &d->e, it.reason, it.reason_class);
         item_clear(&it);
         return rc;
     }
@@ -1210,14 +1271,15 @@ static int claim_idle(an_service *s)
             return rc;
         }
         for (size_t i = 0; i < l.ndeleted; i++) {
-            s->st.trimmed++;
+            s->st.trimmed++;   /* Redis dropped it: no ack, not in st.entries */
+            an_metrics_entries(s->opts.metrics, AN_OUTCOME_TRIMMED, 1);
             an_warn("pending entry %s of an idle consumer no longer exists (trimmed); Redis "
                     "dropped it from the group", l.deleted[i]);
         }
         for (size_t i = 0; i < l.n; i++) {
             if (is_deferred(s, l.v[i].id))
                 continue;   /* our own, waiting: not a takeover */
-            s->st.claimed++;
+            svc_count(s, &s->st.claimed, AN_C_CLAIMED, 1);
             an_info("claimed entry %s (delivery %" PRId64 ") from an idle consumer", l.v[i].id,
                     l.v[i].deliveries);
         }
@@ -1261,9 +1323,13 @@ int an_service_new(const an_config *cfg, const an_service_opts *opts,
 
 int an_service_run(an_service *s)
 {
+    svc_heartbeat(s);
     int rc = connect_all(s);
-    if (rc)
+    if (rc) {
+        svc_note_stopping(s);
         return rc == AN_ETRANSIENT ? 0 : rc;
+    }
+    svc_note_ready(s);
     an_info("consuming %s as %s/%s, publishing to %s (variant %s)",
             s->cfg->streams.input, s->cfg->streams.group, s->consumer,
             s->cfg->streams.output, an_variant_name(s->hcfg.variant));
@@ -1275,6 +1341,8 @@ int an_service_run(an_service *s)
     int delay = RETRY_MIN_MS;
 
     while (!stopping(s)) {
+        svc_heartbeat(s);
+        svc_poll(s);
         an_entry_list l = {0};
         const char *id = s->draining ? s->drain_from : ">";
         /* While entries wait for their predecessors, poll instead of
@@ -1293,7 +1361,9 @@ int an_service_run(an_service *s)
         }
         if (rc) {
             an_entry_list_free(&l);
-            s->st.transient_errors++;
+            svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+            svc_note_up(s, AN_SERVER_REDIS, false);
+            svc_note_retry(s);
             an_warn("reading %s failed: %s; retrying in %d ms",
                     s->cfg->streams.input, an_redis_errstr(s->redis), delay);
             nap(s, delay);
@@ -1306,6 +1376,7 @@ int an_service_run(an_service *s)
             continue;
         }
         delay = RETRY_MIN_MS;
+        svc_note_up(s, AN_SERVER_REDIS, true);
 
         if (l.n == 0 && s->draining) {
             s->draining = false;   /* own pending drained: now new entries */
@@ -1361,6 +1432,7 @@ int an_service_run(an_service *s)
         an_info("stopping with %zu deferred entries pending; they are redelivered "
                 "when this consumer restarts, or claimed by others after claim_idle_ms",
                 s->ndef);
+    svc_note_stopping(s);
     an_service_log_stats(s);
     return 0;
 }

@@ -259,7 +259,7 @@ static int load_state(an_service *s, gmetric *gm, item *it)
         }
         an_warn("params cache of model=%s is unreadable; using PostgreSQL", gm->uid);
     }
-    s->st.cache_misses++;
+    svc_count(s, &s->st.cache_misses, AN_C_PARAMS_READS, 1);
     memset(&gm->state, 0, sizeof gm->state);
     if (gm->m->model_params) {
         json_error_t je;
@@ -568,19 +568,25 @@ static int prepare_outputs(an_service *s, group_scratch *g, item *items, size_t 
  * case (the scrub can only pass it when the metric's rows have a hole). */
 static void reject_invalid(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
 {
-    char r1[64];
-    size_t matched = 0;
+    char r1[64], why[128];
+    size_t matched = 0, k = 1;
     range_text(r1, sizeof r1, it->first, it->last);
-    if (nrows == 0) {
+    while (k < it->n && it->inf[k - 1]->rowid != INT64_MAX &&
+           it->inf[k]->rowid == it->inf[k - 1]->rowid + 1)
+        k++;
+    if (it->first < 1)
+        snprintf(why, sizeof why, "rowid %" PRId64 " is not positive", it->first);
+    else
+        snprintf(why, sizeof why, "result %zu has rowid %" PRId64 " after %" PRId64, k,
+                 it->inf[k]->rowid, it->inf[k - 1]->rowid);
+    if (nrows == 0)
         an_error("Rejected inference result batch=%s of model=%s due to no matching "
                  "metric_data rows", r1, it->b->model);
-        return;
-    }
-    if (scrub(it, gm, rows, nrows, &matched) == 1)
-        an_error("(batch=%s of model=%s: its rowids are not contiguous)", r1, it->b->model);
-    else
+    else if (scrub(it, gm, rows, nrows, &matched) == 0)
         an_error("Rejected inference result batch=%s of model=%s due to error=rowids not "
                  "contiguous", r1, it->b->model);
+    an_error("batch=%s of model=%s: its rowids are not ascending, consecutive and positive "
+             "(%s); rejected without moving the watermark", r1, it->b->model, why);
 }
 
 static int attempt(an_service *s, item *items, size_t n, int64_t t0)
@@ -716,6 +722,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         if (it->first <= gm->wm) {
             snprintf(it->reason, sizeof it->reason,
                      "batch rows %s overlap rows already scored up to %" PRId64, r1, gm->wm);
+            it->reason_class = SVC_DL_OVERLAP;
             it->oc = INF_POISON;
             continue;
         }
@@ -756,6 +763,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         if (!gm->state_loaded) {
             int lr = load_state(s, gm, it);
             if (lr == AN_EINVAL) {
+                it->reason_class = SVC_DL_BAD_PARAMS;
                 it->oc = INF_POISON;
                 continue;
             }
@@ -767,6 +775,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         row_of_item[i] = g->nrows;
         int sr = score(s, g, it, gm, g->row_start[i]);
         if (sr == 1) {
+            it->reason_class = SVC_DL_HELPER;
             it->oc = INF_POISON;
             continue;
         }
@@ -811,6 +820,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
             g->ranges[nsc++] = g->ranges[i];
     int64_t updated = 0;
     bool sent = false;
+    int64_t w0 = svc_now_us();
     if (!rc && (g->nrows || nmu)) {
         rc = an_repo_group_write_send(s->repo, g->row_uids, g->upd, g->nrows, g->mu, nmu,
                                       g->ranges, nsc);
@@ -838,6 +848,12 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
     }
 
     /* committed: the counters, the logs, the state cache */
+    if (sent) {
+        an_metrics *mx = s->opts.metrics;
+        an_metrics_observe(mx, AN_H_GROUP_WRITE, (double)(svc_now_us() - w0) / 1e6);
+        an_metrics_observe(mx, AN_H_GROUP_ENTRIES, (double)n);
+        an_metrics_observe(mx, AN_H_GROUP_ROWS, (double)g->nrows);
+    }
     double dur = (double)(an_repo_now_ms(s->repo) - t0);
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
@@ -846,7 +862,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         switch (it->oc) {
         case INF_SCORED:
             s->st.inference_batches++;
-            s->st.rows_scored += (int64_t)it->n;
+            svc_count(s, &s->st.rows_scored, AN_C_ROWS_SCORED, (int64_t)it->n);
             if (s->cfg->debugging.profiling || an_log_get_level() == AN_LOG_DEBUG) {
                 const an_data_row *lr = g->g.rows.v + g->row_start[i] + it->n - 1;
                 time_t sec = (time_t)floor(lr->ts);
@@ -864,7 +880,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         case INF_DUPLICATE:
             s->st.duplicates++;
             if (g->g.seen[i] && g->row_count[i] == it->n) {
-                s->st.republished++;
+                svc_count(s, &s->st.republished, AN_C_REPUBLISHED, 1);
                 an_warn("batch %s of model=%s (entry %s) was already scored; publishing its "
                         "output that was never published", r1, it->b->model, it->e->id);
             } else {
@@ -918,9 +934,11 @@ int svc_group_run(an_service *s, item *items, size_t n)
             rc = attempt(s, items, n, t0);
         if (rc != AN_ETRANSIENT)
             break;   /* 0 or a hard error */
-        s->st.transient_errors++;
+        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+        svc_heartbeat(s);
         if (an_repo_retry_policy(s->repo, k, t0))
             break;   /* budget spent: AN_ETRANSIENT to the caller */
+        svc_note_retry(s);
     }
     if (rc)
         reset_items(items, n, keep);

@@ -55,6 +55,7 @@ typedef struct item {
     int64_t cache_wm;
     int64_t seen_wm;                   /* the watermark a deferral saw */
     char reason[384];                  /* dead-letter reason */
+    const char *reason_class;          /* its metrics label (static; NULL: "other") */
     size_t published;                  /* outs[0..published) went out in
                                           chunks ahead of the acking call */
     bool done;                         /* acked or dead-lettered (or taken
@@ -70,6 +71,8 @@ struct deferred;
  * rules take_entries forms groups with; anything else is left to it. */
 typedef struct prefetch {
     const an_entry *v;  /* the entries in hand */
+    const int64_t *count; /* [n] their attempt numbers; 0: not counted yet
+                             (never decoded ahead) */
     size_t n;
     size_t from;        /* index in v of the next group's first entry */
     item *items;        /* room for n items; [0, k) decoded */
@@ -86,6 +89,7 @@ struct an_service {
     an_state_cache *sc;     /* parsed likelihood state per metric */
     an_sample_window *sw;   /* newest processed samples per metric */
     an_sample *sw_buf;      /* sample_size rows: a window's rebuild (service_window.c) */
+    int64_t sw_hits_seen, sw_misses_seen; /* counted into the metrics so far */
     an_helper_config hcfg;
     an_codec_limits limits;
     char consumer[256];
@@ -105,6 +109,12 @@ struct an_service {
 
     struct group_scratch *gs;   /* service_group.c's reusable buffers */
     prefetch *pf;               /* set while take_entries runs a group */
+
+    /* service_metrics.c's pacing (monotonic ms) */
+    int64_t last_tick_ms, last_status_ms, last_poll_ms;
+    int64_t status_entries;     /* st.entries at the last STATUS= */
+    int64_t schema_warned_ms;   /* last "schema missing" warning */
+    bool ready_noted, stop_noted;
 };
 
 /* Appends msg (consumed) to the item's messages, encoded per
@@ -133,6 +143,10 @@ int svc_window_init(an_service *s);
 /* Frees s->sw and its scratch (NULL-safe). */
 void svc_window_free(an_service *s);
 
+/* The windows' size and bytes to the metrics' gauges, their hits and
+ * misses since the last poll to its counters. */
+void svc_window_poll(an_service *s, an_metrics *m);
+
 /* The newest n processed rows of uid below `before` (ascending, out has
  * room for n), for a metric locked with watermark wm. *usable (in/out):
  * whether uid's window may be used in this group (the state cache hit);
@@ -158,5 +172,41 @@ void svc_window_commit(an_service *s, const char *uid, bool usable, int64_t old_
  * and memory: no Redis or PostgreSQL call, so it can run while the
  * group's write is on the wire. */
 void svc_prefetch(an_service *s);
+
+/* ---- service_metrics.c: every event updates the stats line
+ * (an_service_stats) and the metrics (opts.metrics) together ---- */
+
+/* Dead-letter reason classes (anomalyd_dead_letters_total{reason}). */
+#define SVC_DL_MALFORMED "malformed"   /* does not decode */
+#define SVC_DL_TOO_LARGE "too_large"   /* over max_entry_bytes / max_inflated_bytes */
+#define SVC_DL_ATTEMPTS "attempts"     /* over max_deliveries unfinished attempts */
+#define SVC_DL_OVERLAP "overlap"       /* rows overlap rows already scored */
+#define SVC_DL_BAD_PARAMS "bad_params" /* stored likelihood params unreadable */
+#define SVC_DL_HELPER "helper"         /* the likelihood helper failed */
+
+/* The loop is alive: metrics heartbeat, systemd watchdog, a STATUS= line
+ * every few seconds, STOPPING=1 once a stop is requested. Cheap: call it
+ * every loop turn and nap step. */
+void svc_heartbeat(an_service *s);
+/* Every few seconds (only with metrics): the group's pending and lag, the
+ * input and dead-letter stream lengths, the schema (which also tells
+ * whether PostgreSQL answers). Main loop only: it talks to both servers. */
+void svc_poll(an_service *s);
+/* Connected to both servers with the schema present: running, READY=1. */
+void svc_note_ready(an_service *s);
+void svc_note_up(an_service *s, an_server srv, bool up);
+/* The service is stopping (a stop was requested, or it returns): state
+ * stopping, STOPPING=1. Once. */
+void svc_note_stopping(an_service *s);
+/* One entry completed (st.entries) with outcome o; latency_from_id: the entry's id, for
+ * the entry latency histogram (NULL: not observed). */
+void svc_note_done(an_service *s, an_outcome o, const char *latency_from_id);
+void svc_note_dead_letter(an_service *s, const char *reason_class);
+/* *stat += n, and the counter c. */
+void svc_count(an_service *s, int64_t *stat, an_counter c, int64_t n);
+/* A transient error that will be retried after a back-off. */
+void svc_note_retry(an_service *s);
+/* Monotonic microseconds (durations for the histograms). */
+int64_t svc_now_us(void);
 
 #endif

@@ -750,7 +750,7 @@ START_TEST(retry_policy)
      * at 0, 40, 120, 280, 600 -> the 5th fails past the budget and is
      * returned, after exactly four sleeps. */
     vclock vc = {0};
-    an_clock clk = {vclock_now, vclock_sleep, &vc};
+    an_clock clk = {.now_ms = vclock_now, .sleep_ms = vclock_sleep, .ud = &vc};
     an_repo *r = new_repo_clock(300, 40, 10000, &clk);
     int calls = 0;
     nlog = 0;
