@@ -77,6 +77,7 @@ typedef struct an_config {
         int retry_budget_ms;       /* §4.5 timeoutSec (10000) */
         int retry_initial_ms;      /* §4.5 initialRetryDelaySec (100) */
         int retry_max_delay_ms;    /* §4.5 maxRetryDelaySec (10000) */
+        int scored_entry_keep_ms;  /* scored_entry rows kept (604800000, 7 days) */
     } postgres;
     struct {
         char *input;          /* htm:results */
@@ -94,6 +95,10 @@ typedef struct an_config {
         int defer_max_entries;  /* entries kept deferred at most (10000) */
         size_t defer_max_bytes; /* their field bytes at most (256 MiB) */
         int64_t output_maxlen;     /* XADD MAXLEN ~ (1000000); 0 = no trim */
+        int64_t dead_letter_maxlen; /* dead-letter XADD MAXLEN ~ (100000); 0 = no trim */
+        int trim_interval_ms;      /* input XTRIM + attempts cleanup period (5000); 0 = off */
+        int input_retention_ms;    /* processed entries kept (0) */
+        int pin_warn_ms;           /* a group older than retention + this pins (3600000) */
         an_encoding output_encoding; /* AN_ENC_ZLIB */
         size_t max_entry_bytes;    /* an_codec_limits (4 MiB) */
         size_t max_inflated_bytes; /* an_codec_limits (32 MiB) */

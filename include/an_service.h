@@ -57,6 +57,8 @@ typedef struct an_service_stats {
     int64_t republished;      /* duplicates whose output was published again */
     int64_t dead_letters;     /* entries sent to the dead-letter stream */
     int64_t trimmed;          /* pending entries whose payload was gone */
+    int64_t input_trimmed;    /* input entries removed by this process's XTRIMs */
+    int64_t attempts_cleaned; /* orphaned fields deleted from <input>:attempts */
     int64_t claimed;          /* entries taken over from idle consumers */
     int64_t deferred;         /* times an entry waited for its model's predecessor */
     int64_t transient_errors; /* retries after a transient Redis/PG error */

@@ -357,6 +357,48 @@ int an_attempts_begin_page(an_redis *r, const char *input, const char *const *id
  * the field at 0; an absent field stays absent. */
 int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size_t n);
 
+/* ------------------------------------------------------------ retention */
+
+/* What one consumer group of a stream still needs: its oldest pending
+ * entry, or the entry after its last-delivered id when nothing is pending. */
+typedef struct an_trim_group {
+    char *name;              /* malloc'd; freed by an_trim_result_free */
+    char needed[AN_ID_MAX];
+    char held[AN_ID_MAX];    /* the oldest entry at or after needed: the
+                                oldest one the group keeps; "" when none */
+    bool holds;              /* held[0] != '\0' */
+} an_trim_group;
+
+typedef struct an_trim_result {
+    int64_t trimmed;         /* entries XTRIM removed (0 when not trimming) */
+    char cutoff[AN_ID_MAX];  /* the MINID used: min over all groups' needed
+                                ids and the retention floor; "" when the key
+                                is not a stream or has no group (no trim) */
+    int64_t now_ms;          /* the Redis server's clock (TIME), in ms */
+    size_t ngroups;
+    an_trim_group *groups;   /* every group of the stream, ours and others' */
+} an_trim_result;
+
+/* lua/trim_input.lua: computes, in ONE atomic script, the lowest entry any
+ * consumer group of the stream still needs (XINFO GROUPS + XPENDING), lowers
+ * it to now - retention_ms (Redis's clock against the ids' times; 0: keep
+ * nothing processed), and when trim is true runs XTRIM stream MINID ~ cutoff
+ * LIMIT limit (at most limit entries per call, so one call blocks Redis
+ * briefly: call again while it removes some). Idempotent; a race with a
+ * reader or a new group can only make a later call trim less. trim false
+ * only reports (anomalyctl status). *out is filled on success (free with
+ * an_trim_result_free) and empty on error. */
+int an_trim_input(an_redis *r, const char *stream, int64_t retention_ms, bool trim,
+                  int64_t limit, an_trim_result *out);
+void an_trim_result_free(an_trim_result *t); /* NULL ok; zeroes it */
+
+/* lua/attempts_gc.lua: one HSCAN page (COUNT count) of the attempts hash of
+ * input; fields whose entries are no longer pending in group are deleted
+ * (*removed, may be NULL). cursor: "0" (or "") to start; updated in place,
+ * "0" again once the whole hash has been scanned. NOGROUP -> AN_ENOTFOUND. */
+int an_attempts_gc(an_redis *r, const char *input, const char *group,
+                   char cursor[AN_ID_MAX], size_t count, int64_t *removed);
+
 /* ------------------------------------------------------------ plain */
 
 /* XADD stream [MAXLEN ~ maxlen] * field value ... (maxlen <= 0: no trim).

@@ -111,6 +111,12 @@ static const keydef keys[] = {
     {"postgres", "retry_max_delay_ms", K_DUR, "10000", NULL, DEF_TEXT, 1, 3600000, NULL,
      OFF(postgres.retry_max_delay_ms), "Cap of the retry delay."},
 
+    {"postgres", "scored_entry_keep_ms", K_DUR, "604800000", NULL, DEF_TEXT, 3600000,
+     2000000000, NULL, OFF(postgres.scored_entry_keep_ms),
+     "How long the ids of scored input entries are kept (table scored_entry, pruned "
+     "hourly): an entry redelivered later than this is taken for a producer's duplicate "
+     "(acked, its output not published). Keep it above any backlog or outage you expect."},
+
     /* ---- [streams] ---- */
     {"streams", "input", K_STR, "htm:results", NULL, DEF_TEXT, 0, 0, NULL, OFF(streams.input),
      "Input stream of HTM result batches."},
@@ -160,6 +166,24 @@ static const keydef keys[] = {
      OFF(streams.output_maxlen),
      "XADD MAXLEN ~ of the output stream; 0 = no trimming. At least max_results (one "
      "entry's messages)."},
+    {"streams", "dead_letter_maxlen", K_INT64, "100000", NULL, DEF_TEXT, 0, 1000000000000LL,
+     NULL, OFF(streams.dead_letter_maxlen),
+     "XADD MAXLEN ~ of the dead-letter stream (oldest dead letters dropped first); "
+     "0 = no trimming."},
+    {"streams", "trim_interval_ms", K_DUR, "5000", NULL, DEF_TEXT, 0, 3600000, NULL,
+     OFF(streams.trim_interval_ms),
+     "How often a consumer trims the input stream (XTRIM MINID ~ the oldest entry any "
+     "consumer group still needs) and cleans orphaned fields of the attempts hash; "
+     "0 = never (the stream then grows without bound)."},
+    {"streams", "input_retention", K_DUR, "0", NULL, DEF_TEXT, 0, 604800000, NULL,
+     OFF(streams.input_retention_ms),
+     "Processed input entries younger than this are kept for inspection and replay "
+     "(by their id's time on the Redis clock); 0 = none. Unprocessed entries are always "
+     "kept, whatever their age."},
+    {"streams", "pin_warn_ms", K_DUR, "3600000", NULL, DEF_TEXT, 1, 604800000, NULL,
+     OFF(streams.pin_warn_ms),
+     "A consumer group whose oldest needed entry is older than input_retention plus this "
+     "pins the input stream: it is named in a warning and in anomalyctl status."},
     {"streams", "output_encoding", K_ENUM, "zlib", NULL, DEF_TEXT, 0, 0, encoding_names,
      OFF(streams.output_encoding),
      "Body encoding of output entries: zlib (htmengine wire compatible) or json."},

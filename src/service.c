@@ -61,9 +61,9 @@ typedef struct deferred {
     size_t bytes;        /* entry_bytes of e (s->def_bytes) */
 } deferred;
 
-/* scored_entry rows (redelivery detection) are kept 7 days, pruned hourly:
- * an entry pending longer than that is treated as a producer duplicate. */
-#define SCORED_ENTRY_KEEP_S (7 * 86400)
+/* scored_entry rows (redelivery detection) are kept [postgres]
+ * scored_entry_keep_ms (7 days), pruned hourly: an entry pending longer than
+ * that is treated as a producer duplicate. */
 #define SCORED_ENTRY_PRUNE_EVERY_MS (3600 * 1000)
 
 
@@ -263,7 +263,7 @@ static int dead_letter(an_service *s, const an_entry *e, const char *reason,
         .entry_id = e->id,
         .owner = s->consumer,
         .dead_letter = s->cfg->streams.dead_letter,
-        .maxlen = 0,
+        .maxlen = s->cfg->streams.dead_letter_maxlen,
         .fields = e->fields,
         .nfields = e->nfields,
         .reason = reason,
@@ -1402,9 +1402,20 @@ int an_service_run(an_service *s)
         if (t - s->last_prune_ms >= SCORED_ENTRY_PRUNE_EVERY_MS) {
             int64_t n = 0;
             s->last_prune_ms = t;
-            if (an_repo_prune_scored_entries(s->repo, SCORED_ENTRY_KEEP_S, &n) == 0 && n)
-                an_info("pruned %" PRId64 " scored_entry rows older than %d days", n,
-                        SCORED_ENTRY_KEEP_S / 86400);
+            int keep = s->cfg->postgres.scored_entry_keep_ms;
+            if (an_repo_prune_scored_entries(s->repo, keep / 1000.0, &n) == 0 && n)
+                an_info("pruned %" PRId64 " scored_entry rows older than %d s", n, keep / 1000);
+        }
+        if (s->cfg->streams.trim_interval_ms > 0 &&
+            t - s->last_trim_ms >= s->cfg->streams.trim_interval_ms) {
+            s->last_trim_ms = t;
+            if (an_retention_tick(&s->rt, s->redis, s->cfg))
+                an_warn("trimming %s failed: %s; retrying in %d ms", s->cfg->streams.input,
+                        an_redis_errstr(s->redis), s->cfg->streams.trim_interval_ms);
+            /* the retention state counts totals; stats and metrics move by the difference */
+            svc_count(s, &s->st.input_trimmed, AN_C_INPUT_TRIMMED,
+                      s->rt.trimmed - s->st.input_trimmed);
+            s->st.attempts_cleaned = s->rt.attempts_removed;
         }
         int64_t claim_every = s->cfg->streams.claim_idle_ms / 2 < 1000
                                   ? s->cfg->streams.claim_idle_ms / 2 : 1000;
@@ -1452,14 +1463,16 @@ void an_service_log_stats(const an_service *s)
     an_info("stats: entries=%" PRId64 " inference_batches=%" PRId64
             " rows_scored=%" PRId64 " commands=%" PRId64 " rejected=%" PRId64
             " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
-            " trimmed=%" PRId64 " claimed=%" PRId64 " deferred=%" PRId64
+            " trimmed=%" PRId64 " input_trimmed=%" PRId64 " attempts_cleaned=%" PRId64
+            " claimed=%" PRId64 " deferred=%" PRId64
             " transient_errors=%" PRId64 " cache_misses=%" PRId64
             " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64
             " sample_window=%zu sample_window_bytes=%zu sample_window_hits=%" PRId64
             " sample_window_misses=%" PRId64 " groups=%" PRId64,
             t->entries, t->inference_batches, t->rows_scored, t->commands,
             t->rejected, t->duplicates, t->republished, t->dead_letters,
-            t->trimmed, t->claimed, t->deferred, t->transient_errors, t->cache_misses,
+            t->trimmed, t->input_trimmed, t->attempts_cleaned, t->claimed, t->deferred,
+            t->transient_errors, t->cache_misses,
             an_state_cache_size(s->sc), hits, misses, an_sample_window_size(s->sw),
             an_sample_window_bytes(s->sw), whits, wmisses, t->groups);
 }

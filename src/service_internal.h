@@ -13,6 +13,7 @@
 #include "an_config.h"
 #include "an_helper.h"
 #include "an_repo.h"
+#include "an_retention.h"
 #include "an_sample_window.h"
 #include "an_service.h"
 #include "an_state_cache.h"
@@ -102,6 +103,8 @@ struct an_service {
     int64_t idle_since_ms;
     int64_t last_claim_ms;
     int64_t last_prune_ms;
+    int64_t last_trim_ms;
+    an_retention rt;        /* input trimming and attempts cleanup */
 
     struct deferred *def;   /* entries waiting for their predecessors */
     size_t ndef, capdef;

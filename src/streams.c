@@ -16,7 +16,7 @@
 #include <hiredis/hiredis.h>
 
 #define SHA_LEN 40
-#define MAX_SCRIPTS 8
+#define MAX_SCRIPTS 16
 
 struct an_redis {
     redisContext *ctx; /* NULL while broken/disconnected */
@@ -2060,4 +2060,124 @@ int an_redis_command(an_redis *r, const char *const *argv, const size_t *lens,
     int rc = run(r, &c, reply, false);
     cmd_free(&c);
     return rc;
+}
+
+/* ------------------------------------------------------------ retention */
+
+void an_trim_result_free(an_trim_result *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->ngroups; i++)
+        free(t->groups[i].name);
+    free(t->groups);
+    memset(t, 0, sizeof *t);
+}
+
+/* Fills t->groups from the script's flat {name, needed, held, ...} array. */
+static int trim_groups(an_redis *r, an_trim_result *t, const redisReply *a)
+{
+    if (a->type != REDIS_REPLY_ARRAY || a->elements % 3)
+        return AN_EREDIS;
+    if (a->elements == 0)
+        return 0;
+    t->groups = calloc(a->elements / 3, sizeof *t->groups);
+    if (!t->groups) {
+        rerr(r, "out of memory");
+        return AN_ENOMEM;
+    }
+    for (size_t i = 0; i + 2 < a->elements; i += 3) {
+        const redisReply *name = a->element[i], *id = a->element[i + 1],
+                         *held = a->element[i + 2];
+        if (name->type != REDIS_REPLY_STRING || id->type != REDIS_REPLY_STRING ||
+            held->type != REDIS_REPLY_STRING)
+            return AN_EREDIS;
+        an_trim_group *g = &t->groups[t->ngroups];
+        g->name = dupn(name->str, (size_t)name->len);
+        if (!g->name) {
+            rerr(r, "out of memory");
+            return AN_ENOMEM;
+        }
+        copy_id(g->needed, id->str, (size_t)id->len);
+        copy_id(g->held, held->str, (size_t)held->len);
+        g->holds = g->held[0] != '\0';
+        t->ngroups++;
+    }
+    return 0;
+}
+
+int an_trim_input(an_redis *r, const char *stream, int64_t retention_ms, bool trim,
+                  int64_t limit, an_trim_result *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!stream || retention_ms < 0 || limit < 1) {
+        rerr(r, "trim_input: bad arguments");
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
+    cmd_add(&c, "");
+    cmd_addi(&c, 1);
+    cmd_add(&c, stream);
+    cmd_addi(&c, retention_ms);
+    cmd_add(&c, trim ? "1" : "0");
+    cmd_addi(&c, limit);
+    redisReply *rep;
+    int rc = eval_script(r, "trim_input", &c, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER ||
+        rep->element[1]->type != REDIS_REPLY_STRING ||
+        rep->element[2]->type != REDIS_REPLY_INTEGER)
+        return bad_reply(r, "trim_input.lua", rep);
+    out->trimmed = rep->element[0]->integer;
+    copy_id(out->cutoff, rep->element[1]->str, (size_t)rep->element[1]->len);
+    out->now_ms = rep->element[2]->integer;
+    rc = trim_groups(r, out, rep->element[3]);
+    if (rc) {
+        an_trim_result_free(out);
+        if (rc == AN_EREDIS)
+            return bad_reply(r, "trim_input.lua groups", rep);
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+int an_attempts_gc(an_redis *r, const char *input, const char *group,
+                   char cursor[AN_ID_MAX], size_t count, int64_t *removed)
+{
+    if (removed)
+        *removed = 0;
+    if (!input || !group || !cursor || count == 0) {
+        rerr(r, "attempts_gc: bad arguments");
+        return AN_EINVAL;
+    }
+    char key[512];
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
+    cmd_add(&c, "");
+    cmd_addi(&c, 2);
+    cmd_add(&c, input);
+    cmd_add(&c, an_attempts_key(input, key, sizeof key));
+    cmd_add(&c, group);
+    cmd_add(&c, cursor[0] ? cursor : "0");
+    cmd_addi(&c, (int64_t)count);
+    redisReply *rep;
+    int rc = eval_script(r, "attempts_gc", &c, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING ||
+        rep->element[1]->type != REDIS_REPLY_INTEGER)
+        return bad_reply(r, "attempts_gc.lua", rep);
+    copy_id(cursor, rep->element[0]->str, (size_t)rep->element[0]->len);
+    if (removed)
+        *removed = rep->element[1]->integer;
+    freeReplyObject(rep);
+    return 0;
 }
