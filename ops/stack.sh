@@ -54,6 +54,7 @@ DB_ROLE=anomalyd
 REDIS_DIR="$STACK/redis"
 REDIS_CONF="$REDIS_DIR/redis.conf"
 REDIS_PID="$REDIS_DIR/redis.pid"
+REDIS_SOCK="$REDIS_DIR/redis.sock"
 REDIS_LOG="$REDIS_DIR/redis.log"
 PG_LINK="$STACK/pg"
 
@@ -162,6 +163,8 @@ redis_write_conf() {
 bind 127.0.0.1
 protected-mode yes
 port $REDIS_PORT
+unixsocket $REDIS_SOCK
+unixsocketperm 700
 daemonize yes
 pidfile $REDIS_PID
 logfile $REDIS_LOG
@@ -415,6 +418,8 @@ pg_stop() {
 
 print_env() {
     echo "export ANOMALYD_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+    # the same server on its unix socket (tests of unix:// URLs)
+    echo "export ANOMALYD_STACK_REDIS_SOCKET=$REDIS_SOCK"
     echo "export ANOMALYD_PG_DSN=postgresql://$DB_ROLE@127.0.0.1:$PG_PORT/$DB_NAME"
     if tls_on; then
         echo "export ANOMALYD_STACK_TLS_CA=$TLS_DIR/ca.crt"

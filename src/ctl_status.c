@@ -51,10 +51,20 @@ static json_t *group_json(an_redis *rd, const an_config *cfg)
             continue;
         json_t *cj = json_array();
         if (an_xinfo_consumers(rd, cfg->streams.input, cfg->streams.group, &cons, &ncons) == 0) {
-            for (size_t k = 0; k < ncons; k++)
-                json_array_append_new(cj, json_pack("{s:s, s:I, s:I}", "name", cons[k].name,
-                                                    "pending", (json_int_t)cons[k].pending,
-                                                    "idle_ms", (json_int_t)cons[k].idle_ms));
+            for (size_t k = 0; k < ncons; k++) {
+                /* its health hash (written by anomalyd, with a TTL):
+                 * "unknown" when it is not running or too old */
+                char key[600], st[32] = "unknown", cause[700] = "";
+                int64_t since = 0;
+                an_health_key(cfg->streams.input, cons[k].name, key, sizeof key);
+                an_health_get(rd, key, st, sizeof st, cause, sizeof cause, &since);
+                json_array_append_new(cj, json_pack("{s:s, s:I, s:I, s:s, s:s, s:I}", "name",
+                                                    cons[k].name, "pending",
+                                                    (json_int_t)cons[k].pending, "idle_ms",
+                                                    (json_int_t)cons[k].idle_ms, "state", st,
+                                                    "cause", cause, "since_ms",
+                                                    (json_int_t)since));
+            }
         }
         json_decref(g);
         g = json_pack("{s:s, s:I, s:I, s:s, s:I, s:o}", "name", groups[i].name,
@@ -142,10 +152,16 @@ static void print_table(const an_config *cfg, const json_t *out)
                json_string_value(json_object_get(g, "last_delivered_id")));
         size_t k;
         json_t *c;
-        json_array_foreach(json_object_get(g, "consumers"), k, c)
+        json_array_foreach(json_object_get(g, "consumers"), k, c) {
             printf("    consumer %-28s pending %" JSON_INTEGER_FORMAT "  idle %" JSON_INTEGER_FORMAT
-                   " ms\n", json_string_value(json_object_get(c, "name")),
-                   jint(c, "pending", NULL), jint(c, "idle_ms", NULL));
+                   " ms  %s\n", json_string_value(json_object_get(c, "name")),
+                   jint(c, "pending", NULL), jint(c, "idle_ms", NULL),
+                   json_string_value(json_object_get(c, "state")));
+            const char *cause = json_string_value(json_object_get(c, "cause"));
+            if (cause && *cause)
+                printf("      paused since %" JSON_INTEGER_FORMAT " ms ago: %s\n",
+                       (json_int_t)(an_realtime_ms() - jint(c, "since_ms", NULL)), cause);
+        }
     } else {
         printf("  group      %-28s (does not exist yet)\n", cfg->streams.group);
     }
