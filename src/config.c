@@ -273,6 +273,15 @@ static const keydef keys[] = {
      NULL, OFF(anomaly_likelihood.state_cache_metrics),
      "Metrics whose parsed likelihood state is kept in memory (LRU, ~0.7 KiB each; 0 = off). "
      "A hit skips parsing the params; it is checked against model_params read under the lock."},
+    /* 256 MiB: a mature metric's window is statistics_sample_size x 24 bytes
+     * (~203 KiB at 8640), so ~1,290 mature metrics re-estimate without
+     * reading PostgreSQL; the least recently used are dropped beyond. */
+    {"anomaly_likelihood", "sample_window_bytes", K_BYTES, "256MiB", NULL, DEF_TEXT, 0,
+     MiB(65536), NULL, OFF(anomaly_likelihood.sample_window_bytes),
+     "Memory for the metrics' newest processed samples (LRU over metrics; 0 = off). A hit "
+     "answers the re-estimate's tail read without PostgreSQL; it is used only when the "
+     "watermark read under the lock is the one this process committed and the state cache "
+     "hit."},
 
     /* ---- [debugging] ---- */
     {"debugging", "profiling", K_BOOL, "false", NULL, DEF_TEXT, 0, 0, NULL,
