@@ -7,7 +7,8 @@ PKGS=(build-essential cmake pkg-config
       libhiredis-dev libjansson-dev zlib1g-dev libpq-dev libinih-dev
       check libsubunit-dev
       redis-server redis-tools postgresql postgresql-client
-      valgrind)
+      valgrind
+      clang libclang-rt-14-dev)   # ops/fuzz.sh (libFuzzer)
 
 missing=()
 for p in "${PKGS[@]}"; do
