@@ -85,7 +85,9 @@ done
 [ "$SECS" -gt 0 ] || { echo "fuzz: built ${TARGETS[*]} in $B/"; exit 0; }
 
 # ---- run
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0}
+# A smaller quarantine than ASan's 256 MB keeps the RSS limit about the
+# target's own memory.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0:quarantine_size_mb=64}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 found=0
 summary=()
@@ -124,7 +126,11 @@ for t in "${TARGETS[@]}"; do
     [ -n "$eps" ] || eps=$(echo "$last" | grep -Eo 'exec/s:? [0-9]+' | grep -Eo '[0-9]+' || true)
     cov=$(echo "$last" | grep -Eo 'cov: [0-9]+' | grep -Eo '[0-9]+' || true)
     ft=$(echo "$last" | grep -Eo 'ft: [0-9]+' | grep -Eo '[0-9]+' || true)
+    if [ -z "$eps" ] || [ "$eps" = 0 ]; then
+        eps=$(( ${execs:-0} / (SECS > 0 ? SECS : 1) ))
+    fi
     rss=$(stat peak_rss_mb)
+    [ -n "$rss" ] || rss=$(grep -Eo 'rss: [0-9]+Mb' "$log" | grep -Eo '[0-9]+' | sort -n | tail -1 || true)
     ncorp=$(find "$corpus" -type f | wc -l)
     verdict=ok
     if [ "$rc" -ne 0 ] || [ "$new" -gt 0 ]; then
