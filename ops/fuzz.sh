@@ -122,8 +122,8 @@ for t in "${TARGETS[@]}"; do
     stat() { grep -Eo "stat::$1: *[0-9]+" "$log" | grep -Eo '[0-9]+$' | tail -1 || true; }
     execs=$(stat number_of_executed_units)
     [ -n "$execs" ] || execs=$(echo "$last" | grep -Eo '^#[0-9]+' | tr -d '#' || true)
+    # average over the run (fork mode's status line has only the last job's)
     eps=$(stat average_exec_per_sec)
-    [ -n "$eps" ] || eps=$(echo "$last" | grep -Eo 'exec/s:? [0-9]+' | grep -Eo '[0-9]+' || true)
     cov=$(echo "$last" | grep -Eo 'cov: [0-9]+' | grep -Eo '[0-9]+' || true)
     ft=$(echo "$last" | grep -Eo 'ft: [0-9]+' | grep -Eo '[0-9]+' || true)
     if [ -z "$eps" ] || [ "$eps" = 0 ]; then
