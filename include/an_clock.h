@@ -12,11 +12,18 @@ typedef struct an_clock {
     int64_t (*now_ms)(void *ud);      /* monotonic milliseconds */
     void (*sleep_ms)(void *ud, int ms);
     void *ud;
+    /* Wall-clock epoch milliseconds, for rules that compare data
+     * timestamps with "now" (the alerts' age gate). NULL: CLOCK_REALTIME. */
+    int64_t (*realtime_ms)(void *ud);
 } an_clock;
 
 /* c->now_ms(c->ud), or the system's CLOCK_MONOTONIC when c (or its
  * now_ms) is NULL. */
 int64_t an_clock_now_ms(const an_clock *c);
+
+/* c->realtime_ms(c->ud), or the system's CLOCK_REALTIME when c (or its
+ * realtime_ms) is NULL. */
+int64_t an_clock_realtime_ms(const an_clock *c);
 
 /* c->sleep_ms(c->ud, ms), or an EINTR-safe nanosleep when c (or its
  * sleep_ms) is NULL. ms <= 0 returns at once. */

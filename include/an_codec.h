@@ -40,10 +40,19 @@ extern "C" {
  * (0x21..0x7e). */
 #define AN_UID_MAX 40
 
-/* Defaults for an_codec_limits (the service takes max_entry_bytes from
- * [streams] max_entry_bytes). */
+/* Defaults for an_codec_limits (the service takes them from the [streams]
+ * keys of the same names; docs/operations.md gives the memory each allows,
+ * measured by ops/codec-memory.sh). Real batches hold at most 1440 results
+ * (htmengine's catch-up chunk), ~10-30 JSON nodes and ~100-300 bytes each. */
 #define AN_CODEC_DEFAULT_MAX_ENTRY_BYTES ((size_t)4 << 20)     /* 4 MiB */
 #define AN_CODEC_DEFAULT_MAX_INFLATED_BYTES ((size_t)32 << 20) /* 32 MiB */
+#define AN_CODEC_DEFAULT_MAX_RESULTS ((size_t)20000)
+#define AN_CODEC_DEFAULT_MAX_JSON_NODES ((size_t)250000)
+
+/* Valid rowIDs: metric_data.rowid is a PostgreSQL integer counting from 1,
+ * so a rowID outside 1..2^31-1 can never name a row. */
+#define AN_ROWID_MIN 1
+#define AN_ROWID_MAX INT32_MAX
 
 /* Output entry dataType values. */
 #define AN_DATATYPE_INFERENCE "model-inference-results"
@@ -81,9 +90,16 @@ typedef struct an_codec_limits {
      * incremental and stops at this size: memory use is bounded by it, never
      * by what the stream claims. 0 = AN_CODEC_DEFAULT_MAX_INFLATED_BYTES. */
     size_t max_inflated_bytes;
+    /* Results (elements of the batch array) per entry. 0 = default. */
+    size_t max_results;
+    /* JSON nodes of the batch text (every value and every object key,
+     * predictions and args included): counted on the text before any tree
+     * is built, so the parser's memory is bounded by this, not by the text's
+     * shape (a 3-byte "{}," costs ~250 bytes of tree). 0 = default. */
+    size_t max_json_nodes;
 } an_codec_limits;
 
-/* {AN_CODEC_DEFAULT_MAX_ENTRY_BYTES, AN_CODEC_DEFAULT_MAX_INFLATED_BYTES} */
+/* The AN_CODEC_DEFAULT_* values. */
 an_codec_limits an_codec_limits_default(void);
 
 /* ------------------------------------------------------- input: decoding */
@@ -94,8 +110,10 @@ typedef enum {
 } an_result_kind;
 
 /* ModelInferenceResult. Invariants checked by the decoder (§5.1):
+ *   rowid in AN_ROWID_MIN..AN_ROWID_MAX;
  *   status == 0: has_score (number; an integer is cast to double; must be
- *                finite), error NULL, predictions object or NULL;
+ *                in [0, 1]: a raw anomaly score is a fraction of columns),
+ *                error NULL, predictions object or NULL;
  *   status != 0: error is a string, has_score false, predictions NULL. */
 typedef struct an_inference_result {
     int64_t rowid;
@@ -103,8 +121,15 @@ typedef struct an_inference_result {
     bool has_score;
     double score;        /* anomalyScore (raw); 0.0 when !has_score */
     char *error;         /* errorMessage, NULL for JSON null */
-    json_t *predictions; /* multiStepBestPredictions object (owned by the
-                            batch: json_incref to keep it), NULL for null */
+    /* multiStepBestPredictions. The decoder sets only predictions_text: the
+     * object as an_json_dumps writes it (compact, canonical: what the
+     * service stores and splices into its output), NUL-terminated, owned by
+     * the batch; NULL for JSON null. The predictions are only passed
+     * through, so no tree of them is kept. The encoder
+     * (an_batch_encode) takes `predictions` (borrowed) if non-NULL, else
+     * parses predictions_text. */
+    json_t *predictions;
+    char *predictions_text;
     bool legacy;         /* decoded from "iR" (predictions always NULL) */
 } an_inference_result;
 
@@ -138,6 +163,11 @@ typedef struct an_batch {
     an_result *results;
     size_t n_inference;         /* results of kind AN_RES_INFERENCE */
     size_t n_command;           /* results of kind AN_RES_COMMAND */
+    /* Bytes the decoded batch holds (this struct, the results array, every
+     * string and predictions text; a command's args tree is not counted:
+     * command entries are processed alone). What the service's
+     * max_group_decoded_bytes budget adds up. */
+    size_t decoded_bytes;
 } an_batch;
 
 /*
@@ -147,8 +177,14 @@ typedef struct an_batch {
  *   "missing field 'batch'"
  *   "batch[3]: unknown result signature 'xR'"
  *   "batch[0]: iRv2 needs 6 elements, got 5"
+ *   "batch[0]: iRv2 rowID=3: anomalyScore 1e+200 is outside [0, 1]"
  *   "batch: zlib stream inflates beyond max_inflated_bytes (1048576)"
+ *   "batch: more than 250000 JSON nodes, over max_json_nodes (250000)"
+ *   "batch: 30000 results, over max_results (20000)"
  *   "entry is 10485800 bytes, over max_entry_bytes (4194304)"
+ * Every limit is checked before the work it bounds: the entry size before
+ * anything, the inflated size while inflating, the node count on the text
+ * before parsing. Text from the entry in a reason is escaped (an_escape).
  * Returns 0, AN_EINVAL (malformed), AN_ERANGE (size limit) or AN_ENOMEM.
  * limits may be NULL (defaults).
  */
@@ -208,6 +244,10 @@ typedef struct an_out_row {
      * null, otherwise must parse to an object). */
     const json_t *predictions;
     const char *predictions_json;
+    /* predictions_json is an_json_dumps output (the decoder's
+     * predictions_text): an_msg_inference_text splices it verbatim instead
+     * of parsing it (a pass-through, no tree). */
+    bool predictions_canonical;
 } an_out_row;
 
 /* §6.1 message: {"metric":{uid,name,description,resource,location,
@@ -218,6 +258,14 @@ typedef struct an_out_row {
  * predictions JSON, missing required string, ENOMEM). */
 json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
                          size_t n, char *err, size_t errlen);
+
+/* The same message as compact JSON text, byte for byte
+ * an_json_dumps(an_msg_inference(...)), built without a tree of the rows:
+ * canonical predictions texts are spliced, others parsed and re-dumped one
+ * row at a time. malloc'd, NUL-terminated (*len excludes the NUL); NULL
+ * with err set as an_msg_inference. */
+char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
+                            size_t *len, char *err, size_t errlen);
 
 /* §6.2 command-result message, borrowed inputs. */
 typedef struct an_cmd_msg {
@@ -268,6 +316,11 @@ char *an_codec_fmt_double(char *buf, size_t len, double d);
  * AN_ENC_JSON it is also NUL-terminated (not counted in *len). */
 int an_body_encode(const json_t *msg, an_encoding enc, char **body,
                    size_t *len, char *err, size_t errlen);
+
+/* an_body_encode of a message already serialized (text, len): takes
+ * ownership of text (freed, or returned as *body for AN_ENC_JSON). */
+int an_body_encode_text(char *text, size_t tlen, an_encoding enc, char **body, size_t *len,
+                        char *err, size_t errlen);
 
 /* Raw zlib helpers. an_zlib_compress: compress2 level 6, malloc'd output.
  * an_zlib_inflate: inflates a complete RFC 1950 stream incrementally; fails

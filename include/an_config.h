@@ -91,10 +91,15 @@ typedef struct an_config {
         int claim_idle_ms;    /* XAUTOCLAIM min-idle-time (60000) */
         int max_deliveries;   /* dead-letter after this many deliveries (5) */
         int defer_max_ms;     /* wait bound for a missing predecessor (120000) */
+        int defer_max_entries;  /* entries kept deferred at most (10000) */
+        size_t defer_max_bytes; /* their field bytes at most (256 MiB) */
         int64_t output_maxlen;     /* XADD MAXLEN ~ (1000000); 0 = no trim */
         an_encoding output_encoding; /* AN_ENC_ZLIB */
         size_t max_entry_bytes;    /* an_codec_limits (4 MiB) */
         size_t max_inflated_bytes; /* an_codec_limits (32 MiB) */
+        int max_results;           /* an_codec_limits (20000) */
+        int max_json_nodes;        /* an_codec_limits (250000) */
+        size_t max_group_decoded_bytes; /* decoded entries in hand per group (64 MiB) */
     } streams;
     struct {
         an_variant variant;               /* htmengine */
@@ -104,11 +109,30 @@ typedef struct an_config {
         int state_cache_metrics;          /* 10000; 0 = off */
     } anomaly_likelihood;
     struct {
+        char *group;            /* notify: consumer group on the output stream */
+        char *stream;           /* htm:alerts: the alerts stream (+ state keys) */
+        int64_t stream_maxlen;  /* XADD MAXLEN (exact) of the alerts stream (100000) */
+        int fired_max;          /* dedupe records kept (100000) */
+        int metrics_max;        /* metrics whose last alert time is kept (100000) */
+        int exec_retries;       /* --exec: retries after a failed run (3) */
+        int exec_backoff_ms;    /* --exec: first retry delay, doubled (1000) */
+        int exec_timeout_ms;    /* --exec: a run longer than this is killed (30000) */
+    } alerts;
+    struct {
+        int max_points;         /* anomalyctl plot: path points before downsampling (10000) */
+        int report_metrics;     /* anomalyctl report: metrics on the page (200) */
+        int report_points;      /* anomalyctl report: path points per plot (1000) */
+    } plot;
+    struct {
         bool profiling; /* false */
     } debugging;
     struct {
         an_log_level level; /* AN_LOG_INFO */
     } log;
+    struct {
+        char *listen;         /* 127.0.0.1:9464; "" = no endpoint */
+        int live_max_age_ms;  /* /livez heartbeat age limit (120000) */
+    } http;
 } an_config;
 
 /* Fills *cfg: defaults, then the file at path (NULL: no file), then the
@@ -147,6 +171,10 @@ an_helper_config an_config_helper(const an_config *cfg);
 /* Copies text into buf with the password of a redis/postgres URL or of a
  * libpq conninfo "password=..." replaced by ***. Returns buf. */
 char *an_config_mask_secret(const char *text, char *buf, size_t len);
+
+/* A duration in the config syntax ("1500", "1500ms", "2s", "1min", "1h")
+ * into *ms, for command-line flags. 0 or AN_EINVAL. */
+int an_config_parse_duration(const char *text, int64_t *ms);
 
 /* [streams] max_entry_bytes / max_inflated_bytes as codec limits. */
 an_codec_limits an_config_codec_limits(const an_config *cfg);

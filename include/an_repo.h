@@ -464,6 +464,13 @@ typedef void (*an_schema_applied_fn)(void *ud, int version, const char *name);
 int an_schema_migrate(an_repo *r, an_schema_applied_fn on_applied, void *ud,
                       int *current);
 
+/* The schema version the database holds (max of schema_migrations; 0 when
+ * that table does not exist) into *version, in one statement outside any
+ * transaction. 0 / AN_ETRANSIENT / AN_EDB / AN_ESTATE (a transaction is
+ * open). A version below an_schema_latest() means `anomalyctl db init` has
+ * not been run for this build. */
+int an_schema_version(an_repo *r, int *version);
+
 /* Writes every migration's SQL, in order, with a "-- migration N: name"
  * line before each (`anomalyctl db sql`). */
 void an_schema_print(FILE *out);

@@ -15,6 +15,8 @@
 #include <stdint.h>
 
 #include "an_config.h"
+#include "an_metrics.h"
+#include "an_notify.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,6 +35,14 @@ typedef struct an_service_opts {
     /* Set (to non-zero) by a signal handler: finish the entry in hand, then
      * return. May be NULL. */
     volatile sig_atomic_t *stop;
+    /* Borrowed, may be NULL. The service reports its events and state to
+     * metrics (and polls the group's pending/lag, the stream lengths and
+     * the schema every few seconds for it), and speaks the systemd notify
+     * protocol through notify: READY=1 once connected with the schema
+     * checked, STATUS= every few seconds, WATCHDOG=1 from the loop,
+     * STOPPING=1 when the stop is noticed. */
+    an_metrics *metrics;
+    an_notify *notify;
 } an_service_opts;
 
 /* Counters since start (anomalyctl status shows the group's view; these are
@@ -51,6 +61,8 @@ typedef struct an_service_stats {
     int64_t deferred;         /* times an entry waited for its model's predecessor */
     int64_t transient_errors; /* retries after a transient Redis/PG error */
     int64_t cache_misses;     /* params read from PostgreSQL, not the hash */
+    int64_t groups;           /* inference groups run (one transaction each,
+                                 retries of the same group not counted) */
 } an_service_stats;
 
 typedef struct an_service an_service;

@@ -324,6 +324,9 @@ typedef struct an_publish_group {
     const an_publish_entry *entries;
     size_t nentries;
     int64_t updated_ms;       /* the hashes' `updated`; 0 = now (client clock) */
+    /* Publish only: no XACK, the attempts fields stay (a chunk of one large
+     * entry's messages; the call with its last chunk acks it). */
+    bool no_ack;
 } an_publish_group;
 
 /* lua/publish_many.lua: for every entry, XADD its messages, refresh its
@@ -343,6 +346,16 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status);
 const char *an_attempts_key(const char *input, char *buf, size_t len);
 int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, size_t n,
                       bool allow_split, int64_t *counts, bool *split);
+/* Counts an attempt of each id that has no unfinished earlier attempt
+ * (counts[i] = its new count); the others are not counted (counts[i] = 0):
+ * count and process them one at a time (an_attempts_begin), so that the
+ * entry whose processing crashed does not take the others with it. */
+int an_attempts_begin_page(an_redis *r, const char *input, const char *const *ids, size_t n,
+                           int64_t *counts);
+/* Ends attempts of ids without completing them (entries left pending on
+ * purpose: deferred, or a stop): takes one back from each count, deleting
+ * the field at 0; an absent field stays absent. */
+int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size_t n);
 
 /* ------------------------------------------------------------ plain */
 
@@ -410,6 +423,25 @@ typedef struct an_consumer_info {
 int an_xinfo_consumers(an_redis *r, const char *stream, const char *group,
                        an_consumer_info **consumers, size_t *n);
 void an_consumer_info_free(an_consumer_info *consumers, size_t n);
+
+/* ------------------------------------------------------------ generic */
+
+struct redisReply;
+
+/* Runs the embedded script lua/<name>.lua: EVALSHA sha numkeys args...
+ * (lazy SCRIPT LOAD, one reload and retry on NOSCRIPT). args[0..numkeys)
+ * are the KEYS, the rest ARGV; binary safe with lens (NULL lens: strlen of
+ * each). On 0, *reply holds the reply, owned by the caller
+ * (freeReplyObject); an error reply is a code (as for every call here)
+ * with the message in errstr. */
+int an_redis_eval(an_redis *r, const char *name, size_t numkeys,
+                  const char *const *args, const size_t *lens, size_t nargs,
+                  struct redisReply **reply);
+
+/* Any command (argv[0] is its name), with the lazy reconnect and the
+ * error classification of every call here. *reply as an_redis_eval. */
+int an_redis_command(an_redis *r, const char *const *argv, const size_t *lens,
+                     size_t argc, struct redisReply **reply);
 
 /* ------------------------------------------------------------ scripts */
 

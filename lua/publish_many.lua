@@ -12,6 +12,9 @@
 --          consumer is skipped (someone claimed it): nothing written for it
 -- ARGV[3]  output MAXLEN (approximate trimming; <= 0: no trimming)
 -- ARGV[4]  E, the number of entries
+-- ARGV[5]  "1": XACK each entry (and delete its attempts field); "0": only
+--          publish (a chunk of a large entry's messages: the entry stays
+--          pending until its last chunk, which acks it)
 -- then, for each entry:
 --   id, N (output entries), K (index into KEYS of its params hash, 0 =
 --   none), params JSON, watermark, updated (ms), then N x (dataType, model,
@@ -24,6 +27,7 @@
 local group, owner = ARGV[1], ARGV[2]
 local maxlen = tonumber(ARGV[3])
 local ne = tonumber(ARGV[4])
+local ack = ARGV[5] ~= '0'
 if maxlen == nil or ne == nil or ne < 0 then
   return redis.error_reply('ERR publish_many.lua: bad arguments')
 end
@@ -43,7 +47,7 @@ end
 
 -- Parse and check every entry first.
 local entries = {}
-local p = 5
+local p = 6
 for i = 1, ne do
   local n, k, wm = tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2]), tonumber(ARGV[p + 4])
   if n == nil or k == nil or wm == nil or n < 0 or k < 0 or k > #KEYS or
@@ -108,8 +112,11 @@ for i = 1, ne do
         cache = 0
       end
     end
-    local acked = redis.call('XACK', KEYS[1], group, en.id)
-    redis.call('HDEL', KEYS[3], en.id)
+    local acked = 0
+    if ack then
+      acked = redis.call('XACK', KEYS[1], group, en.id)
+      redis.call('HDEL', KEYS[3], en.id)
+    end
     out[i] = {1, acked, cache, ids}
   end
 end

@@ -170,6 +170,9 @@ run_env() {
     export ANOMALYD_STREAMS_INPUT="${P}$1:in" ANOMALYD_STREAMS_OUTPUT="${P}$1:out" \
            ANOMALYD_STREAMS_DEAD_LETTER="${P}$1:dead" ANOMALYD_STREAMS_PARAMS_PREFIX="${P}$1:params:" \
            ANOMALYD_STREAMS_BLOCK_MS=100 ANOMALYD_STREAMS_READ_COUNT="${2:-$RC}"
+    # The metrics endpoint on, on a free port: another run on this host
+    # may hold the default one.
+    export ANOMALYD_HTTP_LISTEN=127.0.0.1:0
     # The one-entry-per-transaction reference (identity run i1) also runs
     # without the in-process state cache: the plain parse-every-time path.
     if [ "$1" = i1 ]; then

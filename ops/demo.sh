@@ -3,7 +3,8 @@
 # needed, build, start the private Redis and PostgreSQL (ops/stack.sh),
 # create the schema, replay a bundled NAB sample as an HTM model runner
 # would (catch-up batches of 1440 rows, then live 1-row batches), run the
-# service until it has scored everything, and show what arrived.
+# service until it has scored everything, show what arrived, the alerts the
+# reference consumer raises, and write a chart and an HTML report.
 #
 #   ops/demo.sh [CSV]        default: numenta_art_daily_jumpsup (4032 rows)
 #
@@ -30,5 +31,13 @@ build/anomalyctl status
 echo "== the last 2 output messages (anomalyctl tail --count 2)"
 build/anomalyctl tail --count 2 | cut -c1-600
 echo
+echo "== alerts (anomalyctl alerts; --max-age 0 because the sample's rows are from 2014)"
+build/anomalyctl alerts --max-age 0 --exit-when-idle 1000 2>/dev/null
+plot="$PWD/build/demo-plot.svg"
+build/anomalyctl plot --metric "$name" --out "$plot" >/dev/null
+build/anomalyctl report --out "$PWD/build/report" >/dev/null
+echo "== plot: $plot"
+echo "== report: $PWD/build/report/index.html"
+echo
 echo "The stack is still up. Next: eval \"\$(ops/stack.sh env)\"; build/anomalyd"
-echo "and, in another shell, build/anomalyctl tail --follow"
+echo "and, in another shell, build/anomalyctl tail --follow or build/anomalyctl alerts"

@@ -4,11 +4,13 @@
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config
-      libhiredis-dev libjansson-dev zlib1g-dev libpq-dev libinih-dev
+      libhiredis-dev libjansson-dev zlib1g-dev libpq-dev libinih-dev libmicrohttpd-dev
       check libsubunit-dev
       redis-server redis-tools postgresql postgresql-client
       valgrind
-      clang libclang-rt-14-dev)   # ops/fuzz.sh (libFuzzer)
+      clang libclang-rt-14-dev   # ops/fuzz.sh (libFuzzer)
+      curl prometheus    # the metrics test scrapes with curl, checks with promtool
+      libxml2-utils chromium)   # tests: xmllint checks the SVG plots, chromium the HTML report
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -19,6 +19,11 @@ int64_t an_clock_now_ms(const an_clock *c)
     return c && c->now_ms ? c->now_ms(c->ud) : an_monotonic_ms();
 }
 
+int64_t an_clock_realtime_ms(const an_clock *c)
+{
+    return c && c->realtime_ms ? c->realtime_ms(c->ud) : an_realtime_ms();
+}
+
 void an_clock_sleep_ms(const an_clock *c, int ms)
 {
     if (ms <= 0)

@@ -3,6 +3,7 @@
  */
 #include "an_codec.h"
 #include "an_likelihood.h" /* an_fmt_double */
+#include "an_log.h"        /* an_escape */
 
 #include <errno.h>
 #include <inttypes.h>
@@ -39,29 +40,11 @@ static char *xstrndup(const char *s, size_t n)
     return p;
 }
 
-/* Quote a short piece of untrusted text for a reason string: printable ASCII
- * kept, the rest as \xNN, truncated to ~32 bytes. */
+/* Quote a short piece of untrusted text for a reason string: an_escape of
+ * its first 32 bytes. */
 static void quote_short(char *dst, size_t dstlen, const char *s, size_t n)
 {
-    size_t o = 0;
-    if (dstlen == 0)
-        return;
-    for (size_t i = 0; i < n && o + 5 < dstlen; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (i >= 32) {
-            if (o + 4 < dstlen) {
-                memcpy(dst + o, "...", 3);
-                o += 3;
-            }
-            break;
-        }
-        if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\') {
-            dst[o++] = (char)c;
-        } else {
-            o += (size_t)snprintf(dst + o, dstlen - o, "\\x%02x", c);
-        }
-    }
-    dst[o < dstlen ? o : dstlen - 1] = '\0';
+    an_escape(dst, dstlen, s, n, 32);
 }
 
 const an_field *an_field_find(const an_field *fields, size_t n, const char *name)
@@ -96,7 +79,8 @@ const char *an_encoding_name(an_encoding e)
 an_codec_limits an_codec_limits_default(void)
 {
     an_codec_limits l = {AN_CODEC_DEFAULT_MAX_ENTRY_BYTES,
-                         AN_CODEC_DEFAULT_MAX_INFLATED_BYTES};
+                         AN_CODEC_DEFAULT_MAX_INFLATED_BYTES, AN_CODEC_DEFAULT_MAX_RESULTS,
+                         AN_CODEC_DEFAULT_MAX_JSON_NODES};
     return l;
 }
 
@@ -268,9 +252,48 @@ int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
 
 /* ------------------------------------------------------------ JSON */
 
-int an_json_field_decode(const char *data, size_t len, an_encoding enc,
-                         size_t max_inflated, json_t **out, char *err,
-                         size_t errlen)
+/* The values and object keys of JSON text (each costs the parser one
+ * allocation or more), counted without building anything: '[', '{' and '"'
+ * each start one, and so does every run of scalar characters (digits,
+ * letters, '.', '+', '-') outside strings. Exact for valid JSON; invalid
+ * text gets some count and the parser rejects it anyway. Stops counting
+ * once past max. */
+static size_t count_nodes(const char *s, size_t n, size_t max)
+{
+    size_t count = 0;
+    bool in_str = false, in_scalar = false;
+    for (size_t i = 0; i < n && count <= max; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+            continue;
+        }
+        bool scalar = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                      (c >= 'A' && c <= 'Z') || c == '.' || c == '+' || c == '-';
+        if (scalar) {
+            count += !in_scalar;
+            in_scalar = true;
+            continue;
+        }
+        in_scalar = false;
+        if (c == '"') {
+            in_str = true;
+            count++;
+        } else if (c == '[' || c == '{') {
+            count++;
+        }
+    }
+    return count;
+}
+
+/* an_json_field_decode with a node cap (0 = none) checked on the text
+ * before the parser runs. */
+static int json_field_decode_capped(const char *data, size_t len, an_encoding enc,
+                                    size_t max_inflated, size_t max_nodes, json_t **out,
+                                    char *err, size_t errlen)
 {
     *out = NULL;
     char *inflated = NULL;
@@ -283,18 +306,33 @@ int an_json_field_decode(const char *data, size_t len, an_encoding enc,
             return rc;
         text = inflated;
     }
+    if (max_nodes && count_nodes(text, tlen, max_nodes) > max_nodes) {
+        free(inflated);
+        seterr(err, errlen, "more than %zu JSON nodes, over max_json_nodes (%zu)", max_nodes,
+               max_nodes);
+        return AN_ERANGE;
+    }
     json_error_t je;
     /* No JSON_ALLOW_NUL: "\u0000" inside strings is rejected. jansson
      * rejects NaN/Infinity tokens and overflowing reals/integers. */
     json_t *v = json_loadb(text, tlen, 0, &je);
     free(inflated);
     if (!v) {
+        char q[4 * JSON_ERROR_TEXT_LENGTH + 4];
+        an_escape(q, sizeof q, je.text, strlen(je.text), 0);
         seterr(err, errlen, "invalid JSON at line %d column %d: %s", je.line,
-               je.column, je.text);
+               je.column, q);
         return AN_EINVAL;
     }
     *out = v;
     return 0;
+}
+
+int an_json_field_decode(const char *data, size_t len, an_encoding enc,
+                         size_t max_inflated, json_t **out, char *err,
+                         size_t errlen)
+{
+    return json_field_decode_capped(data, len, enc, max_inflated, 0, out, err, errlen);
 }
 
 char *an_codec_fmt_double(char *buf, size_t len, double d)
@@ -479,6 +517,7 @@ static void free_result(an_result *r)
 {
     if (r->kind == AN_RES_INFERENCE) {
         free(r->u.inf.error);
+        free(r->u.inf.predictions_text);
         json_decref(r->u.inf.predictions);
     } else if (r->kind == AN_RES_COMMAND) {
         free(r->u.cmd.command_id);
@@ -486,6 +525,21 @@ static void free_result(an_result *r)
         free(r->u.cmd.error);
         json_decref(r->u.cmd.args);
     }
+}
+
+/* The heap bytes a decoded result holds (strings + NULs). */
+static size_t result_bytes(const an_result *r)
+{
+    size_t k = 0;
+    if (r->kind == AN_RES_INFERENCE) {
+        k += r->u.inf.error ? strlen(r->u.inf.error) + 1 : 0;
+        k += r->u.inf.predictions_text ? strlen(r->u.inf.predictions_text) + 1 : 0;
+    } else if (r->kind == AN_RES_COMMAND) {
+        k += r->u.cmd.command_id ? strlen(r->u.cmd.command_id) + 1 : 0;
+        k += r->u.cmd.method ? strlen(r->u.cmd.method) + 1 : 0;
+        k += r->u.cmd.error ? strlen(r->u.cmd.error) + 1 : 0;
+    }
+    return k;
 }
 
 void an_batch_free(an_batch *b)
@@ -566,12 +620,21 @@ static int decode_inference(const json_t *a, size_t i, const char *sig,
     if (get_int(a, 1, i, sig, "rowID", &r->rowid, reason, reasonlen) ||
         get_int(a, 2, i, sig, "status", &r->status, reason, reasonlen))
         return AN_EINVAL;
+    if (r->rowid < AN_ROWID_MIN || r->rowid > AN_ROWID_MAX)
+        RFAIL("batch[%zu]: %s rowID %" PRId64 " is outside %d..%d (metric_data rowids)", i,
+              sig, r->rowid, AN_ROWID_MIN, AN_ROWID_MAX);
     const json_t *score = json_array_get(a, 3);
     if (json_is_number(score)) {
         r->has_score = true;
         r->score = json_number_value(score);
-        if (!isfinite(r->score))
-            RFAIL("batch[%zu]: %s anomalyScore is not finite", i, sig);
+        /* A raw anomaly score is a fraction of active columns: anything else
+         * would poison the metric's likelihood statistics for good. The
+         * negation also catches NaN. */
+        if (!(r->score >= 0.0 && r->score <= 1.0)) {
+            char num[40];
+            RFAIL("batch[%zu]: %s rowID=%" PRId64 ": anomalyScore %s is outside [0, 1]", i,
+                  sig, r->rowid, an_codec_fmt_double(num, sizeof num, r->score));
+        }
     } else if (!json_is_null(score)) {
         RFAIL("batch[%zu]: %s anomalyScore must be a number or null, got %s",
               i, sig, jtype(score));
@@ -582,9 +645,13 @@ static int decode_inference(const json_t *a, size_t i, const char *sig,
         return rc;
     if (!legacy) {
         json_t *p = json_array_get(a, 5);
-        if (json_is_object(p))
-            r->predictions = json_incref(p);
-        else if (!json_is_null(p))
+        if (json_is_object(p)) {
+            r->predictions_text = an_json_dumps(p, NULL);
+            if (!r->predictions_text) {
+                seterr(reason, reasonlen, "out of memory");
+                return AN_ENOMEM;
+            }
+        } else if (!json_is_null(p))
             RFAIL("batch[%zu]: %s multiStepBestPredictions must be an object "
                   "or null, got %s",
                   i, sig, jtype(p));
@@ -603,7 +670,7 @@ static int decode_inference(const json_t *a, size_t i, const char *sig,
             RFAIL("batch[%zu]: %s rowID=%" PRId64 ": status %" PRId64
                   " needs an errorMessage string",
                   i, sig, r->rowid, r->status);
-        if (r->has_score || r->predictions)
+        if (r->has_score || r->predictions_text)
             RFAIL("batch[%zu]: %s rowID=%" PRId64 ": status %" PRId64
                   " with an anomalyScore or predictions",
                   i, sig, r->rowid, r->status);
@@ -644,20 +711,22 @@ static int decode_command(const json_t *a, size_t i, an_command_result *r,
                              reasonlen, &enomem);
     if (rc)
         return rc;
+    char q[160];
+    quote_short(q, sizeof q, r->command_id, strlen(r->command_id));
     if (r->status == 0) {
         if (r->error)
-            RFAIL("batch[%zu]: mcR commandID=%.64s: status 0 with an "
+            RFAIL("batch[%zu]: mcR commandID=%s: status 0 with an "
                   "errorMessage",
-                  i, r->command_id);
+                  i, q);
     } else {
         if (!r->error)
-            RFAIL("batch[%zu]: mcR commandID=%.64s: status %" PRId64
+            RFAIL("batch[%zu]: mcR commandID=%s: status %" PRId64
                   " needs an errorMessage string",
-                  i, r->command_id, r->status);
+                  i, q, r->status);
         if (r->args)
-            RFAIL("batch[%zu]: mcR commandID=%.64s: status %" PRId64
+            RFAIL("batch[%zu]: mcR commandID=%s: status %" PRId64
                   " with args",
-                  i, r->command_id, r->status);
+                  i, q, r->status);
     }
     return 0;
 }
@@ -696,8 +765,10 @@ int an_batch_decode_parts(const char *model, size_t model_len,
 
     char sub[256];
     json_t *root = NULL;
-    rc = an_json_field_decode(batch, batch_len, enc, lim.max_inflated_bytes,
-                              &root, sub, sizeof sub);
+    size_t max_results = lim.max_results ? lim.max_results : AN_CODEC_DEFAULT_MAX_RESULTS;
+    size_t max_nodes = lim.max_json_nodes ? lim.max_json_nodes : AN_CODEC_DEFAULT_MAX_JSON_NODES;
+    rc = json_field_decode_capped(batch, batch_len, enc, lim.max_inflated_bytes, max_nodes,
+                                  &root, sub, sizeof sub);
     if (rc) {
         seterr(reason, reasonlen, "batch: %s", sub);
         return rc;
@@ -713,6 +784,12 @@ int an_batch_decode_parts(const char *model, size_t model_len,
         json_decref(root);
         RFAIL("batch: empty array");
     }
+    if (n > max_results) {
+        json_decref(root);
+        seterr(reason, reasonlen, "batch: %zu results, over max_results (%zu)", n,
+               max_results);
+        return AN_ERANGE;
+    }
     an_batch *b = calloc(1, sizeof *b);
     if (b)
         b->results = calloc(n, sizeof *b->results);
@@ -725,6 +802,7 @@ int an_batch_decode_parts(const char *model, size_t model_len,
     memcpy(b->model, model, model_len);
     b->model[model_len] = '\0';
     b->encoding = enc;
+    b->decoded_bytes = sizeof *b + n * sizeof *b->results;
 
     for (size_t i = 0; i < n; i++) {
         const json_t *a = json_array_get(root, i);
@@ -769,6 +847,7 @@ int an_batch_decode_parts(const char *model, size_t model_len,
         }
         if (rc)
             break;
+        b->decoded_bytes += result_bytes(r);
     }
     json_decref(root);
     if (rc) {
@@ -884,10 +963,12 @@ int an_batch_encode(const an_result *results, size_t n, an_encoding enc,
                 aapp(a, json_null(), &fail);
             }
             aapp(a, str_or_null(x->error), &fail);
-            if (!x->legacy)
-                aapp(a, x->predictions ? json_incref(x->predictions)
-                                       : json_null(),
-                     &fail);
+            if (!x->legacy) {
+                json_t *p = x->predictions ? json_incref(x->predictions)
+                            : x->predictions_text ? json_loads(x->predictions_text, 0, NULL)
+                                                  : json_null();
+                aapp(a, p, &fail);
+            }
         } else if (r->kind == AN_RES_COMMAND) {
             const an_command_result *c = &r->u.cmd;
             if (!c->command_id || !c->method) {
@@ -1076,6 +1157,87 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
     return msg;
 }
 
+/* One row's predictions into b: a canonical text verbatim, else parsed and
+ * re-dumped (an object or null, as an_msg_inference accepts). */
+static int sb_predictions(sbuf *b, const an_out_row *r, size_t i, char *err, size_t errlen)
+{
+    if (r->predictions) {
+        if (!json_is_object(r->predictions) && !json_is_null(r->predictions)) {
+            seterr(err, errlen, "results[%zu]: predictions must be an object or null", i);
+            return AN_EINVAL;
+        }
+        sb_json(b, r->predictions, 3);
+        return 0;
+    }
+    if (!r->predictions_json || strcmp(r->predictions_json, "null") == 0) {
+        sb_puts(b, "null");
+        return 0;
+    }
+    if (r->predictions_canonical) {
+        sb_puts(b, r->predictions_json);
+        return 0;
+    }
+    char what[64];
+    json_t *p;
+    snprintf(what, sizeof what, "results[%zu].multiStepBestPredictions", i);
+    if (parse_object(r->predictions_json, what, &p, err, errlen))
+        return AN_EINVAL;
+    sb_json(b, p, 3);   /* its depth in the message, as the tree dumps it */
+    json_decref(p);
+    return 0;
+}
+
+char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
+                            size_t *len, char *err, size_t errlen)
+{
+    /* the metric part (small) through the tree builder, then the rows */
+    json_t *head = an_msg_inference(m, NULL, 0, err, errlen);
+    if (!head)
+        return NULL;
+    sbuf b = {0};
+    sb_put(&b, "{\"metric\":", 10);
+    sb_json(&b, json_object_get(head, "metric"), 1);
+    json_decref(head);
+    sb_puts(&b, ",\"results\":[");
+    for (size_t i = 0; i < n && !b.fail; i++) {
+        const an_out_row *r = &rows[i];
+        char num[40];
+        if (!isfinite(r->ts) || !isfinite(r->value) || !isfinite(r->raw) ||
+            !isfinite(r->anomaly)) {
+            free(b.p);
+            seterr(err, errlen, "results[%zu] (rowid %" PRId64 "): non-finite number", i,
+                   r->rowid);
+            return NULL;
+        }
+        if (i)
+            sb_put(&b, ",", 1);
+        snprintf(num, sizeof num, "{\"rowid\":%" PRId64 ",\"ts\":", r->rowid);
+        sb_puts(&b, num);
+        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->ts));
+        sb_puts(&b, ",\"value\":");
+        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->value));
+        sb_puts(&b, ",\"rawAnomaly\":");
+        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->raw));
+        sb_puts(&b, ",\"anomaly\":");
+        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->anomaly));
+        sb_puts(&b, ",\"multiStepBestPredictions\":");
+        if (sb_predictions(&b, r, i, err, errlen)) {
+            free(b.p);
+            return NULL;
+        }
+        sb_put(&b, "}", 1);
+    }
+    sb_put(&b, "]}", 2);
+    if (b.fail) {
+        free(b.p);
+        seterr(err, errlen, "out of memory or non-finite number");
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.p;
+}
+
 json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen)
 {
     if (!c || !c->method || !c->model_id || !c->command_id) {
@@ -1147,6 +1309,14 @@ int an_body_encode(const json_t *msg, an_encoding enc, char **body,
                             "non-finite number)");
         return AN_EINVAL;
     }
+    return an_body_encode_text(text, tlen, enc, body, len, err, errlen);
+}
+
+int an_body_encode_text(char *text, size_t tlen, an_encoding enc, char **body, size_t *len,
+                        char *err, size_t errlen)
+{
+    *body = NULL;
+    *len = 0;
     if (enc == AN_ENC_JSON) {
         *body = text;
         *len = tlen;

@@ -21,6 +21,8 @@
 
 #include <ini.h>
 
+#include "an_http.h" /* an_http_parse_listen */
+
 extern char **environ;
 
 _Static_assert(sizeof(an_variant) == sizeof(int), "enum stored as int");
@@ -138,29 +140,66 @@ static const keydef keys[] = {
      "How long a batch waits for its predecessor (same model, earlier rows) to be applied "
      "before it is scored anyway, with the gap logged. At least claim_idle_ms, so a dead "
      "consumer's batch can be taken over first."},
+    /* A consumer keeps the entries it defers (deep copies). Live operation
+     * defers a handful; a multi-consumer catch-up of a large backlog can
+     * defer thousands; only a flood for one model reaches these. */
+    {"streams", "defer_max_entries", K_INT, "10000", NULL, DEF_TEXT, 1, 10000000, NULL,
+     OFF(streams.defer_max_entries),
+     "Most entries one consumer keeps waiting for their predecessors; past it an entry "
+     "stays pending, uncopied, and is read again after claim_idle_ms."},
+    {"streams", "defer_max_bytes", K_BYTES, "256MiB", NULL, DEF_TEXT, 1024, MiB(65536), NULL,
+     OFF(streams.defer_max_bytes),
+     "Most bytes of field names and values of the entries one consumer keeps waiting; past "
+     "it an entry stays pending, uncopied, and is read again after claim_idle_ms."},
     {"streams", "max_deliveries", K_INT, "5", NULL, DEF_TEXT, 1, 1000, NULL,
      OFF(streams.max_deliveries),
      "An entry whose processing was attempted more than this many times without completing "
      "(e.g. consumers crashing on it) goes to the dead-letter stream. Counted in the hash "
      "<input>:attempts; re-reads, takeovers and waiting are not attempts."},
     {"streams", "output_maxlen", K_INT64, "1000000", NULL, DEF_TEXT, 0, 1000000000000LL, NULL,
-     OFF(streams.output_maxlen), "XADD MAXLEN ~ of the output stream; 0 = no trimming."},
+     OFF(streams.output_maxlen),
+     "XADD MAXLEN ~ of the output stream; 0 = no trimming. At least max_results (one "
+     "entry's messages)."},
     {"streams", "output_encoding", K_ENUM, "zlib", NULL, DEF_TEXT, 0, 0, encoding_names,
      OFF(streams.output_encoding),
      "Body encoding of output entries: zlib (htmengine wire compatible) or json."},
-    /* 4 MiB: a result is ~60-100 bytes of JSON, so ~50k results per entry,
-     * far above real batches; and one XREADGROUP reply can hold read_count
-     * such entries (64 x 4 MiB = 256 MiB worst case), which bounds memory.
-     * Redis itself would allow 512 MB. */
+    /* 4 MiB: a result is ~60-300 bytes of JSON, so ~15k-70k results per
+     * entry, far above real batches (at most 1440 results). Checked on the
+     * entry as read: hiredis 0.14 reads a whole XREADGROUP reply before we
+     * see it, so one read holds up to read_count entries of Redis's own
+     * maximum size, copied once (docs/operations.md). Redis itself would
+     * allow 512 MB. */
     {"streams", "max_entry_bytes", K_BYTES, "4MiB", NULL, DEF_TEXT, 1024, MiB(512), NULL,
      OFF(streams.max_entry_bytes),
      "Largest input entry accepted (sum of field names and values); larger ones are "
-     "dead-lettered."},
+     "dead-lettered before decoding."},
     /* 32 MiB: JSON batches compress 5-10x, so this covers a max-size zlib
-     * entry while stopping zlib bombs. */
+     * entry while stopping zlib bombs. It bounds the inflated text only
+     * (max_inflated_bytes + 1 bytes, one buffer per entry being decoded);
+     * the parsed tree is bounded by max_json_nodes. Measured worst cases at
+     * the defaults are in docs/operations.md (ops/codec-memory.sh). */
     {"streams", "max_inflated_bytes", K_BYTES, "32MiB", NULL, DEF_TEXT, 1024, MiB(4096), NULL,
      OFF(streams.max_inflated_bytes),
-     "Largest inflated size of a zlib batch (zlib-bomb guard)."},
+     "Largest inflated size of a zlib batch (zlib-bomb guard); larger ones are dead-lettered."},
+    /* 20000: htmengine sends at most 1440 results per batch. */
+    {"streams", "max_results", K_INT, "20000", NULL, DEF_TEXT, 1, 10000000, NULL,
+     OFF(streams.max_results),
+     "Most results (array elements) in one input entry; more are dead-lettered."},
+    /* 250000: a real result is 10-30 nodes (7 + its predictions), so 1440
+     * of them are under 45k. The parser's tree costs up to ~250 bytes per
+     * node ("{}"), so this bounds it (docs/operations.md). */
+    {"streams", "max_json_nodes", K_INT, "250000", NULL, DEF_TEXT, 16, 100000000, NULL,
+     OFF(streams.max_json_nodes),
+     "Most JSON values and object keys in one batch, counted on the text before it is "
+     "parsed; more are dead-lettered."},
+    /* 64 MiB: a group is decoded before its transaction (and the next one
+     * while it commits); real groups of AN_SERVICE_GROUP_MAX_ROWS rows hold
+     * a few MiB. One entry alone always forms a group, whatever its size
+     * (its own limits bound it). */
+    {"streams", "max_group_decoded_bytes", K_BYTES, "64MiB", NULL, DEF_TEXT, 1024, MiB(4096),
+     NULL, OFF(streams.max_group_decoded_bytes),
+     "Decoded bytes of the entries one commit group holds; the group ends before an entry "
+     "that would pass it."},
 
     /* ---- [anomaly_likelihood] ---- */
     {"anomaly_likelihood", "variant", K_ENUM, "htmengine", NULL, DEF_TEXT, 0, 0, variant_names,
@@ -187,6 +226,47 @@ static const keydef keys[] = {
     /* ---- [log] ---- */
     {"log", "level", K_ENUM, "info", NULL, DEF_TEXT, 0, 0, level_names, OFF(log.level),
      "Lowest level logged: debug, info, warning or error."},
+
+    /* ---- [http] ---- */
+    {"http", "listen", K_STR, "127.0.0.1:9464", NULL, DEF_TEXT, 1, 0, NULL, OFF(http.listen),
+     "Address of the /metrics, /livez and /readyz endpoint: host:port or [ipv6]:port "
+     "(port 0: any free port, logged); empty = no endpoint."},
+    {"http", "live_max_age_ms", K_DUR, "120000", NULL, DEF_TEXT, 1000, 86400000, NULL,
+     OFF(http.live_max_age_ms),
+     "/livez answers 503 once the main loop has not shown a sign of life for this long. "
+     "Above the longest blocking call ([postgres] statement_timeout_ms)."},
+    /* ---- [alerts] (anomalyctl alerts, docs/alerts.md) ---- */
+    {"alerts", "group", K_STR, "notify", NULL, DEF_TEXT, 0, 0, NULL, OFF(alerts.group),
+     "Consumer group of anomalyctl alerts on the output stream (--group)."},
+    {"alerts", "stream", K_STR, "htm:alerts", NULL, DEF_TEXT, 0, 0, NULL, OFF(alerts.stream),
+     "Alerts stream (--stream); its dedupe and throttle state lives in <stream>:last, "
+     "<stream>:fired, <stream>:fired:order, overrides in <stream>:thresholds."},
+    {"alerts", "stream_maxlen", K_INT64, "100000", NULL, DEF_TEXT, 1, 1000000000000LL, NULL,
+     OFF(alerts.stream_maxlen), "XADD MAXLEN of the alerts stream (exact: alerts are few)."},
+    {"alerts", "fired_max", K_INT, "100000", NULL, DEF_TEXT, 1, 100000000, NULL,
+     OFF(alerts.fired_max),
+     "Dedupe records kept (one per alert, oldest row time dropped first, ~100 bytes each)."},
+    {"alerts", "metrics_max", K_INT, "100000", NULL, DEF_TEXT, 1, 100000000, NULL,
+     OFF(alerts.metrics_max),
+     "Metrics whose last alert time (the throttle state) is kept; the least recently "
+     "alerted are dropped first."},
+    {"alerts", "exec_retries", K_INT, "3", NULL, DEF_TEXT, 0, 100, NULL,
+     OFF(alerts.exec_retries), "--exec: retries after a failed run, then logged and skipped."},
+    {"alerts", "exec_backoff_ms", K_DUR, "1000", NULL, DEF_TEXT, 0, 600000, NULL,
+     OFF(alerts.exec_backoff_ms), "--exec: delay before the first retry, doubled after each."},
+    {"alerts", "exec_timeout_ms", K_DUR, "30000", NULL, DEF_TEXT, 0, 3600000, NULL,
+     OFF(alerts.exec_timeout_ms), "--exec: a run taking longer is killed and failed; 0 = none."},
+
+    /* ---- [plot] (anomalyctl plot and report) ---- */
+    {"plot", "max_points", K_INT, "10000", NULL, DEF_TEXT, 2, 10000000, NULL,
+     OFF(plot.max_points),
+     "anomalyctl plot: a range with more rows is downsampled to this many path points "
+     "(--max-points)."},
+    {"plot", "report_metrics", K_INT, "200", NULL, DEF_TEXT, 1, 100000, NULL,
+     OFF(plot.report_metrics),
+     "anomalyctl report: metrics on the page (highest latest anomaly first)."},
+    {"plot", "report_points", K_INT, "1000", NULL, DEF_TEXT, 2, 1000000, NULL,
+     OFF(plot.report_points), "anomalyctl report: path points per metric plot."},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -760,11 +840,26 @@ static int cross_checks(const an_config *cfg, char *err, size_t errlen)
                c->streams.defer_max_ms, c->streams.claim_idle_ms);
         return AN_ECONFIG;
     }
+    if (c->streams.output_maxlen > 0 && c->streams.output_maxlen < c->streams.max_results) {
+        seterr(err, errlen,
+               "[streams] output_maxlen (%" PRId64 ") must be at least max_results (%d): one "
+               "entry's messages would be trimmed from the output stream as it publishes them",
+               c->streams.output_maxlen, c->streams.max_results);
+        return AN_ECONFIG;
+    }
     if (c->postgres.retry_initial_ms > c->postgres.retry_max_delay_ms) {
         seterr(err, errlen,
                "[postgres] retry_initial_ms (%d) must not exceed retry_max_delay_ms (%d)",
                c->postgres.retry_initial_ms, c->postgres.retry_max_delay_ms);
         return AN_ECONFIG;
+    }
+    if (c->http.listen && c->http.listen[0]) {
+        an_listen_addr a;
+        char why[320];
+        if (an_http_parse_listen(c->http.listen, &a, why, sizeof why)) {
+            seterr(err, errlen, "[http] listen: %s", why);
+            return AN_ECONFIG;
+        }
     }
     return 0;
 }
@@ -1007,5 +1102,16 @@ an_codec_limits an_config_codec_limits(const an_config *cfg)
     an_codec_limits l;
     l.max_entry_bytes = cfg->streams.max_entry_bytes;
     l.max_inflated_bytes = cfg->streams.max_inflated_bytes;
+    l.max_results = (size_t)cfg->streams.max_results;
+    l.max_json_nodes = (size_t)cfg->streams.max_json_nodes;
     return l;
+}
+
+int an_config_parse_duration(const char *text, int64_t *ms)
+{
+    long long v;
+    if (!text || !parse_duration(text, &v))
+        return AN_EINVAL;
+    *ms = (int64_t)v;
+    return 0;
 }

@@ -12,5 +12,8 @@ int ctl_replay(int argc, char **argv);     /* the reference producer */
 int ctl_tail(int argc, char **argv);       /* decoded output entries */
 int ctl_status(int argc, char **argv);     /* group lag, pending, dead letters */
 int ctl_consumers(int argc, char **argv);  /* consumers list|prune */
+int ctl_alerts(int argc, char **argv);     /* the reference notification consumer */
+int ctl_plot(int argc, char **argv);       /* one metric as an SVG chart */
+int ctl_report(int argc, char **argv);     /* an HTML page of every metric */
 
 #endif

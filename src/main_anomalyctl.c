@@ -19,6 +19,12 @@ static const struct {
     {"status", ctl_status, "status [--json] [--config FILE]"},
     {"consumers", ctl_consumers,
      "consumers list|prune --idle MS [--to NAME] [--dry-run] [--config FILE]"},
+    {"alerts", ctl_alerts,
+     "alerts [--group notify] [--threshold 0.99999] [--min-rowid 1000] [--max-age 1h] "
+     "[--throttle 1h] [--stream htm:alerts] [--exec CMD] [--exit-when-idle MS] [--config FILE]"},
+    {"plot", ctl_plot,
+     "plot --metric NAME|UID [--from T] [--to T] [--max-points N] --out FILE.svg [--config FILE]"},
+    {"report", ctl_report, "report --out DIR [--config FILE]"},
 };
 
 static void usage(FILE *out)

@@ -7,6 +7,11 @@
  *
  * SIGTERM/SIGINT: finish the entry in hand, then exit 0. A second signal
  * exits at once (what was in hand stays pending and is redelivered).
+ *
+ * [http] listen (unless empty) serves /metrics, /livez and /readyz; an
+ * address that does not bind is a configuration error (exit 2). With
+ * $NOTIFY_SOCKET set (systemd Type=notify) the service speaks the notify
+ * protocol (an_notify.h).
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,7 +21,10 @@
 #include <unistd.h>
 
 #include "an_config.h"
+#include "an_http.h"
 #include "an_log.h"
+#include "an_metrics.h"
+#include "an_notify.h"
 #include "an_service.h"
 #include "an_version.h"
 
@@ -41,6 +49,37 @@ static void usage(FILE *out)
             "                [--print-config] [--check-config] [--version]\n"
             "Reads ANOMALYD_REDIS_URL and ANOMALYD_PG_DSN unless the config says otherwise;\n"
             "every key can be overridden with ANOMALYD_<SECTION>_<KEY>.\n");
+}
+
+/* The systemd notifier ($NOTIFY_SOCKET), the metrics registry (always
+ * kept: it is also where the state of STATUS= lines lives) and its
+ * endpoint (only with [http] listen). Returns 0, or the exit code after
+ * printing why: 2 for an [http] listen that does not bind, 1 otherwise.
+ * The caller frees whatever was set, on success or not. */
+static int start_reporting(const an_config *cfg, an_metrics **metrics, an_http **http,
+                           an_notify **notify)
+{
+    char err[512];
+    if (an_notify_from_env(NULL, notify, err, sizeof err)) {
+        fprintf(stderr, "anomalyd: systemd notify: %s\n", err);
+        return 1;
+    }
+    *metrics = an_metrics_new(NULL);
+    if (!*metrics) {
+        fprintf(stderr, "anomalyd: out of memory\n");
+        return 1;
+    }
+    if (!cfg->http.listen[0])
+        return 0;
+    an_http_opts ho = {.listen = cfg->http.listen, .metrics = *metrics,
+                       .live_max_age_ms = cfg->http.live_max_age_ms};
+    int rc = an_http_start(&ho, http, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "anomalyd: %s[http] listen %s\n",
+                rc == AN_ECONFIG ? "configuration error: " : "", err);
+        return rc == AN_ECONFIG ? 2 : 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -111,20 +150,36 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    an_service_opts opts = {.exit_when_idle_ms = idle_ms, .stop = &g_stop};
+    /* What the service reports to (an_service_opts borrows them). */
+    an_metrics *metrics = NULL;
+    an_http *http = NULL;
+    an_notify *notify = NULL;
     an_service *svc = NULL;
+    int code = start_reporting(&cfg, &metrics, &http, &notify);
+    if (code)
+        goto out;
+    code = 1;
+    an_service_opts opts = {.exit_when_idle_ms = idle_ms, .stop = &g_stop,
+                            .metrics = metrics, .notify = notify};
     if (an_service_new(&cfg, &opts, &svc, err, sizeof err)) {
         fprintf(stderr, "anomalyd: %s\n", err);
-        an_config_free(&cfg);
-        return 1;
+        goto out;
     }
     an_info("{TAG:ANOM.START} anomalyd %s starting", an_version());
+    if (http)
+        an_info("http: /metrics, /livez, /readyz on port %d ([http] listen %s)",
+                an_http_port(http), cfg.http.listen);
     int rc = an_service_run(svc);
     if (rc == 0)
         an_info("{TAG:ANOM.STOP.OK}");
     else
         an_error("{TAG:ANOM.STOP.ABORT} code %d", rc);
+    code = rc == 0 ? 0 : 1;
+out:
     an_service_free(svc);
+    an_http_stop(http);   /* before the metrics it reads */
+    an_metrics_free(metrics);
+    an_notify_free(notify);
     an_config_free(&cfg);
-    return rc == 0 ? 0 : 1;
+    return code;
 }

@@ -1569,7 +1569,8 @@ int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
     for (size_t i = 0; okb && i < nranges; i++)
         okb = (i == 0 || (sb_addc(a_f, ',') && sb_addc(a_l, ',') && sb_addc(a_p, ','))) &&
               sb_add_int(a_f, ranges[i].first) && sb_add_int(a_l, ranges[i].last) &&
-              sb_add_int(a_p, ranges[i].first - 1);
+              /* the predecessor row; INT64_MIN has none (and no row) */
+              sb_add_int(a_p, ranges[i].first > INT64_MIN ? ranges[i].first - 1 : INT64_MIN);
     okb = okb && sb_addc(a_f, '}') && sb_addc(a_l, '}') && sb_addc(a_p, '}');
     if (!okb)
         return fail(r, AN_ENOMEM, "group_read: out of memory");

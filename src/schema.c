@@ -117,6 +117,23 @@ static const migration migrations[] = {
       * and pruned by age; deleting a metric deletes its rows explicitly. */
      "ALTER TABLE scored_entry DROP CONSTRAINT scored_entry_uid_fkey;\n"
      "DROP INDEX scored_entry_uid_idx;\n"},
+    {6, "watermark repair",
+     /* Before this version a rejected batch moved the watermark to its last
+      * rowid even when that row did not exist (a batch for row 2000000000
+      * put scored_rowid there, and every later batch of the metric was
+      * acked as already scored). Lower every watermark above the metric's
+      * highest processed row to that row (0 when none is): the rows after
+      * it are scored by their batches again, or after defer_max_ms by
+      * their successors. A watermark a rejection legitimately moved over
+      * unprocessed rows (a failed result put the model in ERROR) is
+      * lowered too, which changes nothing while the model stays in ERROR.
+      * Uses metric_data_processed_idx (one index probe per metric). */
+     "UPDATE metric AS m SET scored_rowid = p.top\n"
+     "FROM (SELECT uid, COALESCE((SELECT max(d.rowid) FROM metric_data d\n"
+     "                            WHERE d.uid = x.uid AND d.raw_anomaly_score IS NOT NULL),\n"
+     "                           0) AS top\n"
+     "      FROM metric x) AS p\n"
+     "WHERE p.uid = m.uid AND m.scored_rowid > p.top;\n"},
 };
 
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
@@ -223,5 +240,23 @@ int an_schema_migrate(an_repo *r, an_schema_applied_fn on_applied, void *ud, int
     }
     if (current)
         *current = version;
+    return 0;
+}
+
+int an_schema_version(an_repo *r, int *version)
+{
+    *version = 0;
+    if (an_repo_in_transaction(r))
+        return an_repo__fail(r, AN_ESTATE, "schema version: a transaction is open");
+    PGresult *res;
+    int rc = an_repo__exec_params(r, "schema version",
+                                  "SELECT coalesce(max(version), 0) FROM schema_migrations", 0,
+                                  NULL, &res);
+    if (rc == AN_EDB && !strcmp(an_repo_sqlstate(r), "42P01"))
+        return 0;   /* undefined_table: no schema at all */
+    if (rc)
+        return rc;
+    *version = atoi(PQgetvalue(res, 0, 0));
+    PQclear(res);
     return 0;
 }

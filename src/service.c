@@ -58,6 +58,7 @@ typedef struct deferred {
     int64_t next_ms;     /* next retry */
     int64_t touched_ms;  /* last XCLAIM that reset its idle time */
     int delay_ms;
+    size_t bytes;        /* entry_bytes of e (s->def_bytes) */
 } deferred;
 
 /* scored_entry rows (redelivery detection) are kept 7 days, pruned hourly:
@@ -84,27 +85,29 @@ static bool stopping(const an_service *s)
     return s->opts.stop && *s->opts.stop;
 }
 
-/* Sleeps ms, waking early (in 50 ms steps) when a stop is requested. */
-static void nap(const an_service *s, int ms)
+/* Sleeps ms, waking early (in 50 ms steps) when a stop is requested; each
+ * step is a heartbeat (/livez, the systemd watchdog). */
+static void nap(an_service *s, int ms)
 {
     while (ms > 0 && !stopping(s)) {
         int step = ms < 50 ? ms : 50;
         struct timespec ts = {0, (long)step * 1000000L};
         nanosleep(&ts, NULL);
         ms -= step;
+        svc_heartbeat(s);   /* a back-off is the loop alive, not hung */
     }
 }
 
-int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
-                json_t *msg)
+int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
+                     char *text, size_t len)
 {
     int rc = 0;
     if (it->nouts == it->capouts) {
         size_t cap = it->capouts ? 2 * it->capouts : 2;
         out_item *o = realloc(it->outs, cap * sizeof *o);
         if (!o) {
-            rc = AN_ENOMEM;
-            goto out;
+            free(text);
+            return AN_ENOMEM;
         }
         it->outs = o;
         it->capouts = cap;
@@ -114,16 +117,27 @@ int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows
     o->data_type = data_type;
     snprintf(o->rows, sizeof o->rows, "%s", rows ? rows : "");
     char err[256];
-    rc = an_body_encode(msg, s->cfg->streams.output_encoding, &o->body, &o->body_len, err,
-                        sizeof err);
+    rc = an_body_encode_text(text, len, s->cfg->streams.output_encoding, &o->body,
+                             &o->body_len, err, sizeof err);
     if (rc) {
         an_error("cannot encode output message: %s", err);
-        goto out;
+        return rc;
     }
     it->nouts++;
-out:
+    return 0;
+}
+
+int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
+                json_t *msg)
+{
+    size_t len = 0;
+    char *text = an_json_dumps(msg, &len);
     json_decref(msg);
-    return rc;
+    if (!text) {
+        an_error("cannot encode output message: out of memory or non-finite number");
+        return AN_EINVAL;
+    }
+    return svc_add_out_text(s, it, data_type, rows, text, len);
 }
 
 static void item_clear(item *it)
@@ -155,9 +169,39 @@ static int ensure_group(an_service *s)
     return 0;
 }
 
-/* Connects both servers, retrying with backoff until they answer or a stop
- * is requested. Returns 0, AN_ECONFIG/AN_EREDIS/AN_EDB for errors that
- * waiting does not fix, or AN_ETRANSIENT when stopped while waiting. */
+/* How often "schema missing" is repeated while waiting for it. */
+#define SCHEMA_WARN_EVERY_MS 60000
+
+/* The database schema this build needs is there. Returns 0; 1 when it is
+ * missing or older (logged; waiting for `anomalyctl db init` is the cure,
+ * so the caller retries); AN_ETRANSIENT; AN_EDB when the check itself
+ * fails for good (e.g. no permission to read schema_migrations). */
+static int check_schema(an_service *s)
+{
+    int version = 0;
+    int rc = an_schema_version(s->repo, &version);
+    if (rc == AN_ETRANSIENT)
+        return rc;
+    if (rc) {
+        an_error("postgres: cannot check the schema: %s", an_repo_errstr(s->repo));
+        return AN_EDB;
+    }
+    bool ok = version >= an_schema_latest();
+    an_metrics_set_schema(s->opts.metrics, ok);
+    if (ok)
+        return 0;
+    if (!s->schema_warned_ms || now_ms() - s->schema_warned_ms >= SCHEMA_WARN_EVERY_MS) {
+        s->schema_warned_ms = now_ms();
+        an_warn("database schema version %d, this build needs %d: waiting for "
+                "`anomalyctl db init` (not ready meanwhile)", version, an_schema_latest());
+    }
+    return 1;
+}
+
+/* Connects both servers, retrying with backoff until they answer (and the
+ * schema is present) or a stop is requested. Returns 0,
+ * AN_ECONFIG/AN_EREDIS/AN_EDB for errors that waiting does not fix, or
+ * AN_ETRANSIENT when stopped while waiting. */
 static int connect_all(an_service *s)
 {
     int delay = RETRY_MIN_MS;
@@ -171,6 +215,7 @@ static int connect_all(an_service *s)
             char err[256];
             rc = an_redis_connect(s->cfg->redis.url, &ro, &s->redis, err,
                                   sizeof err);
+            svc_note_up(s, AN_SERVER_REDIS, rc == 0);
             if (rc == AN_ECONFIG || rc == AN_EREDIS) {
                 an_error("redis: %s", err);
                 return rc;
@@ -182,6 +227,7 @@ static int connect_all(an_service *s)
             rc = ensure_group(s);
         if (!rc) {
             rc = an_repo_connect(s->repo);
+            svc_note_up(s, AN_SERVER_POSTGRES, rc == 0);
             if (rc == AN_EDB) {
                 an_error("postgres: %s", an_repo_errstr(s->repo));
                 return rc;
@@ -191,10 +237,16 @@ static int connect_all(an_service *s)
                         an_repo_errstr(s->repo));
         }
         if (!rc)
+            rc = check_schema(s);
+        if (!rc)
             return 0;
+        if (rc < 0 && rc != AN_ETRANSIENT)
+            return rc;
         if (stopping(s))
             return AN_ETRANSIENT;
-        s->st.transient_errors++;
+        if (rc == AN_ETRANSIENT)
+            svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+        svc_note_retry(s);
         nap(s, delay);
         delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
     }
@@ -202,7 +254,8 @@ static int connect_all(an_service *s)
 
 /* ------------------------------------------------------------ dead letters */
 
-static int dead_letter(an_service *s, const an_entry *e, const char *reason)
+static int dead_letter(an_service *s, const an_entry *e, const char *reason,
+                       const char *reason_class)
 {
     an_dead_letter_req req = {
         .input = s->cfg->streams.input,
@@ -226,8 +279,7 @@ static int dead_letter(an_service *s, const an_entry *e, const char *reason)
     }
     if (rc)
         return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
-    s->st.dead_letters++;
-    s->st.entries++;
+    svc_note_dead_letter(s, reason_class);
     an_error("dead-lettered entry %s as %s in %s: %s", e->id, id, s->cfg->streams.dead_letter,
              reason);
     return 0;
@@ -235,10 +287,52 @@ static int dead_letter(an_service *s, const an_entry *e, const char *reason)
 
 /* ------------------------------------------------------------ commands */
 
+/* The metric as the command results of one entry see it: read once, at
+ * the first result that needs it, then changed in memory as those results
+ * change it in the database. An entry's results all name its one model, so
+ * a flood of them costs O(1) reads and at most two status writes, not
+ * round trips per result. */
+typedef struct cmd_metric {
+    int state;        /* 0 not read yet, 1 found (m), 2 not found */
+    bool shared;      /* read under FOR SHARE (§1.3 step 2) */
+    an_metric m;
+} cmd_metric;
+
+/* Reads the metric into cm unless it was read (with the lock when `share`).
+ * 0 or an error to retry the entry with. */
+static int cmd_metric_load(an_service *s, const char *uid, cmd_metric *cm, bool share)
+{
+    if (cm->state && (cm->shared || !share))
+        return 0;
+    an_metric_clear(&cm->m);
+    int rc = 0;
+    if (share) {
+        /* FOR SHARE in a short transaction: waits for an in-flight
+         * transaction of the adapter that created the metric (spec §8.3). */
+        rc = an_repo_begin(s->repo);
+        if (!rc)
+            rc = an_repo_get_metric(s->repo, uid, AN_LOCK_SHARE, &cm->m);
+        an_repo_rollback(s->repo);
+    } else {
+        rc = an_repo_get_metric(s->repo, uid, AN_LOCK_NONE, &cm->m);
+    }
+    if (rc == AN_ENOTFOUND) {
+        an_metric_clear(&cm->m);
+        cm->state = 2;
+        cm->shared = share;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    cm->state = 1;
+    cm->shared = share;
+    return 0;
+}
+
 /* §1.9.2: compose the command-result message; a successful defineModel reads
  * the metric (not found / not monitored: skip publishing, as the original). */
 static int compose_command(an_service *s, item *it, const char *uid,
-                           const an_command_result *c)
+                           const an_command_result *c, cmd_metric *cm)
 {
     an_cmd_msg m = {
         .method = c->method,
@@ -247,116 +341,113 @@ static int compose_command(an_service *s, item *it, const char *uid,
         .status = c->status,
         .error_message = c->error,
     };
-    an_metric metric = {0};
-    int rc = 0;
     if (!strcmp(c->method, "defineModel") && c->status == 0) {
-        rc = an_repo_get_metric(s->repo, uid, AN_LOCK_NONE, &metric);
-        if (rc == AN_ENOTFOUND) {
+        int rc = cmd_metric_load(s, uid, cm, false);
+        if (rc)
+            return rc;
+        if (cm->state == 2) {
             an_warn("_composeModelCommandResultMessage: method=%s; model=%s not found",
                     c->method, uid);
-            rc = 0;
-            goto out;
+            return 0;
         }
-        if (rc)
-            goto out;
-        if (!metric.parameters || !metric.parameters[0]) {
+        const an_metric *metric = &cm->m;
+        if (!metric->parameters || !metric->parameters[0]) {
             an_warn("_composeModelCommandResultMessage: method=%s; model=%s not monitored",
                     c->method, uid);
-            goto out;
+            return 0;
         }
         m.has_model_info = true;
-        m.metric_name = metric.name ? metric.name : "";
-        m.resource = metric.server ? metric.server : "";
-        m.model_spec_json = metric.parameters;
+        m.metric_name = metric->name ? metric->name : "";
+        m.resource = metric->server ? metric->server : "";
+        m.model_spec_json = metric->parameters;
     }
     char err[256];
     json_t *msg = an_msg_command(&m, err, sizeof err);
     if (!msg) {
         an_error("cannot compose command result message for model=%s: %s", uid, err);
-        goto out;   /* the original would crash; we log and skip the message */
+        return 0;   /* the original would crash; we log and skip the message */
     }
-    rc = svc_add_out(s, it, AN_DATATYPE_COMMAND, NULL, msg);
-out:
-    an_metric_clear(&metric);
+    return svc_add_out(s, it, AN_DATATYPE_COMMAND, NULL, msg);
+}
+
+/* Sets the metric's status as a command result demands; ENOTFOUND (deleted
+ * meanwhile) is the original's ObjectNotFoundError: logged, the result not
+ * published (*publish false). */
+static int cmd_set_status(an_service *s, const char *uid, const an_command_result *c,
+                          cmd_metric *cm, int status, bool *publish)
+{
+    int rc = an_repo_set_metric_status(s->repo, uid, status,
+                                       status == AN_METRIC_ERROR ? c->error : NULL,
+                                       AN_REPO_ANY_STATUS);
+    if (rc == AN_ENOTFOUND) {
+        char cid[AN_ESCAPE_BUF];
+        an_warn("Error processing result=%s from model=%s: metric not found",
+                an_escape(cid, sizeof cid, c->command_id, strlen(c->command_id),
+                          AN_ESCAPE_LOG_MAX), uid);
+        an_metric_clear(&cm->m);
+        cm->state = 2;
+        *publish = false;
+        return 0;
+    }
+    if (!rc)
+        cm->m.status = status;
     return rc;
 }
 
-/* §1.3, in the original's exact decision order. Returns 0 or a transient /
- * database error (the entry is then retried). */
+/* §1.3, in the original's exact decision order, on the entry's metric cm.
+ * Returns 0 or a transient / database error (the entry is then retried). */
 static int process_command(an_service *s, item *it, const char *uid,
-                           const an_command_result *c)
+                           const an_command_result *c, cmd_metric *cm)
 {
-    s->st.commands++;
+    svc_count(s, &s->st.commands, AN_C_COMMANDS, 1);
+    /* the producer's strings, escaped for the log lines below (the uid was
+     * checked printable by the decoder) */
+    char meth[AN_ESCAPE_BUF], cid[AN_ESCAPE_BUF], emsg[AN_ESCAPE_BUF];
+    an_escape(meth, sizeof meth, c->method, strlen(c->method), AN_ESCAPE_LOG_MAX);
+    an_escape(cid, sizeof cid, c->command_id, strlen(c->command_id), AN_ESCAPE_LOG_MAX);
+    an_escape(emsg, sizeof emsg, c->error ? c->error : "(no errorMessage)",
+              strlen(c->error ? c->error : "(no errorMessage)"), AN_ESCAPE_LOG_MAX);
     if (!strcmp(c->method, "deleteModel")) {
         an_info("Model=%s was deleted", uid);
         /* Its cached state could never hit again (model_params is cleared);
          * give the memory back now rather than at eviction. */
         an_state_cache_forget(s->sc, uid);
-        return compose_command(s, it, uid, c);
+        return compose_command(s, it, uid, c, cm);
     }
-
-    /* FOR SHARE in a short transaction: waits for an in-flight transaction
-     * of the adapter that created the metric (spec §8.3). */
-    an_metric m = {0};
-    int rc = an_repo_begin(s->repo);
-    if (!rc)
-        rc = an_repo_get_metric(s->repo, uid, AN_LOCK_SHARE, &m);
-    an_repo_rollback(s->repo);
-    if (rc == AN_ENOTFOUND) {
-        an_warn("Received command result=%s/%s for unknown model=%s (model deleted?)",
-                c->method, c->command_id, uid);
-        an_metric_clear(&m);
-        return compose_command(s, it, uid, c);
-    }
+    int rc = cmd_metric_load(s, uid, cm, true);
     if (rc)
-        goto out;
-
+        return rc;
+    if (cm->state == 2) {
+        an_warn("Received command result=%s/%s for unknown model=%s (model deleted?)",
+                meth, cid, uid);
+        return compose_command(s, it, uid, c, cm);
+    }
+    bool publish = true;
     if (c->status != 0) {
-        an_error("%s", c->error ? c->error : "(no errorMessage)");
-        if (m.status != AN_METRIC_ERROR) {
+        an_error("%s", emsg);
+        if (cm->m.status != AN_METRIC_ERROR) {
             an_error("Placing model=%s in ERROR state due to commandResult=%s/%s status=%" PRId64,
-                     uid, c->method, c->command_id, c->status);
-            rc = an_repo_set_metric_status(s->repo, uid, AN_METRIC_ERROR,
-                                           c->error, AN_REPO_ANY_STATUS);
-            if (rc == AN_ENOTFOUND) {
-                an_warn("Error processing result=%s from model=%s: metric not found",
-                        c->command_id, uid);
-                rc = 0;
-                goto out;   /* ObjectNotFoundError: not published */
-            }
-            if (rc)
-                goto out;
+                     uid, meth, cid, c->status);
+            rc = cmd_set_status(s, uid, c, cm, AN_METRIC_ERROR, &publish);
         } else {
             an_warn("Received failed command result for model=%s that is already in ERROR state",
                     uid);
         }
     } else if (!strcmp(c->method, "defineModel")) {
         an_info("Model was created for <%s>", uid);
-        if (m.status == AN_METRIC_CREATE_PENDING) {
-            rc = an_repo_set_metric_status(s->repo, uid, AN_METRIC_ACTIVE, NULL,
-                                           AN_REPO_ANY_STATUS);
-            if (rc == AN_ENOTFOUND) {
-                an_warn("Error processing result=%s from model=%s: metric not found",
-                        c->command_id, uid);
-                rc = 0;
-                goto out;
-            }
-            if (rc)
-                goto out;
+        if (cm->m.status == AN_METRIC_CREATE_PENDING) {
+            rc = cmd_set_status(s, uid, c, cm, AN_METRIC_ACTIVE, &publish);
         } else {
             an_warn("Received defineModel result for model=%s that was not in "
                     "CREATE_PENDING state (status=%s)", uid,
-                    an_metric_status_name(m.status));
+                    an_metric_status_name(cm->m.status));
         }
     } else {
-        an_error("Unexpected model result=%s/%s for model=%s", c->method,
-                 c->command_id, uid);
+        an_error("Unexpected model result=%s/%s for model=%s", meth, cid, uid);
     }
-    an_metric_clear(&m);
-    return compose_command(s, it, uid, c);
-out:
-    an_metric_clear(&m);
-    return rc;
+    if (rc || !publish)
+        return rc;
+    return compose_command(s, it, uid, c, cm);
 }
 
 /* ------------------------------------------------------------ intake */
@@ -369,8 +460,10 @@ static int intake(an_service *s, const an_entry *e, item *it)
     it->e = e;
     int rc = an_batch_decode(e->fields, e->nfields, &s->limits, &it->b, it->reason,
                              sizeof it->reason);
-    if (rc == AN_EINVAL || rc == AN_ERANGE)
+    if (rc == AN_EINVAL || rc == AN_ERANGE) {
+        it->reason_class = rc == AN_ERANGE ? SVC_DL_TOO_LARGE : SVC_DL_MALFORMED;
         return 1;
+    }
     if (rc)
         return rc;
     if (it->b->n_inference) {
@@ -390,15 +483,77 @@ static int intake(an_service *s, const an_entry *e, item *it)
 
 /* ------------------------------------------------------------ completion */
 
+/* Most messages, and bytes of bodies, one publish script carries. A flood
+ * of command results (up to the decoder's cap on results per entry) goes
+ * out in several calls ahead of the acking one, so no script runs long
+ * enough for Redis to answer BUSY to everyone else (lua-time-limit, 5 s;
+ * 1000 XADDs take a few ms). */
+#define PUBLISH_CHUNK_MSGS 1000
+#define PUBLISH_CHUNK_BYTES ((size_t)8 << 20)
+
+/* Publishes the head of it's messages in chunks, without the XACK, until
+ * what is left fits in one call. An entry another consumer took over
+ * meanwhile is left to it (it->done). 0 or a code as an_publish_many. */
+static int publish_chunks(an_service *s, item *it)
+{
+    for (;;) {
+        size_t k = 0, bytes = 0;
+        while (it->published + k < it->nouts && k < PUBLISH_CHUNK_MSGS &&
+               bytes + it->outs[it->published + k].body_len <= PUBLISH_CHUNK_BYTES)
+            bytes += it->outs[it->published + k++].body_len;
+        if (k == 0)   /* one body over the byte bound goes alone */
+            k = 1;
+        if (it->published + k >= it->nouts)
+            return 0;   /* the rest goes with the acking call */
+        an_out_msg *msgs = calloc(k, sizeof *msgs);
+        if (!msgs)
+            return AN_ENOMEM;
+        for (size_t j = 0; j < k; j++) {
+            const out_item *o = &it->outs[it->published + j];
+            msgs[j] = (an_out_msg){.data_type = o->data_type, .model = it->b->model,
+                                   .rows = o->rows[0] ? o->rows : NULL,
+                                   .encoding = s->cfg->streams.output_encoding,
+                                   .body = o->body, .body_len = o->body_len};
+        }
+        an_publish_entry pe = {.entry_id = it->e->id, .msgs = msgs, .nmsgs = k};
+        an_publish_group g = {
+            .input = s->cfg->streams.input, .group = s->cfg->streams.group,
+            .owner = s->consumer, .output = s->cfg->streams.output,
+            .output_maxlen = s->cfg->streams.output_maxlen, .entries = &pe, .nentries = 1,
+            .no_ack = true,
+        };
+        int status = 0;
+        int rc = an_publish_many(s->redis, &g, &status);
+        free(msgs);
+        if (rc)
+            return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
+        if (!status) {
+            an_warn("entry %s was claimed by another consumer while its %zu messages were "
+                    "published; it will be completed there", it->e->id, it->nouts);
+            it->done = true;
+            return 0;
+        }
+        it->published += k;
+    }
+}
+
 /* Publishes, caches and acks every finished item of items[0..n) in one
- * atomic call. Deferred and poison items are not part of it. */
+ * atomic call (an item with more messages than a chunk publishes their
+ * head first, publish_chunks). Deferred and poison items are not part of
+ * it. */
 static int publish_items(an_service *s, item *items, size_t n)
 {
     size_t ne = 0, nk = 0, nm = 0;
     for (size_t i = 0; i < n; i++)
-        if (items[i].oc != INF_DEFERRED && items[i].oc != INF_POISON) {
+        if (items[i].oc != INF_DEFERRED && items[i].oc != INF_POISON && !items[i].done) {
+            int rc = publish_chunks(s, &items[i]);
+            if (rc)
+                return rc;
+        }
+    for (size_t i = 0; i < n; i++)
+        if (items[i].oc != INF_DEFERRED && items[i].oc != INF_POISON && !items[i].done) {
             ne++;
-            nm += items[i].nouts;
+            nm += items[i].nouts - items[i].published;
         }
     if (ne == 0)
         return 0;
@@ -407,19 +562,21 @@ static int publish_items(an_service *s, item *items, size_t n)
     const char **keys = calloc(ne, sizeof *keys);
     char (*keybuf)[512] = calloc(ne, sizeof *keybuf);
     int *status = calloc(ne, sizeof *status);
+    item **pit = calloc(ne, sizeof *pit);   /* the item of each entry */
     int rc = AN_ENOMEM;
-    if (!pe || !msgs || !keys || !keybuf || !status)
+    if (!pe || !msgs || !keys || !keybuf || !status || !pit)
         goto out;
     size_t k = 0, m = 0;
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
-        if (it->oc == INF_DEFERRED || it->oc == INF_POISON)
+        if (it->oc == INF_DEFERRED || it->oc == INF_POISON || it->done)
             continue;
+        pit[k] = it;
         an_publish_entry *p = &pe[k++];
         p->entry_id = it->e->id;
         p->msgs = msgs + m;
-        p->nmsgs = it->nouts;
-        for (size_t j = 0; j < it->nouts; j++)
+        p->nmsgs = it->nouts - it->published;
+        for (size_t j = it->published; j < it->nouts; j++)
             msgs[m++] = (an_out_msg){
                 .data_type = it->outs[j].data_type, .model = it->b->model,
                 .rows = it->outs[j].rows[0] ? it->outs[j].rows : NULL,
@@ -440,14 +597,21 @@ static int publish_items(an_service *s, item *items, size_t n)
         .output_maxlen = s->cfg->streams.output_maxlen, .keys = keys, .nkeys = nk,
         .entries = pe, .nentries = ne,
     };
+    int64_t t0 = svc_now_us();
     rc = an_publish_many(s->redis, &g, status);
     if (rc) {
         rc = rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
         goto out;
     }
+    an_metrics_observe(s->opts.metrics, AN_H_PUBLISH, (double)(svc_now_us() - t0) / 1e6);
     for (size_t i = 0; i < ne; i++) {
+        pit[i]->done = true;
         if (status[i]) {
-            s->st.entries++;
+            an_outcome o = pit[i]->oc == INF_SCORED      ? AN_OUTCOME_SCORED
+                           : pit[i]->oc == INF_DUPLICATE ? AN_OUTCOME_DUPLICATE
+                           : pit[i]->oc == INF_NONE      ? AN_OUTCOME_COMMAND
+                                                         : AN_OUTCOME_REJECTED;
+            svc_note_done(s, o, pe[i].entry_id);
         } else {
             /* Claimed by another consumer while we worked: it will find the
              * watermark and publish what we could not. */
@@ -456,6 +620,7 @@ static int publish_items(an_service *s, item *items, size_t n)
         }
     }
 out:
+    free(pit);
     free(pe);
     free(msgs);
     free(keys);
@@ -475,14 +640,19 @@ static int run_items(an_service *s, item *items, size_t n)
         for (size_t k = 0; k < it->nouts; k++)
             free(it->outs[k].body);
         it->nouts = 0;
+        it->published = 0;
         it->oc = INF_NONE;
+        cmd_metric cm = {0};
         for (size_t r = 0; r < it->b->n; r++) {
             if (it->b->results[r].kind != AN_RES_COMMAND)
                 continue;
-            int rc = process_command(s, it, it->b->model, &it->b->results[r].u.cmd);
-            if (rc)
+            int rc = process_command(s, it, it->b->model, &it->b->results[r].u.cmd, &cm);
+            if (rc) {
+                an_metric_clear(&cm.m);
                 return rc;
+            }
         }
+        an_metric_clear(&cm.m);
     }
     /* the items with inference results, as one group */
     size_t ng = 0;
@@ -502,15 +672,6 @@ static int run_items(an_service *s, item *items, size_t n)
             g = tmp;
         }
         int rc = svc_group_run(s, g, ng);
-        if (rc == SVC_SPLIT) {
-            /* An entry of this group failed before (a crash mid-group):
-             * one at a time, so one bad entry cannot take the others down. */
-            an_warn("entries %s..%s: an earlier attempt did not complete; processing "
-                    "them one by one", g[0].e->id, g[ng - 1].e->id);
-            rc = 0;
-            for (size_t j = 0; j < ng && !rc; j++)
-                rc = svc_group_run(s, &g[j], 1);
-        }
         if (tmp) {
             for (size_t i = 0, j = 0; i < n; i++)
                 if (items[i].n)
@@ -522,19 +683,22 @@ static int run_items(an_service *s, item *items, size_t n)
     }
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
-        if (it->oc == INF_POISON) {
-            int rc = dead_letter(s, it->e, it->reason);
+        if (it->oc == INF_POISON && !it->done) {
+            int rc = dead_letter(s, it->e, it->reason, it->reason_class);
             if (rc)
                 return rc;
+            it->done = true;
         }
     }
     /* Committed: only the publish is left. Retry just that (a redo of the
      * transaction would find every entry a duplicate and say so at length). */
     int rc, delay = RETRY_MIN_MS;
     while ((rc = publish_items(s, items, n)) == AN_ETRANSIENT || rc == AN_EREDIS) {
-        s->st.transient_errors++;
+        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+        svc_note_up(s, AN_SERVER_REDIS, false);
         if (stopping(s))
             return AN_ETRANSIENT;
+        svc_note_retry(s);
         an_warn("publishing %zu entries failed: %s; retrying in %d ms", n,
                 an_redis_errstr(s->redis), delay);
         nap(s, delay);
@@ -558,8 +722,11 @@ static int run_items_retrying(an_service *s, item *items, size_t n)
     int delay = RETRY_MIN_MS;
     for (;;) {
         int rc = run_items(s, items, n);
-        if (rc == 0)
+        if (rc == 0) {
+            svc_note_up(s, AN_SERVER_REDIS, true);
+            svc_note_up(s, AN_SERVER_POSTGRES, true);
             return 0;
+        }
         if (rc == AN_ENOTFOUND) {
             /* NOGROUP while completing: the group (and our PEL) is gone, so
              * the recreated group delivers the entries again. */
@@ -578,10 +745,15 @@ static int run_items_retrying(an_service *s, item *items, size_t n)
                     n > 1 ? " and the rest of its group" : "",
                     an_repo_last_rc(s->repo) ? an_repo_errstr(s->repo)
                                              : an_redis_errstr(s->redis), delay);
-        s->st.transient_errors++;
+        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+        if (an_repo_last_rc(s->repo) == AN_ETRANSIENT)
+            svc_note_up(s, AN_SERVER_POSTGRES, false);
+        else if (rc == AN_ETRANSIENT)
+            svc_note_up(s, AN_SERVER_REDIS, false);
         an_repo_rollback(s->repo);
         if (stopping(s))
             return AN_ETRANSIENT;
+        svc_note_retry(s);
         nap(s, delay);
         delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
         an_repo_connect(s->repo);
@@ -634,12 +806,34 @@ static bool is_deferred(const an_service *s, const char *id)
     return false;
 }
 
-/* Keeps the item's entry pending in our hands and retries it later. On
- * ENOMEM it simply stays pending (redelivered after a restart). */
+/* Bytes of an entry's field names and values: what defer_max_bytes
+ * bounds (the copy adds a fixed ~200 bytes per entry, bounded by
+ * defer_max_entries). */
+static size_t entry_bytes(const an_entry *e)
+{
+    size_t b = 0;
+    for (size_t i = 0; i < e->nfields; i++)
+        b += e->fields[i].name_len + e->fields[i].value_len;
+    return b;
+}
+
+/* Keeps the item's entry pending in our hands and retries it later. Past
+ * [streams] defer_max_entries / defer_max_bytes, or on ENOMEM, it is not
+ * copied: it stays pending, and is read again when a consumer (this one
+ * too) takes it back after claim_idle_ms. */
 static void defer_add(an_service *s, const item *it)
 {
     if (is_deferred(s, it->e->id))
         return;
+    size_t bytes = entry_bytes(it->e);
+    if (s->ndef >= (size_t)s->cfg->streams.defer_max_entries ||
+        bytes > s->cfg->streams.defer_max_bytes - s->def_bytes) {
+        an_warn("deferral list is full (%zu entries, %zu bytes; defer_max_entries %d, "
+                "defer_max_bytes %zu): entry %s (%zu bytes) stays pending and is read again "
+                "after claim_idle_ms", s->ndef, s->def_bytes, s->cfg->streams.defer_max_entries,
+                s->cfg->streams.defer_max_bytes, it->e->id, bytes);
+        return;
+    }
     if (s->ndef == s->capdef) {
         size_t cap = s->capdef ? 2 * s->capdef : 16;
         deferred *d = realloc(s->def, cap * sizeof *d);
@@ -662,16 +856,28 @@ static void defer_add(an_service *s, const item *it)
     d->since_ms = d->touched_ms = t;
     d->delay_ms = DEFER_MIN_MS;
     d->next_ms = t + d->delay_ms;
+    d->bytes = bytes;
+    s->def_bytes += bytes;
     s->ndef++;
-    s->st.deferred++;
+    svc_count(s, &s->st.deferred, AN_C_DEFERRALS, 1);
     an_debug("entry %s deferred: its model's previous batch is not applied yet", it->e->id);
 }
 
-/* An entry that may join a group if it decodes to inference results only:
- * its payload is present and it is not waiting in our deferral list. */
-static bool groupable(const an_service *s, const an_entry *e)
+/* An entry that may join a group (or be decoded ahead) if it decodes to
+ * inference results only: its payload is present, it is not waiting in
+ * our deferral list, and its attempt was counted with its page (count > 0:
+ * no earlier attempt of it was left unfinished). */
+static bool groupable(const an_service *s, const an_entry *e, int64_t count)
 {
-    return !e->nil && !is_deferred(s, e->id);
+    return count > 0 && !e->nil && !is_deferred(s, e->id);
+}
+
+/* Whether a group holding `bytes` decoded bytes may take the item too
+ * ([streams] max_group_decoded_bytes; the first item of a group is always
+ * taken). */
+static bool group_has_room(const an_service *s, size_t bytes, const item *it)
+{
+    return bytes + it->b->decoded_bytes <= s->cfg->streams.max_group_decoded_bytes;
 }
 
 void svc_prefetch(an_service *s)
@@ -680,36 +886,159 @@ void svc_prefetch(an_service *s)
     if (!p || p->done)
         return;
     p->done = true;
+    size_t bytes = 0;
     while (p->from + p->k < p->n && p->rows < AN_SERVICE_GROUP_MAX_ROWS &&
-           groupable(s, &p->v[p->from + p->k])) {
+           groupable(s, &p->v[p->from + p->k], p->count[p->from + p->k])) {
         item *it = &p->items[p->k];
-        if (intake(s, &p->v[p->from + p->k], it) != 0 || it->b->n_command != 0) {
+        if (intake(s, &p->v[p->from + p->k], it) != 0 || it->b->n_command != 0 ||
+            (p->k > 0 && !group_has_room(s, bytes, it))) {
             item_clear(it);   /* take_entries deals with it in its turn */
             break;
         }
         p->rows += it->n;
+        bytes += it->b->decoded_bytes;
         p->k++;
     }
 }
 
+/* ------------------------------------------------------------ attempts */
+
+/* Counts a processing attempt of each entry of v[0..n) that is processed
+ * here (payload present, not in our deferral list), in one call, before
+ * any of them is decoded: an entry that kills its consumer while it is
+ * decoded or processed (out of memory, a crash) shows as an unfinished
+ * attempt, whoever meets it next. count[i] = its attempt number and
+ * open[i] = true; an entry with an unfinished earlier attempt is not
+ * counted here (count[i] = 0): it is counted and processed alone
+ * (begin_one), so that the one that crashed does not take others with it. */
+static int begin_page(an_service *s, const an_entry *v, size_t n, int64_t *count, bool *open)
+{
+    const char **ids = calloc(n ? n : 1, sizeof *ids);
+    size_t *idx = malloc((n ? n : 1) * sizeof *idx);
+    int64_t *cnt = malloc((n ? n : 1) * sizeof *cnt);
+    int rc = AN_ENOMEM;
+    if (!ids || !idx || !cnt)
+        goto out;
+    size_t na = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!v[i].nil && !is_deferred(s, v[i].id)) {
+            idx[na] = i;
+            ids[na++] = v[i].id;
+        }
+    rc = an_attempts_begin_page(s->redis, s->cfg->streams.input, ids, na, cnt);
+    if (rc) {
+        an_warn("cannot count processing attempts: %s", an_redis_errstr(s->redis));
+        goto out;
+    }
+    for (size_t k = 0; k < na; k++) {
+        count[idx[k]] = cnt[k];
+        open[idx[k]] = cnt[k] > 0;
+        if (cnt[k] == 0)
+            an_warn("entry %s: an earlier attempt did not complete; processing it alone",
+                    ids[k]);
+    }
+out:
+    free(ids);
+    free(idx);
+    free(cnt);
+    return rc;
+}
+
+/* Counts one attempt of e alone: *count is its number. */
+static int begin_one(an_service *s, const an_entry *e, int64_t *count)
+{
+    const char *ids[] = {e->id};
+    bool split = false;
+    int rc = an_attempts_begin(s->redis, s->cfg->streams.input, ids, 1, false, count, &split);
+    if (rc)
+        an_warn("cannot count a processing attempt of entry %s: %s", e->id,
+                an_redis_errstr(s->redis));
+    return rc;
+}
+
+/* begin_page (e == NULL) or begin_one (e) with in-process retries of
+ * transient failures, as run_items_retrying: a Redis blip does not leave
+ * the page to wait claim_idle_ms. AN_ETRANSIENT only when stopping. */
+static int begin_retrying(an_service *s, const an_entry *v, size_t n, int64_t *count,
+                          bool *open, const an_entry *e)
+{
+    int delay = RETRY_MIN_MS;
+    for (;;) {
+        int rc = e ? begin_one(s, e, count) : begin_page(s, v, n, count, open);
+        if (rc != AN_ETRANSIENT || stopping(s))
+            return rc;
+        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+        svc_note_up(s, AN_SERVER_REDIS, false);
+        svc_note_retry(s);
+        nap(s, delay);
+        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
+    }
+}
+
+/* Ends, without completing them, the attempts of v[i] with open[i]: entries
+ * left pending on purpose (deferred, a stop, an error to retry later), so
+ * that waiting and restarts never count as failures. A failure here only
+ * leaves a count one too high (logged). */
+static void end_open(an_service *s, const an_entry *v, size_t n, const bool *open)
+{
+    const char **ids = malloc((n ? n : 1) * sizeof *ids);
+    size_t k = 0;
+    if (!ids) {
+        an_error("out of memory ending processing attempts");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (open[i])
+            ids[k++] = v[i].id;
+    if (k && an_attempts_end(s->redis, s->cfg->streams.input, ids, k))
+        an_warn("cannot end %zu processing attempts (%s); each stays counted once", k,
+                an_redis_errstr(s->redis));
+    free(ids);
+}
+
+/* Dead-letters e when its attempt number is over max_deliveries (before
+ * it is decoded). *gone: it was (or another consumer has it now). */
+static int over_attempts(an_service *s, const an_entry *e, int64_t count, bool *gone)
+{
+    *gone = false;
+    if (count <= s->cfg->streams.max_deliveries)
+        return 0;
+    char reason[160];
+    snprintf(reason, sizeof reason,
+             "processing attempted %" PRId64 " times without completing, over "
+             "max_deliveries (%d)", count, s->cfg->streams.max_deliveries);
+    int rc = dead_letter(s, e, reason, SVC_DL_ATTEMPTS);
+    *gone = !rc;
+    return rc;
+}
+
 /* Handles entries just read or claimed, in order: consecutive
  * inference-only entries go as one group (up to AN_SERVICE_GROUP_MAX_ROWS
- * rows), anything else one by one. While a group's write is in flight the
- * next group is decoded (svc_prefetch). */
+ * rows and [streams] max_group_decoded_bytes), anything else one by one.
+ * While a group's write is in flight the next group is decoded
+ * (svc_prefetch). Every entry's processing attempt is counted before it is
+ * decoded (begin_page), and ended at the end if it neither completed nor
+ * failed the process. */
 static int take_entries(an_service *s, const an_entry *v, size_t n)
 {
     item *items = calloc(n ? n : 1, sizeof *items);
     prefetch pf = {.v = v, .n = n, .items = calloc(n ? n : 1, sizeof *items)};
-    if (!items || !pf.items) {
+    int64_t *count = calloc(n ? n : 1, sizeof *count);
+    bool *open = calloc(n ? n : 1, sizeof *open);
+    if (!items || !pf.items || !count || !open) {
         free(items);
         free(pf.items);
+        free(count);
+        free(open);
         return AN_ENOMEM;
     }
-    int rc = 0;
+    pf.count = count;
+    int rc = begin_retrying(s, v, n, count, open, NULL);
     size_t i = 0;
     while (i < n && !rc && !stopping(s)) {
         const an_entry *e = &v[i];
         size_t k = 0;
+        svc_heartbeat(s);
         if (pf.k > 0 && pf.from == i) {
             /* decoded during the previous group's write: the same group
              * the code below would form */
@@ -730,16 +1059,31 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
                              NULL);
                 if (!rc) {
                     s->st.trimmed++;
-                    s->st.entries++;
+                    svc_note_done(s, AN_OUTCOME_TRIMMED, NULL);
                     an_warn("pending entry %s has no payload (trimmed or deleted); acked",
                             e->id);
                 }
                 i++;
                 continue;
             }
+            bool alone = count[i] == 0;   /* an earlier attempt did not complete */
+            if (alone) {
+                rc = begin_retrying(s, NULL, 0, &count[i], NULL, e);
+                if (rc)
+                    break;
+                open[i] = true;
+            }
+            bool gone = false;
+            rc = over_attempts(s, e, count[i], &gone);
+            if (rc || gone) {
+                open[i] = open[i] && !gone;
+                i++;
+                continue;
+            }
             int ir = intake(s, e, &items[0]);
             if (ir == 1) {
-                rc = dead_letter(s, e, items[0].reason);
+                rc = dead_letter(s, e, items[0].reason, items[0].reason_class);
+                open[i] = open[i] && rc != 0;
                 item_clear(&items[0]);
                 i++;
                 continue;
@@ -749,15 +1093,19 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
                 break;
             }
             k = 1;
-            size_t rows = items[0].n;
+            size_t rows = items[0].n, bytes = items[0].b->decoded_bytes;
             /* extend the group with the following plain inference entries,
              * up to AN_SERVICE_GROUP_MAX_ROWS rows (catch-up batches are 1440
-             * rows: memory stays bounded, the commit is amortized anyway) */
-            while (items[0].b->n_command == 0 && i + k < n && rows < AN_SERVICE_GROUP_MAX_ROWS &&
-                   groupable(s, &v[i + k])) {
+             * rows: memory stays bounded, the commit is amortized anyway).
+             * Only entries counted by begin_page (no earlier unfinished
+             * attempt) are grouped. */
+            while (!alone && items[0].b->n_command == 0 && i + k < n &&
+                   rows < AN_SERVICE_GROUP_MAX_ROWS && groupable(s, &v[i + k], count[i + k])) {
                 int r2 = intake(s, &v[i + k], &items[k]);
-                if (r2 == 0 && items[k].b->n_command == 0) {
+                if (r2 == 0 && items[k].b->n_command == 0 &&
+                    group_has_room(s, bytes, &items[k])) {
                     rows += items[k].n;
+                    bytes += items[k].b->decoded_bytes;
                     k++;
                     continue;
                 }
@@ -774,41 +1122,62 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             s->pf = &pf;
             rc = run_items_retrying(s, items, k);
             s->pf = NULL;
-            for (size_t j = 0; j < k && !rc; j++)
-                if (items[j].oc == INF_DEFERRED)
+            for (size_t j = 0; j < k; j++) {
+                if (items[j].done)
+                    open[i + j] = false;
+                else if (!rc && items[j].oc == INF_DEFERRED)
                     defer_add(s, &items[j]);
+            }
         }
         for (size_t j = 0; j < k; j++)
             item_clear(&items[j]);
         i += k;
     }
+    end_open(s, v, n, open);
     for (size_t j = 0; j < pf.k; j++)
         item_clear(&pf.items[j]);
     free(pf.items);
     free(items);
+    free(count);
+    free(open);
     return rc;
 }
 
-/* One deferred entry again. Returns 0 (done), 1 (still waiting; *wm is the
- * watermark it saw) or an error. */
+/* One deferred entry again, as a new attempt (counted before it is
+ * decoded, ended if it waits again). Returns 0 (done), 1 (still waiting;
+ * *wm is the watermark it saw) or an error. */
 static int retry_one(an_service *s, deferred *d, bool force, int64_t *wm)
 {
+    int64_t count = 0;
+    int rc = begin_one(s, &d->e, &count);
+    if (rc)
+        return rc;
+    bool gone = false;
+    rc = over_attempts(s, &d->e, count, &gone);
+    if (rc || gone)
+        return rc;
     item it;
-    int rc = intake(s, &d->e, &it);
+    rc = intake(s, &d->e, &it);
     if (rc == 1) {
-        rc = dead_letter(s, &d->e, it.reason);
+        rc = dead_letter(s, &d->e, it.reason, it.reason_class);
         item_clear(&it);
         return rc;
     }
-    if (rc)
-        return rc;
-    it.force = force;
-    rc = run_items_retrying(s, &it, 1);
-    if (!rc && it.oc == INF_DEFERRED) {
-        *wm = it.seen_wm;
-        rc = 1;
+    bool done = false;
+    if (!rc) {
+        it.force = force;
+        rc = run_items_retrying(s, &it, 1);
+        if (!rc && it.oc == INF_DEFERRED) {
+            *wm = it.seen_wm;
+            rc = 1;
+        }
+        done = it.done;
+        item_clear(&it);
     }
-    item_clear(&it);
+    if (!done) {
+        bool open = true;
+        end_open(s, &d->e, 1, &open);
+    }
     return rc;
 }
 
@@ -873,10 +1242,12 @@ static int retry_deferred(an_service *s)
                     done = true;   /* acked or trimmed meanwhile: nothing to do */
             }
         }
-        if (done)
+        if (done) {
+            s->def_bytes -= d->bytes;
             entry_free_copy(&d->e);
-        else
+        } else {
             s->def[k++] = *d;
+        }
     }
     s->ndef = k;
     return rc;
@@ -899,14 +1270,15 @@ static int claim_idle(an_service *s)
             return rc;
         }
         for (size_t i = 0; i < l.ndeleted; i++) {
-            s->st.trimmed++;
+            s->st.trimmed++;   /* Redis dropped it: no ack, not in st.entries */
+            an_metrics_entries(s->opts.metrics, AN_OUTCOME_TRIMMED, 1);
             an_warn("pending entry %s of an idle consumer no longer exists (trimmed); Redis "
                     "dropped it from the group", l.deleted[i]);
         }
         for (size_t i = 0; i < l.n; i++) {
             if (is_deferred(s, l.v[i].id))
                 continue;   /* our own, waiting: not a takeover */
-            s->st.claimed++;
+            svc_count(s, &s->st.claimed, AN_C_CLAIMED, 1);
             an_info("claimed entry %s (delivery %" PRId64 ") from an idle consumer", l.v[i].id,
                     l.v[i].deliveries);
         }
@@ -950,9 +1322,13 @@ int an_service_new(const an_config *cfg, const an_service_opts *opts,
 
 int an_service_run(an_service *s)
 {
+    svc_heartbeat(s);
     int rc = connect_all(s);
-    if (rc)
+    if (rc) {
+        svc_note_stopping(s);
         return rc == AN_ETRANSIENT ? 0 : rc;
+    }
+    svc_note_ready(s);
     an_info("consuming %s as %s/%s, publishing to %s (variant %s)",
             s->cfg->streams.input, s->cfg->streams.group, s->consumer,
             s->cfg->streams.output, an_variant_name(s->hcfg.variant));
@@ -964,6 +1340,8 @@ int an_service_run(an_service *s)
     int delay = RETRY_MIN_MS;
 
     while (!stopping(s)) {
+        svc_heartbeat(s);
+        svc_poll(s);
         an_entry_list l = {0};
         const char *id = s->draining ? s->drain_from : ">";
         /* While entries wait for their predecessors, poll instead of
@@ -982,7 +1360,9 @@ int an_service_run(an_service *s)
         }
         if (rc) {
             an_entry_list_free(&l);
-            s->st.transient_errors++;
+            svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+            svc_note_up(s, AN_SERVER_REDIS, false);
+            svc_note_retry(s);
             an_warn("reading %s failed: %s; retrying in %d ms",
                     s->cfg->streams.input, an_redis_errstr(s->redis), delay);
             nap(s, delay);
@@ -995,6 +1375,7 @@ int an_service_run(an_service *s)
             continue;
         }
         delay = RETRY_MIN_MS;
+        svc_note_up(s, AN_SERVER_REDIS, true);
 
         if (l.n == 0 && s->draining) {
             s->draining = false;   /* own pending drained: now new entries */
@@ -1050,6 +1431,7 @@ int an_service_run(an_service *s)
         an_info("stopping with %zu deferred entries pending; they are redelivered "
                 "when this consumer restarts, or claimed by others after claim_idle_ms",
                 s->ndef);
+    svc_note_stopping(s);
     an_service_log_stats(s);
     return 0;
 }
@@ -1069,11 +1451,12 @@ void an_service_log_stats(const an_service *s)
             " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
             " trimmed=%" PRId64 " claimed=%" PRId64 " deferred=%" PRId64
             " transient_errors=%" PRId64 " cache_misses=%" PRId64
-            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64,
+            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64
+            " groups=%" PRId64,
             t->entries, t->inference_batches, t->rows_scored, t->commands,
             t->rejected, t->duplicates, t->republished, t->dead_letters,
             t->trimmed, t->claimed, t->deferred, t->transient_errors, t->cache_misses,
-            an_state_cache_size(s->sc), hits, misses);
+            an_state_cache_size(s->sc), hits, misses, t->groups);
 }
 
 void an_service_free(an_service *s)

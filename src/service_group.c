@@ -76,7 +76,6 @@ typedef struct group_scratch {
     an_row *hrows;             /* [rows of the group] */
     an_score_update *upd;
     const char **row_uids;
-    char **pred;               /* owned predictions texts */
     size_t nrows, caprows;
     an_out_row *orows;
     size_t caporows;
@@ -134,13 +133,7 @@ static int reserve_rows(group_scratch *g, size_t n)
     const char **ru = realloc(g->row_uids, c * sizeof *ru);
     if (ru)
         g->row_uids = ru;
-    char **p = realloc(g->pred, c * sizeof *p);
-    if (p) {
-        for (size_t i = g->caprows; i < c; i++)
-            p[i] = NULL;
-        g->pred = p;
-    }
-    if (!h || !u || !ru || !p)
+    if (!h || !u || !ru)
         return AN_ENOMEM;
     g->caprows = c;
     return 0;
@@ -170,12 +163,9 @@ void svc_group_free(an_service *s)
     free(g->row_start);
     free(g->row_count);
     an_group_read_free(&g->g);
-    for (size_t i = 0; i < g->caprows; i++)
-        free(g->pred[i]);
     free(g->hrows);
     free(g->upd);
     free(g->row_uids);
-    free(g->pred);
     free(g->orows);
     free(g->mu);
     free(g);
@@ -264,7 +254,7 @@ static int load_state(an_service *s, gmetric *gm, item *it)
         }
         an_warn("params cache of model=%s is unreadable; using PostgreSQL", gm->uid);
     }
-    s->st.cache_misses++;
+    svc_count(s, &s->st.cache_misses, AN_C_PARAMS_READS, 1);
     memset(&gm->state, 0, sizeof gm->state);
     if (gm->m->model_params) {
         json_error_t je;
@@ -330,14 +320,19 @@ static char *cache_text(gmetric *gm)
 /* ------------------------------------------------------------ decisions */
 
 /* §1.5 scrub of one batch against its rows. Returns 0 (score it) or 1
- * (rejected; a failed result moved the metric to ERROR in gm). */
-static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
+ * (rejected; a failed result moved the metric to ERROR in gm). *matched is
+ * the number of leading results whose rowid equals the row read at their
+ * place: the rows a rejection may move the watermark onto. */
+static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows, size_t *matched)
 {
     const char *uid = it->b->model;
     size_t k = it->n > nrows ? it->n : nrows;
     char r1[64], r2[64];
     range_text(r1, sizeof r1, it->first, it->last);
+    *matched = 0;
     for (size_t i = 0; i < k; i++) {
+        if (i < nrows && i < it->n && it->inf[i]->rowid == rows[i].rowid)
+            *matched = i + 1;
         if (i >= nrows) {
             an_error("Rejected inference result batch=%s corresponding to rows=%s of "
                      "model=%s due to error=No MetricData row for inference result=%" PRId64,
@@ -362,7 +357,8 @@ static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
                      "new result=%.17g", rows[i].rowid, uid, it->inf[i]->score);
         if (it->inf[i]->status != 0) {
             const char *msg = it->inf[i]->error ? it->inf[i]->error : "(no errorMessage)";
-            an_error("%s", msg);
+            char emsg[AN_ESCAPE_BUF];
+            an_error("%s", an_escape(emsg, sizeof emsg, msg, strlen(msg), AN_ESCAPE_LOG_MAX));
             if (gm->status == AN_METRIC_ERROR) {
                 an_error("Rejected inference result batch=%s of model=%s: failed and model "
                          "was in ERROR state", r1, uid);
@@ -379,6 +375,32 @@ static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
         }
     }
     return 0;
+}
+
+/* Rows are numbered from 1 and allocated contiguously per metric (spec
+ * §4.4), so only a batch of ascending, consecutive, positive rowids can
+ * match them; the original rejects any other in its scrub. */
+static bool rowids_contiguous(const item *it)
+{
+    if (it->first < 1)
+        return false;
+    for (size_t i = 1; i < it->n; i++)
+        if (it->inf[i - 1]->rowid == INT64_MAX || it->inf[i]->rowid != it->inf[i - 1]->rowid + 1)
+            return false;
+    return true;
+}
+
+/* The last rowid of the rows read for a batch: its last rowid, but never
+ * more than n rows from its first. The scrub rejects a non-contiguous
+ * batch at its first gap, which lies within those n rows, so reading more
+ * (a hostile [1, 2000000000] would read every row of the metric) cannot
+ * change the outcome; a descending batch keeps its empty range. */
+static int64_t read_last(const item *it)
+{
+    if (it->last < it->first || it->first > INT64_MAX - (int64_t)it->n)
+        return it->last;
+    int64_t span = it->first + (int64_t)it->n - 1;
+    return it->last < span ? it->last : span;
 }
 
 /* Scores one batch: rows [row0, row0+n) of the group. Returns 0, 1 (poison,
@@ -412,14 +434,13 @@ static int score(an_service *s, group_scratch *g, item *it, gmetric *gm, size_t 
     for (size_t i = 0; i < it->n; i++) {
         gm->mem[gm->nmem++] = (an_sample){h[i].rowid, h[i].value, h[i].raw};
         size_t k = g->nrows + i;
-        free(g->pred[k]);
-        g->pred[k] = an_predictions_text(it->inf[i]->predictions);
-        if (!g->pred[k])
-            return AN_ENOMEM;
+        /* the decoder's canonical text (json.dumps), borrowed from the
+         * batch, which outlives the write */
+        const char *pt = it->inf[i]->predictions_text;
         g->upd[k] = (an_score_update){
             .rowid = h[i].rowid, .raw = h[i].raw, .anomaly_score = h[i].anomaly_score,
             .display_value = an_display_value(h[i].anomaly_score, true),
-            .predictions = g->pred[k]};
+            .predictions = pt ? pt : "null"};
         g->row_uids[k] = gm->uid;
     }
     g->nrows += it->n;
@@ -454,8 +475,8 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
         if (fresh) {
             o->raw = fresh[i].raw;
             o->anomaly = fresh[i].anomaly_score;
-            o->predictions = it->inf[i]->predictions;
-            o->predictions_json = o->predictions ? NULL : "null";
+            o->predictions_json = it->inf[i]->predictions_text;
+            o->predictions_canonical = true;   /* the decoder's dump: spliced */
         } else {
             o->raw = d[i].raw;
             o->anomaly = d[i].anomaly_score;
@@ -467,7 +488,8 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
         .resource = gm->m->server, .location = gm->m->location,
         .datasource = gm->m->datasource ? gm->m->datasource : "", .spec = spec,
     };
-    json_t *msg = an_msg_inference(&mi, g->orows, it->n, err, sizeof err);
+    size_t len = 0;
+    char *msg = an_msg_inference_text(&mi, g->orows, it->n, &len, err, sizeof err);
     json_decref(spec);
     if (!msg) {
         an_error("cannot compose inference results message for model=%s: %s", gm->uid, err);
@@ -475,7 +497,7 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
     }
     char rows[48];
     snprintf(rows, sizeof rows, "%" PRId64 "-%" PRId64, d[0].rowid, d[it->n - 1].rowid);
-    return svc_add_out(s, it, AN_DATATYPE_INFERENCE, rows, msg);
+    return svc_add_out_text(s, it, AN_DATATYPE_INFERENCE, rows, msg, len);
 }
 
 /* ------------------------------------------------------------ the group */
@@ -535,6 +557,33 @@ static int prepare_outputs(an_service *s, group_scratch *g, item *items, size_t 
     return rc;
 }
 
+/* A batch whose rowids are not ascending, consecutive and positive: the
+ * original's scrub over the rows read (its log lines and its ERROR
+ * promotion of a failed result before the first gap), then a reject in any
+ * case (the scrub can only pass it when the metric's rows have a hole). */
+static void reject_invalid(item *it, gmetric *gm, const an_data_row *rows, size_t nrows)
+{
+    char r1[64], why[128];
+    size_t matched = 0, k = 1;
+    range_text(r1, sizeof r1, it->first, it->last);
+    while (k < it->n && it->inf[k - 1]->rowid != INT64_MAX &&
+           it->inf[k]->rowid == it->inf[k - 1]->rowid + 1)
+        k++;
+    if (it->first < 1)
+        snprintf(why, sizeof why, "rowid %" PRId64 " is not positive", it->first);
+    else
+        snprintf(why, sizeof why, "result %zu has rowid %" PRId64 " after %" PRId64, k,
+                 it->inf[k]->rowid, it->inf[k - 1]->rowid);
+    if (nrows == 0)
+        an_error("Rejected inference result batch=%s of model=%s due to no matching "
+                 "metric_data rows", r1, it->b->model);
+    else if (scrub(it, gm, rows, nrows, &matched) == 0)
+        an_error("Rejected inference result batch=%s of model=%s due to error=rowids not "
+                 "contiguous", r1, it->b->model);
+    an_error("batch=%s of model=%s: its rowids are not ascending, consecutive and positive "
+             "(%s); rejected without moving the watermark", r1, it->b->model, why);
+}
+
 static int attempt(an_service *s, item *items, size_t n, int64_t t0)
 {
     group_scratch *g = s->gs;
@@ -564,8 +613,8 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         g->keys[i] = NULL;
     memset(g->gm, 0, nu * sizeof *g->gm);
     for (size_t i = 0; i < n; i++)
-        g->ranges[i] = (an_group_range){items[i].b->model, items[i].first, items[i].last,
-                                        items[i].e->id};
+        g->ranges[i] = (an_group_range){items[i].b->model, items[i].first,
+                                        read_last(&items[i]), items[i].e->id};
 
     /* params cache: one pipelined round trip; a failure is only a miss */
     char **cached = calloc(nu, sizeof *cached);
@@ -621,64 +670,6 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         acc += g->row_count[i];
     }
 
-    /* Count an attempt of each entry that will be scored (assuming those
-     * before it are): a crash while scoring it then shows as an unfinished
-     * attempt, and max_deliveries of them make it poison. Waiting entries
-     * (deferred) and duplicates are not attempts. */
-    {
-        const char **ids = malloc(n * sizeof *ids);
-        size_t *idx = malloc(n * sizeof *idx);
-        int64_t *cnt = malloc(n * sizeof *cnt);
-        int64_t *sim = calloc(nu, sizeof *sim);
-        size_t na = 0;
-        if (!ids || !idx || !cnt || !sim)
-            rc = AN_ENOMEM;
-        for (size_t i = 0; i < nu && !rc; i++)
-            sim[i] = g->gm[i].m ? g->gm[i].wm : 0;
-        for (size_t i = 0; i < n && !rc; i++) {
-            item *it = &items[i];
-            gmetric *gm = find_metric(g, nu, it->b->model);
-            int64_t *w = &sim[gm - g->gm];
-            if (!gm->m || (gm->status == AN_METRIC_CREATE_PENDING && !it->force) ||
-                (gm->status != AN_METRIC_ACTIVE && gm->status != AN_METRIC_CREATE_PENDING) ||
-                it->first <= *w)
-                continue;
-            if (!(it->first <= *w + 1 || g->g.pred[i] != AN_ROW_UNPROCESSED || it->force))
-                continue;
-            *w = it->last;
-            idx[na] = i;
-            ids[na++] = it->e->id;
-        }
-        bool split = false;
-        if (!rc && na) {
-            rc = an_attempts_begin(s->redis, s->cfg->streams.input, ids, na, na > 1, cnt, &split);
-            if (rc)
-                an_warn("cannot count attempts: %s", an_redis_errstr(s->redis));
-            if (rc && rc != AN_ENOMEM)
-                rc = AN_ETRANSIENT;
-        }
-        if (!rc && split)
-            rc = SVC_SPLIT;
-        for (size_t k = 0; k < na && !rc; k++) {
-            if (cnt[k] <= s->cfg->streams.max_deliveries)
-                continue;
-            item *it = &items[idx[k]];
-            snprintf(it->reason, sizeof it->reason,
-                     "processing attempted %" PRId64 " times without completing, over "
-                     "max_deliveries (%d)", cnt[k], s->cfg->streams.max_deliveries);
-            it->oc = INF_POISON;
-        }
-        free(ids);
-        free(idx);
-        free(cnt);
-        free(sim);
-        if (rc) {
-            an_repo_rollback(s->repo);
-            clear_metrics(g, nu);
-            return rc;
-        }
-    }
-
     /* the decisions, in stream order */
     g->nrows = 0;
     size_t *row_of_item = calloc(n, sizeof *row_of_item);   /* into hrows */
@@ -711,6 +702,13 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
                     "unmonitored?) status=%s", it->b->model, an_metric_status_name(gm->status));
             continue;
         }
+        if (!rowids_contiguous(it)) {
+            /* Never a valid batch, so never a redelivery either: no
+             * watermark test, rejected by the original's scrub (which may
+             * still move the metric to ERROR), never moving the watermark. */
+            reject_invalid(it, gm, g->g.rows.v + g->row_start[i], g->row_count[i]);
+            continue;
+        }
         if (it->last <= gm->wm) {
             it->oc = INF_DUPLICATE;
             continue;
@@ -718,6 +716,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         if (it->first <= gm->wm) {
             snprintf(it->reason, sizeof it->reason,
                      "batch rows %s overlap rows already scored up to %" PRId64, r1, gm->wm);
+            it->reason_class = SVC_DL_OVERLAP;
             it->oc = INF_POISON;
             continue;
         }
@@ -733,18 +732,23 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         const an_data_row *rows = g->g.rows.v + g->row_start[i];
         size_t nrows = g->row_count[i];
         bool rejected = false;
+        size_t matched = 0;
         if (nrows == 0) {
             an_error("Rejected inference result batch=%s of model=%s due to no matching "
                      "metric_data rows", r1, it->b->model);
             rejected = true;
         } else {
-            rejected = scrub(it, gm, rows, nrows) == 1;
+            rejected = scrub(it, gm, rows, nrows, &matched) == 1;
         }
         if (rejected) {
-            /* Rejected in its turn: the watermark moves past it, so its
-             * successor does not wait for rows that will never be scored. */
-            if (ready && it->last > gm->wm) {
-                gm->wm = it->last;
+            /* Rejected in its turn: the watermark moves past the rows it
+             * matched (they exist and will not be scored), so its successor
+             * does not wait for them; never onto rows that do not exist or
+             * that the batch did not name (a batch beyond the metric's rows
+             * moves nothing). */
+            int64_t to = matched ? it->inf[matched - 1]->rowid : gm->wm;
+            if (ready && to > gm->wm) {
+                gm->wm = to;
                 gm->source = it->e->id;
                 gm->wm_moved = true;
             }
@@ -753,6 +757,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         if (!gm->state_loaded) {
             int lr = load_state(s, gm, it);
             if (lr == AN_EINVAL) {
+                it->reason_class = SVC_DL_BAD_PARAMS;
                 it->oc = INF_POISON;
                 continue;
             }
@@ -764,6 +769,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         row_of_item[i] = g->nrows;
         int sr = score(s, g, it, gm, g->row_start[i]);
         if (sr == 1) {
+            it->reason_class = SVC_DL_HELPER;
             it->oc = INF_POISON;
             continue;
         }
@@ -808,6 +814,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
             g->ranges[nsc++] = g->ranges[i];
     int64_t updated = 0;
     bool sent = false;
+    int64_t w0 = svc_now_us();
     if (!rc && (g->nrows || nmu)) {
         rc = an_repo_group_write_send(s->repo, g->row_uids, g->upd, g->nrows, g->mu, nmu,
                                       g->ranges, nsc);
@@ -835,6 +842,12 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
     }
 
     /* committed: the counters, the logs, the state cache */
+    if (sent) {
+        an_metrics *mx = s->opts.metrics;
+        an_metrics_observe(mx, AN_H_GROUP_WRITE, (double)(svc_now_us() - w0) / 1e6);
+        an_metrics_observe(mx, AN_H_GROUP_ENTRIES, (double)n);
+        an_metrics_observe(mx, AN_H_GROUP_ROWS, (double)g->nrows);
+    }
     double dur = (double)(an_repo_now_ms(s->repo) - t0);
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
@@ -843,7 +856,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         switch (it->oc) {
         case INF_SCORED:
             s->st.inference_batches++;
-            s->st.rows_scored += (int64_t)it->n;
+            svc_count(s, &s->st.rows_scored, AN_C_ROWS_SCORED, (int64_t)it->n);
             if (s->cfg->debugging.profiling || an_log_get_level() == AN_LOG_DEBUG) {
                 const an_data_row *lr = g->g.rows.v + g->row_start[i] + it->n - 1;
                 time_t sec = (time_t)floor(lr->ts);
@@ -861,7 +874,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         case INF_DUPLICATE:
             s->st.duplicates++;
             if (g->g.seen[i] && g->row_count[i] == it->n) {
-                s->st.republished++;
+                svc_count(s, &s->st.republished, AN_C_REPUBLISHED, 1);
                 an_warn("batch %s of model=%s (entry %s) was already scored; publishing its "
                         "output that was never published", r1, it->b->model, it->e->id);
             } else {
@@ -895,6 +908,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
 int svc_group_run(an_service *s, item *items, size_t n)
 {
     assert(n > 0);
+    s->st.groups++;
     if (!s->gs && !(s->gs = calloc(1, sizeof *s->gs)))
         return AN_ENOMEM;
     size_t *keep = malloc(n * sizeof *keep);
@@ -910,10 +924,12 @@ int svc_group_run(an_service *s, item *items, size_t n)
         if (!rc)
             rc = attempt(s, items, n, t0);
         if (rc != AN_ETRANSIENT)
-            break;   /* 0, SVC_SPLIT or a hard error */
-        s->st.transient_errors++;
+            break;   /* 0 or a hard error */
+        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
+        svc_heartbeat(s);
         if (an_repo_retry_policy(s->repo, k, t0))
             break;   /* budget spent: AN_ETRANSIENT to the caller */
+        svc_note_retry(s);
     }
     if (rc)
         reset_items(items, n, keep);

@@ -54,6 +54,12 @@ typedef struct item {
     int64_t cache_wm;
     int64_t seen_wm;                   /* the watermark a deferral saw */
     char reason[384];                  /* dead-letter reason */
+    const char *reason_class;          /* its metrics label (static; NULL: "other") */
+    size_t published;                  /* outs[0..published) went out in
+                                          chunks ahead of the acking call */
+    bool done;                         /* acked or dead-lettered (or taken
+                                          over by another consumer): its
+                                          attempt is finished */
 } item;
 
 struct deferred;
@@ -64,6 +70,8 @@ struct deferred;
  * rules take_entries forms groups with; anything else is left to it. */
 typedef struct prefetch {
     const an_entry *v;  /* the entries in hand */
+    const int64_t *count; /* [n] their attempt numbers; 0: not counted yet
+                             (never decoded ahead) */
     size_t n;
     size_t from;        /* index in v of the next group's first entry */
     item *items;        /* room for n items; [0, k) decoded */
@@ -93,26 +101,32 @@ struct an_service {
 
     struct deferred *def;   /* entries waiting for their predecessors */
     size_t ndef, capdef;
+    size_t def_bytes;       /* their field bytes (defer_max_bytes) */
 
     struct group_scratch *gs;   /* service_group.c's reusable buffers */
     prefetch *pf;               /* set while take_entries runs a group */
+
+    /* service_metrics.c's pacing (monotonic ms) */
+    int64_t last_tick_ms, last_status_ms, last_poll_ms;
+    int64_t status_entries;     /* st.entries at the last STATUS= */
+    int64_t schema_warned_ms;   /* last "schema missing" warning */
+    bool ready_noted, stop_noted;
 };
 
 /* Appends msg (consumed) to the item's messages, encoded per
  * [streams] output_encoding. 0 / AN_ENOMEM / AN_EINVAL. */
 int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
                 json_t *msg);
-
-/* svc_group_run's "an entry of the group has an unfinished earlier attempt:
- * run them one by one" (positive, unlike the AN_E* codes). */
-#define SVC_SPLIT 2
+/* The same for a message already serialized (text consumed). */
+int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
+                     char *text, size_t len);
 
 /* Processes the inference results of items[0..n) (each with n > 0) in ONE
  * transaction (retried as a whole on transient errors within the §4.5
  * budget). Sets every item's outcome and messages; nothing is published.
- * Each entry about to be scored counts an attempt (an_attempts_begin); one
- * over [streams] max_deliveries attempts becomes INF_POISON. Returns 0,
- * SVC_SPLIT (n > 1 only), AN_ETRANSIENT (retry later), or another error. */
+ * The entries' processing attempts were counted before they were decoded
+ * (service.c); this does not count them. Returns 0, AN_ETRANSIENT (retry
+ * later), or another error. */
 int svc_group_run(an_service *s, item *items, size_t n);
 
 void svc_group_free(an_service *s);
@@ -121,5 +135,41 @@ void svc_group_free(an_service *s);
  * and memory: no Redis or PostgreSQL call, so it can run while the
  * group's write is on the wire. */
 void svc_prefetch(an_service *s);
+
+/* ---- service_metrics.c: every event updates the stats line
+ * (an_service_stats) and the metrics (opts.metrics) together ---- */
+
+/* Dead-letter reason classes (anomalyd_dead_letters_total{reason}). */
+#define SVC_DL_MALFORMED "malformed"   /* does not decode */
+#define SVC_DL_TOO_LARGE "too_large"   /* over max_entry_bytes / max_inflated_bytes */
+#define SVC_DL_ATTEMPTS "attempts"     /* over max_deliveries unfinished attempts */
+#define SVC_DL_OVERLAP "overlap"       /* rows overlap rows already scored */
+#define SVC_DL_BAD_PARAMS "bad_params" /* stored likelihood params unreadable */
+#define SVC_DL_HELPER "helper"         /* the likelihood helper failed */
+
+/* The loop is alive: metrics heartbeat, systemd watchdog, a STATUS= line
+ * every few seconds, STOPPING=1 once a stop is requested. Cheap: call it
+ * every loop turn and nap step. */
+void svc_heartbeat(an_service *s);
+/* Every few seconds (only with metrics): the group's pending and lag, the
+ * input and dead-letter stream lengths, the schema (which also tells
+ * whether PostgreSQL answers). Main loop only: it talks to both servers. */
+void svc_poll(an_service *s);
+/* Connected to both servers with the schema present: running, READY=1. */
+void svc_note_ready(an_service *s);
+void svc_note_up(an_service *s, an_server srv, bool up);
+/* The service is stopping (a stop was requested, or it returns): state
+ * stopping, STOPPING=1. Once. */
+void svc_note_stopping(an_service *s);
+/* One entry completed (st.entries) with outcome o; latency_from_id: the entry's id, for
+ * the entry latency histogram (NULL: not observed). */
+void svc_note_done(an_service *s, an_outcome o, const char *latency_from_id);
+void svc_note_dead_letter(an_service *s, const char *reason_class);
+/* *stat += n, and the counter c. */
+void svc_count(an_service *s, int64_t *stat, an_counter c, int64_t n);
+/* A transient error that will be retried after a back-off. */
+void svc_note_retry(an_service *s);
+/* Monotonic microseconds (durations for the histograms). */
+int64_t svc_now_us(void);
 
 #endif

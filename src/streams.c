@@ -1374,6 +1374,47 @@ int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, si
     return 0;
 }
 
+/* attempts.lua in mode "2" (an_attempts_begin_page) or "-1"
+ * (an_attempts_end); counts[i] (may be NULL) = its answer for ids[i]. */
+static int attempts_call(an_redis *r, const char *input, const char *mode,
+                         const char *const *ids, size_t n, int64_t *counts)
+{
+    if (n == 0)
+        return 0;
+    char key[512];
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
+    cmd_add(&c, "");
+    cmd_addi(&c, 1);
+    cmd_add(&c, an_attempts_key(input, key, sizeof key));
+    cmd_add(&c, mode);
+    for (size_t i = 0; i < n; i++)
+        cmd_add(&c, ids[i]);
+    redisReply *rep;
+    int rc = eval_script(r, "attempts", &c, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n + 1)
+        return bad_reply(r, "attempts.lua", rep);
+    for (size_t i = 0; counts && i < n; i++)
+        counts[i] = reply_int(rep->element[i + 1]);
+    freeReplyObject(rep);
+    return 0;
+}
+
+int an_attempts_begin_page(an_redis *r, const char *input, const char *const *ids, size_t n,
+                           int64_t *counts)
+{
+    return attempts_call(r, input, "2", ids, n, counts);
+}
+
+int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size_t n)
+{
+    return attempts_call(r, input, "-1", ids, n, NULL);
+}
+
 int an_dead_letter(an_redis *r, const an_dead_letter_req *q,
                    char id_out[AN_ID_MAX])
 {
@@ -1903,6 +1944,7 @@ static int publish_many_call(an_redis *r, const an_publish_group *g, redisReply 
     cmd_add(&c, g->owner ? g->owner : "");
     cmd_addi(&c, g->output_maxlen > 0 ? g->output_maxlen : 0);
     cmd_addi(&c, (int64_t)g->nentries);
+    cmd_add(&c, g->no_ack ? "0" : "1");
     char ts[24];
     snprintf(ts, sizeof ts, "%" PRId64, g->updated_ms > 0 ? g->updated_ms : now_ms());
     /* three numbers per entry; cmd's own number slots are too few */
@@ -1973,4 +2015,49 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
         status[i] = rep->element[i]->element[0]->integer == 1;
     freeReplyObject(rep);
     return 0;
+}
+
+/* ------------------------------------------------------------ generic */
+
+/* Appends args (binary safe) to c. */
+static void cmd_add_all(cmd *c, const char *const *args, const size_t *lens, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cmd_addn(c, args[i], lens ? lens[i] : (args[i] ? strlen(args[i]) : 0));
+}
+
+int an_redis_eval(an_redis *r, const char *name, size_t numkeys,
+                  const char *const *args, const size_t *lens, size_t nargs,
+                  redisReply **reply)
+{
+    *reply = NULL;
+    if (numkeys > nargs) {
+        rerr(r, "%s.lua: %zu keys but %zu arguments", name, numkeys, nargs);
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA");
+    cmd_add(&c, ""); /* placeholders filled by eval_script */
+    cmd_addi(&c, (int64_t)numkeys);
+    cmd_add_all(&c, args, lens, nargs);
+    int rc = eval_script(r, name, &c, reply);
+    cmd_free(&c);
+    return rc;
+}
+
+int an_redis_command(an_redis *r, const char *const *argv, const size_t *lens,
+                     size_t argc, redisReply **reply)
+{
+    *reply = NULL;
+    if (argc == 0) {
+        rerr(r, "empty command");
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add_all(&c, argv, lens, argc);
+    int rc = run(r, &c, reply, false);
+    cmd_free(&c);
+    return rc;
 }

@@ -176,6 +176,9 @@ void e2e_init(e2e *t, const char *tag)
     e2e_setenv(t, "ANOMALYD_STREAMS_GROUP", E2E_GROUP);
     e2e_setenv(t, "ANOMALYD_STREAMS_CLAIM_IDLE_MS", "2000");
     e2e_setenv(t, "ANOMALYD_STREAMS_BLOCK_MS", "200");
+    /* The metrics endpoint stays on (it is part of what runs), on any free
+     * port: several consumers, and other stacks' tests, share this host. */
+    e2e_setenv(t, "ANOMALYD_HTTP_LISTEN", "127.0.0.1:0");
 
     if (!db_ready) {
         e2e_proc p;

@@ -85,7 +85,7 @@ const char *e2e_src(const char *rel);
  * (once per process), and the child environment:
  *   ANOMALYD_STREAMS_INPUT=<p>results  OUTPUT=<p>model_results
  *   DEAD_LETTER=<p>dead  PARAMS_PREFIX=<p>params:  GROUP=anomalyd
- *   CLAIM_IDLE_MS=2000  BLOCK_MS=200 */
+ *   CLAIM_IDLE_MS=2000  BLOCK_MS=200, and ANOMALYD_HTTP_LISTEN=127.0.0.1:0 */
 void e2e_init(e2e *t, const char *tag);
 void e2e_fini(e2e *t);
 /* Adds/replaces NAME=VALUE in the children's environment. */

@@ -750,7 +750,7 @@ START_TEST(retry_policy)
      * at 0, 40, 120, 280, 600 -> the 5th fails past the budget and is
      * returned, after exactly four sleeps. */
     vclock vc = {0};
-    an_clock clk = {vclock_now, vclock_sleep, &vc};
+    an_clock clk = {.now_ms = vclock_now, .sleep_ms = vclock_sleep, .ud = &vc};
     an_repo *r = new_repo_clock(300, 40, 10000, &clk);
     int calls = 0;
     nlog = 0;
@@ -868,6 +868,32 @@ START_TEST(transient_classification)
 }
 END_TEST
 
+/* Issue 9 case 8: extreme rowids reach the group read without overflow
+ * (the decoder rejects them; the repository must not depend on it). */
+START_TEST(group_read_extreme_rowids)
+{
+    an_repo *r = new_repo();
+    char uid[48];
+    make_uid(uid, sizeof uid, "xrow");
+    create_metric(r, uid, AN_METRIC_ACTIVE);
+    ck_assert_int_eq(add_rows(r, uid, 3, 1420070400.0), 1);
+    const char *uids[1] = {uid};
+    an_group_range ranges[3] = {{uid, INT64_MIN, INT64_MIN, "1-1"},
+                                {uid, INT64_MIN, INT64_MAX, "1-2"},
+                                {uid, INT64_MAX, INT64_MAX, "1-3"}};
+    an_group_read g = {0};
+    CK_OK(r, an_repo_group_read(r, uids, 1, ranges, 3, &g));
+    ck_assert(g.found[0]);
+    ck_assert_uint_eq(g.rows.n, 3);   /* rows 1..3, all in the middle range */
+    for (size_t i = 0; i < g.rows.n; i++)
+        ck_assert_uint_eq(g.row_range[i], 1);
+    ck_assert_int_eq(g.pred[0], AN_ROW_MISSING);
+    an_repo_rollback(r);
+    an_group_read_free(&g);
+    an_repo_free(r);
+}
+END_TEST
+
 START_TEST(quote_in_uid)
 {
     an_repo *r = new_repo();
@@ -922,6 +948,7 @@ static Suite *suite(void)
     tcase_add_test(tc, retry_policy);
     tcase_add_test(tc, transient_classification);
     tcase_add_test(tc, quote_in_uid);
+    tcase_add_test(tc, group_read_extreme_rowids);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -606,6 +606,102 @@ START_TEST(dead_letter_fields_and_ack)
 }
 END_TEST
 
+/* Issue 9 case 5: an entry of any number of fields can be dead-lettered
+ * (redis.call takes at most ~8000 arguments: the script cannot unpack
+ * 4,000 fields into one XADD). At and past the inline limit (1000 fields),
+ * 4,000 and 100,000 fields. */
+static void dead_letter_n_fields(size_t n)
+{
+    const char *in = key("wide"), *dl = key("wide:dead");
+    an_del(R, in, NULL);
+    an_del(R, dl, NULL);
+    ck_assert_int_eq(an_group_create(R, in, "g", "0", NULL), 0);
+    an_field *f = calloc(n, sizeof *f);
+    char (*names)[24] = calloc(n, sizeof *names);
+    ck_assert(f && names);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(names[i], sizeof names[i], "f%zu", i);
+        f[i] = (an_field){names[i], strlen(names[i]), "v\n\x1b", 3};
+    }
+    char id[AN_ID_MAX], dlid[AN_ID_MAX];
+    ck_assert_msg(an_xadd(R, in, 0, f, n, id) == 0, "%s", an_redis_errstr(R));
+    an_entry_list l = {0};
+    ck_assert_int_eq(an_read_group(R, in, "g", "c1", ">", 10, -1, &l), 0);
+    ck_assert_uint_eq(l.n, 1);
+    ck_assert_uint_eq(l.v[0].nfields, n);
+    an_dead_letter_req q = {in, "g", id, "c1", dl, 0, l.v[0].fields, l.v[0].nfields,
+                            "missing field 'model'", 1, "c1"};
+    int rc = an_dead_letter(R, &q, dlid);
+    ck_assert_msg(rc == 0, "%zu fields: %s", n, an_redis_errstr(R));
+    an_entry_list_free(&l);
+    ck_assert_int_eq(pel_count(in, "g"), 0);
+    ck_assert_int_eq(an_xrange(R, dl, "-", "+", 0, false, &l), 0);
+    ck_assert_uint_eq(l.n, 1);
+    const an_entry *e = &l.v[0];
+    ck_assert_str_eq(an_entry_field(e, "reason")->value, "missing field 'model'");
+    ck_assert_str_eq(an_entry_field(e, "source")->value, id);
+    if (n <= 1000) {
+        ck_assert_uint_eq(e->nfields, n + 4);
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_str_eq(e->fields[i].name, names[i]);
+            ck_assert_str_eq(e->fields[i].value, "v\n\x1b");
+        }
+    } else {
+        ck_assert_uint_eq(e->nfields, 6);
+        ck_assert_str_eq(e->fields[0].name, "fields_msgpack");
+        char cnt[32];
+        snprintf(cnt, sizeof cnt, "%zu", n);
+        ck_assert_str_eq(an_entry_field(e, "field_count")->value, cnt);
+        /* unpacked by Redis's own cmsgpack: every name and value, in order */
+        const an_field *pk = an_entry_field(e, "fields_msgpack");
+        redisReply *rep = cmd("EVAL %s 0 %b", "local t = cmsgpack.unpack(ARGV[1]) "
+                              "local bad = 0 for i = 1, #t, 2 do "
+                              "if t[i] ~= 'f' .. ((i - 1) / 2) or t[i + 1] ~= 'v\\n\\27' then "
+                              "bad = bad + 1 end end return {#t, bad}",
+                              pk->value, pk->value_len);
+        ck_assert_int_eq(rep->type, REDIS_REPLY_ARRAY);
+        ck_assert_int_eq(rep->element[0]->integer, (long long)(2 * n));
+        ck_assert_int_eq(rep->element[1]->integer, 0);
+        freeReplyObject(rep);
+    }
+    an_entry_list_free(&l);
+    free(f);
+    free(names);
+}
+
+START_TEST(dead_letter_any_number_of_fields)
+{
+    static const size_t sizes[] = {999, 1000, 1001, 4000, 100000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        dead_letter_n_fields(sizes[i]);
+}
+END_TEST
+
+/* The attempts hash (KEYS[3]) is type-checked before the first write: a
+ * wrong type fails the script with nothing written and the entry pending. */
+START_TEST(dead_letter_attempts_key_wrong_type)
+{
+    const char *in = key("in"), *dl = key("dead");
+    char akey[512], id[AN_ID_MAX];
+    an_attempts_key(in, akey, sizeof akey);
+    key(akey + strlen(prefix));   /* cleaned up with the others */
+    ck_assert_int_eq(an_group_create(R, in, "g", "0", NULL), 0);
+    xadd(in, "u9", "[]", id);
+    an_entry_list l = {0};
+    ck_assert_int_eq(an_read_group(R, in, "g", "c1", ">", 10, -1, &l), 0);
+    freeReplyObject(cmd("SET %s x", akey));
+    an_dead_letter_req q = {in, "g", id, "c1", dl, 0, l.v[0].fields, l.v[0].nfields,
+                            "r", 1, "c1"};
+    ck_assert_int_ne(an_dead_letter(R, &q, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(an_redis_errstr(R), "WRONGTYPE"));
+    an_entry_list_free(&l);
+    ck_assert_int_eq(pel_count(in, "g"), 1);
+    ck_assert_int_eq(an_xrange(R, dl, "-", "+", 0, false, &l), 0);
+    ck_assert_uint_eq(l.n, 0);
+    an_entry_list_free(&l);
+}
+END_TEST
+
 START_TEST(noscript_fallback)
 {
     const char *in = key("in"), *out = key("out"), *dl = key("dead");
@@ -902,6 +998,8 @@ static Suite *suite(void)
     tcase_add_test(tc, publish_maxlen_trims);
     tcase_add_test(tc, publish_atomic_on_error);
     tcase_add_test(tc, dead_letter_fields_and_ack);
+    tcase_add_test(tc, dead_letter_any_number_of_fields);
+    tcase_add_test(tc, dead_letter_attempts_key_wrong_type);
     tcase_add_test(tc, noscript_fallback);
     tcase_add_test(tc, autoclaim_and_deleted);
     tcase_add_test(tc, nogroup_detected);

@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "an_codec.h"
+#include "an_log.h"
 
 static char reason[512];
 
@@ -63,19 +64,15 @@ START_TEST(iRv2_ok)
     ck_assert(r->score == 0.25);
     ck_assert_ptr_null(r->error);
     ck_assert(!r->legacy);
-    ck_assert(json_is_object(r->predictions));
-    ck_assert(json_real_value(json_object_get(r->predictions, "1")) == 10.5);
-    char *pt = an_predictions_text(r->predictions);
-    ck_assert_str_eq(pt, "{\"1\":10.5}");
-    free(pt);
+    /* predictions are kept as their canonical text, no tree */
+    ck_assert_ptr_null(r->predictions);
+    ck_assert_str_eq(r->predictions_text, "{\"1\":10.5}");
     /* integer score cast to double */
     r = &b->results[1].u.inf;
     ck_assert(r->has_score);
     ck_assert(r->score == 1.0);
     ck_assert_ptr_null(r->predictions);
-    pt = an_predictions_text(r->predictions);
-    ck_assert_str_eq(pt, "null");
-    free(pt);
+    ck_assert_ptr_null(r->predictions_text);
     r = &b->results[2].u.inf;
     ck_assert_int_eq(r->status, 1);
     ck_assert(!r->has_score);
@@ -92,6 +89,7 @@ START_TEST(iR_legacy_ok)
     ck_assert_uint_eq(b->n, 2);
     ck_assert(b->results[0].u.inf.legacy);
     ck_assert_ptr_null(b->results[0].u.inf.predictions);
+    ck_assert_ptr_null(b->results[0].u.inf.predictions_text);
     ck_assert(b->results[0].u.inf.score == 0.5);
     ck_assert_int_eq(b->results[1].u.inf.status, 3);
     ck_assert_str_eq(b->results[1].u.inf.error, "err");
@@ -321,7 +319,7 @@ START_TEST(entry_too_big)
     ck_assert_str_eq(reason, "entry is 10485772 bytes, over max_entry_bytes "
                              "(4194304)");
     /* with the limit off it is just an empty batch */
-    an_codec_limits lim = {0, 0};
+    an_codec_limits lim = {.max_entry_bytes = 0};
     rc = an_batch_decode(f, 2, &lim, &b, reason, sizeof reason);
     ck_assert_int_eq(rc, AN_EINVAL);
     ck_assert_str_eq(reason, "batch: empty array");
@@ -376,8 +374,7 @@ START_TEST(zlib_round_trip)
     ck_assert_uint_eq(b->n, 3);
     ck_assert_str_eq(b->results[0].u.cmd.method, "defineModel");
     ck_assert(b->results[1].u.inf.score == 0.1);
-    ck_assert(json_equal(b->results[1].u.inf.predictions,
-                         res[1].u.inf.predictions));
+    ck_assert_str_eq(b->results[1].u.inf.predictions_text, "{\"1\":42.0}");
     ck_assert(b->results[2].u.inf.legacy);
     an_batch_free(b);
     json_decref(res[1].u.inf.predictions);
@@ -474,7 +471,8 @@ START_TEST(zlib_bomb)
     ck_assert_msg(zlen < (size_t)1 << 20, "bomb is %zu bytes", zlen);
     an_field f[3] = {F("model", "m1"), {"batch", 5, z, zlen},
                      F("encoding", "zlib")};
-    an_codec_limits lim = {AN_CODEC_DEFAULT_MAX_ENTRY_BYTES, 1u << 20};
+    an_codec_limits lim = {.max_entry_bytes = AN_CODEC_DEFAULT_MAX_ENTRY_BYTES,
+                           .max_inflated_bytes = 1u << 20};
     an_batch *b = NULL;
     double t0 = now_s();
     int rc = an_batch_decode(f, 3, &lim, &b, reason, sizeof reason);
@@ -575,9 +573,9 @@ START_TEST(inference_message)
                         NULL};
     json_t *pred = json_pack("{s:f}", "1", 12.5);
     an_out_row rows[3] = {
-        {101, 1431648000.123456, 12.0, 0.5, 0.25, pred, NULL},
-        {102, 1431648300.0, 13.0, 1.0, 0.99999, NULL, "{\"1\": 3.5}"},
-        {103, 1431648600.0, 14.0, 0.0, 0.0, NULL, "null"},
+        {101, 1431648000.123456, 12.0, 0.5, 0.25, pred, NULL, false},
+        {102, 1431648300.0, 13.0, 1.0, 0.99999, NULL, "{\"1\": 3.5}", false},
+        {103, 1431648600.0, 14.0, 0.0, 0.0, NULL, "null", false},
     };
     json_t *msg = an_msg_inference(&m, rows, 3, reason, sizeof reason);
     ck_assert_msg(msg != NULL, "%s", reason);
@@ -789,6 +787,248 @@ START_TEST(encoding_names)
 }
 END_TEST
 
+/* ------------------------------------------------ hostile input (issue 9) */
+
+/* Decode with limits; returns rc. */
+static int dec_lim(const char *batch, size_t len, an_encoding enc,
+                   const an_codec_limits *lim, an_batch **b)
+{
+    an_field f[3] = {F("model", "m1"), {"batch", 5, batch, len},
+                     F("encoding", enc == AN_ENC_ZLIB ? "zlib" : "json")};
+    reason[0] = '\0';
+    *b = NULL;
+    return an_batch_decode(f, 3, lim, b, reason, sizeof reason);
+}
+
+/* Case 8: rowIDs are metric_data rowids (a PostgreSQL integer from 1). */
+START_TEST(rowid_range)
+{
+    FAILS("[[\"iRv2\",-9223372036854775808,0,0.5,null,null]]", AN_EINVAL,
+          "batch[0]: iRv2 rowID -9223372036854775808 is outside 1..2147483647");
+    FAILS("[[\"iRv2\",0,0,0.5,null,null]]", AN_EINVAL, "rowID 0 is outside 1..2147483647");
+    FAILS("[[\"iRv2\",-1,0,0.5,null,null]]", AN_EINVAL, "rowID -1 is outside");
+    FAILS("[[\"iR\",2147483648,0,0.5,null]]", AN_EINVAL,
+          "iR rowID 2147483648 is outside 1..2147483647");
+    FAILS("[[\"iRv2\",9223372036854775807,0,0.5,null,null]]", AN_EINVAL,
+          "rowID 9223372036854775807 is outside");
+    an_batch *b = NULL;
+    ck_assert_msg(dec("m1", "[[\"iRv2\",1,0,0.5,null,null],"
+                            "[\"iRv2\",2147483647,0,0.5,null,null]]", &b) == 0, "%s", reason);
+    ck_assert_int_eq(b->results[0].u.inf.rowid, 1);
+    ck_assert_int_eq(b->results[1].u.inf.rowid, 2147483647);
+    an_batch_free(b);
+}
+END_TEST
+
+/* Case 4: a raw anomaly score is in [0, 1]; finite is not enough. */
+START_TEST(score_range)
+{
+    FAILS("[[\"iRv2\",3,0,1e200,null,null]]", AN_EINVAL,
+          "batch[0]: iRv2 rowID=3: anomalyScore 1e+200 is outside [0, 1]");
+    FAILS("[[\"iRv2\",3,0,-0.1,null,null]]", AN_EINVAL, "anomalyScore -0.1 is outside [0, 1]");
+    FAILS("[[\"iRv2\",3,0,1.0000000000000002,null,null]]", AN_EINVAL,
+          "anomalyScore 1.0000000000000002 is outside [0, 1]");
+    FAILS("[[\"iRv2\",3,0,2,null,null]]", AN_EINVAL, "anomalyScore 2.0 is outside [0, 1]");
+    FAILS("[[\"iRv2\",1,0,0.5,null,null],[\"iR\",2,0,-1e-300,null]]", AN_EINVAL,
+          "batch[1]: iR rowID=2: anomalyScore -1e-300 is outside [0, 1]");
+    an_batch *b = NULL;
+    ck_assert_msg(dec("m1", "[[\"iRv2\",1,0,0,null,null],[\"iRv2\",2,0,1,null,null],"
+                            "[\"iRv2\",3,0,1.0,null,null],[\"iRv2\",4,0,0.0,null,null]]",
+                      &b) == 0, "%s", reason);
+    ck_assert(b->results[0].u.inf.score == 0.0 && b->results[1].u.inf.score == 1.0);
+    an_batch_free(b);
+}
+END_TEST
+
+/* Case 2: results per entry, at and past the limit. */
+START_TEST(max_results_limit)
+{
+    const char *three = "[[\"iRv2\",1,0,0.5,null,null],[\"iRv2\",2,0,0.5,null,null],"
+                        "[\"mcR\",\"c\",\"m\",0,null,null]]";
+    an_codec_limits lim = an_codec_limits_default();
+    ck_assert_uint_eq(lim.max_results, AN_CODEC_DEFAULT_MAX_RESULTS);
+    lim.max_results = 3;
+    an_batch *b = NULL;
+    ck_assert_msg(dec_lim(three, strlen(three), AN_ENC_JSON, &lim, &b) == 0, "%s", reason);
+    an_batch_free(b);
+    lim.max_results = 2;
+    ck_assert_int_eq(dec_lim(three, strlen(three), AN_ENC_JSON, &lim, &b), AN_ERANGE);
+    ck_assert_ptr_null(b);
+    ck_assert_str_eq(reason, "batch: 3 results, over max_results (2)");
+}
+END_TEST
+
+/* Case 2: JSON nodes counted on the text (values and keys; brackets,
+ * quotes and escapes inside strings do not count), at and past the
+ * limit, before any parsing. */
+START_TEST(max_json_nodes_limit)
+{
+    /* 2 arrays, "iRv2" 1 0 0.5, "x[{\"", object, key, array, 1.5e-3, "a\"[{,:" = 12:
+     * the entry is invalid (status 0 with an errorMessage), which only the
+     * parser finds, so at the limit the reason is the parser's. */
+    const char *t = "[[\"iRv2\",1,0,0.5,\"x[{\\\"\",{\"k]}\":[1.5e-3,\"a\\\"[{,:\"]}]]";
+    an_codec_limits lim = an_codec_limits_default();
+    ck_assert_uint_eq(lim.max_json_nodes, AN_CODEC_DEFAULT_MAX_JSON_NODES);
+    lim.max_json_nodes = 12;
+    an_batch *b = NULL;
+    ck_assert_int_eq(dec_lim(t, strlen(t), AN_ENC_JSON, &lim, &b), AN_EINVAL);
+    ck_assert_msg(strstr(reason, "status 0 with an errorMessage"), "%s", reason);
+    lim.max_json_nodes = 11;
+    ck_assert_int_eq(dec_lim(t, strlen(t), AN_ENC_JSON, &lim, &b), AN_ERANGE);
+    ck_assert_str_eq(reason, "batch: more than 11 JSON nodes, over max_json_nodes (11)");
+    /* a valid one: 2 arrays, "iRv2" 1 0 0.5 null, {"1":10.5} (3) = 10 */
+    const char *v = "[[\"iRv2\",1,0,0.5,null,{\"1\":10.5}]]";
+    lim.max_json_nodes = 10;
+    ck_assert_msg(dec_lim(v, strlen(v), AN_ENC_JSON, &lim, &b) == 0, "%s", reason);
+    ck_assert_str_eq(b->results[0].u.inf.predictions_text, "{\"1\":10.5}");
+    an_batch_free(b);
+    lim.max_json_nodes = 9;
+    ck_assert_int_eq(dec_lim(v, strlen(v), AN_ENC_JSON, &lim, &b), AN_ERANGE);
+}
+END_TEST
+
+/* Case 2 as reported: a small zlib entry whose predictions inflate to
+ * millions of tiny arrays is refused on its node count, with the default
+ * limits, before a tree is built. */
+START_TEST(amplification_predictions)
+{
+    size_t n = 4u << 20; /* 4M "[]," = 12 MiB of text, under max_inflated_bytes */
+    const char *head = "[[\"iRv2\",1,0,0.5,null,{\"1\":[";
+    const char *tail = "[]]}]]";
+    size_t len = strlen(head) + 3 * n + strlen(tail);
+    char *text = malloc(len + 1);
+    ck_assert_ptr_nonnull(text);
+    char *p = text + strlen(head);
+    memcpy(text, head, strlen(head));
+    for (size_t i = 0; i < n; i++, p += 3)
+        memcpy(p, "[],", 3);
+    memcpy(p, tail, strlen(tail) + 1);
+    char *z = NULL;
+    size_t zlen = 0;
+    ck_assert_int_eq(an_zlib_compress(text, len, &z, &zlen, reason, sizeof reason), 0);
+    free(text);
+    ck_assert_msg(zlen < 64u << 10, "%zu", zlen);
+    an_batch *b = NULL;
+    ck_assert_int_eq(dec_lim(z, zlen, AN_ENC_ZLIB, NULL, &b), AN_ERANGE);
+    ck_assert_ptr_null(b);
+    ck_assert_str_eq(reason, "batch: more than 250000 JSON nodes, over max_json_nodes (250000)");
+    free(z);
+}
+END_TEST
+
+/* What the service's group budget adds up. */
+START_TEST(decoded_bytes)
+{
+    an_batch *b = NULL;
+    ck_assert_msg(dec("m1", "[[\"iRv2\",1,0,0.5,null,{\"1\":1}],[\"iRv2\",2,1,null,\"boom\",null],"
+                            "[\"mcR\",\"c-1\",\"defineModel\",0,null,null]]", &b) == 0,
+                  "%s", reason);
+    size_t want = sizeof *b + 3 * sizeof *b->results + sizeof "{\"1\":1}" + sizeof "boom" +
+                  sizeof "c-1" + sizeof "defineModel";
+    ck_assert_uint_eq(b->decoded_bytes, want);
+    an_batch_free(b);
+}
+END_TEST
+
+/* Case 7: reasons quote input text escaped. */
+START_TEST(reasons_escaped)
+{
+    FAILS("[[\"x\\nINFO forged\\u001b[31m\",1]]", AN_EINVAL,
+          "unknown result signature 'x\\x0aINFO forged\\x1b[31m'");
+    FAILS("[[\"mcR\",\"c\\r\\n\\u0007\",\"m\",0,null,\"e\"]]", AN_EINVAL,
+          "mcR commandID=c\\x0d\\x0a\\x07: status 0 with an errorMessage");
+    an_field f[3] = {F("model", "m1"), F("batch", "[]"), F("encoding", "zl\nib")};
+    ck_assert_int_eq(an_batch_decode(f, 3, NULL, &(an_batch *){NULL}, reason, sizeof reason),
+                     AN_EINVAL);
+    ck_assert_str_eq(reason, "unknown encoding 'zl\\x0aib' (expected json or zlib)");
+    for (const char *c = reason; *c; c++)
+        ck_assert((unsigned char)*c >= 0x20);
+}
+END_TEST
+
+/* Case 7: the one escaping function for input text in logs and reasons. */
+START_TEST(escape_text)
+{
+    char o[64];
+    const char *in = "a\nb\rc\x1b[2Jd\\e\x7f";
+    ck_assert_str_eq(an_escape(o, sizeof o, in, strlen(in), 0),
+                     "a\\x0ab\\x0dc\\x1b[2Jd\\x5ce\\x7f");
+    /* UTF-8 kept; C1 controls (CSI U+009B), malformed and overlong bytes,
+     * surrogates escaped */
+    const char *u = "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80|\xc2\x9b|\xff|\xc0\xaf|\xed\xa0\x80|\xc3";
+    ck_assert_str_eq(an_escape(o, sizeof o, u, strlen(u), 0),
+                     "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80|\\xc2\\x9b|\\xff|\\xc0\\xaf|"
+                     "\\xed\\xa0\\x80|\\xc3");
+    /* binary safe: a NUL byte is escaped, not an end */
+    ck_assert_str_eq(an_escape(o, sizeof o, "a\0b", 3, 0), "a\\x00b");
+    /* cut at max_in, or when dst is full: "..." and never half an escape */
+    ck_assert_str_eq(an_escape(o, sizeof o, "abcdef", 6, 3), "abc...");
+    ck_assert_str_eq(an_escape(o, 10, "\n\n\n\n", 4, 0), "\\x0a...");
+    ck_assert_str_eq(an_escape(o, 8, "abcdefgh", 8, 0), "abcd...");
+    ck_assert_str_eq(an_escape(o, 9, "abcdefgh", 8, 0), "abcdefgh");
+    ck_assert_str_eq(an_escape(o, 2, "abc", 3, 0), ".");
+    ck_assert_str_eq(an_escape(o, 1, "abc", 3, 0), "");
+    ck_assert_str_eq(an_escape(o, sizeof o, "", 0, 0), "");
+    /* every byte value: no control byte survives */
+    char all[256], big[4 * 256 + 4];
+    for (int i = 0; i < 256; i++)
+        all[i] = (char)i;
+    an_escape(big, sizeof big, all, sizeof all, 0);
+    for (const unsigned char *c = (const unsigned char *)big; *c; c++)
+        ck_assert_msg(*c >= 0x20 && *c != 0x7f, "byte %02x", *c);
+}
+END_TEST
+
+/* The text builder the service publishes with: byte for byte the tree's
+ * dump; canonical predictions texts are spliced verbatim, others parsed. */
+START_TEST(inference_message_text)
+{
+    json_t *spec = json_pack("{s:s,s:{s:s}}", "uid", "u1", "userInfo", "symbol", "X\n\"y");
+    an_metric_info m = {"u1", "cpu", NULL, "server1", NULL, "custom", spec, NULL};
+    json_t *pred = json_pack("{s:f,s:[i,s]}", "1", 12.5, "2", 3, "\x1b");
+    an_out_row rows[5] = {
+        {101, 1431648000.123456, 12.0, 0.5, 0.25, pred, NULL, false},
+        {102, 1431648300.0, 13.0, 1.0, 0.99999, NULL, "{\"1\": 3.50, \"k\":\"\\u00e9\"}", false},
+        {103, 1431648600.0, 14.0, 0.0, 0.0, NULL, "null", false},
+        {104, 1e300, -0.0, 1e-300, 0.5, NULL, NULL, false},
+        {2147483647, 1431649200.5, 1.0, 0.1, 0.2, NULL, "{\"1\":1.5}", true},
+    };
+    json_t *msg = an_msg_inference(&m, rows, 5, reason, sizeof reason);
+    ck_assert_msg(msg != NULL, "%s", reason);
+    size_t tlen = 0, len = 0;
+    char *tree = an_json_dumps(msg, &tlen);
+    char *text = an_msg_inference_text(&m, rows, 5, &len, reason, sizeof reason);
+    ck_assert_msg(text != NULL, "%s", reason);
+    ck_assert_str_eq(text, tree);
+    ck_assert_uint_eq(len, tlen);
+    free(text);
+    free(tree);
+    json_decref(msg);
+    /* a canonical text is not parsed: what it holds goes out as is */
+    rows[4].predictions_json = "{\"1\": 1.50}";
+    text = an_msg_inference_text(&m, rows + 4, 1, &len, reason, sizeof reason);
+    ck_assert_ptr_nonnull(strstr(text, "\"multiStepBestPredictions\":{\"1\": 1.50}}]}"));
+    free(text);
+    /* zero rows, and the errors of the tree builder */
+    msg = an_msg_inference(&m, rows, 0, reason, sizeof reason);
+    tree = an_json_dumps(msg, NULL);
+    text = an_msg_inference_text(&m, rows, 0, &len, reason, sizeof reason);
+    ck_assert_str_eq(text, tree);
+    free(text);
+    free(tree);
+    json_decref(msg);
+    rows[3].raw = NAN;
+    ck_assert_ptr_null(an_msg_inference_text(&m, rows, 4, &len, reason, sizeof reason));
+    ck_assert_str_eq(reason, "results[3] (rowid 104): non-finite number");
+    rows[3].raw = 0.5;
+    rows[1].predictions_json = "[1]";
+    ck_assert_ptr_null(an_msg_inference_text(&m, rows, 2, &len, reason, sizeof reason));
+    ck_assert_ptr_nonnull(strstr(reason, "must be a JSON object"));
+    json_decref(pred);
+    json_decref(spec);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("codec");
@@ -811,6 +1051,15 @@ static Suite *suite(void)
     tcase_add_test(tc, command_message);
     tcase_add_test(tc, output_entry_json_encoding);
     tcase_add_test(tc, encoding_names);
+    tcase_add_test(tc, rowid_range);
+    tcase_add_test(tc, score_range);
+    tcase_add_test(tc, max_results_limit);
+    tcase_add_test(tc, max_json_nodes_limit);
+    tcase_add_test(tc, amplification_predictions);
+    tcase_add_test(tc, decoded_bytes);
+    tcase_add_test(tc, reasons_escaped);
+    tcase_add_test(tc, escape_text);
+    tcase_add_test(tc, inference_message_text);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -321,10 +321,10 @@ START_TEST(file_errors_name_the_key)
     expect_error("[streams]\nread_cont = 5\n", "2: [streams] read_cont: unknown key");
     expect_error("[redis]\ntimeout_ms=1\n[stream]\ninput = x\n",
                  "3: [stream]: unknown section (known: redis, postgres, streams, "
-                 "anomaly_likelihood, debugging, log)");
+                 "anomaly_likelihood, debugging, log, http, alerts, plot)");
     /* An unknown section with no keys is still an error. */
     expect_error("[nosuch]\n", "1: [nosuch]: unknown section (known: redis, postgres, streams, "
-                               "anomaly_likelihood, debugging, log)");
+                               "anomaly_likelihood, debugging, log, http, alerts, plot)");
     expect_error("[streams]\noutput_encoding = gzip\n",
                  "2: [streams] output_encoding: 'gzip' is not one of: zlib, json");
     expect_error("[anomaly_likelihood]\nvariant = nupic\n",
@@ -385,6 +385,58 @@ START_TEST(cross_key_errors)
                      AN_ECONFIG);
     ck_assert_ptr_nonnull(strstr(errbuf, "[streams] defer_max_ms (10000) must be at least "
                                          "claim_idle_ms (30000)"));
+    /* output_maxlen against max_results: at the bound, past it, and 0 (no trimming) */
+    ck_assert_int_eq(load_text(&cfg, "[streams]\nmax_results = 500\noutput_maxlen = 500\n"), 0);
+    an_config_free(&cfg);
+    ck_assert_int_eq(load_text(&cfg, "[streams]\nmax_results = 500\noutput_maxlen = 0\n"), 0);
+    an_config_free(&cfg);
+    ck_assert_int_eq(load_text(&cfg, "[streams]\nmax_results = 500\noutput_maxlen = 499\n"),
+                     AN_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(errbuf, "[streams] output_maxlen (499) must be at least "
+                                         "max_results (500)"));
+}
+END_TEST
+
+/* [http] listen: the default, empty (= off), the accepted forms, and the
+ * forms rejected at load time (binding is checked when anomalyd starts). */
+START_TEST(http_listen)
+{
+    an_config cfg;
+    ck_assert_int_eq(an_config_load(&cfg, NULL, errbuf, sizeof errbuf), 0);
+    ck_assert_str_eq(cfg.http.listen, "127.0.0.1:9464");
+    ck_assert_int_eq(cfg.http.live_max_age_ms, 120000);
+    an_config_free(&cfg);
+    ck_assert_int_eq(load_text(&cfg, "[http]\nlisten =\n"), 0);
+    ck_assert_str_eq(cfg.http.listen, "");
+    an_config_free(&cfg);
+    const char *good[] = {"0.0.0.0:9464", "[::1]:9464", "localhost:0", ":9464",
+                          "127.0.0.1:65535"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "[http]\nlisten = %s\n", good[i]);
+        ck_assert_msg(load_text(&cfg, text) == 0, "%s: %s", good[i], errbuf);
+        ck_assert_str_eq(cfg.http.listen, good[i]);
+        an_config_free(&cfg);
+    }
+    ck_assert_int_eq(load_text(&cfg, "[http]\nlisten = 127.0.0.1:65536\n"), AN_ECONFIG);
+    ck_assert_str_eq(errbuf, "[http] listen: '127.0.0.1:65536': port 65536 out of range "
+                             "(0..65535)");
+    const char *bad[] = {"127.0.0.1", "127.0.0.1:", "::1:9464", "[::1]9464", "host:94x4",
+                         "host:-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[128], want[256];
+        snprintf(text, sizeof text, "[http]\nlisten = %s\n", bad[i]);
+        ck_assert_int_eq(load_text(&cfg, text), AN_ECONFIG);
+        snprintf(want, sizeof want, "[http] listen: '%s' is not host:port (e.g. "
+                 "127.0.0.1:9464, [::1]:9464)", bad[i]);
+        ck_assert_str_eq(errbuf, want);
+    }
+    /* the liveness limit has bounds like any duration */
+    ck_assert_int_eq(load_text(&cfg, "[http]\nlive_max_age_ms = 999\n"), AN_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(errbuf, "[http] live_max_age_ms: '999' is out of range"));
+    ck_assert_int_eq(load_text(&cfg, "[http]\nlive_max_age_ms = 1s\n"), 0);
+    ck_assert_int_eq(cfg.http.live_max_age_ms, 1000);
+    an_config_free(&cfg);
 }
 END_TEST
 
@@ -427,7 +479,7 @@ START_TEST(env_errors)
     ck_assert_int_eq(an_config_load(&cfg, NULL, errbuf, sizeof errbuf), AN_ECONFIG);
     ck_assert_str_eq(errbuf, "ANOMALYD_FOO: unknown setting: ANOMALYD_<SECTION>_<KEY> overrides "
                              "need a known section (redis, postgres, streams, anomaly_likelihood, "
-                             "debugging, log) and key");
+                             "debugging, log, http, alerts, plot) and key");
     clear_env();
 
     setenv("ANOMALYD_ANOMALY_LIKELIHOOD_VARIANT", "bogus", 1);
@@ -552,6 +604,7 @@ static Suite *suite(void)
     tcase_add_test(tc, env_overrides_win);
     tcase_add_test(tc, file_errors_name_the_key);
     tcase_add_test(tc, cross_key_errors);
+    tcase_add_test(tc, http_listen);
     tcase_add_test(tc, missing_file);
     tcase_add_test(tc, env_errors);
     tcase_add_test(tc, print_masks_and_round_trips);
