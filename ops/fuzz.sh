@@ -44,7 +44,7 @@ else
     done
 fi
 
-PKGS="hiredis jansson zlib libpq inih"
+PKGS="hiredis jansson zlib libpq inih libmicrohttpd"
 CFLAGS=(-g -O1 -std=gnu11 -Wall -Wextra -ffp-contract=off -fno-fast-math
         -fno-omit-frame-pointer -fno-sanitize-recover=all -Iinclude
         -Wno-unused-function -DAN_SOURCE_DIR="\"$PWD\"" -DAN_VERSION="\"fuzz\""
