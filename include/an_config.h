@@ -68,6 +68,10 @@ typedef struct an_config {
         int connect_timeout_ms; /* an_redis_opts.connect_timeout_ms (5000) */
         int timeout_ms;         /* an_redis_opts.command_timeout_ms (5000) */
         int block_margin_ms;    /* an_redis_opts.block_margin_ms (2000) */
+        int keepalive_idle_s;     /* TCP_KEEPIDLE (10) */
+        int keepalive_interval_s; /* TCP_KEEPINTVL (5) */
+        int keepalive_count;      /* TCP_KEEPCNT (3) */
+        int tcp_user_timeout_ms;  /* TCP_USER_TIMEOUT (30000); 0 = off */
     } redis;
     struct {
         char *dsn;                 /* libpq conninfo or URI */
@@ -77,6 +81,12 @@ typedef struct an_config {
         int retry_budget_ms;       /* §4.5 timeoutSec (10000) */
         int retry_initial_ms;      /* §4.5 initialRetryDelaySec (100) */
         int retry_max_delay_ms;    /* §4.5 maxRetryDelaySec (10000) */
+        int keepalives_idle_s;     /* libpq keepalives_idle (10) */
+        int keepalives_interval_s; /* libpq keepalives_interval (5) */
+        int keepalives_count;      /* libpq keepalives_count (3) */
+        int tcp_user_timeout_ms;   /* libpq tcp_user_timeout (30000); 0 = off */
+        int response_timeout_ms;   /* client-side wait for an answer (30000); 0 = off */
+        int scored_entry_keep_ms;  /* scored_entry rows kept (604800000, 7 days) */
     } postgres;
     struct {
         char *input;          /* htm:results */
@@ -94,6 +104,10 @@ typedef struct an_config {
         int defer_max_entries;  /* entries kept deferred at most (10000) */
         size_t defer_max_bytes; /* their field bytes at most (256 MiB) */
         int64_t output_maxlen;     /* XADD MAXLEN ~ (1000000); 0 = no trim */
+        int64_t dead_letter_maxlen; /* dead-letter XADD MAXLEN ~ (100000); 0 = no trim */
+        int trim_interval_ms;      /* input XTRIM + attempts cleanup period (5000); 0 = off */
+        int input_retention_ms;    /* processed entries kept (0) */
+        int pin_warn_ms;           /* a group older than retention + this pins (3600000) */
         an_encoding output_encoding; /* AN_ENC_ZLIB */
         size_t max_entry_bytes;    /* an_codec_limits (4 MiB) */
         size_t max_inflated_bytes; /* an_codec_limits (32 MiB) */

@@ -18,6 +18,9 @@ enum {
     AN_EREDIS = -8,     /* a non-transient Redis error */
     AN_ECONFIG = -9,    /* bad configuration */
     AN_ESTATE = -10,    /* the object is not in the state the operation needs */
+    AN_EENV = -11,      /* the server refuses everyone (disk full, read-only, permission,
+                           missing schema, WRONGTYPE on our keys, ...): pause, not the
+                           entry's fault (an_fault.h) */
 };
 
 #endif

@@ -78,6 +78,15 @@ typedef struct an_repo_options {
                                    much time passed since the 1st attempt */
     int retry_initial_ms;       /* first delay, doubled after each retry */
     int retry_max_delay_ms;     /* delay cap */
+    /* TCP liveness, merged into the DSN's keywords unless it sets them
+     * (docs/operations.md "Dead peers"); <= 0 leaves libpq's default. */
+    int keepalives_idle_s;      /* libpq keepalives_idle (keepalives=1 with any) */
+    int keepalives_interval_s;  /* keepalives_interval */
+    int keepalives_count;       /* keepalives_count */
+    int tcp_user_timeout_ms;    /* tcp_user_timeout */
+    int response_timeout_ms;    /* a call that waits longer for an answer has its
+                                   socket shut down (a hung peer TCP cannot see);
+                                   <= 0: wait forever. Uses SIGALRM/ITIMER_REAL. */
     an_repo_log_fn log;         /* NULL -> an_log() (an_log.h) */
     void *log_ud;
     const an_clock *clock;      /* copied; NULL -> the system clock. Paces
@@ -95,8 +104,12 @@ typedef struct an_repo an_repo;
 an_repo *an_repo_new(const an_repo_options *opt);
 
 /* Connects if not connected (no-op when the connection is OK).
- * 0 / AN_ETRANSIENT (server unreachable, starting up, ...) / AN_EDB (bad
- * DSN, authentication, database missing...). */
+ * 0 / AN_ETRANSIENT (server unreachable, starting up, ...) / AN_EDB (the
+ * server answers but refuses us: authentication, database or role
+ * missing, pg_hba.conf) / AN_ECONFIG (a DSN libpq cannot parse). The
+ * class comes from the server's status (PQpingParams), never from the
+ * message text. A reconnect made inside a statement call reports a
+ * refusal as AN_EENV instead (the server refuses every entry). */
 int an_repo_connect(an_repo *r);
 
 /* Drops the connection (rolling back any open transaction server-side by
@@ -111,6 +124,9 @@ void an_repo_free(an_repo *r);
  * next call on r. */
 const char *an_repo_errstr(const an_repo *r);
 const char *an_repo_sqlstate(const an_repo *r);
+/* How to fix the last error when it is an environment fault (an_fault.h):
+ * a static sentence, "" when there is no specific advice. */
+const char *an_repo_hint(const an_repo *r);
 int an_repo_last_rc(const an_repo *r);
 
 /* The connection, for tests and advanced callers (e.g. pipeline mode).
@@ -138,7 +154,9 @@ int an_repo_begin(an_repo *r);
  * reported like any statement; the transaction is closed either way. */
 int an_repo_commit(an_repo *r);
 /* ROLLBACK; no-op (0) when no transaction is open. Never fails because of
- * a lost connection (the server rolls back on its own): returns 0 then. */
+ * a lost connection (the server rolls back on its own): returns 0 then.
+ * A successful rollback keeps the last error's message, SQLSTATE and code
+ * (it is the cleanup after that error, which the caller reports). */
 int an_repo_rollback(an_repo *r);
 bool an_repo_in_transaction(const an_repo *r);
 

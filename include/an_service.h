@@ -35,6 +35,9 @@ typedef struct an_service_opts {
     /* Set (to non-zero) by a signal handler: finish the entry in hand, then
      * return. May be NULL. */
     volatile sig_atomic_t *stop;
+    /* Set (to non-zero) by a signal handler (SIGUSR1): the service logs the
+     * stats line and its state soon after, and clears it. May be NULL. */
+    volatile sig_atomic_t *stats;
     /* Borrowed, may be NULL. The service reports its events and state to
      * metrics (and polls the group's pending/lag, the stream lengths and
      * the schema every few seconds for it), and speaks the systemd notify
@@ -57,6 +60,8 @@ typedef struct an_service_stats {
     int64_t republished;      /* duplicates whose output was published again */
     int64_t dead_letters;     /* entries sent to the dead-letter stream */
     int64_t trimmed;          /* pending entries whose payload was gone */
+    int64_t input_trimmed;    /* input entries removed by this process's XTRIMs */
+    int64_t attempts_cleaned; /* orphaned fields deleted from <input>:attempts */
     int64_t claimed;          /* entries taken over from idle consumers */
     int64_t deferred;         /* times an entry waited for its model's predecessor */
     int64_t transient_errors; /* retries after a transient Redis/PG error */
@@ -66,6 +71,22 @@ typedef struct an_service_stats {
 } an_service_stats;
 
 typedef struct an_service an_service;
+
+/* Running, or paused: a server refuses everyone (an_fault.h's environment
+ * class) or has failed for longer than its retry budget. While paused the
+ * service takes no new entries, counts no attempts, keeps what it holds
+ * pending, and probes (retries what failed) until it succeeds. */
+typedef enum { AN_SERVICE_RUNNING = 0, AN_SERVICE_PAUSED = 1 } an_service_state;
+
+typedef struct an_service_health {
+    an_service_state state;
+    const char *cause;  /* "" when running; owned by the service, valid until its next call */
+    int64_t since_ms;   /* wall-clock ms since the epoch when the state began */
+} an_service_health;
+
+/* The current state (also written to Redis, see an_health_key, and shown
+ * by anomalyctl status). */
+void an_service_get_health(const an_service *s, an_service_health *out);
 
 /* Creates the service for cfg (borrowed: must outlive the service). Does not
  * connect yet. Returns 0, or AN_ENOMEM / AN_ECONFIG with a message in err. */

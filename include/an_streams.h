@@ -57,9 +57,16 @@ typedef struct an_redis_opts {
     int connect_timeout_ms; /* default 5000 */
     int command_timeout_ms; /* socket timeout of non-blocking commands, 5000 */
     int block_margin_ms;    /* added to BLOCK ms for that call's timeout, 2000 */
+    /* TCP liveness of the socket (not for unix sockets); 0 = leave the
+     * system's default. */
+    int keepalive_idle_s;     /* SO_KEEPALIVE + TCP_KEEPIDLE, 10 */
+    int keepalive_interval_s; /* TCP_KEEPINTVL, 5 */
+    int keepalive_count;      /* TCP_KEEPCNT, 3 */
+    int tcp_user_timeout_ms;  /* TCP_USER_TIMEOUT, 30000 */
 } an_redis_opts;
 
-/* Defaults above (fields <= 0 in opts also mean "default"). */
+/* Defaults above (the timeouts: fields <= 0 in opts also mean "default";
+ * the liveness fields are taken as given). */
 an_redis_opts an_redis_opts_default(void);
 
 /*
@@ -68,7 +75,10 @@ an_redis_opts an_redis_opts_default(void);
  * SELECT 2; with a user: AUTH user password). Also unix:///path/to/sock[?db=N].
  * opts may be NULL. On failure *out is NULL and err says why:
  * AN_ECONFIG (bad URL), AN_ETRANSIENT (cannot connect), AN_EREDIS (AUTH or
- * SELECT refused).
+ * SELECT refused). Later calls reconnect lazily: a refusal then is AN_EENV.
+ * Error replies are classified by an_fault.h: AN_ETRANSIENT, AN_EENV
+ * (environment), AN_ENOTFOUND (NOGROUP) or AN_EREDIS (anything else). The
+ * URL is parsed by an_redis_url_parse (an_redis_url.h).
  */
 int an_redis_connect(const char *url, const an_redis_opts *opts,
                      an_redis **out, char *err, size_t errlen);
@@ -76,6 +86,9 @@ void an_redis_free(an_redis *r); /* NULL ok */
 int an_redis_reconnect(an_redis *r);
 /* The last error message ("" after success). Valid until the next call. */
 const char *an_redis_errstr(const an_redis *r);
+/* How to fix the last error when it is an environment fault (an_fault.h):
+ * a static sentence, "" when there is no specific advice. */
+const char *an_redis_hint(const an_redis *r);
 /* The URL with any password replaced by "***" (for logs). */
 const char *an_redis_url_redacted(const an_redis *r);
 /* The underlying hiredis context (tests, escape hatch); NULL while broken. */
@@ -234,6 +247,7 @@ typedef struct an_params_update {
     const char *params_json; /* JSON text */
     int64_t watermark;       /* last scored rowid */
     int64_t updated_ms;      /* ms since epoch; 0 = now (client clock) */
+    const char *source;      /* the watermark's source entry id; NULL = "" */
 } an_params_update;
 
 typedef struct an_publish_req {
@@ -297,11 +311,13 @@ int an_params_cache_get(an_redis *r, const char *key, char **params,
 
 /* ------------------------------------------------------------ groups */
 
-/* HMGET key params watermark for n keys in one pipelined round trip.
- * params[i] malloc'd or NULL (absent), watermarks[i] -1 when absent. On
- * error every params[i] is NULL. */
+/* HMGET key params watermark source for n keys in one pipelined round
+ * trip. params[i] malloc'd or NULL (absent), watermarks[i] -1 when absent,
+ * sources[i] (when sources is not NULL) malloc'd or NULL (absent: a hash
+ * written before sources were stored). The caller frees params[i] and
+ * sources[i]. On error every params[i] and sources[i] is NULL. */
 int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
-                             char **params, int64_t *watermarks);
+                             char **params, int64_t *watermarks, char **sources);
 
 /* One input entry of a group publish. */
 typedef struct an_publish_entry {
@@ -311,6 +327,8 @@ typedef struct an_publish_entry {
     size_t key_index;         /* 1-based into an_publish_group.keys; 0: no cache update */
     const char *params_json;  /* with key_index */
     int64_t watermark;        /* with key_index */
+    const char *source;       /* with key_index: the entry id that moved the watermark
+                                 (metric.scored_source); NULL = "" */
 } an_publish_entry;
 
 typedef struct an_publish_group {
@@ -346,6 +364,18 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status);
 const char *an_attempts_key(const char *input, char *buf, size_t len);
 int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, size_t n,
                       bool allow_split, int64_t *counts, bool *split);
+/* A consumer's health (running / paused + cause), for anomalyctl status:
+ * the hash an_health_key(input, consumer) = "<input>:health:<consumer>"
+ * with fields state, cause, since (ms since the epoch), updated (ms), and
+ * a TTL, so a consumer that died stops showing after ttl_s. */
+const char *an_health_key(const char *input, const char *consumer, char *buf, size_t len);
+/* HSET + EXPIRE in one MULTI/EXEC. 0 or an AN_E* code. */
+int an_health_put(an_redis *r, const char *key, const char *state, const char *cause,
+                  int64_t since_ms, int ttl_s);
+/* Reads it: state/cause copied (truncated) into the buffers. 0,
+ * AN_ENOTFOUND when the hash does not exist (expired), or an AN_E* code. */
+int an_health_get(an_redis *r, const char *key, char *state, size_t state_len, char *cause,
+                  size_t cause_len, int64_t *since_ms);
 /* Counts an attempt of each id that has no unfinished earlier attempt
  * (counts[i] = its new count); the others are not counted (counts[i] = 0):
  * count and process them one at a time (an_attempts_begin), so that the
@@ -356,6 +386,48 @@ int an_attempts_begin_page(an_redis *r, const char *input, const char *const *id
  * purpose: deferred, or a stop): takes one back from each count, deleting
  * the field at 0; an absent field stays absent. */
 int an_attempts_end(an_redis *r, const char *input, const char *const *ids, size_t n);
+
+/* ------------------------------------------------------------ retention */
+
+/* What one consumer group of a stream still needs: its oldest pending
+ * entry, or the entry after its last-delivered id when nothing is pending. */
+typedef struct an_trim_group {
+    char *name;              /* malloc'd; freed by an_trim_result_free */
+    char needed[AN_ID_MAX];
+    char held[AN_ID_MAX];    /* the oldest entry at or after needed: the
+                                oldest one the group keeps; "" when none */
+    bool holds;              /* held[0] != '\0' */
+} an_trim_group;
+
+typedef struct an_trim_result {
+    int64_t trimmed;         /* entries XTRIM removed (0 when not trimming) */
+    char cutoff[AN_ID_MAX];  /* the MINID used: min over all groups' needed
+                                ids and the retention floor; "" when the key
+                                is not a stream or has no group (no trim) */
+    int64_t now_ms;          /* the Redis server's clock (TIME), in ms */
+    size_t ngroups;
+    an_trim_group *groups;   /* every group of the stream, ours and others' */
+} an_trim_result;
+
+/* lua/trim_input.lua: computes, in ONE atomic script, the lowest entry any
+ * consumer group of the stream still needs (XINFO GROUPS + XPENDING), lowers
+ * it to now - retention_ms (Redis's clock against the ids' times; 0: keep
+ * nothing processed), and when trim is true runs XTRIM stream MINID ~ cutoff
+ * LIMIT limit (at most limit entries per call, so one call blocks Redis
+ * briefly: call again while it removes some). Idempotent; a race with a
+ * reader or a new group can only make a later call trim less. trim false
+ * only reports (anomalyctl status). *out is filled on success (free with
+ * an_trim_result_free) and empty on error. */
+int an_trim_input(an_redis *r, const char *stream, int64_t retention_ms, bool trim,
+                  int64_t limit, an_trim_result *out);
+void an_trim_result_free(an_trim_result *t); /* NULL ok; zeroes it */
+
+/* lua/attempts_gc.lua: one HSCAN page (COUNT count) of the attempts hash of
+ * input; fields whose entries are no longer pending in group are deleted
+ * (*removed, may be NULL). cursor: "0" (or "") to start; updated in place,
+ * "0" again once the whole hash has been scanned. NOGROUP -> AN_ENOTFOUND. */
+int an_attempts_gc(an_redis *r, const char *input, const char *group,
+                   char cursor[AN_ID_MAX], size_t count, int64_t *removed);
 
 /* ------------------------------------------------------------ plain */
 

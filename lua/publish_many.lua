@@ -17,8 +17,11 @@
 --          pending until its last chunk, which acks it)
 -- then, for each entry:
 --   id, N (output entries), K (index into KEYS of its params hash, 0 =
---   none), params JSON, watermark, updated (ms), then N x (dataType, model,
---   rows ("" = no rows field), encoding, body)
+--   none), params JSON, watermark, updated (ms), source (the input entry id
+--   that moved the watermark: the metric's scored_source; readers trust the
+--   hash only when both watermark and source match the database, so a
+--   deleted and re-created model never gets the old params), then N x
+--   (dataType, model, rows ("" = no rows field), encoding, body)
 --
 -- Returns one {status, acked, cache, {ids}} per entry, as publish.lua.
 -- Every check that can fail runs before the first write (NOGROUP, wrong key
@@ -51,12 +54,12 @@ local p = 6
 for i = 1, ne do
   local n, k, wm = tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2]), tonumber(ARGV[p + 4])
   if n == nil or k == nil or wm == nil or n < 0 or k < 0 or k > #KEYS or
-     (k > 0 and k < 4) or #ARGV < p + 5 + 5 * n then
+     (k > 0 and k < 4) or #ARGV < p + 6 + 5 * n then
     return redis.error_reply('ERR publish_many.lua: bad arguments for entry ' .. i)
   end
   entries[i] = {id = ARGV[p], n = n, k = k, params = ARGV[p + 3], wm = wm,
-                updated = ARGV[p + 5], at = p + 6}
-  p = p + 6 + 5 * n
+                updated = ARGV[p + 5], source = ARGV[p + 6], at = p + 7}
+  p = p + 7 + 5 * n
 end
 if p - 1 ~= #ARGV then
   return redis.error_reply('ERR publish_many.lua: trailing arguments')
@@ -106,7 +109,7 @@ for i = 1, ne do
       local cur = tonumber(redis.call('HGET', key, 'watermark'))
       if cur == nil or en.wm >= cur then
         redis.call('HSET', key, 'params', en.params, 'watermark', en.wm,
-                   'updated', en.updated)
+                   'updated', en.updated, 'source', en.source)
         cache = 1
       else
         cache = 0

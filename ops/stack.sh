@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ops/stack.sh: a private Redis and PostgreSQL 15 for development and tests.
 #
-#   ops/stack.sh up              start both (idempotent: running ones are left alone)
+#   ops/stack.sh up [--tls]      start both (idempotent: running ones are left alone)
 #   ops/stack.sh down            stop both (only the servers this script started)
 #   ops/stack.sh env             print export lines for ANOMALYD_REDIS_URL / ANOMALYD_PG_DSN
 #   ops/stack.sh status          show what runs (exit 0 if both answer, 1 otherwise)
@@ -9,6 +9,14 @@
 #   ops/stack.sh restart-pg [--kill]      fast (or immediate = crash) stop, then start
 #   ops/stack.sh start-redis|stop-redis [--kill]|start-pg|stop-pg [--kill]
 #   ops/stack.sh destroy         down, then delete all data
+#
+# --tls (with up, start-redis, start-pg, restart-*): generate, once, a
+# self-signed CA and a server certificate for localhost / 127.0.0.1 under
+# .stack/tls/ (openssl), and from then on start Redis with a tls-port
+# (ANOMALYD_STACK_REDIS_TLS_PORT, default Redis port + 20000; the plain port
+# stays) and PostgreSQL with ssl=on. A running server without TLS is
+# restarted. `env` then also prints ANOMALYD_STACK_TLS_CA,
+# ANOMALYD_STACK_REDIS_TLS_PORT and ANOMALYD_STACK_PG_TLS_DSN (sslmode=verify-full).
 #
 # Both servers listen on 127.0.0.1 only, on non-default ports:
 #   Redis       ANOMALYD_STACK_REDIS_PORT (6479)
@@ -36,6 +44,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 STACK="$ROOT/.stack"
 REDIS_PORT=${ANOMALYD_STACK_REDIS_PORT:-6479}
 PG_PORT=${ANOMALYD_STACK_PG_PORT:-5479}
+REDIS_TLS_PORT=${ANOMALYD_STACK_REDIS_TLS_PORT:-$((REDIS_PORT + 20000))}
+TLS_DIR="$STACK/tls"
 TIMEOUT=${ANOMALYD_STACK_TIMEOUT:-30}
 PGBIN=${ANOMALYD_STACK_PGBIN:-/usr/lib/postgresql/15/bin}
 DB_NAME=anomalyd
@@ -44,6 +54,7 @@ DB_ROLE=anomalyd
 REDIS_DIR="$STACK/redis"
 REDIS_CONF="$REDIS_DIR/redis.conf"
 REDIS_PID="$REDIS_DIR/redis.pid"
+REDIS_SOCK="$REDIS_DIR/redis.sock"
 REDIS_LOG="$REDIS_DIR/redis.log"
 PG_LINK="$STACK/pg"
 
@@ -99,6 +110,36 @@ port_check() {
     fi
 }
 
+# ------------------------------------------------------------------ TLS
+
+tls_on() { [ -s "$TLS_DIR/ca.crt" ] && [ -s "$TLS_DIR/server.crt" ]; }
+
+# A CA and a server certificate for localhost and 127.0.0.1 signed by it
+# (10 years; made once, kept across restarts, removed by destroy).
+tls_setup() {
+    tls_on && return 0
+    command -v openssl >/dev/null || die "openssl not found (ops/install-deps.sh)"
+    mkdir -p "$TLS_DIR"
+    local d=$TLS_DIR
+    (
+        set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=anomalyd stack CA" \
+            -keyout "$d/ca.key" -out "$d/ca.crt"
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+            -keyout "$d/server.key" -out "$d/server.csr"
+        printf 'subjectAltName = DNS:localhost, IP:127.0.0.1\nextendedKeyUsage = serverAuth\n' \
+            >"$d/server.ext"
+        openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+            -CAcreateserial -days 3650 -extfile "$d/server.ext" -out "$d/server.crt"
+        chmod 600 "$d/ca.key" "$d/server.key"
+    ) >"$d/openssl.log" 2>&1 || {
+        log_tail "$d/openssl.log"
+        rm -f "$d/ca.crt" "$d/server.crt"
+        die "could not make the TLS certificates"
+    }
+    say "TLS: CA and server certificate (localhost, 127.0.0.1) in $TLS_DIR"
+}
+
 # ---------------------------------------------------------------- Redis
 
 redis_pid() {
@@ -122,6 +163,8 @@ redis_write_conf() {
 bind 127.0.0.1
 protected-mode yes
 port $REDIS_PORT
+unixsocket $REDIS_SOCK
+unixsocketperm 700
 daemonize yes
 pidfile $REDIS_PID
 logfile $REDIS_LOG
@@ -130,10 +173,28 @@ appendonly yes
 appendfsync everysec
 save ""
 EOF
+    if tls_on; then
+        cat >>"$REDIS_CONF.tmp" <<EOF
+tls-port $REDIS_TLS_PORT
+tls-cert-file $TLS_DIR/server.crt
+tls-key-file $TLS_DIR/server.key
+tls-ca-cert-file $TLS_DIR/ca.crt
+tls-auth-clients no
+EOF
+    fi
     mv "$REDIS_CONF.tmp" "$REDIS_CONF"
 }
 
+redis_has_tls() {
+    [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config get tls-port 2>/dev/null | sed -n 2p)" = "$REDIS_TLS_PORT" ]
+}
+
 redis_start() {
+    if redis_pid >/dev/null && tls_on && ! redis_has_tls; then
+        redis_wait
+        say "redis runs without TLS: restarting it with tls-port $REDIS_TLS_PORT"
+        redis_stop
+    fi
     if redis_pid >/dev/null; then
         redis_wait
         say "redis already running (pid $(redis_pid), port $REDIS_PORT)"
@@ -150,7 +211,7 @@ redis_start() {
         die "redis-server failed to start"
     fi
     redis_wait
-    say "redis started (pid $(redis_pid || echo '?'), port $REDIS_PORT)"
+    say "redis started (pid $(redis_pid || echo '?'), port $REDIS_PORT$(tls_on && echo ", TLS port $REDIS_TLS_PORT"))"
 }
 
 redis_wait() {
@@ -261,9 +322,28 @@ log_min_messages = warning
 EOF
 }
 
+pg_has_ssl() {
+    [ "$(pg_psql -d postgres -tAc 'SHOW ssl' 2>/dev/null)" = on ]
+}
+
+# The server's copy of the certificate and key, owned by the PG OS user
+# (PostgreSQL refuses a key others can read).
+pg_tls_files() {
+    as_pg mkdir -p "$PG_AREA/tls"
+    local f
+    for f in server.crt server.key; do
+        as_pg tee "$PG_AREA/tls/$f" <"$TLS_DIR/$f" >/dev/null
+    done
+    as_pg chmod 600 "$PG_AREA/tls/server.key"
+}
+
 pg_start() {
     pg_prepare_area
     pg_init
+    if pg_running && tls_on && pg_ready && ! pg_has_ssl; then
+        say "postgres runs without ssl: restarting it with ssl=on"
+        pg_stop
+    fi
     if pg_running; then
         pg_wait
         pg_bootstrap
@@ -277,8 +357,13 @@ pg_start() {
     # defaults (128 MB buffers, 1 GB of WAL): the tests and ops/bench.sh
     # write GBs of rows, and with the defaults a checkpoint was forced every
     # few seconds, its I/O showing up as tens of ms on unrelated commits.
+    local ssl=""
+    if tls_on; then
+        pg_tls_files
+        ssl="-c ssl=on -c ssl_cert_file=$PG_AREA/tls/server.crt -c ssl_key_file=$PG_AREA/tls/server.key"
+    fi
     if ! as_pg "$PGBIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t "$TIMEOUT" \
-        -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_SOCK -c shared_buffers=512MB -c max_wal_size=4GB" \
+        -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_SOCK -c shared_buffers=512MB -c max_wal_size=4GB $ssl" \
         >/dev/null; then
         log_tail "$PG_LOG"
         die "postgres failed to start"
@@ -333,7 +418,14 @@ pg_stop() {
 
 print_env() {
     echo "export ANOMALYD_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+    # the same server on its unix socket (tests of unix:// URLs)
+    echo "export ANOMALYD_STACK_REDIS_SOCKET=$REDIS_SOCK"
     echo "export ANOMALYD_PG_DSN=postgresql://$DB_ROLE@127.0.0.1:$PG_PORT/$DB_NAME"
+    if tls_on; then
+        echo "export ANOMALYD_STACK_TLS_CA=$TLS_DIR/ca.crt"
+        echo "export ANOMALYD_STACK_REDIS_TLS_PORT=$REDIS_TLS_PORT"
+        echo "export ANOMALYD_STACK_PG_TLS_DSN='postgresql://$DB_ROLE@localhost:$PG_PORT/$DB_NAME?sslmode=verify-full&sslrootcert=$TLS_DIR/ca.crt'"
+    fi
 }
 
 status() {
@@ -354,14 +446,25 @@ status() {
 }
 
 usage() {
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 port_check "$REDIS_PORT" ANOMALYD_STACK_REDIS_PORT
 port_check "$PG_PORT" ANOMALYD_STACK_PG_PORT
+port_check "$REDIS_TLS_PORT" ANOMALYD_STACK_REDIS_TLS_PORT
 
 verb=${1:-}
 [ $# -gt 0 ] && shift
+# --tls anywhere after the verb: make the certificates (then TLS stays on).
+args=()
+for a in "$@"; do
+    if [ "$a" = --tls ]; then
+        tls_setup
+    else
+        args+=("$a")
+    fi
+done
+set -- "${args[@]+"${args[@]}"}"
 case $verb in
     up)
         redis_start

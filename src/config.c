@@ -20,6 +20,9 @@
 #include <unistd.h>
 
 #include <ini.h>
+#include <libpq-fe.h>
+
+#include "an_redis_url.h"
 
 #include "an_http.h" /* an_http_parse_listen */
 
@@ -88,6 +91,17 @@ static const keydef keys[] = {
      OFF(redis.block_margin_ms),
      "Added to [streams] block_ms for the socket timeout of a blocking read, so a quiet "
      "stream never looks like an I/O error."},
+    {"redis", "keepalive_idle_s", K_INT, "10", NULL, DEF_TEXT, 0, 7200, NULL,
+     OFF(redis.keepalive_idle_s),
+     "TCP keepalive: idle seconds before the first probe (SO_KEEPALIVE on with any of the "
+     "keepalive keys > 0); a dead peer is noticed after idle + interval x count."},
+    {"redis", "keepalive_interval_s", K_INT, "5", NULL, DEF_TEXT, 0, 600, NULL,
+     OFF(redis.keepalive_interval_s), "TCP keepalive: seconds between probes."},
+    {"redis", "keepalive_count", K_INT, "3", NULL, DEF_TEXT, 0, 100, NULL,
+     OFF(redis.keepalive_count), "TCP keepalive: unanswered probes before the peer is dead."},
+    {"redis", "tcp_user_timeout_ms", K_DUR, "30000", NULL, DEF_TEXT, 0, 3600000, NULL,
+     OFF(redis.tcp_user_timeout_ms),
+     "TCP_USER_TIMEOUT: data left unacknowledged this long closes the connection; 0 = off."},
 
     /* ---- [postgres] ---- */
     {"postgres", "dsn", K_STR, "dbname=anomalyd", "ANOMALYD_PG_DSN", DEF_TEXT, 0, 0, NULL,
@@ -110,6 +124,29 @@ static const keydef keys[] = {
      OFF(postgres.retry_initial_ms), "First retry delay; doubled after each retry."},
     {"postgres", "retry_max_delay_ms", K_DUR, "10000", NULL, DEF_TEXT, 1, 3600000, NULL,
      OFF(postgres.retry_max_delay_ms), "Cap of the retry delay."},
+    {"postgres", "keepalives_idle_s", K_INT, "10", NULL, DEF_TEXT, 0, 7200, NULL,
+     OFF(postgres.keepalives_idle_s),
+     "libpq keepalives_idle (keepalives=1 is added with any keepalive key > 0); a keyword "
+     "the dsn sets itself wins. 0 = libpq default."},
+    {"postgres", "keepalives_interval_s", K_INT, "5", NULL, DEF_TEXT, 0, 600, NULL,
+     OFF(postgres.keepalives_interval_s), "libpq keepalives_interval; 0 = libpq default."},
+    {"postgres", "keepalives_count", K_INT, "3", NULL, DEF_TEXT, 0, 100, NULL,
+     OFF(postgres.keepalives_count), "libpq keepalives_count; 0 = libpq default."},
+    {"postgres", "tcp_user_timeout_ms", K_DUR, "30000", NULL, DEF_TEXT, 0, 3600000, NULL,
+     OFF(postgres.tcp_user_timeout_ms),
+     "libpq tcp_user_timeout: a query whose data stays unacknowledged this long fails "
+     "(a silent partition is detected instead of blocking for hours); 0 = off."},
+    {"postgres", "response_timeout_ms", K_DUR, "30000", NULL, DEF_TEXT, 0, 86400000, NULL,
+     OFF(postgres.response_timeout_ms),
+     "A statement whose answer takes longer than this has its connection closed and is "
+     "retried: detects a peer that TCP still sees alive (a hung proxy or server). Keep it "
+     "above the longest legitimate statement; 0 = wait forever."},
+
+    {"postgres", "scored_entry_keep_ms", K_DUR, "604800000", NULL, DEF_TEXT, 3600000,
+     2000000000, NULL, OFF(postgres.scored_entry_keep_ms),
+     "How long the ids of scored input entries are kept (table scored_entry, pruned "
+     "hourly): an entry redelivered later than this is taken for a producer's duplicate "
+     "(acked, its output not published). Keep it above any backlog or outage you expect."},
 
     /* ---- [streams] ---- */
     {"streams", "input", K_STR, "htm:results", NULL, DEF_TEXT, 0, 0, NULL, OFF(streams.input),
@@ -160,6 +197,24 @@ static const keydef keys[] = {
      OFF(streams.output_maxlen),
      "XADD MAXLEN ~ of the output stream; 0 = no trimming. At least max_results (one "
      "entry's messages)."},
+    {"streams", "dead_letter_maxlen", K_INT64, "100000", NULL, DEF_TEXT, 0, 1000000000000LL,
+     NULL, OFF(streams.dead_letter_maxlen),
+     "XADD MAXLEN ~ of the dead-letter stream (oldest dead letters dropped first); "
+     "0 = no trimming."},
+    {"streams", "trim_interval_ms", K_DUR, "5000", NULL, DEF_TEXT, 0, 3600000, NULL,
+     OFF(streams.trim_interval_ms),
+     "How often a consumer trims the input stream (XTRIM MINID ~ the oldest entry any "
+     "consumer group still needs) and cleans orphaned fields of the attempts hash; "
+     "0 = never (the stream then grows without bound)."},
+    {"streams", "input_retention", K_DUR, "0", NULL, DEF_TEXT, 0, 604800000, NULL,
+     OFF(streams.input_retention_ms),
+     "Processed input entries younger than this are kept for inspection and replay "
+     "(by their id's time on the Redis clock); 0 = none. Unprocessed entries are always "
+     "kept, whatever their age."},
+    {"streams", "pin_warn_ms", K_DUR, "3600000", NULL, DEF_TEXT, 1, 604800000, NULL,
+     OFF(streams.pin_warn_ms),
+     "A consumer group whose oldest needed entry is older than input_retention plus this "
+     "pins the input stream: it is named in a warning and in anomalyctl status."},
     {"streams", "output_encoding", K_ENUM, "zlib", NULL, DEF_TEXT, 0, 0, encoding_names,
      OFF(streams.output_encoding),
      "Body encoding of output entries: zlib (htmengine wire compatible) or json."},
@@ -511,8 +566,17 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
     case K_URL:
         if (!*v && k->min == 0)   /* min 1 on a K_STR key: may be empty */
             FAIL("must not be empty");
-        if (k->type == K_URL && strncmp(v, "redis://", 8) != 0)
-            FAIL("'%s' is not a redis:// URL", v);
+        if (k->type == K_URL) {
+            /* the connector's own parser: what passes here connects */
+            an_redis_url u;
+            char uerr[200];
+            int ur = an_redis_url_parse(v, &u, uerr, sizeof uerr);
+            an_redis_url_free(&u);
+            if (ur == AN_ENOMEM)
+                FAIL("out of memory");
+            if (ur)
+                FAIL("%s", uerr);
+        }
         rc = set_string((char **)field(cfg, k), v);
         break;
     case K_INT:
@@ -918,43 +982,37 @@ int an_config_set(an_config *cfg, const char *section, const char *key, const ch
 
 /* ------------------------------------------------------------ masking */
 
-/* Masks "password" values: conninfo password=..., URI query password=... */
-static void mask_password_params(char *s, size_t cap)
+/* A libpq DSN rebuilt from libpq's own parse (PQconninfoParse) as
+ * keyword=value pairs, the password's value replaced by ***; a DSN that
+ * does not parse is not shown at all (its tokens may be a password). */
+static char *mask_dsn(const char *dsn, char *buf, size_t len)
 {
-    char *p = s;
-    while ((p = strcasestr(p, "password")) != NULL) {
-        char *q = p + 8;
-        while (*q == ' ' || *q == '\t')
-            q++;
-        if (*q != '=') {
-            p = q;
-            continue;
-        }
-        q++;
-        while (*q == ' ' || *q == '\t')
-            q++;
-        char *vstart = q, *vend;
-        if (*q == '\'') {
-            vend = q + 1;
-            while (*vend && *vend != '\'') {
-                if (*vend == '\\' && vend[1])
-                    vend++;
-                vend++;
-            }
-            if (*vend == '\'')
-                vend++;
-        } else {
-            vend = q;
-            while (*vend && *vend != ' ' && *vend != '\t' && *vend != '&')
-                vend++;
-        }
-        size_t tail = strlen(vend);
-        if ((size_t)(vstart - s) + 3 + tail + 1 > cap)
-            return;
-        memmove(vstart + 3, vend, tail + 1);
-        memcpy(vstart, "***", 3);
-        p = vstart + 3;
+    PQconninfoOption *opts = PQconninfoParse(dsn, NULL);
+    if (!opts) {
+        snprintf(buf, len, "(a DSN libpq cannot parse; not shown)");
+        return buf;
     }
+    size_t n = 0;
+    buf[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword && n < len; o++) {
+        if (!o->val)
+            continue;
+        const char *v = strcmp(o->keyword, "password") ? o->val : "***";
+        /* quoted (libpq's rules) only when the value needs it */
+        bool quote = !*v || strpbrk(v, " \t\n\r\f\v'\\") != NULL;
+        n += (size_t)snprintf(buf + n, len - n, "%s%s=%s", n ? " " : "", o->keyword,
+                              quote ? "'" : "");
+        for (; *v && n + 2 < len; v++) {
+            if (*v == '\'' || *v == '\\')
+                buf[n++] = '\\';
+            buf[n++] = *v;
+        }
+        if (quote && n + 1 < len)
+            buf[n++] = '\'';
+        buf[n < len ? n : len - 1] = '\0';
+    }
+    PQconninfoFree(opts);
+    return buf;
 }
 
 char *an_config_mask_secret(const char *text, char *buf, size_t len)
@@ -965,32 +1023,9 @@ char *an_config_mask_secret(const char *text, char *buf, size_t len)
         snprintf(buf, len, "(null)");
         return buf;
     }
-    const char *scheme_end = strstr(text, "://");
-    const char *sp = strpbrk(text, " \t=");
-    if (scheme_end && (!sp || sp > scheme_end)) {
-        const char *auth = scheme_end + 3;
-        size_t alen = strcspn(auth, "/?#");
-        const char *at = NULL;
-        for (const char *p = auth; p < auth + alen; p++)
-            if (*p == '@')
-                at = p;
-        if (at) {
-            const char *colon = memchr(auth, ':', (size_t)(at - auth));
-            bool is_redis = !strncmp(text, "redis", 5);
-            if (colon)
-                snprintf(buf, len, "%.*s***%s", (int)(colon + 1 - text), text, at);
-            else if (is_redis)
-                snprintf(buf, len, "%.*s***%s", (int)(auth - text), text, at);
-            else
-                snprintf(buf, len, "%s", text);
-        } else {
-            snprintf(buf, len, "%s", text);
-        }
-    } else {
-        snprintf(buf, len, "%s", text);
-    }
-    mask_password_params(buf, len);
-    return buf;
+    if (!strncmp(text, "redis://", 8) || !strncmp(text, "unix://", 7))
+        return an_redis_url_redact(text, buf, len);
+    return mask_dsn(text, buf, len);
 }
 
 /* ------------------------------------------------------------ printing */

@@ -7,7 +7,9 @@
  *   3. XADDs inference batches with the CSV's raw scores: batches of
  *      --batch-size rows until --live-after rows were sent, then 1-row
  *      batches (live).
- * Prints the metric uid and the counts on stdout.
+ * Prints the metric uid and the counts on stdout. On a terminal (stderr is
+ * a tty, or --progress always) it shows rows, entries/s and the time left
+ * on stderr while it sends; piped, it stays quiet.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,6 +24,7 @@
 #include "an_codec.h"
 #include "an_config.h"
 #include "an_csv.h"
+#include "an_progress.h"
 #include "an_repo.h"
 #include "an_streams.h"
 #include "ctl.h"
@@ -98,7 +101,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: anomalyctl replay --csv FILE --metric NAME [--batch-size N]\n"
-            "         [--live-after N] [--uid UID] [--encoding json|zlib] [--config FILE]\n");
+            "         [--live-after N] [--uid UID] [--encoding json|zlib]\n"
+            "         [--progress auto|always|never] [--config FILE]\n");
 }
 
 /* XADDs one input entry: model + batch (+ encoding when zlib). */
@@ -140,6 +144,7 @@ int ctl_replay(int argc, char **argv)
     const char *csv_path = NULL, *metric = NULL, *config = NULL, *uid_opt = NULL;
     long batch_size = 1, live_after = -1; /* -1: never go live */
     an_encoding enc = AN_ENC_JSON;
+    int progress = -1; /* --progress: -1 auto (stderr is a tty), 0 never, 1 always */
     an_config cfg;
     an_csv *csv = NULL;
     an_repo *repo = NULL;
@@ -167,6 +172,14 @@ int ctl_replay(int argc, char **argv)
             if (parse_count(a, v, &batch_size, 1)) return 2;
         } else if (!strcmp(a, "--live-after")) {
             if (parse_count(a, v, &live_after, 0)) return 2;
+        } else if (!strcmp(a, "--progress")) {
+            if (!strcmp(v, "auto") || !strcmp(v, "always") || !strcmp(v, "never")) {
+                progress = !strcmp(v, "auto") ? -1 : !strcmp(v, "always");
+            } else {
+                fprintf(stderr, "anomalyctl replay: --progress: '%s' is not auto, always or "
+                        "never\n", v);
+                return 2;
+            }
         } else if (!strcmp(a, "--encoding")) {
             if (an_encoding_parse(v, strlen(v), &enc)) {
                 fprintf(stderr, "anomalyctl replay: --encoding: '%s' is not json or zlib\n", v);
@@ -283,6 +296,9 @@ int ctl_replay(int argc, char **argv)
     size_t sent = 0, entries = 1;
     if (live_after < 0)
         live_after = (long)n;
+    an_progress pg;
+    an_progress_start(&pg, stderr, progress < 0 ? isatty(STDERR_FILENO) : progress, "replay",
+                      (int64_t)n, NULL);
     while (sent < n) {
         size_t bs = sent < (size_t)live_after ? (size_t)batch_size : 1;
         if (sent < (size_t)live_after && sent + bs > (size_t)live_after)
@@ -299,7 +315,9 @@ int ctl_replay(int argc, char **argv)
             goto out;
         sent += bs;
         entries++;
+        an_progress_update(&pg, (int64_t)sent, (int64_t)entries);
     }
+    an_progress_finish(&pg, (int64_t)sent, (int64_t)entries);
     printf("metric uid=%s name=%s rows=%zu entries=%zu stream=%s\n", uid, metric,
            n, entries, cfg.streams.input);
     status = 0;

@@ -14,9 +14,10 @@ static const struct {
      "likelihood --csv FILE [--batch-size N | --schedule N,N,...] [--variant V] [--config FILE]"},
     {"db", ctl_db, "db init|sql [--config FILE]"},
     {"replay", ctl_replay,
-     "replay --csv FILE --metric NAME [--batch-size N] [--live-after N] [--config FILE]"},
+     "replay --csv FILE --metric NAME [--batch-size N] [--live-after N] [--uid UID]\n"
+     "                    [--encoding json|zlib] [--progress auto|always|never] [--config FILE]"},
     {"tail", ctl_tail, "tail [--count N] [--follow] [--stream KEY] [--config FILE]"},
-    {"status", ctl_status, "status [--json] [--config FILE]"},
+    {"status", ctl_status, "status [--json] [--watch [SECONDS] [--count N]] [--config FILE]"},
     {"consumers", ctl_consumers,
      "consumers list|prune --idle MS [--to NAME] [--dry-run] [--config FILE]"},
     {"alerts", ctl_alerts,

@@ -7,6 +7,10 @@
  *
  * SIGTERM/SIGINT: finish the entry in hand, then exit 0. A second signal
  * exits at once (what was in hand stays pending and is redelivered).
+ * SIGUSR1: log the stats line (and the running/paused state).
+ * Exit codes: 0 clean stop, 1 the service could not go on (a server
+ * refused us at start-up: bad URL/DSN, authentication), 2 bad arguments or
+ * configuration.
  *
  * [http] listen (unless empty) serves /metrics, /livez and /readyz; an
  * address that does not bind is a configuration error (exit 2). With
@@ -29,6 +33,13 @@
 #include "an_version.h"
 
 static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_stats;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    g_stats = 1;
+}
 
 static void on_signal(int sig)
 {
@@ -149,6 +160,12 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction su;
+    memset(&su, 0, sizeof su);
+    su.sa_handler = on_usr1;
+    su.sa_flags = SA_RESTART;
+    sigemptyset(&su.sa_mask);
+    sigaction(SIGUSR1, &su, NULL);
 
     /* What the service reports to (an_service_opts borrows them). */
     an_metrics *metrics = NULL;
@@ -159,7 +176,7 @@ int main(int argc, char **argv)
     if (code)
         goto out;
     code = 1;
-    an_service_opts opts = {.exit_when_idle_ms = idle_ms, .stop = &g_stop,
+    an_service_opts opts = {.exit_when_idle_ms = idle_ms, .stop = &g_stop, .stats = &g_stats,
                             .metrics = metrics, .notify = notify};
     if (an_service_new(&cfg, &opts, &svc, err, sizeof err)) {
         fprintf(stderr, "anomalyd: %s\n", err);

@@ -9,6 +9,12 @@
 #include "an_repo.h"
 #include "repo_internal.h"
 
+#include "an_fault.h"
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -298,6 +304,8 @@ struct an_repo {
     int retry_budget_ms;
     int retry_initial_ms;
     int retry_max_delay_ms;
+    int keepalives_idle_s, keepalives_interval_s, keepalives_count, tcp_user_timeout_ms;
+    int response_timeout_ms;
     an_repo_log_fn log;
     void *log_ud;
     an_clock clock; /* zeroed: the system clock (an_clock.h) */
@@ -370,23 +378,17 @@ const char *an_metric_status_name(int status)
 
 bool an_repo_sqlstate_is_transient(const char *s)
 {
-    if (!s || strlen(s) != 5)
-        return false;
-    if (!strncmp(s, "08", 2))
-        return true;
-    static const char *const codes[] = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"};
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
-        if (!strcmp(s, codes[i]))
-            return true;
-    return false;
+    return s && strlen(s) == 5 && an_fault_pg(s, false) == AN_FAULT_TRANSIENT;
 }
 
 int an_repo_is_transient(PGconn *conn, const PGresult *res)
 {
-    if (!conn || PQstatus(conn) == CONNECTION_BAD)
-        return AN_ETRANSIENT;
     const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    return an_repo_sqlstate_is_transient(st) ? AN_ETRANSIENT : AN_EDB;
+    switch (an_fault_pg(st, !conn || PQstatus(conn) == CONNECTION_BAD)) {
+    case AN_FAULT_TRANSIENT: return AN_ETRANSIENT;
+    case AN_FAULT_ENVIRONMENT: return AN_EENV;
+    default: return AN_EDB;
+    }
 }
 
 an_repo_options an_repo_options_from_config(const an_config *cfg)
@@ -394,6 +396,11 @@ an_repo_options an_repo_options_from_config(const an_config *cfg)
     an_repo_options o;
     memset(&o, 0, sizeof o);
     o.dsn = cfg->postgres.dsn;
+    o.keepalives_idle_s = cfg->postgres.keepalives_idle_s;
+    o.keepalives_interval_s = cfg->postgres.keepalives_interval_s;
+    o.keepalives_count = cfg->postgres.keepalives_count;
+    o.tcp_user_timeout_ms = cfg->postgres.tcp_user_timeout_ms;
+    o.response_timeout_ms = cfg->postgres.response_timeout_ms;
     o.application_name = "anomalyd";
     o.connect_timeout_ms = cfg->postgres.connect_timeout_ms;
     o.statement_timeout_ms = cfg->postgres.statement_timeout_ms;
@@ -422,6 +429,11 @@ an_repo *an_repo_new(const an_repo_options *opt)
         r->retry_budget_ms = opt->retry_budget_ms;
         r->retry_initial_ms = opt->retry_initial_ms;
         r->retry_max_delay_ms = opt->retry_max_delay_ms;
+        r->keepalives_idle_s = opt->keepalives_idle_s;
+        r->keepalives_interval_s = opt->keepalives_interval_s;
+        r->keepalives_count = opt->keepalives_count;
+        r->tcp_user_timeout_ms = opt->tcp_user_timeout_ms;
+        r->response_timeout_ms = opt->response_timeout_ms;
         r->log = opt->log;
         r->log_ud = opt->log_ud;
         if (opt->clock)
@@ -461,6 +473,7 @@ void an_repo_free(an_repo *r)
 
 const char *an_repo_errstr(const an_repo *r) { return r->errstr; }
 const char *an_repo_sqlstate(const an_repo *r) { return r->sqlstate; }
+const char *an_repo_hint(const an_repo *r) { return an_fault_pg_hint(r->sqlstate); }
 int an_repo_last_rc(const an_repo *r) { return r->last_rc; }
 PGconn *an_repo_conn(an_repo *r) { return r->conn; }
 bool an_repo_in_transaction(const an_repo *r) { return r->in_tx; }
@@ -469,6 +482,65 @@ int an_repo_last_attempts(const an_repo *r) { return r->last_attempts; }
 int an_repo_backend_pid(an_repo *r)
 {
     return r->conn && PQstatus(r->conn) == CONNECTION_OK ? PQbackendPID(r->conn) : 0;
+}
+
+/* ------------------------------------------------------ response watchdog */
+
+/* A server that stops answering while its kernel still acknowledges (a
+ * hung proxy, a stopped process, some partitions) is invisible to TCP
+ * keepalives and tcp_user_timeout, and libpq would wait in poll() forever.
+ * Around every call that waits for an answer, an ITIMER_REAL alarm shuts
+ * the socket down after response_timeout_ms: libpq then sees the
+ * connection closed (transient: reconnect and retry). One repository
+ * waits at a time per process (libpq calls block), so one slot is enough;
+ * the handler only calls shutdown(2), which is async-signal-safe. */
+static volatile sig_atomic_t wd_fd = -1;
+static volatile sig_atomic_t wd_fired;
+
+static void wd_alarm(int sig)
+{
+    (void)sig;
+    int fd = wd_fd;
+    if (fd >= 0) {
+        wd_fired = 1;
+        shutdown(fd, SHUT_RDWR);
+    }
+}
+
+static void wd_arm(an_repo *r)
+{
+    static bool installed;
+    if (r->response_timeout_ms <= 0 || !r->conn || PQsocket(r->conn) < 0)
+        return;
+    if (!installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = wd_alarm;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGALRM, &sa, NULL);
+        installed = true;
+    }
+    wd_fired = 0;
+    wd_fd = PQsocket(r->conn);
+    struct itimerval it = {{0, 0},
+                           {r->response_timeout_ms / 1000, (r->response_timeout_ms % 1000) * 1000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
+static void wd_disarm(an_repo *r)
+{
+    if (wd_fd < 0)
+        return;
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    wd_fd = -1;
+    if (wd_fired) {
+        wd_fired = 0;
+        repo_log(r, AN_LOG_WARNING,
+                 "PostgreSQL did not answer within %d ms ([postgres] response_timeout_ms): "
+                 "connection closed",
+                 r->response_timeout_ms);
+    }
 }
 
 /* Records the error of a failed result; returns its class. */
@@ -497,18 +569,19 @@ static int result_error(an_repo *r, const char *what, PGresult *res)
     return rc;
 }
 
-/* Classifies a failed connection attempt: the server being unreachable or
- * starting/stopping is transient; a bad DSN, authentication or a missing
- * database/role is not. */
-static int classify_connect_failure(const char *msg)
+/* Classifies a failed connection attempt by the server's status, not by
+ * libpq's (translatable) message: PQpingParams with the same parameters
+ * tells "nobody answers" and "starting up / shutting down" (transient)
+ * from "the server accepts connections, but not ours" (authentication,
+ * a missing database or role, pg_hba.conf: AN_EDB, which the service
+ * treats as configuration at start-up and environment later). */
+static int classify_connect_failure(const char *const *kw, const char *const *val)
 {
-    static const char *const fatal[] = {"does not exist", "authentication failed",
-                                        "pg_hba.conf", "permission denied", "invalid",
-                                        "password is required", "unsupported"};
-    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
-        if (strstr(msg, fatal[i]))
-            return AN_EDB;
-    return AN_ETRANSIENT;
+    switch (PQpingParams(kw, val, 0)) {
+    case PQPING_OK: return AN_EDB;
+    case PQPING_NO_ATTEMPT: return AN_ECONFIG;
+    default: return AN_ETRANSIENT;   /* PQPING_REJECT, PQPING_NO_RESPONSE */
+    }
 }
 
 /* Server NOTICEs (e.g. "relation already exists, skipping") go to the log
@@ -521,44 +594,95 @@ static void notice_processor(void *arg, const char *message)
     repo_log(r, AN_LOG_DEBUG, "postgres: %s", msg);
 }
 
-static int do_connect(an_repo *r)
+/* The connection parameters: every keyword the DSN sets (parsed once,
+ * by libpq's PQconninfoParse), then ours for the keywords it does not set
+ * (connect_timeout, keepalives, tcp_user_timeout,
+ * fallback_application_name): the user's DSN wins. *opts owns the
+ * strings kw/val point into (PQconninfoFree it); num holds our numbers.
+ * 0, AN_ECONFIG (a DSN libpq cannot parse: its message is not quoted, as
+ * it may echo the DSN's tokens, passwords included) or AN_ENOMEM. */
+#define CONN_MAX_PARAMS 64
+static int conn_params(an_repo *r, PQconninfoOption **opts, const char **kw, const char **val,
+                       char num[5][16])
 {
-    drop_conn(r);
     char *perr = NULL;
-    PQconninfoOption *parsed = PQconninfoParse(r->dsn, &perr);
-    if (!parsed) {
-        char msg[600];
-        trim_copy(msg, sizeof msg, perr ? perr : "out of memory");
+    *opts = PQconninfoParse(r->dsn, &perr);
+    if (!*opts) {
+        int rc = perr ? AN_ECONFIG : AN_ENOMEM;
         PQfreemem(perr);
-        return fail(r, AN_EDB, "bad PostgreSQL DSN: %s", msg);
+        return rc == AN_ENOMEM ? fail(r, rc, "out of memory parsing the PostgreSQL DSN")
+                               : fail(r, rc, "the PostgreSQL DSN ([postgres] dsn) does not "
+                                             "parse (libpq conninfo or URI); not quoted: it "
+                                             "may hold a password");
     }
-    PQconninfoFree(parsed);
-
-    /* Order matters: keywords before dbname can be overridden by the DSN. */
-    char timeout[16];
-    const char *kw[5], *val[5];
     int n = 0;
+    for (PQconninfoOption *o = *opts; o->keyword && n < CONN_MAX_PARAMS - 8; o++)
+        if (o->val) {
+            kw[n] = o->keyword;
+            val[n++] = o->val;
+        }
+    int cto = 0;
     if (r->connect_timeout_ms > 0) {
-        int s = (r->connect_timeout_ms + 999) / 1000;
-        snprintf(timeout, sizeof timeout, "%d", s < 2 ? 2 : s);
-        kw[n] = "connect_timeout";
-        val[n++] = timeout;
+        cto = (r->connect_timeout_ms + 999) / 1000;
+        cto = cto < 2 ? 2 : cto;
+    }
+    struct {
+        const char *kw;
+        int v;
+    } ours[] = {{"connect_timeout", cto},
+                {"keepalives_idle", r->keepalives_idle_s},
+                {"keepalives_interval", r->keepalives_interval_s},
+                {"keepalives_count", r->keepalives_count},
+                {"tcp_user_timeout", r->tcp_user_timeout_ms}};
+    bool any_keepalive = false;
+    for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++) {
+        bool set = false;
+        for (int j = 0; j < n; j++)
+            set = set || !strcmp(kw[j], ours[i].kw);
+        if (set || ours[i].v <= 0)
+            continue;
+        any_keepalive = any_keepalive || i > 0;
+        snprintf(num[i], sizeof num[i], "%d", ours[i].v);
+        kw[n] = ours[i].kw;
+        val[n++] = num[i];
+    }
+    bool ka_set = false;
+    for (int j = 0; j < n; j++)
+        ka_set = ka_set || !strcmp(kw[j], "keepalives");
+    if (any_keepalive && !ka_set) {
+        kw[n] = "keepalives";
+        val[n++] = "1";
     }
     kw[n] = "fallback_application_name";
     val[n++] = r->appname;
-    kw[n] = "dbname";
-    val[n++] = r->dsn;
     kw[n] = NULL;
     val[n] = NULL;
-    r->conn = PQconnectdbParams(kw, val, 1);
-    if (!r->conn)
+    return 0;
+}
+
+static int do_connect(an_repo *r)
+{
+    drop_conn(r);
+    PQconninfoOption *opts = NULL;
+    const char *kw[CONN_MAX_PARAMS], *val[CONN_MAX_PARAMS];
+    char num[5][16];
+    int rc = conn_params(r, &opts, kw, val, num);
+    if (rc)
+        return rc;
+    r->conn = PQconnectdbParams(kw, val, 0);
+    if (!r->conn) {
+        PQconninfoFree(opts);
         return fail(r, AN_ENOMEM, "PQconnectdbParams: out of memory");
+    }
     if (PQstatus(r->conn) != CONNECTION_OK) {
         char msg[800];
         trim_copy(msg, sizeof msg, PQerrorMessage(r->conn));
         drop_conn(r);
-        return fail(r, classify_connect_failure(msg), "cannot connect to PostgreSQL: %s", msg);
+        rc = classify_connect_failure(kw, val);
+        PQconninfoFree(opts);
+        return fail(r, rc, "cannot connect to PostgreSQL: %s", msg);
     }
+    PQconninfoFree(opts);
     PQsetNoticeProcessor(r->conn, notice_processor, r);
     if (PQsetClientEncoding(r->conn, "UTF8") != 0) {
         int rc = fail(r, AN_EDB, "cannot set client_encoding UTF8: %s", PQerrorMessage(r->conn));
@@ -569,8 +693,10 @@ static int do_connect(an_repo *r)
     snprintf(st, sizeof st, "%d", r->statement_timeout_ms > 0 ? r->statement_timeout_ms : 0);
     snprintf(lt, sizeof lt, "%d", r->lock_timeout_ms > 0 ? r->lock_timeout_ms : 0);
     const char *params[2] = {st, lt};
+    wd_arm(r);
     PGresult *res =
         PQexecParams(r->conn, stmts[S_SESSION].sql, 2, NULL, params, NULL, NULL, 0);
+    wd_disarm(r);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         int rc = result_error(r, "session settings", res);
         PQclear(res);
@@ -598,14 +724,21 @@ static int ensure_conn(an_repo *r)
     if (r->in_tx)
         return fail(r, AN_ETRANSIENT,
                     "connection to PostgreSQL lost during the transaction (roll back and retry)");
-    return do_connect(r);
+    /* A reconnect while working: a server that refuses us now (a password
+     * changed, the database dropped) refuses every entry: environment. */
+    int rc = do_connect(r);
+    if (rc == AN_EDB)
+        rc = r->last_rc = AN_EENV;
+    return rc;
 }
 
 static int ensure_prepared(an_repo *r, int s)
 {
     if (r->prepared[s])
         return 0;
+    wd_arm(r);
     PGresult *res = PQprepare(r->conn, stmts[s].name, stmts[s].sql, stmts[s].nparams, NULL);
+    wd_disarm(r);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         char what[96];
         snprintf(what, sizeof what, "prepare %s", stmts[s].name);
@@ -631,8 +764,10 @@ static int exec_stmt_fmt(an_repo *r, int s, const char *const *params, bool bina
         rc = ensure_prepared(r, s);
     if (rc)
         return rc;
+    wd_arm(r);
     PGresult *res = PQexecPrepared(r->conn, stmts[s].name, stmts[s].nparams, params, NULL, NULL,
                                    binary_result ? 1 : 0);
+    wd_disarm(r);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         rc = result_error(r, stmts[s].name + 3, res);
@@ -656,7 +791,9 @@ static int exec_cmd(an_repo *r, const char *sql, PGresult **out)
     int rc = ensure_conn(r);
     if (rc)
         return rc;
+    wd_arm(r);
     PGresult *res = PQexecParams(r->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+    wd_disarm(r);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         rc = result_error(r, sql, res);
         PQclear(res);
@@ -712,18 +849,22 @@ static void rollback_quiet(an_repo *r)
     r->in_tx = false;
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
         return;
-    PGresult *res = PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+    PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
+    wd_disarm(r);
     PQclear(res);
 }
 
 int an_repo_rollback(an_repo *r)
 {
+    /* A rollback is the cleanup after a failure: it keeps that failure's
+     * message and code for the caller to report. */
     if (!r->in_tx)
-        return ok(r);
+        return 0;
     r->in_tx = false;
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
-        return ok(r); /* the server rolls back on its own */
-    PGresult *res = PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+        return 0; /* the server rolls back on its own */
+    PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
+    wd_disarm(r);
     ExecStatusType st = PQresultStatus(res);
     int rc = 0;
     if (st != PGRES_COMMAND_OK) {
@@ -733,7 +874,7 @@ int an_repo_rollback(an_repo *r)
             rc = result_error(r, "ROLLBACK", res);
     }
     PQclear(res);
-    return rc ? rc : ok(r);
+    return rc;
 }
 
 int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx)
@@ -1340,7 +1481,9 @@ int an_repo__exec_params(an_repo *r, const char *what, const char *sql, int npar
     int rc = ensure_conn(r);
     if (rc)
         return rc;
+    wd_arm(r);
     PGresult *res = PQexecParams(r->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    wd_disarm(r);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         rc = result_error(r, what, res);
@@ -1422,7 +1565,7 @@ static int pipeline_recv(an_repo *r, pq_step *steps, int n)
      * PGRES_PIPELINE_SYNC. */
     for (int i = 0; i <= n; i++) {
         PGresult *res;
-        while ((res = PQgetResult(r->conn)) != NULL) {
+        while ((wd_arm(r), res = PQgetResult(r->conn), wd_disarm(r), res) != NULL) {
             ExecStatusType st = PQresultStatus(res);
             if (i == n) {
                 PQclear(res);
@@ -1753,7 +1896,8 @@ int an_repo_group_write_finish(an_repo *r, int64_t *rows_updated)
          * the session is not left in an aborted transaction. */
         if (r->conn && PQstatus(r->conn) == CONNECTION_OK &&
             PQtransactionStatus(r->conn) != PQTRANS_IDLE) {
-            PGresult *res = PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+            PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
+    wd_disarm(r);
             PQclear(res);
         }
         return rc;

@@ -252,7 +252,7 @@ int an_schema_version(an_repo *r, int *version)
     int rc = an_repo__exec_params(r, "schema version",
                                   "SELECT coalesce(max(version), 0) FROM schema_migrations", 0,
                                   NULL, &res);
-    if (rc == AN_EDB && !strcmp(an_repo_sqlstate(r), "42P01"))
+    if ((rc == AN_EDB || rc == AN_EENV) && !strcmp(an_repo_sqlstate(r), "42P01"))
         return 0;   /* undefined_table: no schema at all */
     if (rc)
         return rc;

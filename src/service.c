@@ -61,9 +61,9 @@ typedef struct deferred {
     size_t bytes;        /* entry_bytes of e (s->def_bytes) */
 } deferred;
 
-/* scored_entry rows (redelivery detection) are kept 7 days, pruned hourly:
- * an entry pending longer than that is treated as a producer duplicate. */
-#define SCORED_ENTRY_KEEP_S (7 * 86400)
+/* scored_entry rows (redelivery detection) are kept [postgres]
+ * scored_entry_keep_ms (7 days), pruned hourly: an entry pending longer than
+ * that is treated as a producer duplicate. */
 #define SCORED_ENTRY_PRUNE_EVERY_MS (3600 * 1000)
 
 
@@ -198,57 +198,65 @@ static int check_schema(an_service *s)
     return 1;
 }
 
-/* Connects both servers, retrying with backoff until they answer (and the
- * schema is present) or a stop is requested. Returns 0,
- * AN_ECONFIG/AN_EREDIS/AN_EDB for errors that waiting does not fix, or
- * AN_ETRANSIENT when stopped while waiting. */
+/* Connects both servers at start-up, retrying with backoff (a pause with
+ * its cause once that outlasts the retry budget) until they answer and the
+ * schema is present, or a stop is requested. A server that answers and
+ * refuses us (a bad URL or DSN, a wrong password, a missing database) is
+ * configuration: returns AN_ECONFIG/AN_EREDIS/AN_EDB after logging it,
+ * and anomalyd exits non-zero. AN_ETRANSIENT when stopped while waiting. */
 static int connect_all(an_service *s)
 {
-    int delay = RETRY_MIN_MS;
     for (;;) {
         int rc = 0;
+        bool pg = false;
         if (!s->redis) {
             an_redis_opts ro = an_redis_opts_default();
             ro.connect_timeout_ms = s->cfg->redis.connect_timeout_ms;
             ro.command_timeout_ms = s->cfg->redis.timeout_ms;
             ro.block_margin_ms = s->cfg->redis.block_margin_ms;
-            char err[256];
-            rc = an_redis_connect(s->cfg->redis.url, &ro, &s->redis, err,
-                                  sizeof err);
+            ro.keepalive_idle_s = s->cfg->redis.keepalive_idle_s;
+            ro.keepalive_interval_s = s->cfg->redis.keepalive_interval_s;
+            ro.keepalive_count = s->cfg->redis.keepalive_count;
+            ro.tcp_user_timeout_ms = s->cfg->redis.tcp_user_timeout_ms;
+            char err[512];
+            rc = an_redis_connect(s->cfg->redis.url, &ro, &s->redis, err, sizeof err);
             svc_note_up(s, AN_SERVER_REDIS, rc == 0);
             if (rc == AN_ECONFIG || rc == AN_EREDIS) {
-                an_error("redis: %s", err);
+                an_error("redis: %s (a configuration error: check [redis] url and the "
+                         "server's ACL; exiting)", err);
                 return rc;
             }
-            if (rc)
-                an_warn("redis not reachable (%s); retrying", err);
+            if (rc) {
+                char what[600];
+                snprintf(what, sizeof what, "connecting to Redis (%s)", err);
+                svc_failed(s, rc, false, what);
+            }
         }
         if (!rc && s->redis)
             rc = ensure_group(s);
         if (!rc) {
+            pg = true;
             rc = an_repo_connect(s->repo);
             svc_note_up(s, AN_SERVER_POSTGRES, rc == 0);
-            if (rc == AN_EDB) {
-                an_error("postgres: %s", an_repo_errstr(s->repo));
+            if (rc == AN_EDB || rc == AN_ECONFIG) {
+                an_error("postgres: %s (a configuration error: check [postgres] dsn, the "
+                         "role's password and pg_hba.conf; exiting)", an_repo_errstr(s->repo));
                 return rc;
             }
-            if (rc)
-                an_warn("postgres not reachable (%s); retrying",
-                        an_repo_errstr(s->repo));
         }
         if (!rc)
             rc = check_schema(s);
-        if (!rc)
+        if (!rc) {
+            svc_succeeded(s);
             return 0;
-        if (rc < 0 && rc != AN_ETRANSIENT)
+        }
+        if (rc < 0 && rc != AN_ETRANSIENT && rc != AN_EENV && rc != AN_ENOMEM)
             return rc;
-        if (stopping(s))
+        if (rc < 0 && s->redis)   /* 1: the schema is missing, logged by check_schema */
+            svc_failed(s, rc, pg, pg ? "connecting to PostgreSQL" : "creating the group");
+        svc_health_tick(s);
+        if (!svc_wait(s))
             return AN_ETRANSIENT;
-        if (rc == AN_ETRANSIENT)
-            svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
-        svc_note_retry(s);
-        nap(s, delay);
-        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
     }
 }
 
@@ -263,7 +271,7 @@ static int dead_letter(an_service *s, const an_entry *e, const char *reason,
         .entry_id = e->id,
         .owner = s->consumer,
         .dead_letter = s->cfg->streams.dead_letter,
-        .maxlen = 0,
+        .maxlen = s->cfg->streams.dead_letter_maxlen,
         .fields = e->fields,
         .nfields = e->nfields,
         .reason = reason,
@@ -278,11 +286,50 @@ static int dead_letter(an_service *s, const an_entry *e, const char *reason,
         return 0;
     }
     if (rc)
-        return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
+        return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND || rc == AN_EENV ? rc : AN_EREDIS;
     svc_note_dead_letter(s, reason_class);
     an_error("dead-lettered entry %s as %s in %s: %s", e->id, id, s->cfg->streams.dead_letter,
              reason);
     return 0;
+}
+
+/* XACK of a pending entry whose payload is gone (trimmed or deleted). */
+static int ack_trimmed(an_service *s, const an_entry *e)
+{
+    const char *ids[] = {e->id};
+    int rc = an_xack(s->redis, s->cfg->streams.input, s->cfg->streams.group, ids, 1, NULL);
+    if (rc)
+        return rc;
+    s->st.trimmed++;
+    svc_note_done(s, AN_OUTCOME_TRIMMED, NULL);
+    an_warn("pending entry %s has no payload (trimmed or deleted); acked", e->id);
+    return 0;
+}
+
+/* Completes one entry in Redis without processing it: its dead letter
+ * (reason set) or the XACK of a trimmed entry (reason NULL), retried in
+ * place with backoff like the publish, so one Redis hiccup does not end
+ * the page (the entries after it would wait claim_idle_ms for a takeover);
+ * a lasting refusal pauses (svc_failed). Returns 0, AN_ENOTFOUND (NOGROUP:
+ * the caller recreates the group) or AN_ETRANSIENT when stopping. */
+static int complete_in_redis(an_service *s, const an_entry *e, const char *reason,
+                             const char *reason_class)
+{
+    for (;;) {
+        int rc = reason ? dead_letter(s, e, reason, reason_class) : ack_trimmed(s, e);
+        if (rc == 0) {
+            svc_succeeded(s);
+            return 0;
+        }
+        if (rc == AN_ENOTFOUND)
+            return rc;
+        char what[128];
+        snprintf(what, sizeof what, "%s entry %s", reason ? "dead-lettering" : "acking trimmed",
+                 e->id);
+        svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
+        if (!svc_wait(s))
+            return AN_ETRANSIENT;
+    }
 }
 
 /* ------------------------------------------------------------ commands */
@@ -412,6 +459,14 @@ static int process_command(an_service *s, item *it, const char *uid,
         /* Its cached state could never hit again (model_params is cleared);
          * give the memory back now rather than at eviction. */
         an_state_cache_forget(s->sc, uid);
+        /* ...and its params hash: never trusted for another model anyway
+         * (watermark and source must match the database), but a re-created
+         * model's hash could not move below the old watermark. */
+        char key[512];
+        snprintf(key, sizeof key, "%s%s", s->cfg->streams.params_prefix, uid);
+        int drc = an_del(s->redis, key, NULL);
+        if (drc)
+            return drc;
         return compose_command(s, it, uid, c, cm);
     }
     int rc = cmd_metric_load(s, uid, cm, true);
@@ -589,6 +644,7 @@ static int publish_items(an_service *s, item *items, size_t n)
             p->key_index = ++nk;
             p->params_json = it->cache_json;
             p->watermark = it->cache_wm;
+            p->source = it->cache_src;
         }
     }
     an_publish_group g = {
@@ -600,7 +656,7 @@ static int publish_items(an_service *s, item *items, size_t n)
     int64_t t0 = svc_now_us();
     rc = an_publish_many(s->redis, &g, status);
     if (rc) {
-        rc = rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
+        rc = rc == AN_ETRANSIENT || rc == AN_ENOTFOUND || rc == AN_EENV ? rc : AN_EREDIS;
         goto out;
     }
     an_metrics_observe(s->opts.metrics, AN_H_PUBLISH, (double)(svc_now_us() - t0) / 1e6);
@@ -684,28 +740,28 @@ static int run_items(an_service *s, item *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
         if (it->oc == INF_POISON && !it->done) {
-            int rc = dead_letter(s, it->e, it->reason, it->reason_class);
+            int rc = complete_in_redis(s, it->e, it->reason, it->reason_class);
             if (rc)
                 return rc;
             it->done = true;
         }
     }
     /* Committed: only the publish is left. Retry just that (a redo of the
-     * transaction would find every entry a duplicate and say so at length). */
-    int rc, delay = RETRY_MIN_MS;
-    while ((rc = publish_items(s, items, n)) == AN_ETRANSIENT || rc == AN_EREDIS) {
-        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
-        svc_note_up(s, AN_SERVER_REDIS, false);
-        if (stopping(s))
+     * transaction would find every entry a duplicate and say so at length).
+     * Any failure but NOGROUP is retried: the rows are committed, the
+     * publish is all that is left (a refusal such as WRONGTYPE on the
+     * output or a params key pauses until it is repaired). */
+    int rc;
+    while ((rc = publish_items(s, items, n)) != 0 && rc != AN_ENOTFOUND) {
+        char what[64];
+        snprintf(what, sizeof what, "publishing %zu entries", n);
+        svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
+        if (!svc_wait(s))
             return AN_ETRANSIENT;
-        svc_note_retry(s);
-        an_warn("publishing %zu entries failed: %s; retrying in %d ms", n,
-                an_redis_errstr(s->redis), delay);
-        nap(s, delay);
-        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
     }
     if (rc)
         return rc;
+    svc_succeeded(s);
     if (s->cfg->debugging.profiling || an_log_get_level() == AN_LOG_DEBUG)
         for (size_t i = 0; i < n; i++)
             if (!items[i].n)
@@ -714,15 +770,18 @@ static int run_items(an_service *s, item *items, size_t n)
     return 0;
 }
 
-/* run_items with in-process retries of transient failures (so a server
- * outage does not count against the entries' deliveries). Returns 0, or
- * AN_ETRANSIENT when a stop was requested before it could complete. */
+/* run_items with in-process retries (so a server outage does not count
+ * against the entries' attempts: svc_group_run gives them back). A fault
+ * of the environment pauses (svc_failed) and every retry is then a probe;
+ * the entries' own failures are retried too, their attempts counted, until
+ * max_deliveries makes them dead letters. Returns 0, or AN_ETRANSIENT when
+ * a stop was requested before it could complete. */
 static int run_items_retrying(an_service *s, item *items, size_t n)
 {
-    int delay = RETRY_MIN_MS;
     for (;;) {
         int rc = run_items(s, items, n);
         if (rc == 0) {
+            svc_succeeded(s);
             svc_note_up(s, AN_SERVER_REDIS, true);
             svc_note_up(s, AN_SERVER_POSTGRES, true);
             return 0;
@@ -738,25 +797,21 @@ static int run_items_retrying(an_service *s, item *items, size_t n)
                 items[i].oc = INF_NONE;   /* not ours to defer any more */
             return 0;
         }
-        if (rc == AN_ENOMEM)
-            an_error("out of memory processing entry %s...; will retry", items[0].e->id);
-        else
-            an_warn("entry %s%s: %s; retrying in %d ms", items[0].e->id,
-                    n > 1 ? " and the rest of its group" : "",
-                    an_repo_last_rc(s->repo) ? an_repo_errstr(s->repo)
-                                             : an_redis_errstr(s->redis), delay);
-        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
-        if (an_repo_last_rc(s->repo) == AN_ETRANSIENT)
-            svc_note_up(s, AN_SERVER_POSTGRES, false);
-        else if (rc == AN_ETRANSIENT)
-            svc_note_up(s, AN_SERVER_REDIS, false);
+        char what[128];
+        snprintf(what, sizeof what, "processing entry %s%s", items[0].e->id,
+                 n > 1 ? " and the rest of its group" : "");
+        bool pg = an_repo_last_rc(s->repo) != 0;
+        svc_failed(s, rc, pg, what);
         an_repo_rollback(s->repo);
-        if (stopping(s))
+        if (!svc_wait(s))
             return AN_ETRANSIENT;
-        svc_note_retry(s);
-        nap(s, delay);
-        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
-        an_repo_connect(s->repo);
+        /* A paused PostgreSQL fault is probed on a new session: a repair
+         * may be a session default (default_transaction_read_only) or a
+         * server switched behind the address. */
+        if (pg && rc == AN_EENV)
+            an_repo_reconnect(s->repo);
+        else
+            an_repo_connect(s->repo);
     }
 }
 
@@ -957,21 +1012,24 @@ static int begin_one(an_service *s, const an_entry *e, int64_t *count)
 }
 
 /* begin_page (e == NULL) or begin_one (e) with in-process retries of
- * transient failures, as run_items_retrying: a Redis blip does not leave
- * the page to wait claim_idle_ms. AN_ETRANSIENT only when stopping. */
+ * Redis failures, as run_items_retrying: a Redis blip does not leave the
+ * page to wait claim_idle_ms, a lasting one (or a refusal such as
+ * WRONGTYPE on the attempts hash) pauses (svc_failed). AN_ETRANSIENT only
+ * when stopping; AN_ENOTFOUND (NOGROUP) and local errors are returned. */
 static int begin_retrying(an_service *s, const an_entry *v, size_t n, int64_t *count,
                           bool *open, const an_entry *e)
 {
-    int delay = RETRY_MIN_MS;
     for (;;) {
         int rc = e ? begin_one(s, e, count) : begin_page(s, v, n, count, open);
-        if (rc != AN_ETRANSIENT || stopping(s))
+        if (rc == 0) {
+            svc_succeeded(s);
+            return 0;
+        }
+        if (rc != AN_ETRANSIENT && rc != AN_EENV && rc != AN_EREDIS)
             return rc;
-        svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
-        svc_note_up(s, AN_SERVER_REDIS, false);
-        svc_note_retry(s);
-        nap(s, delay);
-        delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
+        svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, "counting processing attempts");
+        if (!svc_wait(s))
+            return AN_ETRANSIENT;
     }
 }
 
@@ -1007,7 +1065,7 @@ static int over_attempts(an_service *s, const an_entry *e, int64_t count, bool *
     snprintf(reason, sizeof reason,
              "processing attempted %" PRId64 " times without completing, over "
              "max_deliveries (%d)", count, s->cfg->streams.max_deliveries);
-    int rc = dead_letter(s, e, reason, SVC_DL_ATTEMPTS);
+    int rc = complete_in_redis(s, e, reason, SVC_DL_ATTEMPTS);
     *gone = !rc;
     return rc;
 }
@@ -1054,15 +1112,7 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             }
             if (e->nil) {
                 /* Trimmed or deleted before we got to it: nothing to process. */
-                const char *ids[] = {e->id};
-                rc = an_xack(s->redis, s->cfg->streams.input, s->cfg->streams.group, ids, 1,
-                             NULL);
-                if (!rc) {
-                    s->st.trimmed++;
-                    svc_note_done(s, AN_OUTCOME_TRIMMED, NULL);
-                    an_warn("pending entry %s has no payload (trimmed or deleted); acked",
-                            e->id);
-                }
+                rc = complete_in_redis(s, e, NULL, NULL);
                 i++;
                 continue;
             }
@@ -1082,7 +1132,7 @@ static int take_entries(an_service *s, const an_entry *v, size_t n)
             }
             int ir = intake(s, e, &items[0]);
             if (ir == 1) {
-                rc = dead_letter(s, e, items[0].reason, items[0].reason_class);
+                rc = complete_in_redis(s, e, items[0].reason, items[0].reason_class);
                 open[i] = open[i] && rc != 0;
                 item_clear(&items[0]);
                 i++;
@@ -1159,7 +1209,7 @@ static int retry_one(an_service *s, deferred *d, bool force, int64_t *wm)
     item it;
     rc = intake(s, &d->e, &it);
     if (rc == 1) {
-        rc = dead_letter(s, &d->e, it.reason, it.reason_class);
+        rc = complete_in_redis(s, &d->e, it.reason, it.reason_class);
         item_clear(&it);
         return rc;
     }
@@ -1329,6 +1379,8 @@ int an_service_run(an_service *s)
         return rc == AN_ETRANSIENT ? 0 : rc;
     }
     svc_note_ready(s);
+    s->health.since_ms = an_realtime_ms();
+    s->health.last_put_ms = INT64_MIN / 2;   /* write the health hash at once */
     an_info("consuming %s as %s/%s, publishing to %s (variant %s)",
             s->cfg->streams.input, s->cfg->streams.group, s->consumer,
             s->cfg->streams.output, an_variant_name(s->hcfg.variant));
@@ -1360,13 +1412,10 @@ int an_service_run(an_service *s)
         }
         if (rc) {
             an_entry_list_free(&l);
-            svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
-            svc_note_up(s, AN_SERVER_REDIS, false);
-            svc_note_retry(s);
-            an_warn("reading %s failed: %s; retrying in %d ms",
-                    s->cfg->streams.input, an_redis_errstr(s->redis), delay);
-            nap(s, delay);
-            delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
+            char what[300];
+            snprintf(what, sizeof what, "reading %s", s->cfg->streams.input);
+            svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
+            svc_wait(s);
             /* No re-drain of our pending entries after a reconnect: those
              * we hold are in memory (deferred, or retried in place), and a
              * re-read would count a delivery for each. Anything else of
@@ -1374,7 +1423,8 @@ int an_service_run(an_service *s)
              * back by our own XAUTOCLAIM after claim_idle_ms. */
             continue;
         }
-        delay = RETRY_MIN_MS;
+        svc_succeeded(s);
+        svc_health_tick(s);
         svc_note_up(s, AN_SERVER_REDIS, true);
 
         if (l.n == 0 && s->draining) {
@@ -1401,9 +1451,20 @@ int an_service_run(an_service *s)
         if (t - s->last_prune_ms >= SCORED_ENTRY_PRUNE_EVERY_MS) {
             int64_t n = 0;
             s->last_prune_ms = t;
-            if (an_repo_prune_scored_entries(s->repo, SCORED_ENTRY_KEEP_S, &n) == 0 && n)
-                an_info("pruned %" PRId64 " scored_entry rows older than %d days", n,
-                        SCORED_ENTRY_KEEP_S / 86400);
+            int keep = s->cfg->postgres.scored_entry_keep_ms;
+            if (an_repo_prune_scored_entries(s->repo, keep / 1000.0, &n) == 0 && n)
+                an_info("pruned %" PRId64 " scored_entry rows older than %d s", n, keep / 1000);
+        }
+        if (s->cfg->streams.trim_interval_ms > 0 &&
+            t - s->last_trim_ms >= s->cfg->streams.trim_interval_ms) {
+            s->last_trim_ms = t;
+            if (an_retention_tick(&s->rt, s->redis, s->cfg))
+                an_warn("trimming %s failed: %s; retrying in %d ms", s->cfg->streams.input,
+                        an_redis_errstr(s->redis), s->cfg->streams.trim_interval_ms);
+            /* the retention state counts totals; stats and metrics move by the difference */
+            svc_count(s, &s->st.input_trimmed, AN_C_INPUT_TRIMMED,
+                      s->rt.trimmed - s->st.input_trimmed);
+            s->st.attempts_cleaned = s->rt.attempts_removed;
         }
         int64_t claim_every = s->cfg->streams.claim_idle_ms / 2 < 1000
                                   ? s->cfg->streams.claim_idle_ms / 2 : 1000;
@@ -1449,14 +1510,17 @@ void an_service_log_stats(const an_service *s)
     an_info("stats: entries=%" PRId64 " inference_batches=%" PRId64
             " rows_scored=%" PRId64 " commands=%" PRId64 " rejected=%" PRId64
             " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
-            " trimmed=%" PRId64 " claimed=%" PRId64 " deferred=%" PRId64
+            " trimmed=%" PRId64 " input_trimmed=%" PRId64 " attempts_cleaned=%" PRId64
+            " claimed=%" PRId64 " deferred=%" PRId64
             " transient_errors=%" PRId64 " cache_misses=%" PRId64
             " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64
-            " groups=%" PRId64,
+            " groups=%" PRId64 " state=%s",
             t->entries, t->inference_batches, t->rows_scored, t->commands,
             t->rejected, t->duplicates, t->republished, t->dead_letters,
-            t->trimmed, t->claimed, t->deferred, t->transient_errors, t->cache_misses,
-            an_state_cache_size(s->sc), hits, misses, t->groups);
+            t->trimmed, t->input_trimmed, t->attempts_cleaned, t->claimed, t->deferred,
+            t->transient_errors, t->cache_misses,
+            an_state_cache_size(s->sc), hits, misses, t->groups,
+            s->health.state == AN_SERVICE_PAUSED ? "paused" : "running");
 }
 
 void an_service_free(an_service *s)

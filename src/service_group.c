@@ -54,6 +54,7 @@ typedef struct gmetric {
     an_state_span mp_new_span; /* the state text's place in mp_new */
     char *cached;              /* params hash text (malloc'd) or NULL */
     int64_t cached_wm;
+    char *cached_src;          /* the hash's source (malloc'd) or NULL */
     /* the helper's overlay sample source */
     an_repo *repo;
     int64_t before;            /* database rows below this rowid; 0: unset */
@@ -143,6 +144,7 @@ static void clear_metrics(group_scratch *g, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(g->gm[i].cached);
+        free(g->gm[i].cached_src);
         free(g->gm[i].mem);
         free(g->gm[i].state_text);
         free(g->gm[i].mp_new);
@@ -244,7 +246,11 @@ static int load_state(an_service *s, gmetric *gm, item *it)
         gm->state_loaded = true;
         return 0;
     }
-    if (gm->cached && gm->cached_wm == gm->m->scored_rowid) {
+    /* The hash is trusted only for the very write the database holds: its
+     * watermark AND the entry that moved it (a deleted and re-created model
+     * can reach the old watermark again, never with the old entry id). */
+    if (gm->cached && gm->cached_wm == gm->m->scored_rowid && gm->cached_src &&
+        gm->m->scored_source && !strcmp(gm->cached_src, gm->m->scored_source)) {
         json_t *j = json_loads(gm->cached, JSON_DECODE_ANY, NULL);
         int rc = j ? an_helper_state_from_json(j, &gm->state, err, sizeof err) : AN_EINVAL;
         json_decref(j);
@@ -421,8 +427,10 @@ static int score(an_service *s, group_scratch *g, item *it, gmetric *gm, size_t 
     char err[256];
     rc = an_helper_update(s->helper, &src, &gm->state, h, it->n, err, sizeof err);
     if (rc) {
-        if (rc == AN_EIO && an_repo_last_rc(s->repo) == AN_ETRANSIENT)
-            return AN_ETRANSIENT;
+        /* The sample query failed: the server's fault class, not this
+         * entry's (a data error is retried and counted like any other). */
+        if (rc == AN_EIO && an_repo_last_rc(s->repo))
+            return an_repo_last_rc(s->repo);
         if (rc == AN_ENOMEM)
             return rc;
         snprintf(it->reason, sizeof it->reason, "likelihood helper failed for model=%s: %s",
@@ -553,6 +561,7 @@ static int prepare_outputs(an_service *s, group_scratch *g, item *items, size_t 
         it->carries_cache = true;
         it->cache_uid = it->b->model;
         it->cache_wm = gm->wm;
+        snprintf(it->cache_src, sizeof it->cache_src, "%s", gm->source ? gm->source : "");
     }
     return rc;
 }
@@ -619,9 +628,11 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
     /* params cache: one pipelined round trip; a failure is only a miss */
     char **cached = calloc(nu, sizeof *cached);
     int64_t *cwm = calloc(nu, sizeof *cwm);
-    if (!cached || !cwm) {
+    char **csrc = calloc(nu, sizeof *csrc);
+    if (!cached || !cwm || !csrc) {
         free(cached);
         free(cwm);
+        free(csrc);
         return AN_ENOMEM;
     }
     for (size_t i = 0; i < nu; i++) {
@@ -630,12 +641,13 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         if (!g->keys[i]) {
             free(cached);
             free(cwm);
+            free(csrc);
             clear_metrics(g, nu);
             return AN_ENOMEM;
         }
         snprintf(g->keys[i], len, "%s%s", s->cfg->streams.params_prefix, g->uids[i]);
     }
-    if (an_params_cache_get_many(s->redis, (const char *const *)g->keys, nu, cached, cwm))
+    if (an_params_cache_get_many(s->redis, (const char *const *)g->keys, nu, cached, cwm, csrc))
         an_warn("params cache unavailable (%s); using PostgreSQL", an_redis_errstr(s->redis));
 
     rc = an_repo_group_read(s->repo, g->uids, nu, g->ranges, n, &g->g);
@@ -644,6 +656,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         gm->uid = g->uids[i];
         gm->cached = cached[i];
         gm->cached_wm = cwm[i];
+        gm->cached_src = csrc[i];
         gm->repo = s->repo;
         gm->cache_item = -1;
         if (!rc && g->g.found[i]) {
@@ -655,6 +668,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
     }
     free(cached);
     free(cwm);
+    free(csrc);
     if (rc) {
         clear_metrics(g, nu);
         return rc;
@@ -921,10 +935,12 @@ int svc_group_run(an_service *s, item *items, size_t n)
     for (int k = 1;; k++) {
         reset_items(items, n, keep);
         rc = an_repo_connect(s->repo);
+        if (rc == AN_EDB || rc == AN_ECONFIG)
+            rc = AN_EENV;   /* refused now that it worked at start-up */
         if (!rc)
             rc = attempt(s, items, n, t0);
         if (rc != AN_ETRANSIENT)
-            break;   /* 0 or a hard error */
+            break;   /* 0, AN_EENV (pause) or a hard error */
         svc_count(s, &s->st.transient_errors, AN_C_TRANSIENT_ERRORS, 1);
         svc_heartbeat(s);
         if (an_repo_retry_policy(s->repo, k, t0))

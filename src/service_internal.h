@@ -13,6 +13,7 @@
 #include "an_config.h"
 #include "an_helper.h"
 #include "an_repo.h"
+#include "an_retention.h"
 #include "an_service.h"
 #include "an_state_cache.h"
 #include "an_streams.h"
@@ -52,6 +53,7 @@ typedef struct item {
     const char *cache_uid;
     char *cache_json;
     int64_t cache_wm;
+    char cache_src[AN_ID_MAX];         /* the entry id that moved cache_wm */
     int64_t seen_wm;                   /* the watermark a deferral saw */
     char reason[384];                  /* dead-letter reason */
     const char *reason_class;          /* its metrics label (static; NULL: "other") */
@@ -63,6 +65,21 @@ typedef struct item {
 } item;
 
 struct deferred;
+
+/* The service's health (service_pause.c): running, or paused by a fault
+ * that is not the entries' (an_fault.h's environment class, or a failure
+ * that outlasted its retry budget). One place: the log, the Redis health
+ * hash and an_service_health read it. */
+typedef struct svc_health {
+    an_service_state state;
+    char cause[640];        /* what failed, the server's words, how to fix it */
+    int64_t since_ms;       /* realtime: when the current state began */
+    int64_t since_mono_ms;  /* the same, monotonic (durations) */
+    int64_t streak_ms;      /* monotonic start of the current failure streak; 0 = none */
+    int64_t last_log_ms;    /* monotonic: last "still paused" line */
+    int64_t last_put_ms;    /* monotonic: last write of the health hash */
+    int delay_ms;           /* the next wait (backoff, or probe interval when paused) */
+} svc_health;
 
 /* The next group of the entries in hand, decoded while the current group's
  * write + COMMIT is in flight (take_entries sets it up; svc_prefetch fills
@@ -98,10 +115,14 @@ struct an_service {
     int64_t idle_since_ms;
     int64_t last_claim_ms;
     int64_t last_prune_ms;
+    int64_t last_trim_ms;
+    an_retention rt;        /* input trimming and attempts cleanup */
 
     struct deferred *def;   /* entries waiting for their predecessors */
     size_t ndef, capdef;
     size_t def_bytes;       /* their field bytes (defer_max_bytes) */
+
+    svc_health health;          /* service_pause.c */
 
     struct group_scratch *gs;   /* service_group.c's reusable buffers */
     prefetch *pf;               /* set while take_entries runs a group */
@@ -130,6 +151,24 @@ int svc_add_out_text(an_service *s, item *it, const char *data_type, const char 
 int svc_group_run(an_service *s, item *items, size_t n);
 
 void svc_group_free(an_service *s);
+
+/* ---- service_pause.c: what to do after a failed server call ----
+ * svc_failed records a failure (rc an AN_E* code, what = the operation,
+ * e.g. "publishing 12 entries"; the server's message and advice are taken
+ * from the repository (from_pg) or the Redis connection) and decides: an
+ * environment fault (AN_EENV) pauses at once; any other failure pauses
+ * once failures have lasted [postgres] retry_budget_ms without a success
+ * (so no retry loop is blind or endless without a logged cause).
+ * svc_wait then sleeps the backoff (100 ms doubling to 5 s; while paused
+ * the probe interval, 1 s doubling to 30 s) and returns false when a stop
+ * was requested. svc_succeeded ends a streak and resumes a paused
+ * service. svc_health_tick re-logs a pause once a minute and refreshes the
+ * health hash; cheap, call it from every loop. */
+void svc_failed(an_service *s, int rc, bool from_pg, const char *what);
+bool svc_wait(an_service *s);
+void svc_succeeded(an_service *s);
+void svc_health_tick(an_service *s);
+bool svc_stopping(const an_service *s);
 
 /* Decodes the next group into s->pf (if set and not done yet). Pure CPU
  * and memory: no Redis or PostgreSQL call, so it can run while the

@@ -14,9 +14,15 @@
 #include <time.h>
 
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "an_fault.h"
+#include "an_redis_url.h"
 
 #define SHA_LEN 40
-#define MAX_SCRIPTS 8
+#define MAX_SCRIPTS 16
 
 struct an_redis {
     redisContext *ctx; /* NULL while broken/disconnected */
@@ -31,6 +37,7 @@ struct an_redis {
     an_redis_opts opts;
     char sha[MAX_SCRIPTS][SHA_LEN + 1]; /* "" = not loaded */
     char errstr[512];
+    char errcode[24];   /* code of the last error reply, "" if none */
 };
 
 /* ------------------------------------------------------------ small utils */
@@ -156,197 +163,9 @@ static void cmd_addi(cmd *c, int64_t v)
 
 /* ------------------------------------------------------------ connection */
 
-static void pct_decode(char *s)
-{
-    char *o = s;
-    for (char *p = s; *p; p++) {
-        if (p[0] == '%' && isxdigit((unsigned char)p[1]) &&
-            isxdigit((unsigned char)p[2])) {
-            char h[3] = {p[1], p[2], 0};
-            *o++ = (char)strtol(h, NULL, 16);
-            p += 2;
-        } else {
-            *o++ = *p;
-        }
-    }
-    *o = '\0';
-}
-
-static int parse_db(const char *s, int *db)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < 0 || v > 1000000)
-        return -1;
-    *db = (int)v;
-    return 0;
-}
-
-/* Messages quote r->url_redacted (set before): never the password. */
-static int parse_url(an_redis *r, const char *url, char *err, size_t errlen)
-{
-    r->port = 6379;
-    r->db = 0;
-    if (strncmp(url, "unix://", 7) == 0) {
-        const char *p = url + 7;
-        const char *q = strchr(p, '?');
-        r->path = q ? dupn(p, (size_t)(q - p)) : strdup(p);
-        if (!r->path || !r->path[0]) {
-            seterr(err, errlen, "redis URL: no socket path in '%s'", r->url_redacted);
-            return AN_ECONFIG;
-        }
-        while (q && *q) {
-            q++;
-            const char *amp = strchr(q, '&');
-            size_t len = amp ? (size_t)(amp - q) : strlen(q);
-            char *kv = dupn(q, len);
-            if (!kv)
-                return AN_ENOMEM;
-            char *eq = strchr(kv, '=');
-            int bad = 0;
-            if (eq) {
-                *eq = '\0';
-                if (strcmp(kv, "db") == 0)
-                    bad = parse_db(eq + 1, &r->db);
-                else if (strcmp(kv, "password") == 0) {
-                    free(r->password);
-                    r->password = strdup(eq + 1);
-                    if (r->password)
-                        pct_decode(r->password);
-                } else
-                    bad = -1;
-            } else {
-                bad = -1;
-            }
-            free(kv);
-            if (bad) {
-                seterr(err, errlen, "redis URL: bad query in '%s'", r->url_redacted);
-                return AN_ECONFIG;
-            }
-            q = amp;
-        }
-        return 0;
-    }
-    if (strncmp(url, "redis://", 8) != 0) {
-        seterr(err, errlen,
-               "redis URL must start with redis:// or unix:// ('%s')", r->url_redacted);
-        return AN_ECONFIG;
-    }
-    const char *p = url + 8;
-    const char *slash = strchr(p, '/');
-    size_t authority_len = slash ? (size_t)(slash - p) : strlen(p);
-    char *auth = dupn(p, authority_len);
-    if (!auth)
-        return AN_ENOMEM;
-    char *hostport = auth;
-    char *at = strrchr(auth, '@');
-    if (at) {
-        *at = '\0';
-        hostport = at + 1;
-        char *colon = strchr(auth, ':');
-        if (colon) {
-            *colon = '\0';
-            if (auth[0])
-                r->user = strdup(auth);
-            r->password = strdup(colon + 1);
-        } else if (auth[0]) {
-            /* redis://password@host (as redis-py accepts) */
-            r->password = strdup(auth);
-        }
-        if (r->user)
-            pct_decode(r->user);
-        if (r->password)
-            pct_decode(r->password);
-    }
-    char *portstr = NULL;
-    if (hostport[0] == '[') {
-        char *rb = strchr(hostport, ']');
-        if (!rb) {
-            free(auth);
-            seterr(err, errlen, "redis URL: bad IPv6 host in '%s'", r->url_redacted);
-            return AN_ECONFIG;
-        }
-        *rb = '\0';
-        r->host = strdup(hostport + 1);
-        if (rb[1] == ':')
-            portstr = rb + 2;
-        else if (rb[1]) {
-            free(auth);
-            seterr(err, errlen, "redis URL: bad host in '%s'", r->url_redacted);
-            return AN_ECONFIG;
-        }
-    } else {
-        char *colon = strrchr(hostport, ':');
-        if (colon) {
-            *colon = '\0';
-            portstr = colon + 1;
-        }
-        r->host = strdup(hostport[0] ? hostport : "127.0.0.1");
-    }
-    if (portstr) {
-        char *end;
-        long v = strtol(portstr, &end, 10);
-        if (end == portstr || *end || v <= 0 || v > 65535) {
-            free(auth);
-            seterr(err, errlen, "redis URL: bad port in '%s'", r->url_redacted);
-            return AN_ECONFIG;
-        }
-        r->port = (int)v;
-    }
-    free(auth);
-    if (!r->host)
-        return AN_ENOMEM;
-    if (slash && slash[1]) {
-        char *dbs = strdup(slash + 1);
-        if (!dbs)
-            return AN_ENOMEM;
-        char *q = strchr(dbs, '?');
-        if (q)
-            *q = '\0'; /* query options ignored */
-        int bad = dbs[0] ? parse_db(dbs, &r->db) : 0;
-        free(dbs);
-        if (bad) {
-            seterr(err, errlen, "redis URL: bad db number in '%s'", r->url_redacted);
-            return AN_ECONFIG;
-        }
-    }
-    return 0;
-}
-
-static char *redact(const char *url)
-{
-    /* Replace the password between "://[user]:" and "@" with ***. */
-    const char *s = strstr(url, "://");
-    const char *at = s ? strchr(s + 3, '@') : NULL;
-    const char *slash = s ? strchr(s + 3, '/') : NULL;
-    if (!s || !at || (slash && slash < at)) {
-        const char *pw = strstr(url, "password=");
-        if (!pw)
-            return strdup(url);
-        size_t pre = (size_t)(pw - url) + 9;
-        const char *amp = strchr(pw, '&');
-        size_t n = pre + 3 + (amp ? strlen(amp) : 0) + 1;
-        char *o = malloc(n);
-        if (!o)
-            return NULL;
-        snprintf(o, n, "%.*s***%s", (int)pre, url, amp ? amp : "");
-        return o;
-    }
-    const char *colon = memchr(s + 3, ':', (size_t)(at - (s + 3)));
-    const char *pstart = colon ? colon + 1 : s + 3;
-    size_t pre = (size_t)(pstart - url);
-    size_t n = pre + 3 + strlen(at) + 1;
-    char *o = malloc(n);
-    if (!o)
-        return NULL;
-    snprintf(o, n, "%.*s***%s", (int)pre, url, at);
-    return o;
-}
-
 an_redis_opts an_redis_opts_default(void)
 {
-    an_redis_opts o = {5000, 5000, 2000};
+    an_redis_opts o = {5000, 5000, 2000, 10, 5, 3, 30000};
     return o;
 }
 
@@ -358,21 +177,51 @@ static void drop_ctx(an_redis *r)
     }
 }
 
-/* Classify an error reply by its code (the first word). */
+/* Classify an error reply by its code (the first word): an_fault.h's
+ * table. NOGROUP is AN_ENOTFOUND (the caller recreates the group). */
 static int classify_error(const char *s, size_t n)
 {
-    static const char *transient[] = {"LOADING", "BUSY", "TRYAGAIN",
-                                      "MASTERDOWN", "CLUSTERDOWN", "READONLY",
-                                      "OOM", "MOVED", "ASK", NULL};
-    size_t w = 0;
-    while (w < n && s[w] != ' ')
-        w++;
-    if (w == 7 && memcmp(s, "NOGROUP", 7) == 0)
+    if (n >= 7 && memcmp(s, "NOGROUP", 7) == 0 && (n == 7 || s[7] == ' '))
         return AN_ENOTFOUND;
-    for (int i = 0; transient[i]; i++)
-        if (strlen(transient[i]) == w && memcmp(s, transient[i], w) == 0)
-            return AN_ETRANSIENT;
-    return AN_EREDIS;
+    switch (an_fault_redis(s, n)) {
+    case AN_FAULT_TRANSIENT: return AN_ETRANSIENT;
+    case AN_FAULT_ENVIRONMENT: return AN_EENV;
+    default: return AN_EREDIS;
+    }
+}
+
+/* Remembers the code (first word) of an error reply, for an_redis_hint. */
+static void set_errcode(an_redis *r, const char *s, size_t n)
+{
+    size_t w = 0;
+    while (w < n && w + 1 < sizeof r->errcode && s[w] != ' ')
+        w++;
+    memcpy(r->errcode, s, w);
+    r->errcode[w] = '\0';
+}
+
+/* TCP liveness on a fresh connection's socket: keepalive probes and
+ * TCP_USER_TIMEOUT, so a silent partition fails the next command within
+ * about idle + interval x count (or tcp_user_timeout with data in flight)
+ * instead of hanging. Best effort: a failed setsockopt is not fatal. */
+static void set_liveness(an_redis *r, redisContext *c)
+{
+    const an_redis_opts *o = &r->opts;
+    int on = 1;
+    if (o->keepalive_idle_s > 0 || o->keepalive_interval_s > 0 || o->keepalive_count > 0)
+        setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    if (o->keepalive_idle_s > 0)
+        setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &o->keepalive_idle_s, sizeof(int));
+    if (o->keepalive_interval_s > 0)
+        setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &o->keepalive_interval_s, sizeof(int));
+    if (o->keepalive_count > 0)
+        setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &o->keepalive_count, sizeof(int));
+#ifdef TCP_USER_TIMEOUT
+    if (o->tcp_user_timeout_ms > 0) {
+        unsigned int t = (unsigned int)o->tcp_user_timeout_ms;
+        setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &t, sizeof t);
+    }
+#endif
 }
 
 static bool is_error_code(const redisReply *rep, const char *code)
@@ -417,7 +266,7 @@ static int do_connect(an_redis *r)
         return AN_ETRANSIENT;
     }
     if (!r->path)
-        redisEnableKeepAlive(c);
+        set_liveness(r, c);
     r->ctx = c;
     if (r->password) {
         const char *argv[3] = {"AUTH", r->user ? r->user : r->password,
@@ -430,8 +279,9 @@ static int do_connect(an_redis *r)
         if (rep->type == REDIS_REPLY_ERROR) {
             rerr(r, "redis %s: AUTH: %.*s", r->url_redacted, (int)rep->len,
                  rep->str);
+            set_errcode(r, rep->str, (size_t)rep->len);
             rc = classify_error(rep->str, (size_t)rep->len);
-            if (rc == AN_ENOTFOUND)
+            if (rc != AN_ETRANSIENT)
                 rc = AN_EREDIS;
         }
         freeReplyObject(rep);
@@ -452,8 +302,9 @@ static int do_connect(an_redis *r)
         if (rep->type == REDIS_REPLY_ERROR) {
             rerr(r, "redis %s: SELECT %d: %.*s", r->url_redacted, r->db,
                  (int)rep->len, rep->str);
+            set_errcode(r, rep->str, (size_t)rep->len);
             rc = classify_error(rep->str, (size_t)rep->len);
-            if (rc == AN_ENOTFOUND)
+            if (rc != AN_ETRANSIENT)
                 rc = AN_EREDIS;
         }
         freeReplyObject(rep);
@@ -497,9 +348,23 @@ int an_redis_connect(const char *url, const an_redis_opts *opts,
             r->opts.command_timeout_ms = opts->command_timeout_ms;
         if (opts->block_margin_ms > 0)
             r->opts.block_margin_ms = opts->block_margin_ms;
+        r->opts.keepalive_idle_s = opts->keepalive_idle_s;
+        r->opts.keepalive_interval_s = opts->keepalive_interval_s;
+        r->opts.keepalive_count = opts->keepalive_count;
+        r->opts.tcp_user_timeout_ms = opts->tcp_user_timeout_ms;
     }
-    r->url_redacted = redact(url);
-    int rc = r->url_redacted ? parse_url(r, url, err, errlen) : AN_ENOMEM;
+    char red[1024];
+    r->url_redacted = strdup(an_redis_url_redact(url, red, sizeof red));
+    an_redis_url u;
+    int rc = r->url_redacted ? an_redis_url_parse(url, &u, err, errlen) : AN_ENOMEM;
+    if (r->url_redacted) {
+        r->host = u.host;   /* the parsed parts move into r (freed by free_parsed) */
+        r->port = u.port;
+        r->path = u.path;
+        r->user = u.user;
+        r->password = u.password;
+        r->db = u.db;
+    }
     if (rc == AN_ENOMEM)
         seterr(err, errlen, "out of memory");
     if (rc == 0) {
@@ -537,6 +402,11 @@ const char *an_redis_errstr(const an_redis *r)
     return r ? r->errstr : "no redis context";
 }
 
+const char *an_redis_hint(const an_redis *r)
+{
+    return r ? an_fault_redis_hint(r->errcode, strlen(r->errcode)) : "";
+}
+
 const char *an_redis_url_redacted(const an_redis *r)
 {
     return r->url_redacted;
@@ -545,6 +415,15 @@ const char *an_redis_url_redacted(const an_redis *r)
 struct redisContext *an_redis_ctx(an_redis *r)
 {
     return r->ctx;
+}
+
+/* The code of a lazy reconnect: a server that refuses our credentials
+ * now (AN_EREDIS at connect) refuses everyone: environment. */
+static int reconnect_rc(int rc)
+{
+    if (rc == AN_EREDIS)
+        return AN_EENV;
+    return rc == AN_ENOMEM || rc == 0 ? rc : AN_ETRANSIENT;
 }
 
 /* Run a command: lazy reconnect, connection errors -> AN_ETRANSIENT, error
@@ -559,20 +438,22 @@ static int run(an_redis *r, cmd *c, redisReply **out, bool keep_error)
     }
     if (!r->ctx || r->ctx->err) {
         drop_ctx(r);
-        int rc = do_connect(r);
+        int rc = reconnect_rc(do_connect(r));
         if (rc)
-            return rc == AN_ENOMEM ? rc : AN_ETRANSIENT;
+            return rc;
     }
     redisReply *rep = raw(r, (int)c->argc, c->argv, c->lens);
     if (!rep)
         return AN_ETRANSIENT;
     if (rep->type == REDIS_REPLY_ERROR && !keep_error) {
         rerr(r, "%s: %.*s", c->argv[0], (int)rep->len, rep->str);
+        set_errcode(r, rep->str, (size_t)rep->len);
         int rc = classify_error(rep->str, (size_t)rep->len);
         freeReplyObject(rep);
         return rc;
     }
     r->errstr[0] = '\0';
+    r->errcode[0] = '\0';
     *out = rep;
     return 0;
 }
@@ -584,9 +465,9 @@ static int run_blocking(an_redis *r, cmd *c, int block_ms, redisReply **out)
         return run(r, c, out, false);
     if (!r->ctx || r->ctx->err) {
         drop_ctx(r);
-        int rc = do_connect(r);
+        int rc = reconnect_rc(do_connect(r));
         if (rc)
-            return rc == AN_ENOMEM ? rc : AN_ETRANSIENT;
+            return rc;
     }
     int64_t t = block_ms == 0 ? 0
                               : (int64_t)block_ms + r->opts.block_margin_ms;
@@ -703,6 +584,7 @@ static int eval_script(an_redis *r, const char *name, cmd *c,
                 continue;
             }
             rerr(r, "%s.lua: %.*s", name, (int)rep->len, rep->str);
+            set_errcode(r, rep->str, (size_t)rep->len);
             rc = classify_error(rep->str, (size_t)rep->len);
             freeReplyObject(rep);
             return rc;
@@ -1283,6 +1165,7 @@ int an_publish(an_redis *r, const an_publish_req *q, an_publish_res *res)
         .key_index = q->params ? 1 : 0,
         .params_json = q->params ? q->params->params_json : NULL,
         .watermark = q->params ? q->params->watermark : 0,
+        .source = q->params ? q->params->source : NULL,
     };
     const char *keys[1] = {q->params ? q->params->key : NULL};
     an_publish_group g = {
@@ -1861,24 +1744,26 @@ void an_consumer_info_free(an_consumer_info *consumers, size_t n)
 /* ------------------------------------------------------------ groups */
 
 int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
-                             char **params, int64_t *watermarks)
+                             char **params, int64_t *watermarks, char **sources)
 {
     for (size_t i = 0; i < n; i++) {
         params[i] = NULL;
         watermarks[i] = -1;
+        if (sources)
+            sources[i] = NULL;
     }
     if (n == 0)
         return 0;
     if (!r->ctx || r->ctx->err) {
         drop_ctx(r);
-        int rc = do_connect(r);
+        int rc = reconnect_rc(do_connect(r));
         if (rc)
-            return rc == AN_ENOMEM ? rc : AN_ETRANSIENT;
+            return rc;
     }
     /* Pipelined: n HMGETs, one round trip. */
     for (size_t i = 0; i < n; i++) {
-        const char *argv[4] = {"HMGET", keys[i], "params", "watermark"};
-        if (redisAppendCommandArgv(r->ctx, 4, argv, NULL) != REDIS_OK) {
+        const char *argv[5] = {"HMGET", keys[i], "params", "watermark", "source"};
+        if (redisAppendCommandArgv(r->ctx, 5, argv, NULL) != REDIS_OK) {
             rerr(r, "HMGET: %s", r->ctx->errstr);
             drop_ctx(r);
             return AN_ETRANSIENT;
@@ -1900,9 +1785,12 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
                 rerr(r, "HMGET %s: %.*s", keys[i], (int)rep->len, rep->str);
                 rc = classify_error(rep->str, (size_t)rep->len);
             }
-        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
                    rep->element[0]->type == REDIS_REPLY_STRING) {
             params[i] = dupn(rep->element[0]->str, (size_t)rep->element[0]->len);
+            if (sources && rep->element[2]->type == REDIS_REPLY_STRING &&
+                !(sources[i] = dupn(rep->element[2]->str, (size_t)rep->element[2]->len)))
+                free(params[i]), params[i] = NULL;
             if (!params[i] && !rc) {
                 rerr(r, "out of memory");
                 rc = AN_ENOMEM;
@@ -1916,6 +1804,10 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
         for (size_t i = 0; i < n; i++) {
             free(params[i]);
             params[i] = NULL;
+            if (sources) {
+                free(sources[i]);
+                sources[i] = NULL;
+            }
         }
     return rc;
 }
@@ -1974,6 +1866,7 @@ static int publish_many_call(an_redis *r, const an_publish_group *g, redisReply 
         cmd_add(&c, e->key_index ? e->params_json : "");
         cmd_add(&c, n2);
         cmd_add(&c, ts);
+        cmd_add(&c, e->key_index && e->source ? e->source : "");
         for (size_t j = 0; j < e->nmsgs; j++) {
             const an_out_msg *m = &e->msgs[j];
             cmd_add(&c, m->data_type);
@@ -2060,4 +1953,216 @@ int an_redis_command(an_redis *r, const char *const *argv, const size_t *lens,
     int rc = run(r, &c, reply, false);
     cmd_free(&c);
     return rc;
+}
+
+/* ------------------------------------------------------------ retention */
+
+void an_trim_result_free(an_trim_result *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->ngroups; i++)
+        free(t->groups[i].name);
+    free(t->groups);
+    memset(t, 0, sizeof *t);
+}
+
+/* Fills t->groups from the script's flat {name, needed, held, ...} array. */
+static int trim_groups(an_redis *r, an_trim_result *t, const redisReply *a)
+{
+    if (a->type != REDIS_REPLY_ARRAY || a->elements % 3)
+        return AN_EREDIS;
+    if (a->elements == 0)
+        return 0;
+    t->groups = calloc(a->elements / 3, sizeof *t->groups);
+    if (!t->groups) {
+        rerr(r, "out of memory");
+        return AN_ENOMEM;
+    }
+    for (size_t i = 0; i + 2 < a->elements; i += 3) {
+        const redisReply *name = a->element[i], *id = a->element[i + 1],
+                         *held = a->element[i + 2];
+        if (name->type != REDIS_REPLY_STRING || id->type != REDIS_REPLY_STRING ||
+            held->type != REDIS_REPLY_STRING)
+            return AN_EREDIS;
+        an_trim_group *g = &t->groups[t->ngroups];
+        g->name = dupn(name->str, (size_t)name->len);
+        if (!g->name) {
+            rerr(r, "out of memory");
+            return AN_ENOMEM;
+        }
+        copy_id(g->needed, id->str, (size_t)id->len);
+        copy_id(g->held, held->str, (size_t)held->len);
+        g->holds = g->held[0] != '\0';
+        t->ngroups++;
+    }
+    return 0;
+}
+
+int an_trim_input(an_redis *r, const char *stream, int64_t retention_ms, bool trim,
+                  int64_t limit, an_trim_result *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!stream || retention_ms < 0 || limit < 1) {
+        rerr(r, "trim_input: bad arguments");
+        return AN_EINVAL;
+    }
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
+    cmd_add(&c, "");
+    cmd_addi(&c, 1);
+    cmd_add(&c, stream);
+    cmd_addi(&c, retention_ms);
+    cmd_add(&c, trim ? "1" : "0");
+    cmd_addi(&c, limit);
+    redisReply *rep;
+    int rc = eval_script(r, "trim_input", &c, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER ||
+        rep->element[1]->type != REDIS_REPLY_STRING ||
+        rep->element[2]->type != REDIS_REPLY_INTEGER)
+        return bad_reply(r, "trim_input.lua", rep);
+    out->trimmed = rep->element[0]->integer;
+    copy_id(out->cutoff, rep->element[1]->str, (size_t)rep->element[1]->len);
+    out->now_ms = rep->element[2]->integer;
+    rc = trim_groups(r, out, rep->element[3]);
+    if (rc) {
+        an_trim_result_free(out);
+        if (rc == AN_EREDIS)
+            return bad_reply(r, "trim_input.lua groups", rep);
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+int an_attempts_gc(an_redis *r, const char *input, const char *group,
+                   char cursor[AN_ID_MAX], size_t count, int64_t *removed)
+{
+    if (removed)
+        *removed = 0;
+    if (!input || !group || !cursor || count == 0) {
+        rerr(r, "attempts_gc: bad arguments");
+        return AN_EINVAL;
+    }
+    char key[512];
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "EVALSHA"); /* placeholders filled by eval_script */
+    cmd_add(&c, "");
+    cmd_addi(&c, 2);
+    cmd_add(&c, input);
+    cmd_add(&c, an_attempts_key(input, key, sizeof key));
+    cmd_add(&c, group);
+    cmd_add(&c, cursor[0] ? cursor : "0");
+    cmd_addi(&c, (int64_t)count);
+    redisReply *rep;
+    int rc = eval_script(r, "attempts_gc", &c, &rep);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING ||
+        rep->element[1]->type != REDIS_REPLY_INTEGER)
+        return bad_reply(r, "attempts_gc.lua", rep);
+    copy_id(cursor, rep->element[0]->str, (size_t)rep->element[0]->len);
+    if (removed)
+        *removed = rep->element[1]->integer;
+    freeReplyObject(rep);
+    return 0;
+}
+
+/* ------------------------------------------------------------ health */
+
+const char *an_health_key(const char *input, const char *consumer, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s:health:%s", input, consumer);
+    return buf;
+}
+
+int an_health_put(an_redis *r, const char *key, const char *state, const char *cause,
+                  int64_t since_ms, int ttl_s)
+{
+    /* One script-free round trip: MULTI, HSET, EXPIRE, EXEC pipelined. */
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "MULTI");
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    freeReplyObject(rep);
+    cmd_init(&c);
+    cmd_add(&c, "HSET");
+    cmd_add(&c, key);
+    cmd_add(&c, "state");
+    cmd_add(&c, state);
+    cmd_add(&c, "cause");
+    cmd_add(&c, cause ? cause : "");
+    cmd_add(&c, "since");
+    cmd_addi(&c, since_ms);
+    cmd_add(&c, "updated");
+    cmd_addi(&c, now_ms());
+    rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (!rc) {
+        freeReplyObject(rep);
+        cmd_init(&c);
+        cmd_add(&c, "EXPIRE");
+        cmd_add(&c, key);
+        cmd_addi(&c, ttl_s);
+        rc = run(r, &c, &rep, false);
+        cmd_free(&c);
+        if (!rc)
+            freeReplyObject(rep);
+    }
+    cmd_init(&c);
+    cmd_add(&c, rc ? "DISCARD" : "EXEC");
+    int rc2 = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (!rc2) {
+        /* EXEC answers an array of the commands' replies (errors inside) */
+        if (rep->type == REDIS_REPLY_ARRAY)
+            for (size_t i = 0; i < rep->elements && !rc; i++)
+                if (rep->element[i]->type == REDIS_REPLY_ERROR) {
+                    rerr(r, "health %s: %s", key, rep->element[i]->str);
+                    rc = classify_error(rep->element[i]->str, rep->element[i]->len);
+                }
+        freeReplyObject(rep);
+    }
+    return rc ? rc : rc2;
+}
+
+int an_health_get(an_redis *r, const char *key, char *state, size_t state_len, char *cause,
+                  size_t cause_len, int64_t *since_ms)
+{
+    cmd c;
+    cmd_init(&c);
+    cmd_add(&c, "HMGET");
+    cmd_add(&c, key);
+    cmd_add(&c, "state");
+    cmd_add(&c, "cause");
+    cmd_add(&c, "since");
+    redisReply *rep;
+    int rc = run(r, &c, &rep, false);
+    cmd_free(&c);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
+        return bad_reply(r, "HMGET health", rep);
+    if (rep->element[0]->type != REDIS_REPLY_STRING) {
+        freeReplyObject(rep);
+        return AN_ENOTFOUND;
+    }
+    snprintf(state, state_len, "%s", rep->element[0]->str);
+    snprintf(cause, cause_len, "%s",
+             rep->element[1]->type == REDIS_REPLY_STRING ? rep->element[1]->str : "");
+    *since_ms = rep->element[2]->type == REDIS_REPLY_STRING
+                    ? strtoll(rep->element[2]->str, NULL, 10) : 0;
+    freeReplyObject(rep);
+    return 0;
 }

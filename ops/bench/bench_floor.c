@@ -239,7 +239,7 @@ int main(int argc, char **argv)
             /* the params hashes: one pipelined round trip */
             tp = mono_us();
             while ((rc = an_params_cache_get_many(rd, (const char *const *)keys, nu, cached,
-                                                  cached_wm)) == AN_ETRANSIENT)
+                                                  cached_wm, NULL)) == AN_ETRANSIENT)
                 usleep(100000);
             if (rc)
                 die("HMGET", an_redis_errstr(rd));

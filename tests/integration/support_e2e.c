@@ -1150,6 +1150,8 @@ void e2e_expect_params_cache(e2e *t, const char *uid, int64_t expect_watermark)
     char where[600];
     bool same = e2e_json_same(stored, cached, where, sizeof where);
     int64_t scored = m.scored_rowid;
+    char source[AN_ID_MAX + 1];
+    snprintf(source, sizeof source, "%s", m.scored_source ? m.scored_source : "");
     an_metric_clear(&m);
     json_decref(stored);
     json_decref(cached);
@@ -1164,20 +1166,27 @@ void e2e_expect_params_cache(e2e *t, const char *uid, int64_t expect_watermark)
         ck_assert_msg(wm == expect_watermark,
                       "params cache %s watermark %" PRId64 ", expected %" PRId64, key, wm,
                       expect_watermark);
-    /* exactly the fields params, watermark, updated */
-    redisReply *rep = e2e_redis_cmd(t, "HKEYS %s", key);
-    bool fields_ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == 3;
+    /* the source: the entry that moved the watermark, as in the database */
+    redisReply *rep = e2e_redis_cmd(t, "HGET %s source", key);
+    ck_assert_msg(rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, source),
+                  "params cache %s source %s, metric.scored_source %s", key,
+                  rep->type == REDIS_REPLY_STRING ? rep->str : "(none)", source);
+    freeReplyObject(rep);
+    /* exactly the fields params, watermark, updated, source */
+    rep = e2e_redis_cmd(t, "HKEYS %s", key);
+    bool fields_ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == 4;
     char fields[256] = "";
     for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
         const char *f = rep->element[i]->str;
         size_t used = strlen(fields);
         snprintf(fields + used, sizeof fields - used, "%s%s", i ? "," : "", f ? f : "?");
-        if (!f || (strcmp(f, "params") && strcmp(f, "watermark") && strcmp(f, "updated")))
+        if (!f || (strcmp(f, "params") && strcmp(f, "watermark") && strcmp(f, "updated") &&
+                   strcmp(f, "source")))
             fields_ok = false;
     }
     freeReplyObject(rep);
     ck_assert_msg(fields_ok, "params cache %s has fields [%s], expected params, watermark, "
-                             "updated",
+                             "updated, source",
                   key, fields);
     int64_t now = epoch_ms();
     ck_assert_msg(upd > now - 3600 * 1000 && upd < now + 60 * 1000,

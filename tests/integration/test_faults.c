@@ -56,6 +56,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include "support_e2e.h"
 
 #define MAX_MODELS 8
@@ -388,6 +390,11 @@ static void run_init(run *R, bool clean, int K, uint64_t seed)
      * cache); the faulted runs keep it on, and lose it at every kill. */
     if (clean)
         e2e_setenv(&R->t, "ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS", "0");
+    /* Input retention runs often, under the kills and restarts, next to an
+     * "audit" group that never reads: it holds every entry, so trimming must
+     * leave the whole input stream in place (the comparisons below read it). */
+    e2e_setenv(&R->t, "ANOMALYD_STREAMS_TRIM_INTERVAL_MS", "200");
+    freeReplyObject(e2e_redis_cmd(&R->t, "XGROUP CREATE %s audit 0 MKSTREAM", R->t.input));
 
     R->planned = 0;
     for (int i = 0; i < S.nmodels; i++) {

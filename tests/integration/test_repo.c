@@ -839,9 +839,10 @@ START_TEST(transient_classification)
     ck_assert_int_eq(an_repo_connect(r), AN_ETRANSIENT);
     ck_assert_ptr_nonnull(strstr(an_repo_errstr(r), "cannot connect"));
     an_repo_free(r);
-    o.dsn = "this is = not a dsn";
+    o.dsn = "this is = not a dsn password=hush";
     r = an_repo_new(&o);
-    ck_assert_int_eq(an_repo_connect(r), AN_EDB);
+    ck_assert_int_eq(an_repo_connect(r), AN_ECONFIG);   /* configuration, not the server */
+    ck_assert_ptr_null(strstr(an_repo_errstr(r), "hush")); /* libpq's parse error not echoed */
     an_repo_free(r);
     /* The right server, a database that does not exist: not transient. */
     PQconninfoOption *opts = PQconninfoParse(dsn, NULL);

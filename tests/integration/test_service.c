@@ -1083,6 +1083,99 @@ START_TEST(no_leaks_10k)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * deleted_model_params: a model deleted and re-created (same uid, other
+ * data) whose watermark lands on the old value is never scored with the
+ * deleted model's params, even when its hash still holds them (a publish
+ * lost between COMMIT and the script, simulated by restoring the old hash);
+ * and a deleteModel result deletes the hash.
+ */
+START_TEST(deleted_model_params)
+{
+    double t0 = e2e_now();
+    /* the last row is scored within statistics_refresh_rate (24) of the
+     * last estimate, so from the params, not from a re-estimate */
+    const size_t N = 471;
+    e2e_csv old, neu;
+    e2e_csv_load(e2e_data(JUMPSUP), &old);
+    e2e_csv_load(e2e_data(EC2), &neu);
+    ck_assert_uint_ge(old.n, N);
+    ck_assert_uint_ge(neu.n, N);
+    const char *u = e2e_uid(&T, "delmodel");
+    const char *key = e2e_params_key(&T, u);
+    char id[AN_ID_MAX];
+    e2e_proc d;
+
+    /* the old model: rows 1..470 scored, its hash at watermark 470 */
+    e2e_create_metric(&T, u, "e2e.delmodel", AN_METRIC_CREATE_PENDING);
+    e2e_add_rows(&T, u, old.ts, old.value, N);
+    an_result def = e2e_cmd("define-old", "defineModel", 0, NULL);
+    e2e_xadd_results(&T, u, &def, 1, AN_ENC_JSON, id);
+    send_rows(u, 1, 470, old.raw, id);
+    e2e_run_anomalyd(&T, &d, "c1", 1500, 120000);
+    e2e_expect_params_cache(&T, u, 470);
+    redisReply *saved = e2e_redis_cmd(&T, "HGETALL %s", key);
+    ck_assert_int_eq(saved->type, REDIS_REPLY_ARRAY);
+    ck_assert_uint_eq(saved->elements, 8);
+
+    /* deleted (the API deletes the metric; the runner answers deleteModel) */
+    ck_assert_int_eq(an_repo_delete_metric(T.repo, u), 0);
+    an_result del = e2e_cmd("delete-old", "deleteModel", 0, NULL);
+    e2e_xadd_results(&T, u, &del, 1, AN_ENC_JSON, id);
+    e2e_run_anomalyd(&T, &d, "c1", 1500, 120000);
+    redisReply *ex = e2e_redis_cmd(&T, "EXISTS %s", key);
+    ck_assert_int_eq(ex->integer, 0);   /* the deleteModel result deleted the hash */
+    freeReplyObject(ex);
+
+    /* re-created with other data, scored to the same watermark 470 */
+    e2e_create_metric(&T, u, "e2e.delmodel", AN_METRIC_CREATE_PENDING);
+    e2e_add_rows(&T, u, neu.ts, neu.value, N);
+    an_result def2 = e2e_cmd("define-new", "defineModel", 0, NULL);
+    e2e_xadd_results(&T, u, &def2, 1, AN_ENC_JSON, id);
+    send_rows(u, 1, 470, neu.raw, id);
+    e2e_run_anomalyd(&T, &d, "c1", 1500, 120000);
+    ck_assert_int_eq(e2e_scored_rowid(&T, u), 470);
+
+    /* the old model's hash is back (watermark 470 = the database's), its
+     * distribution made extreme so that using it would show in the scores */
+    json_t *op = NULL;
+    for (size_t i = 0; i + 1 < saved->elements; i += 2)
+        if (!strcmp(saved->element[i]->str, "params"))
+            op = e2e_parse(saved->element[i + 1]->str, "old params");
+    ck_assert_ptr_nonnull(op);
+    json_t *dist = json_object_get(json_object_get(op, "params"), "distribution");
+    ck_assert_msg(json_is_object(dist), "old params have no params.distribution");
+    json_object_set_new(dist, "mean", json_real(0.75));
+    json_object_set_new(dist, "stdev", json_real(0.01));
+    char *optext = json_dumps(op, JSON_COMPACT);
+    json_decref(op);
+    for (size_t i = 0; i + 1 < saved->elements; i += 2) {
+        const char *f = saved->element[i]->str;
+        redisReply *r = e2e_redis_cmd(&T, "HSET %s %s %s", key, f,
+                                      strcmp(f, "params") ? saved->element[i + 1]->str : optext);
+        freeReplyObject(r);
+    }
+    free(optext);
+    freeReplyObject(saved);
+    send_rows(u, 471, 471, neu.raw, id);
+    e2e_run_anomalyd(&T, &d, "c1", 1500, 120000);
+
+    /* row 471 scored from the new model's own params */
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/head471new.csv", T.tmpdir);
+    e2e_csv_head(e2e_data(EC2), path, N);
+    e2e_offline off;
+    e2e_offline_run(&T, path, "--schedule", "470,1", &off);
+    e2e_expect_rows_match_offline(&T, u, &off);
+    e2e_offline_free(&off);
+    e2e_expect_params_cache(&T, u, 471);
+    expect_clean_group();
+    e2e_csv_free(&old);
+    e2e_csv_free(&neu);
+    report_time("deleted_model_params", t0);
+}
+END_TEST
+
 /* One TCase per test, so that CK_RUN_CASE=<test name> runs just that one. */
 static void add_case(Suite *s, const char *name, const TTest *test)
 {
@@ -1101,6 +1194,7 @@ static Suite *service_suite(void)
     add_case(s, "rejections", rejections);
     add_case(s, "dead_letters", dead_letters);
     add_case(s, "params_cache_repair", params_cache_repair);
+    add_case(s, "deleted_model_params", deleted_model_params);
     add_case(s, "predictions_and_legacy", predictions_and_legacy);
     add_case(s, "no_leaks_10k", no_leaks_10k);
     return s;

@@ -13,6 +13,7 @@
 #include <hiredis/hiredis.h>
 
 #include "an_codec.h"
+#include "an_config.h"
 #include "an_streams.h"
 
 static an_redis *R;
@@ -111,6 +112,32 @@ static double now_s(void)
 }
 
 /* ------------------------------------------------------------ tests */
+
+/* unix:// URLs: the config check (the connector's own parser) accepts
+ * what the connector connects to: the stack's Redis on its unix socket
+ * (ops/stack.sh env exports its path). */
+START_TEST(unix_socket_url)
+{
+    const char *sock = getenv("ANOMALYD_STACK_REDIS_SOCKET");
+    ck_assert_msg(sock && *sock, "ANOMALYD_STACK_REDIS_SOCKET is not set: eval \"$(ops/stack.sh "
+                                 "env)\" (restart the stack if it predates the unix socket)");
+    char url[600];
+    snprintf(url, sizeof url, "unix://%s?db=0", sock);
+    an_config cfg;
+    ck_assert_int_eq(an_config_load(&cfg, NULL, ebuf, sizeof ebuf), 0);
+    ck_assert_msg(an_config_set(&cfg, "redis", "url", url, "test", ebuf, sizeof ebuf) == 0, "%s",
+                  ebuf);
+    an_redis *x = NULL;
+    ck_assert_msg(an_redis_connect(cfg.redis.url, NULL, &x, ebuf, sizeof ebuf) == 0, "%s: %s",
+                  url, ebuf);
+    ck_assert_int_eq(an_redis_ping(x), 0);
+    an_redis_free(x);
+    an_config_free(&cfg);
+    /* a relative path is refused by both alike */
+    ck_assert_int_eq(an_redis_connect("unix://relative.sock", NULL, &x, ebuf, sizeof ebuf),
+                     AN_ECONFIG);
+}
+END_TEST
 
 START_TEST(connect_and_urls)
 {
@@ -354,7 +381,7 @@ START_TEST(publish_does_all_three)
         {AN_DATATYPE_INFERENCE, "u1", "101-140", AN_ENC_JSON, "{\"x\":1}", 7},
     };
     an_params_update pu = {pk, "{\"last_rowid_for_stats\":140}", 140,
-                           1700000000123};
+                           1700000000123, "1-1"};
     an_publish_req q = {in, "g", id, "c1", out, 1000, msgs, 2, &pu};
     an_publish_res res;
     int rc = an_publish(R, &q, &res);
@@ -408,7 +435,11 @@ START_TEST(publish_does_all_three)
     ck_assert_int_eq(upd, 1700000000123);
     free(params);
     redisReply *h = cmd("HLEN %s", pk);
-    ck_assert_int_eq(h->integer, 3);
+    ck_assert_int_eq(h->integer, 4);   /* params, watermark, updated, source */
+    freeReplyObject(h);
+    h = cmd("HGET %s source", pk);
+    ck_assert_int_eq(h->type, REDIS_REPLY_STRING);
+    ck_assert_str_eq(h->str, "1-1");
     freeReplyObject(h);
 
     /* XACK: gone from the PEL */
@@ -449,7 +480,7 @@ START_TEST(publish_cache_never_backwards)
                   {50, "{\"v\":50b}", 1, "{\"v\":50b}", 50},
                   {1000, "{\"v\":1000}", 1, "{\"v\":1000}", 1000}};
     for (int i = 0; i < 4; i++) {
-        an_params_update pu = {pk, steps[i].params, steps[i].wm, 0};
+        an_params_update pu = {pk, steps[i].params, steps[i].wm, 0, NULL};
         an_publish_req q = {in, "g", id[i], NULL, NULL, 0, NULL, 0, &pu};
         an_publish_res res;
         ck_assert_int_eq(an_publish(R, &q, &res), 0);
@@ -502,11 +533,12 @@ START_TEST(publish_atomic_on_error)
     redisReply *s = cmd("SET %s oops", pk);
     freeReplyObject(s);
     an_out_msg m = {AN_DATATYPE_INFERENCE, "u1", "1-1", AN_ENC_JSON, "{}", 2};
-    an_params_update pu = {pk, "{}", 1, 0};
+    an_params_update pu = {pk, "{}", 1, 0, NULL};
     an_publish_req q = {in, "g", id, NULL, out, 0, &m, 1, &pu};
     int rc = an_publish(R, &q, NULL);
-    ck_assert_int_eq(rc, AN_EREDIS);
+    ck_assert_int_eq(rc, AN_EENV);   /* WRONGTYPE on our key: environment (an_fault.h) */
     ck_assert_ptr_nonnull(strstr(an_redis_errstr(R), "WRONGTYPE"));
+    ck_assert_ptr_nonnull(strstr(an_redis_hint(R), "another type"));
     int64_t len = -1;
     ck_assert_int_eq(an_xlen(R, out, &len), 0);
     ck_assert_int_eq(len, 0);
@@ -988,6 +1020,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, connect_and_urls);
+    tcase_add_test(tc, unix_socket_url);
     tcase_add_test(tc, attempts_count_split_clear);
     tcase_add_test(tc, group_create_idempotent);
     tcase_add_test(tc, restart_protocol);
