@@ -6,8 +6,7 @@
  *   odd:  one Redis URL or PostgreSQL DSN (conninfo or URI), up to the
  *         first NUL.
  * Oracles for "the password": the Redis URL parser anomalyd connects with
- * (streams.c's parse_url, reached by including streams.c: today it is not
- * public) and libpq's own PQconninfoParse for DSNs.
+ * (an_redis_url_parse) and libpq's own PQconninfoParse for DSNs.
  * Contracts:
  *   - INI: an_config_load returns 0 or AN_ECONFIG with a message that
  *     does not quote the password of a URL written in the file
@@ -35,30 +34,28 @@
 #include "an_config.h"
 #include "fuzz_common.h"
 
-/* The Redis URL parser and redactor are static in streams.c: this target
- * compiles that file into itself (its symbols then come from here, and the
- * library's copy is not linked). Adapt these thin calls when the parser
- * gets a public entry point. */
-#include "../../src/streams.c"
+#include "an_redis_url.h"
 
 typedef struct {
     char *password; /* malloc'd, NULL when none */
-    char *redacted; /* the client's redacted URL, malloc'd */
+    char *redacted; /* the redacted URL (what the Redis client logs), malloc'd */
     int rc;
     char err[512];
 } redis_parsed;
 
+/* The thin calls into the Redis URL parser and redactor (an_redis_url.h):
+ * adapt here when their API changes. */
 static void redis_parse(const char *url, redis_parsed *out)
 {
-    an_redis r;
-    memset(&r, 0, sizeof r);
     memset(out, 0, sizeof *out);
-    r.url_redacted = redact(url);
-    FZ_CHECK(r.url_redacted != NULL, "redact: out of memory");
-    out->rc = parse_url(&r, url, out->err, sizeof out->err);
-    out->password = r.password ? strdup(r.password) : NULL;
-    out->redacted = strdup(r.url_redacted);
-    free_parsed(&r);
+    an_redis_url u;
+    out->rc = an_redis_url_parse(url, &u, out->err, sizeof out->err);
+    out->password = u.password ? strdup(u.password) : NULL;
+    an_redis_url_free(&u);
+    size_t len = 2 * strlen(url) + 64;
+    out->redacted = malloc(len);
+    FZ_CHECK(out->redacted != NULL, "out of memory");
+    an_redis_url_redact(url, out->redacted, len);
 }
 
 static void redis_parsed_free(redis_parsed *p)
