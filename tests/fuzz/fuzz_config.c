@@ -87,8 +87,11 @@ static char *pg_password(const char *dsn, bool *parsed)
 static void check_no_leak(const char *what, const char *orig, const char *pw,
                           const char *red)
 {
-    if (!pw || !*pw || strchr(pw, '*'))
-        return; /* "***" itself may contain P */
+    /* "***" itself may contain P; a password under 4 characters can occur
+     * in words the masking writes ("host=", "port="): for those the
+     * reparse check below is the contract */
+    if (!pw || strlen(pw) < 4 || strchr(pw, '*'))
+        return;
     bool literal = !strpbrk(orig, "%'\\");
     size_t in_orig = fz_count(orig, pw), in_red = fz_count(red, pw);
     if (literal && in_orig > 0)
@@ -114,9 +117,10 @@ static void check_text(const char *text)
     redis_parse(text, &rp);
     if (rp.rc != 0) {
         FZ_CHECK(rp.rc == AN_ECONFIG || rp.rc == AN_ENOMEM, "parse_url rc %d", rp.rc);
-        /* the error quotes the redacted URL, never the URL itself */
-        FZ_CHECK(strstr(rp.redacted, text) || !strstr(rp.err, text),
-                 "the Redis URL error quotes the unredacted URL: %s", rp.err);
+        /* the error never quotes a URL that holds a password */
+        if (rp.password && *rp.password && strlen(text) >= 8)
+            FZ_CHECK(strstr(rp.redacted, text) || !strstr(rp.err, text),
+                     "the Redis URL error quotes the unredacted URL: %s", rp.err);
     }
     if (rp.password && *rp.password) {
         /* contract names for FUZZ_SKIP: "streams-redact", "config-mask" */
@@ -152,13 +156,24 @@ static void check_text(const char *text)
 }
 
 /* A config error must not quote the secret of any URL in the file: for
- * every "scheme://user:P@" in it (P up to the authority's last '@'), the
+ * every "scheme://user:P@" in a value (after the first '=' of a line that
+ * is not a [section] header) (P up to the authority's last '@'), the
  * error may not contain ":P@" (conservative: the raw userinfo with its
  * delimiters cannot come from the message's own words). */
 static void check_error_secrets(const char *data, size_t size, const char *err)
 {
     char *text = fz_strndup((const uint8_t *)data, size);
-    for (char *s = strstr(text, "://"); s; s = strstr(s + 3, "://")) {
+    /* values only: the text after the first '=' of each line */
+    for (char *line = text; line && *line;) {
+        char *eol = strchr(line, '\n');
+        if (eol)
+            *eol = '\0';
+        char *eq = strchr(line, '=');
+        bool header = line[strspn(line, " \t")] == '['; /* a [section] name */
+        line = eol ? eol + 1 : NULL;
+        if (!eq || header)
+            continue;
+    for (char *s = strstr(eq, "://"); s; s = strstr(s + 3, "://")) {
         char *auth = s + 3;
         size_t alen = strcspn(auth, "/\n\r");
         char *at = NULL;
@@ -173,6 +188,7 @@ static void check_error_secrets(const char *data, size_t size, const char *err)
         FZ_CHECK(!strstr(err, needle),
                  "config error quotes the secret '%s' of the file: %s", needle, err);
         free(needle);
+    }
     }
     free(text);
 }
