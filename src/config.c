@@ -570,6 +570,11 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
         goto out;                                                                              \
     } while (0)
 
+    /* A value is quoted back only masked: a URL pasted under the wrong key
+     * must not print its password in the error. */
+    char shown[256];
+    const char *vs = strstr(v, "://") || strstr(v, "password")
+                         ? an_config_mask_secret(v, shown, sizeof shown) : v;
     switch (k->type) {
     case K_STR:
     case K_URL:
@@ -591,9 +596,9 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
     case K_INT:
     case K_INT64:
         if (!parse_ll(v, &n))
-            FAIL("'%s' is not an integer (%lld..%lld)", v, k->min, k->max);
+            FAIL("'%s' is not an integer (%lld..%lld)", vs, k->min, k->max);
         if (n < k->min || n > k->max)
-            FAIL("'%s' is out of range (%lld..%lld)", v, k->min, k->max);
+            FAIL("'%s' is out of range (%lld..%lld)", vs, k->min, k->max);
         if (k->type == K_INT)
             *(int *)field(cfg, k) = (int)n;
         else
@@ -603,24 +608,24 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
         if (!parse_duration(v, &n))
             FAIL("'%s' is not a duration (milliseconds, or a number with unit ms, s, min, h; "
                  "%lld..%lld ms)",
-                 v, k->min, k->max);
+                 vs, k->min, k->max);
         if (n < k->min || n > k->max)
-            FAIL("'%s' is out of range (%lld..%lld ms)", v, k->min, k->max);
+            FAIL("'%s' is out of range (%lld..%lld ms)", vs, k->min, k->max);
         *(int *)field(cfg, k) = (int)n;
         break;
     case K_BYTES:
         if (!parse_bytes(v, &n))
             FAIL("'%s' is not a size (bytes, or a number with unit KiB, MiB, GiB; %lld..%lld "
                  "bytes)",
-                 v, k->min, k->max);
+                 vs, k->min, k->max);
         if (n < k->min || n > k->max)
-            FAIL("'%s' is out of range (%lld..%lld bytes)", v, k->min, k->max);
+            FAIL("'%s' is out of range (%lld..%lld bytes)", vs, k->min, k->max);
         *(size_t *)field(cfg, k) = (size_t)n;
         break;
     case K_BOOL: {
         bool b;
         if (!parse_bool(v, &b))
-            FAIL("'%s' is not a boolean (true/false, yes/no, on/off, 1/0)", v);
+            FAIL("'%s' is not a boolean (true/false, yes/no, on/off, 1/0)", vs);
         *(bool *)field(cfg, k) = b;
         break;
     }
@@ -643,7 +648,7 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
         }
         if (!found) {
             list_names(k->names, what, sizeof what);
-            FAIL("'%s' is not one of: %s", v, what);
+            FAIL("'%s' is not one of: %s", vs, what);
         }
         *(int *)field(cfg, k) = val;
         break;
