@@ -121,6 +121,7 @@ typedef struct an_config {
         int statistics_refresh_rate;      /* 24 */
         int statistics_sample_size;       /* 8640 */
         int state_cache_metrics;          /* 10000; 0 = off */
+        size_t sample_window_bytes;       /* 256 MiB; 0 = off */
     } anomaly_likelihood;
     struct {
         char *group;            /* notify: consumer group on the output stream */

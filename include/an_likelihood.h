@@ -165,8 +165,9 @@ json_t *an_lk_params_to_json(const an_lk_params *p);
 
 /* Parses params. Extra keys are ignored; a missing "historicalLikelihoods"
  * is taken as [1.0] (as the original). Missing or mistyped required keys,
- * a window over AN_LK_MAX_WINDOW or a list longer than the window give
- * AN_EINVAL with a message naming the key in err. */
+ * a window over AN_LK_MAX_WINDOW, a list longer than the window or a
+ * distribution stdev of 0 give AN_EINVAL with a message naming the key in
+ * err. */
 int an_lk_params_from_json(const json_t *j, an_lk_params *p, char *err,
                            size_t errlen);
 

@@ -58,6 +58,8 @@ typedef enum an_counter {
     AN_C_REPUBLISHED,         /* anomalyd_republished_total */
     AN_C_PARAMS_READS,        /* anomalyd_params_db_reads_total */
     AN_C_INPUT_TRIMMED,       /* anomalyd_input_trimmed_entries_total (XTRIM by us) */
+    AN_C_SAMPLE_WINDOW_HITS,  /* anomalyd_sample_window_hits_total */
+    AN_C_SAMPLE_WINDOW_MISSES,/* anomalyd_sample_window_misses_total */
     AN_C_N
 } an_counter;
 
@@ -70,6 +72,8 @@ typedef enum an_gauge {
     AN_G_DEAD_LETTER_LENGTH,  /* anomalyd_dead_letter_stream_entries */
     AN_G_STATE_CACHE,         /* anomalyd_state_cache_metrics */
     AN_G_DEFERRED,            /* anomalyd_deferred_entries */
+    AN_G_SAMPLE_WINDOW,       /* anomalyd_sample_window_metrics */
+    AN_G_SAMPLE_WINDOW_BYTES, /* anomalyd_sample_window_bytes */
     AN_G_N
 } an_gauge;
 

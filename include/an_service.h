@@ -105,6 +105,16 @@ const an_service_stats *an_service_get_stats(const an_service *s);
 /* Logs the counters at INFO. */
 void an_service_log_stats(const an_service *s);
 
+/* The sample windows ([anomaly_likelihood] sample_window_bytes): metrics
+ * held, bytes charged, tail/count reads answered from memory (hits) and
+ * from PostgreSQL (misses) since start. For exporters; the stats line
+ * logs the same. */
+typedef struct an_window_stats {
+    size_t metrics, bytes;
+    int64_t hits, misses;
+} an_window_stats;
+an_window_stats an_service_window_stats(const an_service *s);
+
 void an_service_free(an_service *s);
 
 #ifdef __cplusplus

@@ -17,6 +17,14 @@
 #                       (10): results/s and end-to-end latency p50/p99
 #                sat:   BENCH_ENTRIES (20000) entries queued first, then
 #                       the consumer drains them: results/s
+#   steady     the live saturation run on mature metrics: BENCH_STEADY_METRICS
+#              (100) metrics pre-warmed with BENCH_STEADY_PREWARM (9000)
+#              processed rows each (past statistics_sample_size, 8640: every
+#              24th batch re-estimates over the newest 8640 samples). The
+#              consumer is started on a warm-up of 24 rounds (every metric
+#              re-estimates once: the process is in its steady state, as
+#              after its first day), then BENCH_STEADY_ENTRIES (10000) 1-row
+#              entries are queued at once and drained: results/s over those
 #   catch-up   BENCH_CATCHUP_METRICS (40) fresh metrics x
 #              BENCH_CATCHUP_BATCHES (8) batches of BENCH_BATCH (1440) rows,
 #              queued first: rows/s
@@ -49,7 +57,7 @@
 #   BENCH_ANOMALYD=/path/to/anomalyd ops/bench.sh          another build
 #   BENCH_DOC= ops/bench.sh               do not rewrite docs/performance.md
 #   BENCH_ONLY="a.sat f.sat" BENCH_DOC= ops/bench.sh   only these runs (names:
-#       {a,f,o}.{paced,sat,catch} a2.sat a2.catch ff.sat ff.catch i64 i1 rss)
+#       {a,f,o}.{paced,sat,steady,catch} a2.sat a2.catch ff.sat ff.catch i64 i1 rss)
 # The final table goes to stdout and, between the "bench.sh results"
 # markers, into docs/performance.md (BENCH_DOC).
 set -euo pipefail
@@ -57,6 +65,9 @@ cd "$(dirname "$0")/.."
 
 M=${BENCH_METRICS:-1000}
 W=${BENCH_PREWARM:-400}
+SM=${BENCH_STEADY_METRICS:-100}
+SW=${BENCH_STEADY_PREWARM:-9000}
+SENTRIES=${BENCH_STEADY_ENTRIES:-10000}
 RATE=${BENCH_RATE:-1000}
 PACED_S=${BENCH_PACED_SECONDS:-10}
 ENTRIES=${BENCH_ENTRIES:-20000}
@@ -174,11 +185,14 @@ run_env() {
     # may hold the default one.
     export ANOMALYD_HTTP_LISTEN=127.0.0.1:0
     # The one-entry-per-transaction reference (identity run i1) also runs
-    # without the in-process state cache: the plain parse-every-time path.
+    # without the in-process state cache and sample windows: the plain
+    # parse-every-time, read-every-time path.
     if [ "$1" = i1 ]; then
         export ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS=0
+        export ANOMALYD_ANOMALY_LIKELIHOOD_SAMPLE_WINDOW_BYTES=0
     else
         unset ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS
+        unset ANOMALYD_ANOMALY_LIKELIHOOD_SAMPLE_WINDOW_BYTES
     fi
 }
 
@@ -213,7 +227,8 @@ declare -A R # results: R[run.key]
 # returns 1 when the run must be redone (disturbed, incomplete, failed)
 finish() {
     local run=$1 expect=$2 t0=$3 before=$4 crc=$5 line rss=0 f m dead flag="" cpu=0
-    line=$("$LOAD" report --stream "${P}$run:out" --expect "$expect" --start-ms "$t0" --timeout 5) || line=""
+    line=$("$LOAD" report --stream "${P}$run:out" --expect $((expect + WARM)) --skip "$WARM" \
+        --start-ms "$t0" --timeout 5) || line=""
     for f in "$TMP/$run".*.time; do
         m=$(head -n1 "$f" 2>/dev/null | cut -d' ' -f1)
         case $m in '' | *[!0-9]*) m=0 ;; esac
@@ -228,6 +243,8 @@ finish() {
     R[$run.p99]=$(kv "$line" p99_ms)
     R[$run.rss]=$rss
     R[$run.cpu]=$cpu
+    # CPU time covers the warm-up too: per entry over all entries processed
+    R[$run.cpurows]=$(awk -v r="${R[$run.rows]}" -v w="$WARM" 'BEGIN { if (r ~ /^[0-9]+$/) print r + w; else print "?" }')
     R[$run.warn]=$(cat "$TMP/$run".*.log 2>/dev/null | grep -c -E 'WARNING|ERROR' || true)
     R[$run.phases]=$(sed -n 's/^floor: ms per group: //p' "$TMP/$run".*.out 2>/dev/null | head -n1)
     R[$run.stats]=$(sed -n 's/^floor: \(entries.*\)/\1/p' "$TMP/$run".*.out 2>/dev/null | head -n1)
@@ -267,6 +284,7 @@ vacuum() { "${PSQL[@]}" -c "VACUUM (ANALYZE) metric" -c "VACUUM (ANALYZE) metric
 # (the producer's arguments; more than one call separated by ';;')
 data() {
     local run=$1 type=$2
+    WARM=0
     case $type in
         live-paced | live-sat | live-ff)
             local k=$SR
@@ -275,6 +293,13 @@ data() {
                 --params-prefix "${P}$run:params:" --write-params "$TMP/params.json"
             EXPECT=$((k * M))
             PRODUCE=(--prefix "${P}$run:L" --metrics "$M" --from-row $((W + 1)) --rounds "$k") ;;
+        live-steady)
+            setup "$run" --prefix "${P}$run:L" --metrics "$SM" --prewarm "$SW" --rows $((SW + SWARM + SSR)) \
+                --params-prefix "${P}$run:params:" --write-params "$TMP/params.json"
+            WARM=$((SWARM * SM))
+            WARM_PRODUCE=(--prefix "${P}$run:L" --metrics "$SM" --from-row $((SW + 1)) --rounds "$SWARM")
+            EXPECT=$((SSR * SM))
+            PRODUCE=(--prefix "${P}$run:L" --metrics "$SM" --from-row $((SW + SWARM + 1)) --rounds "$SSR") ;;
         catch | catch-ff)
             setup "$run" --prefix "${P}$run:C" --metrics "$CM" --prewarm 0 --rows "$CROWS"
             EXPECT=$NC
@@ -342,6 +367,15 @@ measure() {
             sleep 0.3
             t0=$(lnow)
             produce "$run" --rate "$RATE" || crc=1
+        elif [ "$WARM" -gt 0 ]; then
+            # warm-up first (not measured), then the workload queued at once
+            "$LOAD" produce --stream "${P}$run:in" "${WARM_PRODUCE[@]}" >/dev/null || crc=1
+            for ((i = 1; i <= nc; i++)); do
+                IDLE_MS=3000 start_consumer "$kind" "$run" "bench-$run-$i"
+            done
+            "$LOAD" report --stream "${P}$run:out" --expect "$WARM" --timeout 600 >/dev/null || crc=1
+            t0=$(lnow)
+            produce "$run" || crc=1
         else
             produce "$run" || crc=1
             t0=$(lnow)
@@ -367,7 +401,7 @@ median_of() {
     R[$base.all]=$(for k in "$@"; do printf '%s ' "${R[$base.$k.$key]:-?}"; done)
     [ "${#list[@]}" -gt 0 ] || return 0
     med=$(printf '%s\n' "${list[@]}" | sort -n | awk '{ a[NR] = $2 } END { print a[int((NR + 1) / 2)] }')
-    for f in rate rows entries p50 p99 cpu warn phases stats; do
+    for f in rate rows entries p50 p99 cpu cpurows warn phases stats; do
         R[$base.$f]=${R[$med.$f]:-}
     done
     R[$base.rss]=$rss
@@ -387,6 +421,9 @@ commitlat() {
 # ---------------------------------------------------------------- workloads
 PR=$(((RATE * PACED_S + M - 1) / M))   # paced rounds per metric
 SR=$(((ENTRIES + M - 1) / M))          # saturation rounds per metric
+SSR=$(((SENTRIES + SM - 1) / SM))      # steady-state rounds per metric
+SWARM=24                               # steady-state warm-up rounds (one re-estimate each)
+NSS=$((SSR * SM))
 NP=$((PR * M)) NS=$((SR * M)) NC=$((CM * CB))
 CROWS=$((CB * BATCH))
 FF_OLD=$("${PSQL[@]}" -c "SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = 'metric_data'::regclass")
@@ -410,9 +447,11 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 # a single run of a few seconds varies by 10-20 %); the median is reported.
 U0=$(upd_stats)
 for ((k = 1; k <= REPEAT; k++)); do
-    say "anomalyd and floor, repeat $k/$REPEAT: live sat ($NS entries), catch-up ($NC x $BATCH rows), live paced ($NP entries at $RATE/s)"
+    say "anomalyd and floor, repeat $k/$REPEAT: live sat ($NS entries), steady ($NSS entries on $SM metrics of $SW rows), catch-up ($NC x $BATCH rows), live paced ($NP entries at $RATE/s)"
     measure "a.sat.$k" anomalyd 1 sat live-sat
     measure "f.sat.$k" floor 1 sat live-sat
+    measure "a.steady.$k" anomalyd 1 sat live-steady
+    measure "f.steady.$k" floor 1 sat live-steady
     measure "a.catch.$k" anomalyd 1 sat catch
     measure "f.catch.$k" floor 1 sat catch
     measure "a.paced.$k" anomalyd 1 paced live-paced
@@ -420,14 +459,17 @@ done
 sleep 1.5
 U1=$(upd_stats)
 measure f.paced floor 1 paced live-paced
-say "original: live paced ($NP entries at $RATE/s), live sat ($NS entries), catch-up ($NC x $BATCH rows)"
+say "original: live paced ($NP entries at $RATE/s), live sat ($NS entries), steady ($NSS entries), catch-up ($NC x $BATCH rows)"
 measure o.paced original 1 paced live-paced
 measure o.sat original 1 sat live-sat
+measure o.steady original 1 sat live-steady
 measure o.catch original 1 sat catch
 REPS=()
 for ((k = 1; k <= REPEAT; k++)); do REPS+=("$k"); done
 median_of a.sat rate "${REPS[@]}"
 median_of f.sat rate "${REPS[@]}"
+median_of a.steady rate "${REPS[@]}"
+median_of f.steady rate "${REPS[@]}"
 median_of a.catch rate "${REPS[@]}"
 median_of f.catch rate "${REPS[@]}"
 median_of a.paced p99 "${REPS[@]}"
@@ -493,8 +535,9 @@ hot() { # hot "upd hot" "upd hot"
 }
 
 for run in a.paced a.sat a.catch f.paced f.sat f.catch o.paced o.sat o.catch a2.sat a2.catch \
+           a.steady f.steady o.steady \
            ff.sat ff.catch i64 i1 rss; do
-    for key in rate rows entries p50 p99 warn; do
+    for key in rate rows entries p50 p99 warn cpurows; do
         [ -n "${R[$run.$key]:-}" ] || R[$run.$key]="?"
     done
     [ -n "${R[$run.rss]:-}" ] || R[$run.rss]=0
@@ -506,6 +549,8 @@ done
 LA=${R[a.sat.rate]} LF=${R[f.sat.rate]} LO=${R[o.sat.rate]}
 CA=${R[a.catch.rate]} CF=${R[f.catch.rate]} CO=${R[o.catch.rate]}
 RL_AO=$(ratio "$LA" "$LO") RL_AF=$(ratio "$LA" "$LF")
+SA=${R[a.steady.rate]} SF=${R[f.steady.rate]} SO=${R[o.steady.rate]}
+RS_AO=$(ratio "$SA" "$SO") RS_AF=$(ratio "$SA" "$SF") RS_AL=$(ratio "$SA" "$LA")
 RC_AO=$(ratio "$CA" "$CO") RC_AF=$(ratio "$CA" "$CF")
 CLP50=$(kv "$CL1" commit_p50_ms) CLP90=$(kv "$CL1" commit_p90_ms)
 CLP50b=$(kv "$CL2" commit_p50_ms) CLP90b=$(kv "$CL2" commit_p90_ms)
@@ -524,13 +569,15 @@ TABLE=$(
     echo "servers: $("${PSQL[@]}" -c 'SHOW server_version' | cut -d' ' -f1) (synchronous_commit=$("${PSQL[@]}" -c 'SHOW synchronous_commit'), fsync=$("${PSQL[@]}" -c 'SHOW fsync'), shared_buffers=$("${PSQL[@]}" -c 'SHOW shared_buffers'), max_wal_size=$("${PSQL[@]}" -c 'SHOW max_wal_size')), Redis $("${RCLI[@]}" info server | sed -n 's/^redis_version:\([^[:space:]]*\).*/\1/p') (appendfsync $("${RCLI[@]}" config get appendfsync | tail -n1))"
     echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC'); anomalyd built from $BUILT ($ANOMALYD)"
     echo "command: $CMDLINE   (total ${T_TOTAL}s; load avg at start $LOAD1, at end $LOAD2)"
-    echo "workload: live $M metrics, 1-row batches, $W rows pre-processed each; read_count $RC; catch-up $CM metrics x $CB batches of $BATCH rows"
+    echo "workload: live $M metrics, 1-row batches, $W rows pre-processed each; steady $SM metrics, $SW rows pre-processed each; read_count $RC; catch-up $CM metrics x $CB batches of $BATCH rows"
     echo "commit latency (200 x BEGIN; UPDATE 1 row; COMMIT): p50 $CLP50 ms, p90 $CLP90 ms at start; p50 $CLP50b ms, p90 $CLP90b ms at end"
     echo
     printf '%-40s %10s %10s %10s %9s %9s\n' "" anomalyd floor original "a/floor" "a/orig"
     printf '%-40s %10s %10s %10s %9s %9s\n' "live, saturation: results/s" "$LA" "$LF" "$LO" "$RL_AF" "$RL_AO"
     printf '%-40s %10s %10s %10s\n' "  (drain of $NS queued) latency p50/p99 ms" \
         "${R[a.sat.p50]}/${R[a.sat.p99]}" "${R[f.sat.p50]}/${R[f.sat.p99]}" "${R[o.sat.p50]}/${R[o.sat.p99]}"
+    printf '%-40s %10s %10s %10s %9s %9s\n' "live, steady ($SW-row metrics): results/s" "$SA" "$SF" "$SO" "$RS_AF" "$RS_AO"
+    printf '%-40s %10s   (x%s of the live rate with %s-row metrics)\n' "  steady / young live, anomalyd" "$SA" "$RS_AL" "$W"
     printf '%-40s %10s %10s %10s\n' "live, paced $RATE/s: results/s" "${R[a.paced.rate]}" "${R[f.paced.rate]}" "${R[o.paced.rate]}"
     printf '%-40s %10s %10s %10s\n' "  latency p50/p99 ms" \
         "${R[a.paced.p50]}/${R[a.paced.p99]}" "${R[f.paced.p50]}/${R[f.paced.p99]}" "${R[o.paced.p50]}/${R[o.paced.p99]}"
@@ -550,17 +597,20 @@ TABLE=$(
                    f["variant"], f["fillfactor"], f["score_indexes"], f["live_rows_s"], f["catchup_rows_s"], f["hot_pct"], f["heap_mib_after"] }'
 
     fi
-    echo "repeats (median reported): live sat results/s: anomalyd ${R[a.sat.all]:-}/ floor ${R[f.sat.all]:-}/ catch-up rows/s: anomalyd ${R[a.catch.all]:-}/ floor ${R[f.catch.all]:-}/ paced p99 ms: anomalyd ${R[a.paced.all]:-}"
-    echo "consumer CPU (user+sys) per live entry: anomalyd $(perx "${R[a.sat.cpu]}" "${R[a.sat.rows]}") us, floor $(perx "${R[f.sat.cpu]}" "${R[f.sat.rows]}") us, original $(perx "${R[o.sat.cpu]}" "${R[o.sat.rows]}") us; per catch-up row: anomalyd $(perx "${R[a.catch.cpu]}" "${R[a.catch.rows]}") us, floor $(perx "${R[f.catch.cpu]}" "${R[f.catch.rows]}") us"
-    echo "floor, ms per group (read_count $RC): live sat: ${R[f.sat.phases]:-?}; catch-up: ${R[f.catch.phases]:-?}"
-    echo "peak RSS of anomalyd (MiB): live paced $(mb "${R[a.paced.rss]}"), live sat $(mb "${R[a.sat.rss]}"), catch-up $(mb "${R[a.catch.rss]}"), $RSS_M metrics $(mb "${R[rss.rss]}") ($NKEYS params hashes in Redis)"
-    echo "identical to one entry per transaction (read_count $RC vs 1 without state cache): $(kv "$IDENT" identical)   [$IDENT]"
-    echo "anomalyd warnings/errors logged: paced ${R[a.paced.warn]}, sat ${R[a.sat.warn]}, catch-up ${R[a.catch.warn]}, identity ${R[i64.warn]}/${R[i1.warn]}, rss ${R[rss.warn]}"
+    echo "repeats (median reported): live sat results/s: anomalyd ${R[a.sat.all]:-}/ floor ${R[f.sat.all]:-}/ steady results/s: anomalyd ${R[a.steady.all]:-}/ floor ${R[f.steady.all]:-}/ catch-up rows/s: anomalyd ${R[a.catch.all]:-}/ floor ${R[f.catch.all]:-}/ paced p99 ms: anomalyd ${R[a.paced.all]:-}"
+    echo "consumer CPU (user+sys) per live entry: anomalyd $(perx "${R[a.sat.cpu]}" "${R[a.sat.rows]}") us, floor $(perx "${R[f.sat.cpu]}" "${R[f.sat.rows]}") us, original $(perx "${R[o.sat.cpu]}" "${R[o.sat.rows]}") us; per steady entry (warm-up included): anomalyd $(perx "${R[a.steady.cpu]}" "${R[a.steady.cpurows]}") us, floor $(perx "${R[f.steady.cpu]}" "${R[f.steady.cpurows]}") us, original $(perx "${R[o.steady.cpu]}" "${R[o.steady.cpurows]}") us; per catch-up row: anomalyd $(perx "${R[a.catch.cpu]}" "${R[a.catch.rows]}") us, floor $(perx "${R[f.catch.cpu]}" "${R[f.catch.rows]}") us"
+    echo "floor, ms per group (read_count $RC): live sat: ${R[f.sat.phases]:-?}; steady: ${R[f.steady.phases]:-?}; catch-up: ${R[f.catch.phases]:-?}"
+    echo "peak RSS of anomalyd (MiB): live paced $(mb "${R[a.paced.rss]}"), live sat $(mb "${R[a.sat.rss]}"), steady ($SM metrics' windows) $(mb "${R[a.steady.rss]}"), catch-up $(mb "${R[a.catch.rss]}"), $RSS_M metrics $(mb "${R[rss.rss]}") ($NKEYS params hashes in Redis)"
+    echo "identical to one entry per transaction (read_count $RC vs 1 without state cache and sample windows): $(kv "$IDENT" identical)   [$IDENT]"
+    echo "anomalyd sample windows, steady run: $(sed -n 's/.*stats:.*\( sample_window=[0-9]*\).*\( sample_window_hits=[0-9]*\)\( sample_window_misses=[0-9]*\).*/\1\2\3/p' "$TMP"/a.steady.*.log 2>/dev/null | tail -n1)"
+    echo "anomalyd warnings/errors logged: paced ${R[a.paced.warn]}, sat ${R[a.sat.warn]}, steady ${R[a.steady.warn]}, catch-up ${R[a.catch.warn]}, identity ${R[i64.warn]}/${R[i1.warn]}, rss ${R[rss.warn]}"
     [ -n "$FLAGS" ] && echo "FLAGS:$FLAGS"
     echo
     echo "targets:"
     printf '  %-58s %s\n' "live: anomalyd >= 5x original results/s ($RL_AO x)" "$(check "$RL_AO" '>=' 5)"
     printf '  %-58s %s\n' "live: anomalyd >= 0.8x floor ($RL_AF x)" "$(check "$RL_AF" '>=' 0.8)"
+    printf '  %-58s %s\n' "steady: anomalyd >= 5x original results/s ($RS_AO x)" "$(check "$RS_AO" '>=' 5)"
+    printf '  %-58s %s\n' "steady: anomalyd >= 0.85x its young live rate ($RS_AL x)" "$(check "$RS_AL" '>=' 0.85)"
     printf '  %-58s %s\n' "catch-up: anomalyd >= 2x original rows/s ($RC_AO x)" "$(check "$RC_AO" '>=' 2)"
     printf '  %-58s %s\n' "catch-up: anomalyd >= 0.8x floor ($RC_AF x)" "$(check "$RC_AF" '>=' 0.8)"
     printf '  %-58s %s\n' "p99 latency at $RATE results/s offered < 25 ms (${R[a.paced.p99]} ms)" "$(check "${R[a.paced.p99]}" '<' 25)"

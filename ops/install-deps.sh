@@ -8,6 +8,7 @@ PKGS=(build-essential cmake pkg-config
       check libsubunit-dev
       redis-server redis-tools postgresql postgresql-client
       valgrind
+      clang libclang-rt-14-dev   # ops/fuzz.sh (libFuzzer)
       man-db stunnel4 openssl   # man pages (install test), TLS (stack --tls, test_tls)
       curl prometheus    # the metrics test scrapes with curl, checks with promtool
       libxml2-utils chromium)   # tests: xmllint checks the SVG plots, chromium the HTML report

@@ -34,6 +34,12 @@ for t in build-vg/tests/test_*; do
 done
 run "vectors functions" build-vg/tests/likelihood_vectors tests/data/likelihood/htmengine/functions.jsonl
 run "vectors flatline" build-vg/tests/likelihood_vectors tests/data/likelihood/htmengine/numenta_art_flatline.jsonl
+# The fuzz targets' seed corpora (tests/fuzz/, docs/fuzzing.md).
+for t in build-vg/tests/fuzz_*_replay; do
+    [ -x "$t" ] || continue
+    n=$(basename "$t" _replay)
+    run "fuzz corpus ${n#fuzz_}" "$t" "tests/fuzz/corpus/${n#fuzz_}"
+done
 
 # A short replay through the real service (2000 rows: catch-up then live).
 eval "$(ops/stack.sh env)"

@@ -273,6 +273,15 @@ static const keydef keys[] = {
      NULL, OFF(anomaly_likelihood.state_cache_metrics),
      "Metrics whose parsed likelihood state is kept in memory (LRU, ~0.7 KiB each; 0 = off). "
      "A hit skips parsing the params; it is checked against model_params read under the lock."},
+    /* 256 MiB: a mature metric's window is statistics_sample_size x 24 bytes
+     * (~203 KiB at 8640), so ~1,290 mature metrics re-estimate without
+     * reading PostgreSQL; the least recently used are dropped beyond. */
+    {"anomaly_likelihood", "sample_window_bytes", K_BYTES, "256MiB", NULL, DEF_TEXT, 0,
+     MiB(65536), NULL, OFF(anomaly_likelihood.sample_window_bytes),
+     "Memory for the metrics' newest processed samples (LRU over metrics; 0 = off). A hit "
+     "answers the re-estimate's tail read without PostgreSQL; it is used only when the "
+     "watermark read under the lock is the one this process committed and the state cache "
+     "hit."},
 
     /* ---- [debugging] ---- */
     {"debugging", "profiling", K_BOOL, "false", NULL, DEF_TEXT, 0, 0, NULL,
@@ -561,6 +570,11 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
         goto out;                                                                              \
     } while (0)
 
+    /* A value is quoted back only masked: a URL pasted under the wrong key
+     * must not print its password in the error. */
+    char shown[256];
+    const char *vs = strstr(v, "://") || strstr(v, "password")
+                         ? an_config_mask_secret(v, shown, sizeof shown) : v;
     switch (k->type) {
     case K_STR:
     case K_URL:
@@ -582,9 +596,9 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
     case K_INT:
     case K_INT64:
         if (!parse_ll(v, &n))
-            FAIL("'%s' is not an integer (%lld..%lld)", v, k->min, k->max);
+            FAIL("'%s' is not an integer (%lld..%lld)", vs, k->min, k->max);
         if (n < k->min || n > k->max)
-            FAIL("'%s' is out of range (%lld..%lld)", v, k->min, k->max);
+            FAIL("'%s' is out of range (%lld..%lld)", vs, k->min, k->max);
         if (k->type == K_INT)
             *(int *)field(cfg, k) = (int)n;
         else
@@ -594,24 +608,24 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
         if (!parse_duration(v, &n))
             FAIL("'%s' is not a duration (milliseconds, or a number with unit ms, s, min, h; "
                  "%lld..%lld ms)",
-                 v, k->min, k->max);
+                 vs, k->min, k->max);
         if (n < k->min || n > k->max)
-            FAIL("'%s' is out of range (%lld..%lld ms)", v, k->min, k->max);
+            FAIL("'%s' is out of range (%lld..%lld ms)", vs, k->min, k->max);
         *(int *)field(cfg, k) = (int)n;
         break;
     case K_BYTES:
         if (!parse_bytes(v, &n))
             FAIL("'%s' is not a size (bytes, or a number with unit KiB, MiB, GiB; %lld..%lld "
                  "bytes)",
-                 v, k->min, k->max);
+                 vs, k->min, k->max);
         if (n < k->min || n > k->max)
-            FAIL("'%s' is out of range (%lld..%lld bytes)", v, k->min, k->max);
+            FAIL("'%s' is out of range (%lld..%lld bytes)", vs, k->min, k->max);
         *(size_t *)field(cfg, k) = (size_t)n;
         break;
     case K_BOOL: {
         bool b;
         if (!parse_bool(v, &b))
-            FAIL("'%s' is not a boolean (true/false, yes/no, on/off, 1/0)", v);
+            FAIL("'%s' is not a boolean (true/false, yes/no, on/off, 1/0)", vs);
         *(bool *)field(cfg, k) = b;
         break;
     }
@@ -634,7 +648,7 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
         }
         if (!found) {
             list_names(k->names, what, sizeof what);
-            FAIL("'%s' is not one of: %s", v, what);
+            FAIL("'%s' is not one of: %s", vs, what);
         }
         *(int *)field(cfg, k) = val;
         break;

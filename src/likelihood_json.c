@@ -136,6 +136,11 @@ int an_lk_params_from_json(const json_t *j, an_lk_params *p, char *err,
         (rc = get_number(dist, "variance", "params.distribution", &t.dist.variance, err, errlen)) ||
         (rc = get_number(dist, "stdev", "params.distribution", &t.dist.stdev, err, errlen)))
         return rc;
+    /* The estimator never writes stdev 0 (its floor is sqrt(0.0003), the
+     * null distribution's 1e3); with 0 the nupic-1.0 tail divides 0 by 0
+     * at the mean and scores NaN (the original raised there). */
+    if (t.dist.stdev == 0)
+        return fail(err, errlen, "params.distribution.stdev: 0 (would divide by zero)");
 
     const json_t *ma = json_object_get(j, "movingAverage");
     if (!json_is_object(ma))

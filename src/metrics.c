@@ -44,6 +44,10 @@ static const family counter_fam[AN_C_N] = {
      "Likelihood params read from PostgreSQL because neither cache had them."},
     {"anomalyd_input_trimmed_entries_total",
      "Entries this process removed from the input stream with XTRIM."},
+    {"anomalyd_sample_window_hits_total",
+     "Likelihood sample reads answered from the in-memory sample windows (polled)."},
+    {"anomalyd_sample_window_misses_total",
+     "Likelihood sample reads that went to PostgreSQL (polled)."},
 };
 
 static const family gauge_fam[AN_G_N] = {
@@ -58,6 +62,9 @@ static const family gauge_fam[AN_G_N] = {
     {"anomalyd_dead_letter_stream_entries", "Length of the dead-letter stream (polled)."},
     {"anomalyd_state_cache_metrics", "Metrics whose likelihood state is held in memory."},
     {"anomalyd_deferred_entries", "Entries this process keeps waiting for their predecessor."},
+    {"anomalyd_sample_window_metrics", "Metrics whose newest processed samples are held in memory."},
+    {"anomalyd_sample_window_bytes",
+     "Bytes of the sample windows, bounded by sample_window_bytes."},
 };
 
 static const family hist_fam[AN_H_N] = {

@@ -459,6 +459,7 @@ static int process_command(an_service *s, item *it, const char *uid,
         /* Its cached state could never hit again (model_params is cleared);
          * give the memory back now rather than at eviction. */
         an_state_cache_forget(s->sc, uid);
+        an_sample_window_forget(s->sw, uid);
         /* ...and its params hash: never trusted for another model anyway
          * (watermark and source must match the database), but a re-created
          * model's hash could not move below the old watermark. */
@@ -1360,7 +1361,7 @@ int an_service_new(const an_config *cfg, const an_service_opts *opts,
     an_repo_options ro = an_repo_options_from_config(cfg);
     ro.application_name = "anomalyd";
     s->repo = an_repo_new(&ro);
-    if (!s->helper || !s->repo || !s->sc) {
+    if (!s->helper || !s->repo || !s->sc || svc_window_init(s)) {
         snprintf(err, errlen, "cannot create the helper or repository "
                  "(out of memory or invalid [anomaly_likelihood] settings)");
         an_service_free(s);
@@ -1506,7 +1507,9 @@ void an_service_log_stats(const an_service *s)
 {
     const an_service_stats *t = &s->st;
     int64_t hits = 0, misses = 0;
+    int64_t whits = 0, wmisses = 0;
     an_state_cache_stats(s->sc, &hits, &misses);
+    an_sample_window_stats(s->sw, &whits, &wmisses);
     an_info("stats: entries=%" PRId64 " inference_batches=%" PRId64
             " rows_scored=%" PRId64 " commands=%" PRId64 " rejected=%" PRId64
             " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
@@ -1514,12 +1517,14 @@ void an_service_log_stats(const an_service *s)
             " claimed=%" PRId64 " deferred=%" PRId64
             " transient_errors=%" PRId64 " cache_misses=%" PRId64
             " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64
-            " groups=%" PRId64 " state=%s",
+            " sample_window=%zu sample_window_bytes=%zu sample_window_hits=%" PRId64
+            " sample_window_misses=%" PRId64 " groups=%" PRId64 " state=%s",
             t->entries, t->inference_batches, t->rows_scored, t->commands,
             t->rejected, t->duplicates, t->republished, t->dead_letters,
             t->trimmed, t->input_trimmed, t->attempts_cleaned, t->claimed, t->deferred,
             t->transient_errors, t->cache_misses,
-            an_state_cache_size(s->sc), hits, misses, t->groups,
+            an_state_cache_size(s->sc), hits, misses, an_sample_window_size(s->sw),
+            an_sample_window_bytes(s->sw), whits, wmisses, t->groups,
             s->health.state == AN_SERVICE_PAUSED ? "paused" : "running");
 }
 
@@ -1533,6 +1538,7 @@ void an_service_free(an_service *s)
     svc_group_free(s);
     an_helper_free(s->helper);
     an_state_cache_free(s->sc);
+    svc_window_free(s);
     an_repo_free(s->repo);
     an_redis_free(s->redis);
     free(s);

@@ -47,6 +47,7 @@ typedef struct gmetric {
     bool state_loaded, state_dirty;
     an_helper_state state;
     bool span_known;           /* the state cache located the state text */
+    bool win_usable;           /* the sample window may be used (service_window.c) */
     an_state_span span;        /*   in m->model_params: here */
     char *state_text;          /* an_json_dumps of the final state (malloc'd) */
     char *mp_new;              /* model_params written (malloc'd) */
@@ -57,6 +58,7 @@ typedef struct gmetric {
     char *cached_src;          /* the hash's source (malloc'd) or NULL */
     /* the helper's overlay sample source */
     an_repo *repo;
+    an_service *svc;
     int64_t before;            /* database rows below this rowid; 0: unset */
     an_sample *mem;            /* rows scored earlier in this group */
     size_t nmem, capmem;
@@ -203,7 +205,8 @@ static int ov_count(void *ctx, int64_t *count, char *err, size_t errlen)
 {
     gmetric *gm = ctx;
     int64_t c = 0;
-    int rc = an_repo_processed_count(gm->repo, gm->uid, gm->before, &c);
+    int rc = svc_window_count(gm->svc, gm->uid, gm->m->scored_rowid, gm->win_usable,
+                              gm->before, &c);
     if (rc) {
         snprintf(err, errlen, "%s", an_repo_errstr(gm->repo));
         return rc;
@@ -219,7 +222,8 @@ static int ov_tail(void *ctx, size_t n, an_sample *out, size_t *got, char *err,
     size_t k = n < gm->nmem ? n : gm->nmem;
     size_t from_db = 0;
     if (n > k) {
-        int rc = an_repo_processed_tail(gm->repo, gm->uid, gm->before, n - k, out, &from_db);
+        int rc = svc_window_tail(gm->svc, gm->uid, gm->m->scored_rowid, &gm->win_usable,
+                                 gm->before, n - k, out, &from_db);
         if (rc) {
             snprintf(err, errlen, "%s", an_repo_errstr(gm->repo));
             return rc;
@@ -243,6 +247,7 @@ static int load_state(an_service *s, gmetric *gm, item *it)
     char err[256];
     if (an_state_cache_get(s->sc, gm->uid, gm->m->model_params, &gm->state, &gm->span)) {
         gm->span_known = true;
+        gm->win_usable = true;
         gm->state_loaded = true;
         return 0;
     }
@@ -658,6 +663,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         gm->cached_wm = cwm[i];
         gm->cached_src = csrc[i];
         gm->repo = s->repo;
+        gm->svc = s;
         gm->cache_item = -1;
         if (!rc && g->g.found[i]) {
             gm->m = &g->g.metrics[i];
@@ -906,6 +912,9 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
     }
     for (size_t i = 0; i < nu; i++) {
         gmetric *gm = &g->gm[i];
+        if (gm->m && (gm->wm_moved || gm->state_dirty || gm->status_changed))
+            svc_window_commit(s, gm->uid, gm->win_usable, gm->m->scored_rowid, gm->mem,
+                              gm->nmem, gm->wm);
         if (gm->mp_new &&
             an_state_cache_put(s->sc, gm->uid, gm->mp_new, gm->mp_new_len, gm->mp_new_span,
                                &gm->state))

@@ -14,6 +14,7 @@
 #include "an_helper.h"
 #include "an_repo.h"
 #include "an_retention.h"
+#include "an_sample_window.h"
 #include "an_service.h"
 #include "an_state_cache.h"
 #include "an_streams.h"
@@ -103,6 +104,9 @@ struct an_service {
     an_repo *repo;
     an_helper *helper;
     an_state_cache *sc;     /* parsed likelihood state per metric */
+    an_sample_window *sw;   /* newest processed samples per metric */
+    an_sample *sw_buf;      /* sample_size rows: a window's rebuild (service_window.c) */
+    int64_t sw_hits_seen, sw_misses_seen; /* counted into the metrics so far */
     an_helper_config hcfg;
     an_codec_limits limits;
     char consumer[256];
@@ -151,6 +155,39 @@ int svc_add_out_text(an_service *s, item *it, const char *data_type, const char 
 int svc_group_run(an_service *s, item *items, size_t n);
 
 void svc_group_free(an_service *s);
+
+/* ---- service_window.c: the sample windows in the helper's overlay ---- */
+
+/* Creates s->sw per [anomaly_likelihood] sample_window_bytes (0: a store
+ * that keeps nothing). 0 or AN_ENOMEM. */
+int svc_window_init(an_service *s);
+/* Frees s->sw and its scratch (NULL-safe). */
+void svc_window_free(an_service *s);
+
+/* The windows' size and bytes to the metrics' gauges, their hits and
+ * misses since the last poll to its counters. */
+void svc_window_poll(an_service *s, an_metrics *m);
+
+/* The newest n processed rows of uid below `before` (ascending, out has
+ * room for n), for a metric locked with watermark wm. *usable (in/out):
+ * whether uid's window may be used in this group (the state cache hit);
+ * the window is used when it also has watermark wm. Otherwise the
+ * database is read (sample_size rows when windows are on, rebuilding uid's
+ * window, which sets *usable). The repository's code (0 / AN_ETRANSIENT /
+ * ...), its message in an_repo_errstr. */
+int svc_window_tail(an_service *s, const char *uid, int64_t wm, bool *usable,
+                    int64_t before, size_t n, an_sample *out, size_t *got);
+
+/* The processed-row count of uid below `before`, from the window when
+ * usable and known, else from the database. Same codes. */
+int svc_window_count(an_service *s, const char *uid, int64_t wm, bool usable,
+                     int64_t before, int64_t *count);
+
+/* After the group's COMMIT is confirmed: uid (locked with watermark
+ * old_wm) now has rows[0..n) scored too and watermark new_wm. Appended to
+ * its window when usable, else its window is dropped. */
+void svc_window_commit(an_service *s, const char *uid, bool usable, int64_t old_wm,
+                       const an_sample *rows, size_t n, int64_t new_wm);
 
 /* ---- service_pause.c: what to do after a failed server call ----
  * svc_failed records a failure (rc an AN_E* code, what = the operation,

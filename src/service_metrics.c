@@ -174,6 +174,7 @@ void svc_poll(an_service *s)
     s->last_poll_ms = t;
     an_metrics_set(m, AN_G_STATE_CACHE, (double)an_state_cache_size(s->sc));
     an_metrics_set(m, AN_G_DEFERRED, (double)s->ndef);
+    svc_window_poll(s, m);
     if (s->redis)
         poll_redis(s, m);
     /* One cheap statement answers both "is PostgreSQL there" and "is the

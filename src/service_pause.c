@@ -50,7 +50,8 @@ static void pause_now(an_service *s, const char *cause, const char *class_word)
 {
     svc_health *h = &s->health;
     h->state = AN_SERVICE_PAUSED;
-    snprintf(h->cause, sizeof h->cause, "%s", cause);
+    /* a longer cause is cut: the precision keeps the compiler from warning */
+    snprintf(h->cause, sizeof h->cause, "%.*s", (int)sizeof h->cause - 1, cause);
     h->since_ms = an_realtime_ms();
     h->since_mono_ms = h->last_log_ms = an_monotonic_ms();
     h->delay_ms = PROBE_MIN_MS;
@@ -84,7 +85,8 @@ void svc_failed(an_service *s, int rc, bool from_pg, const char *what)
     if (h->state == AN_SERVICE_PAUSED) {
         if (strcmp(cause, h->cause)) {   /* another fault now: say so once */
             an_error("still PAUSED, now: %s", cause);
-            snprintf(h->cause, sizeof h->cause, "%s", cause);
+            /* a longer cause is cut: the precision keeps the compiler from warning */
+    snprintf(h->cause, sizeof h->cause, "%.*s", (int)sizeof h->cause - 1, cause);
             put_health(s);
         }
         return;

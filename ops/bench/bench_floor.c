@@ -2,7 +2,8 @@
  * bench_floor.c: the floor of ops/bench.sh: the PostgreSQL and Redis work of
  * anomalyd's group commit, without decoding or scoring.
  *
- *   bench_floor --params FILE [--consumer NAME] [--exit-when-idle MS] [--no-tail]
+ *   bench_floor --params FILE [--consumer NAME] [--exit-when-idle MS]
+ *               [--no-tail | --tail-every-refresh]
  *
  * Configuration as anomalyd (an_config_load with no file: the ANOMALYD_*
  * environment, e.g. ANOMALYD_STREAMS_INPUT / _OUTPUT / _PARAMS_PREFIX /
@@ -31,9 +32,14 @@
  * it), and the output body is encoded once per batch size and reused.
  * The one query scoring adds, the helper's tail read at a re-estimate
  * (an_repo_processed_tail, up to statistics_sample_size rows, inside the
- * transaction), is issued at the rate the helper issues it: for a 1-row
- * batch whose rowid is a multiple of 24 (statistics_refresh_rate), and once
- * for every multi-row batch. --no-tail leaves it out.
+ * transaction), is issued where anomalyd still needs it once its sample
+ * windows exist ([anomaly_likelihood] sample_window_bytes): at the first
+ * re-estimate of each metric the process sees (a 1-row batch whose rowid
+ * is a multiple of 24, statistics_refresh_rate, or any multi-row batch),
+ * which builds the metric's window; later re-estimates are answered from
+ * memory. --tail-every-refresh issues it at every re-estimate (anomalyd
+ * without windows, or the helper as the original runs it); --no-tail
+ * leaves it out.
  *
  * At exit: "floor: entries=... rows=... groups=... tail_reads=... wall_s=..."
  * and the time per group of each step.
@@ -90,11 +96,54 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* The metrics whose sample window anomalyd would hold: a string set
+ * (open addressing, grown at half load). */
+typedef struct uid_set {
+    char **v;
+    size_t cap, n;
+} uid_set;
+
+static size_t uid_slot(const uid_set *u, const char *uid)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = uid; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    size_t i = (size_t)h & (u->cap - 1);
+    while (u->v[i] && strcmp(u->v[i], uid))
+        i = (i + 1) & (u->cap - 1);
+    return i;
+}
+
+static bool uid_set_has(const uid_set *u, const char *uid)
+{
+    return u->cap && u->v[uid_slot(u, uid)];
+}
+
+static void uid_set_add(uid_set *u, const char *uid)
+{
+    if (2 * (u->n + 1) > u->cap) {
+        uid_set old = *u;
+        u->cap = old.cap ? old.cap * 2 : 1024;
+        u->v = xcalloc(u->cap, sizeof *u->v);
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.v[i])
+                u->v[uid_slot(u, old.v[i])] = old.v[i];
+        free(old.v);
+    }
+    size_t i = uid_slot(u, uid);
+    if (!u->v[i]) {
+        u->v[i] = strdup(uid);
+        if (!u->v[i])
+            die("uid set", "out of memory");
+        u->n++;
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *params_path = NULL, *consumer = NULL;
     long long idle_ms = 1000;
-    bool no_tail = false;
+    bool no_tail = false, every_refresh = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--params") && i + 1 < argc)
             params_path = argv[++i];
@@ -104,9 +153,11 @@ int main(int argc, char **argv)
             idle_ms = strtoll(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--no-tail"))
             no_tail = true;
+        else if (!strcmp(argv[i], "--tail-every-refresh"))
+            every_refresh = true;
         else {
             fprintf(stderr, "usage: bench_floor --params FILE [--consumer NAME] "
-                            "[--exit-when-idle MS] [--no-tail]\n");
+                            "[--exit-when-idle MS] [--no-tail | --tail-every-refresh]\n");
             return 2;
         }
     }
@@ -166,6 +217,7 @@ int main(int argc, char **argv)
     an_sample *tail = xcalloc(tail_n, sizeof *tail);
     const int64_t refresh = cfg.anomaly_likelihood.statistics_refresh_rate;
     int64_t t_start = -1, idle_since = mono_ms();
+    uid_set windowed = {0};
 
     for (;;) {
         an_entry_list l;
@@ -252,7 +304,7 @@ int main(int argc, char **argv)
             /* the transaction: two round trips, retried whole when transient */
             int64_t updated = 0;
             for (int attempt = 1;; attempt++) {
-                double t0 = an_repo_now_ms();
+                int64_t t0 = an_repo_now_ms(repo);
                 tp = mono_us();
                 rc = an_repo_group_read(repo, uids, nu, ranges, ne, &g);
                 g_ph[PH_GREAD] += mono_us() - tp;
@@ -276,6 +328,8 @@ int main(int argc, char **argv)
                     bool one = ents[i].first == ents[i].last;
                     if (one && ents[i].first % refresh != 0)
                         continue;
+                    if (!every_refresh && uid_set_has(&windowed, ents[i].uid))
+                        continue; /* anomalyd answers it from the metric's window */
                     size_t got = 0;
                     rc = an_repo_processed_tail(repo, ents[i].uid, ents[i].first, tail_n, tail,
                                                 &got);
@@ -363,6 +417,10 @@ int main(int argc, char **argv)
             }
             if (rc)
                 die("publish_many", an_redis_errstr(rd));
+            /* committed: the metrics whose tail was read now have a window */
+            for (size_t i = 0; !every_refresh && !no_tail && i < ne; i++)
+                if (ents[i].first == ents[i].last ? ents[i].first % refresh == 0 : true)
+                    uid_set_add(&windowed, ents[i].uid);
             g_ph[PH_PUBLISH] += mono_us() - tp;
             n_entries += (int64_t)ne;
             n_rows += updated;

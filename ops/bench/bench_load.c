@@ -32,12 +32,15 @@
  *       the same tick sent in one pipeline.
  *
  *   bench_load report --stream OUT [--expect N] [--timeout S] [--start-ms T]
+ *                     [--skip K]
  *       waits until OUT holds N entries (or S seconds passed), then prints
  *       one line of key=value: entries, rows (from the `rows` fields),
  *       first/last output id ms, span_ms = last - T (T: Redis clock ms when
  *       the consumer was started; default the first output's ms), rate =
  *       rows/s over span, and the latency output id ms - `source` id ms:
  *       p50/p90/p99/max (both Redis server clock, 1 ms resolution).
+ *       --skip K: the first K output entries (a warm-up; N counts them)
+ *       are left out of every figure.
  *
  *   bench_load now                  Redis TIME in ms.
  *   bench_load commitlat --uid U [--n 200]
@@ -687,6 +690,7 @@ static int cmd_report(const args *a)
     long long expect = opt_ll(a, "--expect", 0);
     long long timeout = opt_ll(a, "--timeout", 600);
     long long start_ms = opt_ll(a, "--start-ms", 0);
+    long long skip = opt_ll(a, "--skip", 0);
     redisContext *c = redis_connect();
     double t0 = mono();
     while (expect > 0 && xlen(c, stream) < expect && mono() - t0 < (double)timeout)
@@ -709,6 +713,11 @@ static int cmd_report(const args *a)
             redisReply *e = r->element[k];
             const char *id = e->element[0]->str;
             redisReply *f = e->element[1];
+            snprintf(after, sizeof after, "(%s", id);
+            if (skip > 0) {
+                skip--;
+                continue;
+            }
             int64_t src = -1;
             for (size_t q = 0; q + 1 < f->elements; q += 2) {
                 const char *name = f->element[q]->str;
@@ -735,7 +744,6 @@ static int cmd_report(const args *a)
                 }
                 lat[n++] = ms - src;
             }
-            snprintf(after, sizeof after, "(%s", id);
         }
         freeReplyObject(r);
     }

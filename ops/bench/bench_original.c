@@ -11,6 +11,13 @@
  *   SELECT <metric> FROM metric WHERE uid = $1             (getMetric, autocommit)
  *   SELECT <rows> FROM metric_data WHERE uid AND rowid BETWEEN first AND last
  *                                                           (autocommit)
+ *   the likelihood helper's reads (spec §2.3, autocommit):
+ *     SELECT count(*) ... raw_anomaly_score IS NOT NULL   when the metric has
+ *       no anomalyLikelihoodParams yet (initialisation)
+ *     SELECT rowid, timestamp, metric_value, raw_anomaly_score ... ORDER BY
+ *       rowid DESC LIMIT statistics_sample_size           at a re-estimate:
+ *       a 1-row batch whose rowid is a multiple of statistics_refresh_rate
+ *       (24), and every multi-row batch
  *   BEGIN
  *   UPDATE metric_data SET raw_anomaly_score, anomaly_score, display_value,
  *       multi_step_best_predictions WHERE uid = $1 AND rowid = $2   (per row)
@@ -71,6 +78,13 @@ static const struct {
      "multi_step_best_predictions = $6 WHERE uid = $1 AND rowid = $2",
      6},
     {"o_lock", "SELECT status FROM metric WHERE uid = $1 FOR UPDATE", 1},
+    {"o_count",
+     "SELECT count(*) FROM metric_data WHERE uid = $1 AND raw_anomaly_score IS NOT NULL", 1},
+    {"o_tail",
+     "SELECT rowid, timestamp, metric_value, raw_anomaly_score FROM metric_data "
+     "WHERE uid = $1 AND raw_anomaly_score IS NOT NULL AND rowid < $2::bigint "
+     "ORDER BY rowid DESC LIMIT $3::bigint",
+     3},
     {"o_params", "UPDATE metric SET model_params = $2 WHERE uid = $1", 2},
 };
 
@@ -123,6 +137,42 @@ static bool exec(const char *sql)
     return ok;
 }
 
+static int64_t g_refresh = 24;    /* statistics_refresh_rate */
+static char g_sample_size[32];    /* statistics_sample_size */
+static int64_t g_counts, g_tails;
+
+/* Whether model_params (as read by getMetric) holds no likelihood params
+ * yet: the helper then counts the processed rows (spec §2.3.1). */
+static bool params_absent(const char *mp)
+{
+    const char *k = mp ? strstr(mp, "\"anomalyLikelihoodParams\":") : NULL;
+    if (!k)
+        return true;
+    k += strlen("\"anomalyLikelihoodParams\":");
+    return !strncmp(k, "null", 4) || !strncmp(k, "{}", 2);
+}
+
+/* The helper's reads for a batch [first, last] (autocommit, before the
+ * write, as the original's helper ran them): false on error. */
+static bool helper_reads(const char *uid, int64_t first, int64_t last, bool absent)
+{
+    const char *p1[1] = {uid};
+    if (absent) {
+        if (!run("o_count", 1, p1, NULL))
+            return false;
+        g_counts++;
+    }
+    if (first == last && first % g_refresh != 0)
+        return true;
+    char f[32];
+    snprintf(f, sizeof f, "%" PRId64, first);
+    const char *p3[3] = {uid, f, g_sample_size};
+    if (!run("o_tail", 3, p3, NULL))
+        return false;
+    g_tails++;
+    return true;
+}
+
 /* §1.4 for one entry; returns rows updated, or -1 to retry. */
 static int64_t process(const char *uid, int64_t first, int64_t last, const char *model_params,
                        const char *disp)
@@ -136,11 +186,16 @@ static int64_t process(const char *uid, int64_t first, int64_t last, const char 
     if (!run("o_metric", 1, p1, &m))
         return -1;
     bool found = PQntuples(m) == 1;
+    bool absent = found && params_absent(PQgetisnull(m, 0, 9) ? NULL : PQgetvalue(m, 0, 9));
     PQclear(m);
     if (!found)
         return 0;
     if (!run("o_rows", 3, p3, &rows))
         return -1;
+    if (!helper_reads(uid, first, last, absent)) {
+        PQclear(rows);
+        return -1;
+    }
     int64_t n = 0;
     if (!exec("BEGIN"))
         goto fail;
@@ -199,6 +254,9 @@ int main(int argc, char **argv)
     snprintf(maxlen, sizeof maxlen, "%" PRId64, cfg.streams.output_maxlen);
     const char *enc = an_encoding_name(cfg.streams.output_encoding);
 
+    g_refresh = cfg.anomaly_likelihood.statistics_refresh_rate;
+    snprintf(g_sample_size, sizeof g_sample_size, "%d",
+             cfg.anomaly_likelihood.statistics_sample_size);
     g_dsn = cfg.postgres.dsn;
     if (!pg_connect())
         die("postgres", PQerrorMessage(g_pg));
@@ -293,8 +351,9 @@ int main(int argc, char **argv)
         idle_since = mono_ms();
     }
     double wall = t_start < 0 ? 0.0 : (double)(idle_since - t_start) / 1000.0;
-    printf("original: entries=%" PRId64 " rows=%" PRId64 " retries=%" PRId64 " wall_s=%.3f\n",
-           n_entries, n_rows, retries, wall);
+    printf("original: entries=%" PRId64 " rows=%" PRId64 " retries=%" PRId64
+           " counts=%" PRId64 " tail_reads=%" PRId64 " wall_s=%.3f\n",
+           n_entries, n_rows, retries, g_counts, g_tails, wall);
     PQfinish(g_pg);
     an_redis_free(rd);
     an_config_free(&cfg);

@@ -386,10 +386,13 @@ static void run_init(run *R, bool clean, int K, uint64_t seed)
     e2e_setenv(&R->t, "ANOMALYD_STREAMS_DEFER_MAX_MS", v);
     if (S.max_deliveries)
         e2e_setenv(&R->t, "ANOMALYD_STREAMS_MAX_DELIVERIES", S.max_deliveries);
-    /* The reference parses the params for every batch (no in-process state
-     * cache); the faulted runs keep it on, and lose it at every kill. */
-    if (clean)
+    /* The reference parses the params and reads the helper's samples from
+     * PostgreSQL for every batch (no in-process state cache, no sample
+     * windows); the faulted runs keep both on, and lose them at every kill. */
+    if (clean) {
         e2e_setenv(&R->t, "ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS", "0");
+        e2e_setenv(&R->t, "ANOMALYD_ANOMALY_LIKELIHOOD_SAMPLE_WINDOW_BYTES", "0");
+    }
     /* Input retention runs often, under the kills and restarts, next to an
      * "audit" group that never reads: it holds every entry, so trimming must
      * leave the whole input stream in place (the comparisons below read it). */

@@ -61,6 +61,9 @@ static void teardown(void)
 static int start_anomalyd(e2e_proc *d, const char *consumer)
 {
     const char *argv[] = {e2e_bin("anomalyd"), "--consumer", consumer, NULL};
+    /* keep the processed entries: the test checks the input stream's length
+     * gauge, which a trim (every trim_interval_ms) would race with */
+    e2e_setenv(&T, "ANOMALYD_STREAMS_INPUT_RETENTION", "3600000");
     e2e_spawn(&T, d, "anomalyd", argv);
     double deadline = e2e_now() + 60;
     const char *needle = "http: /metrics, /livez, /readyz on port ";

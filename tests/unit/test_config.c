@@ -87,6 +87,25 @@ static char *print_to_string(const an_config *cfg)
     return buf;
 }
 
+/* A bad value is quoted back masked: a URL (or DSN) pasted under the wrong
+ * key must not print its password in the error (a fuzzing finding). */
+START_TEST(error_quotes_values_masked)
+{
+    const char *texts[] = {
+        "[streams]\nmax_entry_bytes = redis://user:s3cret@h/0\n",
+        "[streams]\nread_count = redis://:s3cret@h/0\n",
+        "[streams]\nblock_ms = postgresql://u:s3cret@h/db\n",
+        "[debugging]\nprofiling = host=x password=s3cret\n",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        expect_error_contains(texts[i], "***");
+        ck_assert_msg(!strstr(errbuf, "s3cret"), "secret in '%s'", errbuf);
+    }
+    /* an ordinary bad value is still quoted as it is */
+    expect_error_contains("[streams]\nread_count = ten\n", "'ten' is not an integer");
+}
+END_TEST
+
 START_TEST(defaults)
 {
     an_config cfg;
@@ -611,6 +630,7 @@ static Suite *suite(void)
     tcase_add_test(tc, missing_file);
     tcase_add_test(tc, env_errors);
     tcase_add_test(tc, print_masks_and_round_trips);
+    tcase_add_test(tc, error_quotes_values_masked);
     tcase_add_test(tc, set_and_keys);
     suite_add_tcase(s, tc);
     return s;

@@ -574,6 +574,10 @@ START_TEST(test_params_from_json_bad) {
         {"distribution", "variance", NULL, "params.distribution.variance"},
         {"distribution", "stdev", NULL, "params.distribution.stdev: missing or not a number"},
         {"distribution", "stdev", "null", "params.distribution.stdev"},
+        /* found by tests/fuzz/fuzz_lk_state.c: stdev 0 scored NaN */
+        {"distribution", "stdev", "0", "params.distribution.stdev: 0 (would divide by zero)"},
+        {"distribution", "stdev", "0.0", "params.distribution.stdev: 0 (would divide by zero)"},
+        {"distribution", "stdev", "-0.0", "params.distribution.stdev: 0 (would divide by zero)"},
         {"movingAverage", "historicalValues", NULL, "params.movingAverage.historicalValues"},
         {"movingAverage", "historicalValues", "{}", "params.movingAverage.historicalValues"},
         {"movingAverage", "historicalValues", "[1,2,3,4]", "params.movingAverage.historicalValues"},
