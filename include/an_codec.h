@@ -2,12 +2,12 @@
  * an_codec.h: the message codec. Pure: jansson + zlib, no Redis, no SQL.
  *
  *  - input side: decode one input stream entry (fields `model`, `batch`,
- *    optional `encoding`) into an an_batch of result objects (spec §5.1/§5.2);
- *    and the producer side (anomalyctl replay, tests): encode results into
- *    the `batch` field text.
- *  - output side: build the §6.1 inference-results and §6.2 command-result
- *    messages, serialize them to the `body` field (`zlib` or `json`), and
- *    decode an output entry back (anomalyctl tail, tests).
+ *    optional `encoding`) into an an_batch of result objects
+ *    (docs/htmengine.md §5.1/§5.2); and the producer side (anomalyctl replay,
+ *    tests): encode results into the `batch` field text.
+ *  - output side: build the docs/htmengine.md §6.1 inference-results and §6.2
+ *    command-result messages, serialize them to the `body` field (`zlib` or
+ *    `json`), and decode an output entry back (anomalyctl tail, tests).
  *
  * JSON text written by this module is compact (",", ":" separators, no
  * spaces), keeps object key insertion order, writes non-ASCII as raw UTF-8,
@@ -109,7 +109,8 @@ typedef enum {
     AN_RES_COMMAND = 2,   /* "mcR" */
 } an_result_kind;
 
-/* ModelInferenceResult. Invariants checked by the decoder (§5.1):
+/* ModelInferenceResult. Invariants checked by the decoder
+ * (docs/htmengine.md §5.1):
  *   rowid in AN_ROWID_MIN..AN_ROWID_MAX;
  *   status == 0: has_score (number; an integer is cast to double; must be
  *                in [0, 1]: a raw anomaly score is a fraction of columns),
@@ -133,7 +134,7 @@ typedef struct an_inference_result {
     bool legacy;         /* decoded from "iR" (predictions always NULL) */
 } an_inference_result;
 
-/* ModelCommandResult. Invariants (§5.1):
+/* ModelCommandResult. Invariants (docs/htmengine.md §5.1):
  *   status == 0: args object or NULL, error NULL;
  *   status != 0: error is a string, args NULL. */
 typedef struct an_command_result {
@@ -217,7 +218,8 @@ int an_batch_encode(const an_result *results, size_t n, an_encoding enc,
 
 /* ------------------------------------------------------ output messages */
 
-/* The metric part of the §6.1 message (from the metric row). Borrowed. */
+/* The metric part of the docs/htmengine.md §6.1 message (from the metric row).
+ * Borrowed. */
 typedef struct an_metric_info {
     const char *uid;         /* required */
     const char *name;        /* NULL -> null */
@@ -232,7 +234,7 @@ typedef struct an_metric_info {
     const char *spec_json;
 } an_metric_info;
 
-/* One processed row of the §6.1 message. */
+/* One processed row of the docs/htmengine.md §6.1 message. */
 typedef struct an_out_row {
     int64_t rowid;
     double ts;      /* seconds since the Unix epoch (UTC), with microseconds */
@@ -250,12 +252,13 @@ typedef struct an_out_row {
     bool predictions_canonical;
 } an_out_row;
 
-/* §6.1 message: {"metric":{uid,name,description,resource,location,
+/* docs/htmengine.md §6.1 message:
+ * {"metric":{uid,name,description,resource,location,
  * datasource,spec},"results":[{rowid,ts,value,rawAnomaly,anomaly,
  * multiStepBestPredictions},...]} with exactly these keys. n may be 0 (the
- * service does not publish empty results, but the codec allows it).
- * Returns a new reference or NULL (err set: non-finite double, bad spec or
- * predictions JSON, missing required string, ENOMEM). */
+ * service does not publish empty results, but the codec allows it). Returns a
+ * new reference or NULL (err set: non-finite double, bad spec or predictions
+ * JSON, missing required string, ENOMEM). */
 json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
                          size_t n, char *err, size_t errlen);
 
@@ -267,7 +270,7 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
 char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
                             size_t *len, char *err, size_t errlen);
 
-/* §6.2 command-result message, borrowed inputs. */
+/* docs/htmengine.md §6.2 command-result message, borrowed inputs. */
 typedef struct an_cmd_msg {
     const char *method;     /* required */
     const char *model_id;   /* required ("modelId" = the batch's model) */
@@ -289,9 +292,9 @@ typedef struct an_cmd_msg {
  * New reference or NULL (err set). */
 json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen);
 
-/* `spec` of §1.9.1 from the metric's `parameters` column text: the value of
- * its "metricSpec" key (must be an object). New reference in *spec.
- * AN_EINVAL when the text is NULL/not JSON/has no metricSpec object. */
+/* `spec` of docs/htmengine.md §1.9.1 from the metric's `parameters` column
+ * text: the value of its "metricSpec" key (must be an object). New reference in
+ * *spec. AN_EINVAL when the text is NULL/not JSON/has no metricSpec object. */
 int an_metric_spec_from_parameters(const char *parameters_json, json_t **spec,
                                    char *err, size_t errlen);
 

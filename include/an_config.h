@@ -11,7 +11,7 @@
  *        [redis] url      <- ANOMALYD_REDIS_URL, else redis://127.0.0.1:6379/0
  *        [postgres] dsn   <- ANOMALYD_PG_DSN,    else "dbname=anomalyd"
  *      These two variables are DEFAULTS ("when no config says otherwise",
- *      DESIGN.md): a url/dsn written in the file wins over them.
+ *      README.md): a url/dsn written in the file wins over them.
  *   2. the config file (if a path is given);
  *   3. ANOMALYD_<SECTION>_<KEY> environment overrides, upper case, e.g.
  *      ANOMALYD_STREAMS_READ_COUNT=16,
@@ -78,9 +78,9 @@ typedef struct an_config {
         int connect_timeout_ms;    /* libpq connect_timeout, rounded up to s (5000) */
         int statement_timeout_ms;  /* per session; 0 = none (60000) */
         int lock_timeout_ms;       /* per session; 0 = none (5000); timeout = 55P03 */
-        int retry_budget_ms;       /* §4.5 timeoutSec (10000) */
-        int retry_initial_ms;      /* §4.5 initialRetryDelaySec (100) */
-        int retry_max_delay_ms;    /* §4.5 maxRetryDelaySec (10000) */
+        int retry_budget_ms;       /* docs/htmengine.md §4.5 timeoutSec (10000) */
+        int retry_initial_ms;      /* docs/htmengine.md §4.5 initialRetryDelaySec (100) */
+        int retry_max_delay_ms;    /* docs/htmengine.md §4.5 maxRetryDelaySec (10000) */
         int keepalives_idle_s;     /* libpq keepalives_idle (10) */
         int keepalives_interval_s; /* libpq keepalives_interval (5) */
         int keepalives_count;      /* libpq keepalives_count (3) */

@@ -1,6 +1,6 @@
 /*
  * an_helper.h: htmengine's AnomalyLikelihoodHelper.updateModelAnomalyScores
- * (spec §2.3) as a state machine over one batch of rows.
+ * (docs/htmengine.md §2.3) as a state machine over one batch of rows.
  *
  * The helper knows nothing of storage: earlier processed rows come from an
  * an_sample_source (PostgreSQL in the service, memory in the offline tool and

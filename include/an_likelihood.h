@@ -2,7 +2,8 @@
  * an_likelihood.h: the anomaly-likelihood maths of nupic, as htmengine ran it.
  *
  * Pure functions: no I/O, no Redis, no SQL, no allocation on the online path.
- * Two variants (spec §2.5, testdata READMEs):
+ * Two variants (docs/htmengine.md §2.5, the READMEs under
+ * tests/data/likelihood/):
  *   AN_VARIANT_HTMENGINE  nupic 0.3.4: 71-entry Q table indexed by round(10z),
  *                         0.0 beyond index 70, 1 - Q below the mean.
  *   AN_VARIANT_NUPIC10    last nupic: 0.5*erfc(z/1.4142), symmetric tail.
@@ -128,8 +129,9 @@ double an_log_likelihood(double p);
 long an_calc_skip_records(long num_ingested, long window_size,
                           long learning_period);
 
-/* rescaleForDisplay(value, active) (spec §3), as a double, and the integer
- * that goes into metric_data.display_value (rounded half away from zero). */
+/* rescaleForDisplay(value, active) (docs/htmengine.md §3), as a double, and the
+ * integer that goes into metric_data.display_value (rounded half away from
+ * zero). */
 double an_rescale_for_display(double anomaly_score, bool active);
 int64_t an_display_value(double anomaly_score, bool active);
 

@@ -1,5 +1,6 @@
 /*
- * an_repo.h: the PostgreSQL repository (spec §4.1-§4.5) over libpq.
+ * an_repo.h: the PostgreSQL repository (docs/htmengine.md §4.1-§4.5) over
+ * libpq.
  *
  * One an_repo = one connection (not thread-safe; one per thread). It keeps
  * the DSN, the session settings, the prepared statements (prepared lazily
@@ -53,7 +54,7 @@
 extern "C" {
 #endif
 
-/* MetricStatus (spec §4.2): stored values, never change. */
+/* MetricStatus (docs/htmengine.md §4.2): stored values, never change. */
 enum {
     AN_METRIC_UNMONITORED = 0,
     AN_METRIC_ACTIVE = 1,
@@ -165,7 +166,8 @@ bool an_repo_in_transaction(const an_repo *r);
  * ctx at its start): on AN_ETRANSIENT it is run again. */
 typedef int (*an_repo_tx_fn)(an_repo *r, void *ctx);
 
-/* Runs fn inside BEGIN ... COMMIT with the §4.5 policy:
+/* Runs fn inside BEGIN ... COMMIT with the retry policy of
+ * docs/htmengine.md §4.5:
  *   attempt = begin + fn + commit;
  *   fn returns non-zero -> rollback; non-transient codes are returned at
  *   once (e.g. AN_ENOTFOUND / AN_ESTATE "reject" decisions of fn);
@@ -363,9 +365,9 @@ int an_repo_create_metric(an_repo *r, const an_new_metric *m);
 int an_repo_add_rows(an_repo *r, const char *uid, const double *ts,
                      const double *values, size_t n, int64_t *first_rowid);
 
-/* deleteModel (spec §4.3): metric -> parameters, model_params, message
- * NULL, status UNMONITORED, scored_rowid 0; every metric_data row of uid ->
- * raw_anomaly_score, anomaly_score, display_value,
+/* deleteModel (docs/htmengine.md §4.3): metric -> parameters, model_params,
+ * message NULL, status UNMONITORED, scored_rowid 0; every metric_data row of
+ * uid -> raw_anomaly_score, anomaly_score, display_value,
  * multi_step_best_predictions NULL. In the caller's transaction if open,
  * else its own. 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
 int an_repo_delete_model(an_repo *r, const char *uid);
@@ -455,11 +457,11 @@ int an_repo_group_write_finish(an_repo *r, int64_t *rows_updated);
 /* DELETE FROM scored_entry older than older_than_s seconds. */
 int an_repo_prune_scored_entries(an_repo *r, double older_than_s, int64_t *deleted);
 
-/* The §4.5 policy for callers that run their own transactions: after
- * attempt number `attempt` (1-based) failed transiently, rolls back, then
- * returns AN_ETRANSIENT once retry_budget_ms has passed since started_ms
- * (an_repo_now_ms(r) at the first attempt), else sleeps the attempt's delay
- * (0.1 s doubling, capped) and returns 0: try again. */
+/* The retry policy of docs/htmengine.md §4.5 for callers that run their own
+ * transactions: after attempt number `attempt` (1-based) failed transiently,
+ * rolls back, then returns AN_ETRANSIENT once retry_budget_ms has passed since
+ * started_ms (an_repo_now_ms(r) at the first attempt), else sleeps the
+ * attempt's delay (0.1 s doubling, capped) and returns 0: try again. */
 int an_repo_retry_policy(an_repo *r, int attempt, int64_t started_ms);
 /* Monotonic ms on r's clock (an_repo_options.clock). */
 int64_t an_repo_now_ms(const an_repo *r);

@@ -1,9 +1,9 @@
 /*
  * an_service.h: the anomalyd service loop. It composes the streams module
  * (input group, Lua publish/dead-letter), the repository (one transaction
- * per inference batch) and the likelihood helper, following spec §1.2-§1.5
- * with the redesign of DESIGN.md (watermark idempotence, dead letters,
- * takeover of idle pending entries).
+ * per inference batch) and the likelihood helper, following
+ * docs/htmengine.md §1.2-§1.5 with anomalyd's additions (docs/operations.md:
+ * watermark idempotence, dead letters, takeover of idle pending entries).
  *
  * One an_service per process (or thread): it owns one Redis and one
  * PostgreSQL connection.
@@ -55,7 +55,7 @@ typedef struct an_service_stats {
     int64_t inference_batches;/* inference batches scored and published */
     int64_t rows_scored;      /* metric_data rows written */
     int64_t commands;         /* command results processed */
-    int64_t rejected;         /* inference batches rejected (§1.4/§1.5) */
+    int64_t rejected;         /* inference batches rejected (docs/htmengine.md §1.4/§1.5) */
     int64_t duplicates;       /* batches already applied (redelivery/duplicate) */
     int64_t republished;      /* duplicates whose output was published again */
     int64_t dead_letters;     /* entries sent to the dead-letter stream */

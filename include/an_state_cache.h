@@ -76,9 +76,9 @@ void an_state_cache_stats(const an_state_cache *c, int64_t *hits,
                           int64_t *misses);
 
 /* model_params with anomalyLikelihoodParams replaced by the JSON text
- * state_text (spec §1.4 step 7.2; state_text is an_json_dumps output): a
- * model_params that is NULL, not JSON or not an object counts as {}; the
- * key keeps its place if present, else is appended; the rest is
+ * state_text (docs/htmengine.md §1.4 step 7.2; state_text is an_json_dumps
+ * output): a model_params that is NULL, not JSON or not an object counts as {};
+ * the key keeps its place if present, else is appended; the rest is
  * re-serialized with an_json_dumps. *span receives the state text's place
  * in the result (len 0: not known, because the params themselves hold the
  * marker string merge splices with; do not cache such a text), *len (may

@@ -1,7 +1,7 @@
 #!lua
--- publish_many.lua: publish.lua for a whole group of input entries in one
--- atomic call: for each entry, XADD its output entries, optionally refresh
--- one params-cache hash, and XACK it.
+-- publish_many.lua: for each input entry of a group, in one atomic call:
+-- XADD its output entries, optionally refresh one params-cache hash, and
+-- XACK it.
 --
 -- KEYS[1]  input stream (XACK)
 -- KEYS[2]  output stream (XADD)
@@ -23,7 +23,9 @@
 --   deleted and re-created model never gets the old params), then N x
 --   (dataType, model, rows ("" = no rows field), encoding, body)
 --
--- Returns one {status, acked, cache, {ids}} per entry, as publish.lua.
+-- Returns one {status, acked, cache, {ids}} per entry: status 1 done, 0 not
+-- the owner (nothing written); acked the XACK count; cache 1 written, 0 kept
+-- (the hash had a higher watermark), -1 no hash; ids the output entry ids.
 -- Every check that can fail runs before the first write (NOGROUP, wrong key
 -- types, bad arguments), so an error reply means nothing was written.
 

@@ -118,8 +118,8 @@ static const keydef keys[] = {
      "Session lock_timeout (a timeout is SQLSTATE 55P03, retried as transient); 0 = none."},
     {"postgres", "retry_budget_ms", K_DUR, "10000", NULL, DEF_TEXT, 0, 3600000, NULL,
      OFF(postgres.retry_budget_ms),
-     "Transient-error retry of a transaction (spec 4.5): give up once this much time has "
-     "passed since the first attempt."},
+     "Transient-error retry of a transaction (docs/htmengine.md section 4.5): give up "
+     "once this much time has passed since the first attempt."},
     {"postgres", "retry_initial_ms", K_DUR, "100", NULL, DEF_TEXT, 1, 600000, NULL,
      OFF(postgres.retry_initial_ms), "First retry delay; doubled after each retry."},
     {"postgres", "retry_max_delay_ms", K_DUR, "10000", NULL, DEF_TEXT, 1, 3600000, NULL,

@@ -1,6 +1,7 @@
 /*
- * ctl_replay.c: anomalyctl replay, the reference producer (DESIGN.md). It
- * plays the metric-ingest and model-runner roles for one NAB CSV:
+ * ctl_replay.c: anomalyctl replay, the reference producer (README.md,
+ * docs/streams.md). It plays the metric-ingest and model-runner roles for one
+ * NAB CSV:
  *   1. creates the metric (CREATE_PENDING, datasource "custom", parameters
  *      holding a metricSpec) and inserts all its rows;
  *   2. XADDs a defineModel command result;

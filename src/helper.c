@@ -1,10 +1,10 @@
 /*
  * helper.c: htmengine's AnomalyLikelihoodHelper.updateModelAnomalyScores
- * (spec §2.3, testdata nupic-1.0/README.md §5.11) as a state machine over one
- * batch of rows. The maths is an_likelihood.h's; this file only decides which
- * rows are scored, when the distribution is re-estimated and from which
- * samples, and it reports the original's diagnostics as events in the order
- * the original logs them.
+ * (docs/htmengine.md §2.3, tests/data/likelihood/nupic-1.0/README.md §5.11) as
+ * a state machine over one batch of rows. The maths is an_likelihood.h's; this
+ * file only decides which rows are scored, when the distribution is
+ * re-estimated and from which samples, and it reports the original's
+ * diagnostics as events in the order the original logs them.
  *
  * The "stats sample cache" of the original is h->cache: a reusable buffer
  * whose last entries are the logical cache (cache_n entries in all). Only
@@ -447,8 +447,9 @@ static int check_rows(const an_row *rows, size_t m, char *err, size_t errlen)
     return 0;
 }
 
-/* The algorithm of spec §2.3 on the working copy *P. Returns 0 or an error
- * (then *P and the rows' scores are garbage; the caller discards *P). */
+/* The algorithm of docs/htmengine.md §2.3 on the working copy *P. Returns 0 or
+ * an error (then *P and the rows' scores are garbage; the caller discards
+ * *P). */
 static int update_batch(an_helper *h, const an_sample_source *src, an_helper_state *P,
                         an_row *rows, size_t m, char *err, size_t errlen)
 {

@@ -2,7 +2,7 @@
  * likelihood.c: nupic's anomaly-likelihood maths (an_likelihood.h), bit for
  * bit. The reference is tests/data/likelihood/nupic-1.0/README.md section 5
  * plus htmengine/README.md section 3 (nupic 0.3.4's normalProbability), and
- * spec §3 for rescaleForDisplay.
+ * docs/htmengine.md §3 for rescaleForDisplay.
  *
  * Every expression below is written in the order the Python original
  * evaluated it. Reordering "equivalent" arithmetic changes last bits, and in
@@ -461,9 +461,9 @@ static double log_scale(double v) {
     return log(1.0000000001 - v) / log(1.0 - 0.9999999999);
 }
 
-/* rescaleForDisplay (spec §3): 0 stays 0; otherwise logScale(|score|) plus
- * the band floor (red >= 0.5: 1e9, yellow >= 0.4: 1e6, else 1000), times
- * 1/1e9 when the metric is not active. */
+/* rescaleForDisplay (docs/htmengine.md §3): 0 stays 0; otherwise
+ * logScale(|score|) plus the band floor (red >= 0.5: 1e9, yellow >= 0.4: 1e6,
+ * else 1000), times 1/1e9 when the metric is not active. */
 double an_rescale_for_display(double anomaly_score, bool active) {
     enum { GREEN = 1000, YELLOW = GREEN * 1000, RED = YELLOW * 1000 };
     if (anomaly_score == 0) return 0;

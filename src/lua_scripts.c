@@ -317,9 +317,9 @@ static const char lua_dead_letter[] =
 
 static const char lua_publish_many[] =
     "#!lua\n"
-    "-- publish_many.lua: publish.lua for a whole group of input entries in one\n"
-    "-- atomic call: for each entry, XADD its output entries, optionally refresh\n"
-    "-- one params-cache hash, and XACK it.\n"
+    "-- publish_many.lua: for each input entry of a group, in one atomic call:\n"
+    "-- XADD its output entries, optionally refresh one params-cache hash, and\n"
+    "-- XACK it.\n"
     "--\n"
     "-- KEYS[1]  input stream (XACK)\n"
     "-- KEYS[2]  output stream (XADD)\n"
@@ -341,7 +341,9 @@ static const char lua_publish_many[] =
     "--   deleted and re-created model never gets the old params), then N x\n"
     "--   (dataType, model, rows (\"\" = no rows field), encoding, body)\n"
     "--\n"
-    "-- Returns one {status, acked, cache, {ids}} per entry, as publish.lua.\n"
+    "-- Returns one {status, acked, cache, {ids}} per entry: status 1 done, 0 not\n"
+    "-- the owner (nothing written); acked the XACK count; cache 1 written, 0 kept\n"
+    "-- (the hash had a higher watermark), -1 no hash; ids the output entry ids.\n"
     "-- Every check that can fail runs before the first write (NOGROUP, wrong key\n"
     "-- types, bad arguments), so an error reply means nothing was written.\n"
     "\n"

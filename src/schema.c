@@ -14,8 +14,8 @@
  * record (version, name, applied_at). PostgreSQL DDL is transactional, so
  * a failed migration leaves nothing behind.
  *
- * Version 1 is htmengine's schema (spec §4.1, migrations 000-003 folded
- * into one) in PostgreSQL types; version 2 adds what the redesign needs.
+ * Version 1 is htmengine's schema (docs/htmengine.md §4.1, migrations 000-003
+ * folded into one) in PostgreSQL types; version 2 adds what the redesign needs.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -33,9 +33,9 @@ typedef struct {
 
 static const migration migrations[] = {
     {1, "htmengine_schema",
-     /* spec §4.1: metric, metric_data (+ the two tables the anomaly service
-      * does not use, for parity). DATETIME -> timestamp (UTC, no zone),
-      * DOUBLE -> double precision. */
+     /* docs/htmengine.md §4.1: metric, metric_data (+ the two tables the
+      * anomaly service does not use, for parity). DATETIME -> timestamp (UTC,
+      * no zone), DOUBLE -> double precision. */
      "CREATE TABLE metric (\n"
      "    uid              varchar(40)  NOT NULL PRIMARY KEY,\n"
      "    datasource       varchar(100),\n"
@@ -83,7 +83,8 @@ static const migration migrations[] = {
      /* scored_rowid: the per-metric watermark of the last scored rowid
       * (redelivered batches at or below it are not scored twice).
       * metric_data_processed_idx: the helper's processed count and tail
-      * (spec §2.4) read only processed rows, newest first by rowid. */
+      * (docs/htmengine.md §2.4) read only processed rows, newest first by
+      * rowid. */
      "ALTER TABLE metric ADD COLUMN scored_rowid bigint NOT NULL DEFAULT 0;\n"
      "CREATE INDEX metric_data_processed_idx ON metric_data (uid, rowid)\n"
      "    WHERE raw_anomaly_score IS NOT NULL;\n"},

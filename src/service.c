@@ -1,13 +1,14 @@
 /*
- * service.c: the anomalyd loop (spec §1.2-§1.5, DESIGN.md "The flow").
+ * service.c: the anomalyd loop (docs/htmengine.md §1.2-§1.5; the path of an
+ * entry: docs/architecture.md).
  *
  * Entries are read from the consumer group (our own pending ones first,
  * then new ones) and taken in stream order:
  *   - an entry whose payload is gone is acked and counted; one delivered
  *     more than max_deliveries times, or that does not decode, goes to the
  *     dead-letter stream with its reason;
- *   - command results (§1.3) are processed one entry at a time, as the
- *     original did, each status change committed at once;
+ *   - command results (docs/htmengine.md §1.3) are processed one entry at a
+ *     time, as the original did, each status change committed at once;
  *   - runs of inference-only entries are processed as a GROUP: one
  *     transaction for all of them (service_group.c), then one atomic Lua
  *     call that publishes every output message, refreshes the params
@@ -341,7 +342,7 @@ static int complete_in_redis(an_service *s, const an_entry *e, const char *reaso
  * round trips per result. */
 typedef struct cmd_metric {
     int state;        /* 0 not read yet, 1 found (m), 2 not found */
-    bool shared;      /* read under FOR SHARE (§1.3 step 2) */
+    bool shared;      /* read under FOR SHARE (docs/htmengine.md §1.3 step 2) */
     an_metric m;
 } cmd_metric;
 
@@ -355,7 +356,8 @@ static int cmd_metric_load(an_service *s, const char *uid, cmd_metric *cm, bool 
     int rc = 0;
     if (share) {
         /* FOR SHARE in a short transaction: waits for an in-flight
-         * transaction of the adapter that created the metric (spec §8.3). */
+         * transaction of the adapter that created the metric
+         * (docs/htmengine.md §8.3). */
         rc = an_repo_begin(s->repo);
         if (!rc)
             rc = an_repo_get_metric(s->repo, uid, AN_LOCK_SHARE, &cm->m);
@@ -376,8 +378,9 @@ static int cmd_metric_load(an_service *s, const char *uid, cmd_metric *cm, bool 
     return 0;
 }
 
-/* §1.9.2: compose the command-result message; a successful defineModel reads
- * the metric (not found / not monitored: skip publishing, as the original). */
+/* docs/htmengine.md §1.9.2: compose the command-result message; a successful
+ * defineModel reads the metric (not found / not monitored: skip publishing, as
+ * the original). */
 static int compose_command(an_service *s, item *it, const char *uid,
                            const an_command_result *c, cmd_metric *cm)
 {
@@ -441,8 +444,9 @@ static int cmd_set_status(an_service *s, const char *uid, const an_command_resul
     return rc;
 }
 
-/* §1.3, in the original's exact decision order, on the entry's metric cm.
- * Returns 0 or a transient / database error (the entry is then retried). */
+/* docs/htmengine.md §1.3, in the original's exact decision order, on the
+ * entry's metric cm. Returns 0 or a transient / database error (the entry is
+ * then retried). */
 static int process_command(an_service *s, item *it, const char *uid,
                            const an_command_result *c, cmd_metric *cm)
 {

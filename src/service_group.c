@@ -1,7 +1,7 @@
 /*
  * service_group.c: the inference results of a group of entries (any
- * metrics) in ONE PostgreSQL transaction (spec §1.4/§1.5 per entry, group
- * commit across entries).
+ * metrics) in ONE PostgreSQL transaction (docs/htmengine.md §1.4/§1.5 per
+ * entry, group commit across entries).
  *
  * Round trips: one pipelined read (BEGIN, lock the metrics in uid order,
  * every batch's rows, every batch's predecessor row), the decisions and the
@@ -240,8 +240,8 @@ static int ov_tail(void *ctx, size_t n, an_sample *out, size_t *got, char *err,
 /* Loads anomalyLikelihoodParams: from the in-process state cache when it
  * describes the model_params text just read under the lock, else from the
  * hash when its watermark equals the database's, else from
- * metric.model_params (§2.2). AN_EINVAL (with reason) when the stored
- * params do not parse: a poison entry. */
+ * metric.model_params (docs/htmengine.md §2.2). AN_EINVAL (with reason) when
+ * the stored params do not parse: a poison entry. */
 static int load_state(an_service *s, gmetric *gm, item *it)
 {
     char err[256];
@@ -291,8 +291,8 @@ static int load_state(an_service *s, gmetric *gm, item *it)
 }
 
 /* The final state's text, and model_params with anomalyLikelihoodParams
- * replaced by it (§1.4 step 7.2): spliced into the text read when the
- * state cache located the old state in it, else merged through jansson
+ * replaced by it (docs/htmengine.md §1.4 step 7.2): spliced into the text read
+ * when the state cache located the old state in it, else merged through jansson
  * (the same bytes either way). 0 or AN_ENOMEM. */
 static int build_model_params(gmetric *gm)
 {
@@ -330,10 +330,10 @@ static char *cache_text(gmetric *gm)
 
 /* ------------------------------------------------------------ decisions */
 
-/* §1.5 scrub of one batch against its rows. Returns 0 (score it) or 1
- * (rejected; a failed result moved the metric to ERROR in gm). *matched is
- * the number of leading results whose rowid equals the row read at their
- * place: the rows a rejection may move the watermark onto. */
+/* docs/htmengine.md §1.5 scrub of one batch against its rows. Returns 0 (score
+ * it) or 1 (rejected; a failed result moved the metric to ERROR in gm).
+ * *matched is the number of leading results whose rowid equals the row read at
+ * their place: the rows a rejection may move the watermark onto. */
 static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows, size_t *matched)
 {
     const char *uid = it->b->model;
@@ -389,8 +389,8 @@ static int scrub(item *it, gmetric *gm, const an_data_row *rows, size_t nrows, s
 }
 
 /* Rows are numbered from 1 and allocated contiguously per metric (spec
- * §4.4), so only a batch of ascending, consecutive, positive rowids can
- * match them; the original rejects any other in its scrub. */
+ * docs/htmengine.md §4.4), so only a batch of ascending, consecutive, positive
+ * rowids can match them; the original rejects any other in its scrub. */
 static bool rowids_contiguous(const item *it)
 {
     if (it->first < 1)
@@ -461,9 +461,9 @@ static int score(an_service *s, group_scratch *g, item *it, gmetric *gm, size_t 
     return 0;
 }
 
-/* §1.9.1 for one item: fresh scores (hrows) or, for a republish, what the
- * database holds. A message that cannot be built is logged, not fatal: the
- * rows are stored. */
+/* docs/htmengine.md §1.9.1 for one item: fresh scores (hrows) or, for a
+ * republish, what the database holds. A message that cannot be built is logged,
+ * not fatal: the rows are stored. */
 static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_t row0,
                    const an_row *fresh)
 {

@@ -147,11 +147,11 @@ int svc_add_out_text(an_service *s, item *it, const char *data_type, const char 
                      char *text, size_t len);
 
 /* Processes the inference results of items[0..n) (each with n > 0) in ONE
- * transaction (retried as a whole on transient errors within the §4.5
- * budget). Sets every item's outcome and messages; nothing is published.
- * The entries' processing attempts were counted before they were decoded
- * (service.c); this does not count them. Returns 0, AN_ETRANSIENT (retry
- * later), or another error. */
+ * transaction (retried as a whole on transient errors within the
+ * docs/htmengine.md §4.5 budget). Sets every item's outcome and messages;
+ * nothing is published. The entries' processing attempts were counted before
+ * they were decoded (service.c); this does not count them. Returns 0,
+ * AN_ETRANSIENT (retry later), or another error. */
 int svc_group_run(an_service *s, item *items, size_t n);
 
 void svc_group_free(an_service *s);

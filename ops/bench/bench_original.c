@@ -1,6 +1,6 @@
 /*
  * bench_original.c: the original htmengine Anomaly Service's database and
- * bus pattern (spec §1.4), as the baseline of ops/bench.sh: one
+ * bus pattern (docs/htmengine.md §1.4), as the baseline of ops/bench.sh: one
  * transaction per entry, one UPDATE per row.
  *
  *   bench_original --params FILE [--consumer NAME] [--exit-when-idle MS]
@@ -11,7 +11,7 @@
  *   SELECT <metric> FROM metric WHERE uid = $1             (getMetric, autocommit)
  *   SELECT <rows> FROM metric_data WHERE uid AND rowid BETWEEN first AND last
  *                                                           (autocommit)
- *   the likelihood helper's reads (spec §2.3, autocommit):
+ *   the likelihood helper's reads (docs/htmengine.md §2.3, autocommit):
  *     SELECT count(*) ... raw_anomaly_score IS NOT NULL   when the metric has
  *       no anomalyLikelihoodParams yet (initialisation)
  *     SELECT rowid, timestamp, metric_value, raw_anomaly_score ... ORDER BY
@@ -142,7 +142,7 @@ static char g_sample_size[32];    /* statistics_sample_size */
 static int64_t g_counts, g_tails;
 
 /* Whether model_params (as read by getMetric) holds no likelihood params
- * yet: the helper then counts the processed rows (spec §2.3.1). */
+ * yet: the helper then counts the processed rows (docs/htmengine.md §2.3.1). */
 static bool params_absent(const char *mp)
 {
     const char *k = mp ? strstr(mp, "\"anomalyLikelihoodParams\":") : NULL;
@@ -173,7 +173,8 @@ static bool helper_reads(const char *uid, int64_t first, int64_t last, bool abse
     return true;
 }
 
-/* §1.4 for one entry; returns rows updated, or -1 to retry. */
+/* docs/htmengine.md §1.4 for one entry; returns rows updated, or -1 to
+ * retry. */
 static int64_t process(const char *uid, int64_t first, int64_t last, const char *model_params,
                        const char *disp)
 {

@@ -240,17 +240,17 @@ void e2e_expect_rows_match_offline(e2e *t, const char *uid, const e2e_offline *o
  * (e2e_json_same), its watermark == metric.scored_rowid (== expect if
  * expect >= 0), updated is a plausible epoch-ms time. */
 void e2e_expect_params_cache(e2e *t, const char *uid, int64_t expect_watermark);
-/* One decoded output entry is a §6.1 inference message for metric m, with
- * exactly the schema's keys; its results are the DB rows (rows holds rowids
- * rows->v[0].rowid.. contiguously) starting at *next (advanced past the
- * last); `rows` field "first-last"; source == source (if non-NULL);
+/* One decoded output entry is a docs/htmengine.md §6.1 inference message for
+ * metric m, with exactly the schema's keys; its results are the DB rows (rows
+ * holds rowids rows->v[0].rowid.. contiguously) starting at *next (advanced
+ * past the last); `rows` field "first-last"; source == source (if non-NULL);
  * encoding == encoding. */
 void e2e_expect_inference_entry(const json_t *entry, const an_metric *m,
                                 const an_data_rows *rows, int64_t *next,
                                 const char *source, const char *encoding);
-/* One decoded output entry is a §6.2 command-result message; model_info
- * non-NULL: a successful defineModel with modelInfo from that metric;
- * NULL: no modelInfo key. error NULL: errorMessage null. */
+/* One decoded output entry is a docs/htmengine.md §6.2 command-result message;
+ * model_info non-NULL: a successful defineModel with modelInfo from that
+ * metric; NULL: no modelInfo key. error NULL: errorMessage null. */
 void e2e_expect_command_entry(const json_t *entry, const char *uid,
                               const char *method, const char *command_id,
                               int64_t status, const char *error,

@@ -541,7 +541,8 @@ START_TEST(processed_count_and_tail)
     ck_assert_int_eq(src.processed_count(src.ctx, &count, err, sizeof err), 0);
     ck_assert_int_eq(count, 10);
 
-    /* delete_model (spec §4.3): scores and params cleared, status 0. */
+    /* delete_model (docs/htmengine.md §4.3): scores and params cleared, status
+     * 0. */
     CK_OK(r, an_repo_store_params(r, uid, "{\"anomalyLikelihoodParams\": null}", 12, NULL));
     CK_OK(r, an_repo_delete_model(r, uid));
     an_metric m = {0};

@@ -52,7 +52,8 @@ static void report_time(const char *test, double t0)
  * 1. replay_matches_offline: anomalyctl replay (1440, 1440, then 1-row live
  * batches) -> anomalyd -> every row equals `anomalyctl likelihood
  * --schedule 1440,1440,1`; the output stream is one defineModel result then
- * one inference message per batch, all per §6.1/§6.2; params cache = DB.
+ * one inference message per batch, all per docs/htmengine.md §6.1/§6.2; params
+ * cache = DB.
  */
 START_TEST(replay_matches_offline)
 {
@@ -273,7 +274,7 @@ START_TEST(helper_vectors_schedule)
 END_TEST
 
 /* ------------------------------------------------------------------------
- * 3. rejections and command results (§1.3-§1.5).
+ * 3. rejections and command results (docs/htmengine.md §1.3-§1.5).
  */
 static void expect_rows_unprocessed(const char *uid, int64_t first, int64_t last)
 {
@@ -303,7 +304,8 @@ static void expect_rows_processed(const char *uid, int64_t first, int64_t last, 
                       "metric %s row %" PRId64 " is not processed", uid, r->rowid);
         ck_assert_msg(e2e_same_double(r->raw, raw), "metric %s row %" PRId64 " raw %.17g", uid,
                       r->rowid, r->raw);
-        /* fewer than 100 processed rows: not scored, anomaly 0 (§2.3) */
+        /* fewer than 100 processed rows: not scored, anomaly 0
+         * (docs/htmengine.md §2.3) */
         ck_assert_msg(r->anomaly_score == 0.0 && r->display_value == 0,
                       "metric %s row %" PRId64 ": anomaly_score %.17g display %" PRId64, uid,
                       r->rowid, r->anomaly_score, r->display_value);

@@ -1,7 +1,7 @@
 /*
  * test_helper.c: the likelihood helper state machine (an_helper.h), its
  * edge cases, its state JSON, and a randomized comparison against a naive
- * transcription of testdata nupic-1.0/README.md §5.11 with a small
+ * transcription of tests/data/likelihood/nupic-1.0/README.md §5.11 with a small
  * sample_size so the cache's buffer reuse is exercised.
  */
 #include <check.h>
@@ -945,8 +945,9 @@ END_TEST
 
 /* ---- randomized comparison with a naive transcription ----------------- */
 
-/* README §5.11 written out directly: a growing array cache (never
- * trimmed), P replaced wholesale; events recorded in the same log. */
+/* tests/data/likelihood/nupic-1.0/README.md §5.11 written out directly: a
+ * growing array cache (never trimmed), P replaced wholesale; events recorded in
+ * the same log. */
 typedef struct naive {
     an_helper_config cfg;
     evlog *log;

@@ -29,8 +29,8 @@
 
 /* ---- fixtures ----------------------------------------------------------- */
 
-/* The reference merge (spec §1.4 step 7.2 as the service did it before the
- * cache): NULL / non-JSON / non-object params count as {}. */
+/* The reference merge (docs/htmengine.md §1.4 step 7.2 as the service did it
+ * before the cache): NULL / non-JSON / non-object params count as {}. */
 static char *ref_merge(const char *mp, const char *state_text, size_t *len)
 {
     json_t *o = mp ? json_loads(mp, 0, NULL) : NULL;
