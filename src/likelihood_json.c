@@ -124,6 +124,7 @@ static int get_list(const json_t *obj, const char *key, const char *path,
 int an_lk_params_from_json(const json_t *j, an_lk_params *p, char *err,
                            size_t errlen) {
     an_lk_params t;
+    memset(&t, 0, sizeof t); /* every field is set below; this keeps -O3 from guessing */
     int rc;
     if (!json_is_object(j)) return fail(err, errlen, "params: not an object");
 
