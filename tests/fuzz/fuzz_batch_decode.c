@@ -142,28 +142,6 @@ static void round_trip(const an_batch *b, an_encoding enc)
     free(text);
 }
 
-/* Splits data on 0xff into at most 16 fields (pairs). */
-static size_t split_fields(const uint8_t *d, size_t n, an_field *f, size_t max)
-{
-    const char *parts[32];
-    size_t lens[32], np = 0, start = 0;
-    for (size_t i = 0; i <= n && np < 32; i++) {
-        if (i == n || d[i] == 0xff) {
-            parts[np] = (const char *)d + start;
-            lens[np++] = i - start;
-            start = i + 1;
-        }
-    }
-    size_t nf = 0;
-    for (size_t i = 0; i + 1 < np && nf < max; i += 2) {
-        f[nf].name = parts[i];
-        f[nf].name_len = lens[i];
-        f[nf].value = parts[i + 1];
-        f[nf].value_len = lens[i + 1];
-        nf++;
-    }
-    return nf;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -176,7 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t nf = 0;
     char *zbuf = NULL;
     if (mode & 1) {
-        nf = split_fields(data, size, f, 16);
+        nf = fz_split_fields(data, size, f, 16);
     } else {
         const uint8_t *nl = memchr(data, '\n', size);
         size_t mlen = nl ? (size_t)(nl - data) : size;

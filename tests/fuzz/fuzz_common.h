@@ -101,4 +101,27 @@ static inline bool fz_reason_clean(const char *s)
     return fz_skip("ctrl-reason") || fz_no_ctrl(s, strlen(s));
 }
 
+
+#include "an_codec.h" /* an_field */
+
+/* Splits fuzz bytes on 0xff into at most max (name, value) field pairs
+ * pointing into d (at most 32 parts); the entry shape the stream decoders
+ * take. Shared by the batch and output decoder targets. */
+static inline size_t fz_split_fields(const uint8_t *d, size_t n, an_field *f, size_t max)
+{
+    const char *parts[32];
+    size_t lens[32], np = 0, start = 0;
+    for (size_t i = 0; i <= n && np < 32; i++) {
+        if (i == n || d[i] == 0xff) {
+            parts[np] = (const char *)d + start;
+            lens[np++] = i - start;
+            start = i + 1;
+        }
+    }
+    size_t nf = 0;
+    for (size_t i = 0; i + 1 < np && nf < max; i += 2)
+        f[nf++] = (an_field){parts[i], lens[i], parts[i + 1], lens[i + 1]};
+    return nf;
+}
+
 #endif

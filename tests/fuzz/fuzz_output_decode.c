@@ -27,22 +27,6 @@ static int decode(const an_field *f, size_t n, json_t **out, char *err, size_t l
     return an_output_entry_decode("1-1", f, n, MAX_INFLATED, out, err, len);
 }
 
-static size_t split_fields(const uint8_t *d, size_t n, an_field *f, size_t max)
-{
-    const char *parts[32];
-    size_t lens[32], np = 0, start = 0;
-    for (size_t i = 0; i <= n && np < 32; i++) {
-        if (i == n || d[i] == 0xff) {
-            parts[np] = (const char *)d + start;
-            lens[np++] = i - start;
-            start = i + 1;
-        }
-    }
-    size_t nf = 0;
-    for (size_t i = 0; i + 1 < np && nf < max; i += 2)
-        f[nf++] = (an_field){parts[i], lens[i], parts[i + 1], lens[i + 1]};
-    return nf;
-}
 
 static void check_field(const json_t *o, const char *key, const an_field *f)
 {
@@ -104,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t nf = 0;
     char *zbuf = NULL;
     if (mode & 1) {
-        nf = split_fields(data, size, f, 16);
+        nf = fz_split_fields(data, size, f, 16);
     } else {
         const char *body = (const char *)data;
         size_t blen = size;
