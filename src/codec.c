@@ -1,6 +1,7 @@
 /*
  * codec.c: input entry decoding, output message encoding (an_codec.h).
  */
+#include "an_util.h"
 #include "an_codec.h"
 #include "an_likelihood.h" /* an_fmt_double */
 #include "an_log.h"        /* an_escape */
@@ -16,19 +17,6 @@
 #include <zlib.h>
 
 /* ------------------------------------------------------------ helpers */
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static char *xstrndup(const char *s, size_t n)
 {
@@ -92,13 +80,13 @@ int an_zlib_compress(const void *in, size_t inlen, char **out, size_t *outlen,
     *out = NULL;
     *outlen = 0;
     if (inlen > (size_t)UINT32_MAX) {
-        seterr(err, errlen, "zlib input too large (%zu bytes)", inlen);
+        an_seterr(err, errlen, "zlib input too large (%zu bytes)", inlen);
         return AN_ERANGE;
     }
     uLong bound = compressBound((uLong)inlen);
     char *buf = malloc(bound ? bound : 1);
     if (!buf) {
-        seterr(err, errlen, "out of memory");
+        an_seterr(err, errlen, "out of memory");
         return AN_ENOMEM;
     }
     /* One deflate state per thread, reset between messages: compress2 would
@@ -113,7 +101,7 @@ int an_zlib_compress(const void *in, size_t inlen, char **out, size_t *outlen,
         zr = deflateInit(&zs, 6);
         if (zr != Z_OK) {
             free(buf);
-            seterr(err, errlen, "zlib deflateInit failed (%d)", zr);
+            an_seterr(err, errlen, "zlib deflateInit failed (%d)", zr);
             return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
         }
         zs_ready = true;
@@ -129,7 +117,7 @@ int an_zlib_compress(const void *in, size_t inlen, char **out, size_t *outlen,
         free(buf);
         deflateEnd(&zs);
         zs_ready = false;
-        seterr(err, errlen, "zlib compress failed (%d)", zr);
+        an_seterr(err, errlen, "zlib compress failed (%d)", zr);
         return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
     }
     *out = buf;
@@ -145,13 +133,13 @@ int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
     if (max_out == 0)
         max_out = AN_CODEC_DEFAULT_MAX_INFLATED_BYTES;
     if (inlen > (size_t)UINT32_MAX) {
-        seterr(err, errlen, "zlib input too large (%zu bytes)", inlen);
+        an_seterr(err, errlen, "zlib input too large (%zu bytes)", inlen);
         return AN_ERANGE;
     }
     z_stream zs;
     memset(&zs, 0, sizeof zs);
     if (inflateInit(&zs) != Z_OK) {
-        seterr(err, errlen, "out of memory (inflateInit)");
+        an_seterr(err, errlen, "out of memory (inflateInit)");
         return AN_ENOMEM;
     }
     /* Start small relative to the input, grow by doubling, never past
@@ -162,7 +150,7 @@ int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
     char *buf = malloc(cap);
     if (!buf) {
         inflateEnd(&zs);
-        seterr(err, errlen, "out of memory");
+        an_seterr(err, errlen, "out of memory");
         return AN_ENOMEM;
     }
     zs.next_in = (Bytef *)(uintptr_t)in;
@@ -172,7 +160,7 @@ int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
     for (;;) {
         if (used == cap) {
             if (cap >= max_out + 1) {
-                seterr(err, errlen,
+                an_seterr(err, errlen,
                        "zlib stream inflates beyond max_inflated_bytes (%zu)",
                        max_out);
                 rc = AN_ERANGE;
@@ -181,7 +169,7 @@ int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
             size_t ncap = cap * 2 > max_out + 1 ? max_out + 1 : cap * 2;
             char *nb = realloc(buf, ncap);
             if (!nb) {
-                seterr(err, errlen, "out of memory");
+                an_seterr(err, errlen, "out of memory");
                 rc = AN_ENOMEM;
                 break;
             }
@@ -197,12 +185,12 @@ int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
         used += room - zs.avail_out;
         if (zr == Z_STREAM_END) {
             if (used > max_out) {
-                seterr(err, errlen,
+                an_seterr(err, errlen,
                        "zlib stream inflates beyond max_inflated_bytes (%zu)",
                        max_out);
                 rc = AN_ERANGE;
             } else if (zs.avail_in != 0) {
-                seterr(err, errlen, "%u trailing bytes after the zlib stream",
+                an_seterr(err, errlen, "%u trailing bytes after the zlib stream",
                        zs.avail_in);
                 rc = AN_EINVAL;
             }
@@ -213,17 +201,17 @@ int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
         if (zr == Z_BUF_ERROR) {
             if (zs.avail_out == 0)
                 continue; /* needs more room */
-            seterr(err, errlen, "truncated zlib stream");
+            an_seterr(err, errlen, "truncated zlib stream");
             rc = AN_EINVAL;
             break;
         }
         if (zr == Z_MEM_ERROR) {
-            seterr(err, errlen, "out of memory (inflate)");
+            an_seterr(err, errlen, "out of memory (inflate)");
             rc = AN_ENOMEM;
             break;
         }
         /* Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR */
-        seterr(err, errlen, "corrupt zlib stream (%s)",
+        an_seterr(err, errlen, "corrupt zlib stream (%s)",
                zs.msg ? zs.msg : (zr == Z_NEED_DICT ? "needs a dictionary"
                                                      : "bad data"));
         rc = AN_EINVAL;
@@ -239,7 +227,7 @@ int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
         char *nb = realloc(buf, cap + 1);
         if (!nb) {
             free(buf);
-            seterr(err, errlen, "out of memory");
+            an_seterr(err, errlen, "out of memory");
             return AN_ENOMEM;
         }
         buf = nb;
@@ -308,7 +296,7 @@ static int json_field_decode_capped(const char *data, size_t len, an_encoding en
     }
     if (max_nodes && count_nodes(text, tlen, max_nodes) > max_nodes) {
         free(inflated);
-        seterr(err, errlen, "more than %zu JSON nodes, over max_json_nodes (%zu)", max_nodes,
+        an_seterr(err, errlen, "more than %zu JSON nodes, over max_json_nodes (%zu)", max_nodes,
                max_nodes);
         return AN_ERANGE;
     }
@@ -320,7 +308,7 @@ static int json_field_decode_capped(const char *data, size_t len, an_encoding en
     if (!v) {
         char q[4 * JSON_ERROR_TEXT_LENGTH + 4];
         an_escape(q, sizeof q, je.text, strlen(je.text), 0);
-        seterr(err, errlen, "invalid JSON at line %d column %d: %s", je.line,
+        an_seterr(err, errlen, "invalid JSON at line %d column %d: %s", je.line,
                je.column, q);
         return AN_EINVAL;
     }
@@ -570,7 +558,7 @@ static const char *jtype(const json_t *v)
 /* Error reasons are prefixed "batch[i]: ". */
 #define RFAIL(...)                                                            \
     do {                                                                      \
-        seterr(reason, reasonlen, __VA_ARGS__);                               \
+        an_seterr(reason, reasonlen, __VA_ARGS__);                               \
         return AN_EINVAL;                                                     \
     } while (0)
 
@@ -601,7 +589,7 @@ static int get_str_or_null(const json_t *a, size_t idx, size_t i,
     *out = xstrndup(json_string_value(v), json_string_length(v));
     if (!*out) {
         *enomem = 1;
-        seterr(reason, reasonlen, "out of memory");
+        an_seterr(reason, reasonlen, "out of memory");
         return AN_ENOMEM;
     }
     return 0;
@@ -648,7 +636,7 @@ static int decode_inference(const json_t *a, size_t i, const char *sig,
         if (json_is_object(p)) {
             r->predictions_text = an_json_dumps(p, NULL);
             if (!r->predictions_text) {
-                seterr(reason, reasonlen, "out of memory");
+                an_seterr(reason, reasonlen, "out of memory");
                 return AN_ENOMEM;
             }
         } else if (!json_is_null(p))
@@ -696,7 +684,7 @@ static int decode_command(const json_t *a, size_t i, an_command_result *r,
     r->command_id = xstrndup(json_string_value(cid), json_string_length(cid));
     r->method = xstrndup(json_string_value(meth), json_string_length(meth));
     if (!r->command_id || !r->method) {
-        seterr(reason, reasonlen, "out of memory");
+        an_seterr(reason, reasonlen, "out of memory");
         return AN_ENOMEM;
     }
     if (get_int(a, 3, i, "mcR", "status", &r->status, reason, reasonlen))
@@ -770,11 +758,11 @@ int an_batch_decode_parts(const char *model, size_t model_len,
     rc = json_field_decode_capped(batch, batch_len, enc, lim.max_inflated_bytes, max_nodes,
                                   &root, sub, sizeof sub);
     if (rc) {
-        seterr(reason, reasonlen, "batch: %s", sub);
+        an_seterr(reason, reasonlen, "batch: %s", sub);
         return rc;
     }
     if (!json_is_array(root)) {
-        seterr(reason, reasonlen, "batch: must be a JSON array, got %s",
+        an_seterr(reason, reasonlen, "batch: must be a JSON array, got %s",
                jtype(root));
         json_decref(root);
         return AN_EINVAL;
@@ -786,7 +774,7 @@ int an_batch_decode_parts(const char *model, size_t model_len,
     }
     if (n > max_results) {
         json_decref(root);
-        seterr(reason, reasonlen, "batch: %zu results, over max_results (%zu)", n,
+        an_seterr(reason, reasonlen, "batch: %zu results, over max_results (%zu)", n,
                max_results);
         return AN_ERANGE;
     }
@@ -796,7 +784,7 @@ int an_batch_decode_parts(const char *model, size_t model_len,
     if (!b || !b->results) {
         free(b);
         json_decref(root);
-        seterr(reason, reasonlen, "out of memory");
+        an_seterr(reason, reasonlen, "out of memory");
         return AN_ENOMEM;
     }
     memcpy(b->model, model, model_len);
@@ -809,14 +797,14 @@ int an_batch_decode_parts(const char *model, size_t model_len,
         an_result *r = &b->results[i];
         b->n = i + 1; /* so an_batch_free frees what was filled */
         if (!json_is_array(a)) {
-            seterr(reason, reasonlen,
+            an_seterr(reason, reasonlen,
                    "batch[%zu]: result must be an array, got %s", i, jtype(a));
             rc = AN_EINVAL;
             break;
         }
         const json_t *sig = json_array_get(a, 0);
         if (!json_is_string(sig)) {
-            seterr(reason, reasonlen,
+            an_seterr(reason, reasonlen,
                    "batch[%zu]: result signature must be a string, got %s", i,
                    sig ? jtype(sig) : "nothing");
             rc = AN_EINVAL;
@@ -841,7 +829,7 @@ int an_batch_decode_parts(const char *model, size_t model_len,
         } else {
             char q[160];
             quote_short(q, sizeof q, s, slen);
-            seterr(reason, reasonlen,
+            an_seterr(reason, reasonlen,
                    "batch[%zu]: unknown result signature '%s'", i, q);
             rc = AN_EINVAL;
         }
@@ -884,7 +872,7 @@ int an_batch_decode(const an_field *fields, size_t nfields,
         }
     }
     if (lim.max_entry_bytes && total > lim.max_entry_bytes) {
-        seterr(reason, reasonlen, "entry is %zu bytes, over max_entry_bytes (%zu)",
+        an_seterr(reason, reasonlen, "entry is %zu bytes, over max_entry_bytes (%zu)",
                total, lim.max_entry_bytes);
         return AN_ERANGE;
     }
@@ -955,7 +943,7 @@ int an_batch_encode(const an_result *results, size_t n, an_encoding enc,
                 if (!isfinite(x->score)) {
                     json_decref(a);
                     json_decref(root);
-                    seterr(err, errlen, "results[%zu]: non-finite score", i);
+                    an_seterr(err, errlen, "results[%zu]: non-finite score", i);
                     return AN_EINVAL;
                 }
                 aapp(a, json_real(x->score), &fail);
@@ -974,7 +962,7 @@ int an_batch_encode(const an_result *results, size_t n, an_encoding enc,
             if (!c->command_id || !c->method) {
                 json_decref(a);
                 json_decref(root);
-                seterr(err, errlen, "results[%zu]: mcR needs commandID and "
+                an_seterr(err, errlen, "results[%zu]: mcR needs commandID and "
                                     "method", i);
                 return AN_EINVAL;
             }
@@ -987,7 +975,7 @@ int an_batch_encode(const an_result *results, size_t n, an_encoding enc,
         } else {
             json_decref(a);
             json_decref(root);
-            seterr(err, errlen, "results[%zu]: unknown kind %d", i,
+            an_seterr(err, errlen, "results[%zu]: unknown kind %d", i,
                    (int)r->kind);
             return AN_EINVAL;
         }
@@ -995,7 +983,7 @@ int an_batch_encode(const an_result *results, size_t n, an_encoding enc,
     }
     if (fail) {
         json_decref(root);
-        seterr(err, errlen, "out of memory or invalid UTF-8 string");
+        an_seterr(err, errlen, "out of memory or invalid UTF-8 string");
         return AN_EINVAL;
     }
     int rc = an_body_encode(root, enc, out, outlen, err, errlen);
@@ -1010,11 +998,11 @@ static int parse_object(const char *text, const char *what, json_t **out,
     *out = NULL;
     json_t *v = json_loads(text, 0, &je);
     if (!v) {
-        seterr(err, errlen, "%s: invalid JSON: %s", what, je.text);
+        an_seterr(err, errlen, "%s: invalid JSON: %s", what, je.text);
         return AN_EINVAL;
     }
     if (!json_is_object(v)) {
-        seterr(err, errlen, "%s: must be a JSON object, got %s", what,
+        an_seterr(err, errlen, "%s: must be a JSON object, got %s", what,
                jtype(v));
         json_decref(v);
         return AN_EINVAL;
@@ -1028,7 +1016,7 @@ int an_metric_spec_from_parameters(const char *parameters_json, json_t **spec,
 {
     *spec = NULL;
     if (!parameters_json) {
-        seterr(err, errlen, "parameters: NULL");
+        an_seterr(err, errlen, "parameters: NULL");
         return AN_EINVAL;
     }
     json_t *p;
@@ -1037,7 +1025,7 @@ int an_metric_spec_from_parameters(const char *parameters_json, json_t **spec,
         return rc;
     json_t *ms = json_object_get(p, "metricSpec");
     if (!json_is_object(ms)) {
-        seterr(err, errlen, "parameters: no metricSpec object");
+        an_seterr(err, errlen, "parameters: no metricSpec object");
         json_decref(p);
         return AN_EINVAL;
     }
@@ -1057,13 +1045,13 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
                          size_t n, char *err, size_t errlen)
 {
     if (!m || !m->uid || !m->datasource) {
-        seterr(err, errlen, "metric: uid and datasource are required");
+        an_seterr(err, errlen, "metric: uid and datasource are required");
         return NULL;
     }
     json_t *spec = NULL;
     if (m->spec) {
         if (!json_is_object(m->spec)) {
-            seterr(err, errlen, "metric.spec: must be an object");
+            an_seterr(err, errlen, "metric.spec: must be an object");
             return NULL;
         }
         spec = borrow_copy(m->spec);
@@ -1071,7 +1059,7 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
         if (parse_object(m->spec_json, "metric.spec", &spec, err, errlen))
             return NULL;
     } else {
-        seterr(err, errlen, "metric.spec: required");
+        an_seterr(err, errlen, "metric.spec: required");
         return NULL;
     }
     bool fail = false, nonfinite = false;
@@ -1083,7 +1071,7 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
         json_decref(metric);
         json_decref(results);
         json_decref(spec);
-        seterr(err, errlen, "out of memory");
+        an_seterr(err, errlen, "out of memory");
         return NULL;
     }
     oset(metric, "uid", json_string(m->uid), &fail);
@@ -1097,7 +1085,7 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
     oset(msg, "results", results, &fail);
     if (fail) {
         json_decref(msg);
-        seterr(err, errlen, "metric: out of memory or invalid UTF-8 string");
+        an_seterr(err, errlen, "metric: out of memory or invalid UTF-8 string");
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1107,7 +1095,7 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
             if (!json_is_object(r->predictions) &&
                 !json_is_null(r->predictions)) {
                 json_decref(msg);
-                seterr(err, errlen,
+                an_seterr(err, errlen,
                        "results[%zu]: predictions must be an object or null",
                        i);
                 return NULL;
@@ -1141,17 +1129,17 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
         if (fail) {
             json_decref(msg);
             if (nonfinite)
-                seterr(err, errlen, "results[%zu] (rowid %" PRId64
+                an_seterr(err, errlen, "results[%zu] (rowid %" PRId64
                                     "): non-finite number",
                        i, r->rowid);
             else
-                seterr(err, errlen, "out of memory");
+                an_seterr(err, errlen, "out of memory");
             return NULL;
         }
     }
     if (fail) {
         json_decref(msg);
-        seterr(err, errlen, "out of memory");
+        an_seterr(err, errlen, "out of memory");
         return NULL;
     }
     return msg;
@@ -1163,7 +1151,7 @@ static int sb_predictions(sbuf *b, const an_out_row *r, size_t i, char *err, siz
 {
     if (r->predictions) {
         if (!json_is_object(r->predictions) && !json_is_null(r->predictions)) {
-            seterr(err, errlen, "results[%zu]: predictions must be an object or null", i);
+            an_seterr(err, errlen, "results[%zu]: predictions must be an object or null", i);
             return AN_EINVAL;
         }
         sb_json(b, r->predictions, 3);
@@ -1205,7 +1193,7 @@ char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, siz
         if (!isfinite(r->ts) || !isfinite(r->value) || !isfinite(r->raw) ||
             !isfinite(r->anomaly)) {
             free(b.p);
-            seterr(err, errlen, "results[%zu] (rowid %" PRId64 "): non-finite number", i,
+            an_seterr(err, errlen, "results[%zu] (rowid %" PRId64 "): non-finite number", i,
                    r->rowid);
             return NULL;
         }
@@ -1230,7 +1218,7 @@ char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, siz
     sb_put(&b, "]}", 2);
     if (b.fail) {
         free(b.p);
-        seterr(err, errlen, "out of memory or non-finite number");
+        an_seterr(err, errlen, "out of memory or non-finite number");
         return NULL;
     }
     if (len)
@@ -1241,19 +1229,19 @@ char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, siz
 json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen)
 {
     if (!c || !c->method || !c->model_id || !c->command_id) {
-        seterr(err, errlen, "method, modelId and commandId are required");
+        an_seterr(err, errlen, "method, modelId and commandId are required");
         return NULL;
     }
     json_t *spec = NULL;
     if (c->has_model_info) {
         if (!c->metric_name || !c->resource) {
-            seterr(err, errlen, "modelInfo: metricName and resource are "
+            an_seterr(err, errlen, "modelInfo: metricName and resource are "
                                 "required");
             return NULL;
         }
         if (c->model_spec) {
             if (!json_is_object(c->model_spec)) {
-                seterr(err, errlen, "modelInfo.modelSpec: must be an object");
+                an_seterr(err, errlen, "modelInfo.modelSpec: must be an object");
                 return NULL;
             }
             spec = borrow_copy(c->model_spec);
@@ -1262,7 +1250,7 @@ json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen)
                              err, errlen))
                 return NULL;
         } else {
-            seterr(err, errlen, "modelInfo.modelSpec: required");
+            an_seterr(err, errlen, "modelInfo.modelSpec: required");
             return NULL;
         }
     }
@@ -1270,7 +1258,7 @@ json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen)
     json_t *msg = json_object();
     if (!msg) {
         json_decref(spec);
-        seterr(err, errlen, "out of memory");
+        an_seterr(err, errlen, "out of memory");
         return NULL;
     }
     oset(msg, "method", json_string(c->method), &fail);
@@ -1291,7 +1279,7 @@ json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen)
     }
     if (fail) {
         json_decref(msg);
-        seterr(err, errlen, "out of memory or invalid UTF-8 string");
+        an_seterr(err, errlen, "out of memory or invalid UTF-8 string");
         return NULL;
     }
     return msg;
@@ -1305,7 +1293,7 @@ int an_body_encode(const json_t *msg, an_encoding enc, char **body,
     *len = 0;
     char *text = an_json_dumps(msg, &tlen);
     if (!text) {
-        seterr(err, errlen, "cannot serialize JSON (out of memory or "
+        an_seterr(err, errlen, "cannot serialize JSON (out of memory or "
                             "non-finite number)");
         return AN_EINVAL;
     }
@@ -1341,7 +1329,7 @@ int an_output_entry_decode(const char *id, const an_field *fields,
     const an_field *encf = an_field_find(fields, nfields, "encoding");
     const an_field *body = an_field_find(fields, nfields, "body");
     if (!dt || !model || !body) {
-        seterr(err, errlen, "missing field '%s'",
+        an_seterr(err, errlen, "missing field '%s'",
                !dt ? "dataType" : !model ? "model" : "body");
         return AN_EINVAL;
     }
@@ -1349,7 +1337,7 @@ int an_output_entry_decode(const char *id, const an_field *fields,
     if (encf && an_encoding_parse(encf->value, encf->value_len, &e) != 0) {
         char q[160];
         quote_short(q, sizeof q, encf->value, encf->value_len);
-        seterr(err, errlen, "unknown encoding '%s'", q);
+        an_seterr(err, errlen, "unknown encoding '%s'", q);
         return AN_EINVAL;
     }
     json_t *b = NULL;
@@ -1357,14 +1345,14 @@ int an_output_entry_decode(const char *id, const an_field *fields,
     int rc = an_json_field_decode(body->value, body->value_len, e,
                                   max_inflated, &b, sub, sizeof sub);
     if (rc) {
-        seterr(err, errlen, "body: %s", sub);
+        an_seterr(err, errlen, "body: %s", sub);
         return rc;
     }
     bool fail = false;
     json_t *o = json_object();
     if (!o) {
         json_decref(b);
-        seterr(err, errlen, "out of memory");
+        an_seterr(err, errlen, "out of memory");
         return AN_ENOMEM;
     }
     oset(o, "id", str_or_null(id), &fail);
@@ -1380,7 +1368,7 @@ int an_output_entry_decode(const char *id, const an_field *fields,
     oset(o, "body", b, &fail);
     if (fail) {
         json_decref(o);
-        seterr(err, errlen, "a field is not valid UTF-8, or out of memory");
+        an_seterr(err, errlen, "a field is not valid UTF-8, or out of memory");
         return AN_EINVAL;
     }
     *out = o;

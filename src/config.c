@@ -7,6 +7,7 @@
  * names file:line.
  */
 #define _GNU_SOURCE /* strcasestr */
+#include "an_util.h"
 #include "an_config.h"
 
 #include <ctype.h>
@@ -347,18 +348,6 @@ static bool env_exempt(const char *name, size_t len)
 
 /* ------------------------------------------------------------ helpers */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static void *field(an_config *cfg, const keydef *k) { return (char *)cfg + k->off; }
 static const void *cfield(const an_config *cfg, const keydef *k)
 {
@@ -565,7 +554,7 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
     do {                                                                                       \
         char msg_[256];                                                                        \
         snprintf(msg_, sizeof msg_, __VA_ARGS__);                                              \
-        seterr(err, errlen, "%s: [%s] %s: %s", where, k->section, k->key, msg_);               \
+        an_seterr(err, errlen, "%s: [%s] %s: %s", where, k->section, k->key, msg_);               \
         rc = AN_ECONFIG;                                                                       \
         goto out;                                                                              \
     } while (0)
@@ -805,7 +794,7 @@ static int load_file(an_config *cfg, const char *path, char *err, size_t errlen)
     memset(&c, 0, sizeof c);
     c.f = fopen(path, "r");
     if (!c.f) {
-        seterr(err, errlen, "%s: cannot open config file: %s", path, strerror(errno));
+        an_seterr(err, errlen, "%s: cannot open config file: %s", path, strerror(errno));
         return AN_ECONFIG;
     }
     c.path = path;
@@ -817,11 +806,11 @@ static int load_file(an_config *cfg, const char *path, char *err, size_t errlen)
     if (c.rc)
         return c.rc;
     if (line < 0) {
-        seterr(err, errlen, "%s: cannot parse config file", path);
+        an_seterr(err, errlen, "%s: cannot parse config file", path);
         return AN_ECONFIG;
     }
     if (line > 0) {
-        seterr(err, errlen, "%s:%d: syntax error (expected [section], key = value or a comment)",
+        an_seterr(err, errlen, "%s:%d: syntax error (expected [section], key = value or a comment)",
                path, line);
         return AN_ECONFIG;
     }
@@ -868,12 +857,12 @@ static int load_env(an_config *cfg, char *err, size_t errlen)
                 snprintf(key, sizeof key, "%s", vname + 9 + strlen(sec) + 1);
                 for (char *p = key; *p; p++)
                     *p = (char)tolower((unsigned char)*p);
-                seterr(err, errlen, "%s: [%s] %s: unknown key (no such config key to override)",
+                an_seterr(err, errlen, "%s: [%s] %s: unknown key (no such config key to override)",
                        vname, sec, key);
             } else {
                 char secs[256];
                 list_sections(secs, sizeof secs);
-                seterr(err, errlen,
+                an_seterr(err, errlen,
                        "%s: unknown setting: ANOMALYD_<SECTION>_<KEY> overrides need a known "
                        "section (%s) and key",
                        vname, secs);
@@ -904,7 +893,7 @@ static int cross_checks(const an_config *cfg, char *err, size_t errlen)
     const an_config *c = cfg;
     if (c->anomaly_likelihood.statistics_min_sample_size >
         c->anomaly_likelihood.statistics_sample_size) {
-        seterr(err, errlen,
+        an_seterr(err, errlen,
                "[anomaly_likelihood] statistics_min_sample_size (%d) must not exceed "
                "statistics_sample_size (%d)",
                c->anomaly_likelihood.statistics_min_sample_size,
@@ -912,21 +901,21 @@ static int cross_checks(const an_config *cfg, char *err, size_t errlen)
         return AN_ECONFIG;
     }
     if (c->streams.defer_max_ms < c->streams.claim_idle_ms) {
-        seterr(err, errlen,
+        an_seterr(err, errlen,
                "[streams] defer_max_ms (%d) must be at least claim_idle_ms (%d): a batch "
                "waits for a dead consumer's predecessor to be taken over",
                c->streams.defer_max_ms, c->streams.claim_idle_ms);
         return AN_ECONFIG;
     }
     if (c->streams.output_maxlen > 0 && c->streams.output_maxlen < c->streams.max_results) {
-        seterr(err, errlen,
+        an_seterr(err, errlen,
                "[streams] output_maxlen (%" PRId64 ") must be at least max_results (%d): one "
                "entry's messages would be trimmed from the output stream as it publishes them",
                c->streams.output_maxlen, c->streams.max_results);
         return AN_ECONFIG;
     }
     if (c->postgres.retry_initial_ms > c->postgres.retry_max_delay_ms) {
-        seterr(err, errlen,
+        an_seterr(err, errlen,
                "[postgres] retry_initial_ms (%d) must not exceed retry_max_delay_ms (%d)",
                c->postgres.retry_initial_ms, c->postgres.retry_max_delay_ms);
         return AN_ECONFIG;
@@ -935,7 +924,7 @@ static int cross_checks(const an_config *cfg, char *err, size_t errlen)
         an_listen_addr a;
         char why[320];
         if (an_http_parse_listen(c->http.listen, &a, why, sizeof why)) {
-            seterr(err, errlen, "[http] listen: %s", why);
+            an_seterr(err, errlen, "[http] listen: %s", why);
             return AN_ECONFIG;
         }
     }
@@ -971,7 +960,7 @@ int an_config_load(an_config *cfg, const char *path, char *err, size_t errlen)
     }
     if (rc) {
         if (rc == AN_ENOMEM)
-            seterr(err, errlen, "out of memory");
+            an_seterr(err, errlen, "out of memory");
         an_config_free(cfg);
     }
     return rc;
@@ -984,13 +973,13 @@ int an_config_set(an_config *cfg, const char *section, const char *key, const ch
     if (!where)
         where = "set";
     if (!k) {
-        seterr(err, errlen, "%s: [%s] %s: unknown key", where, section ? section : "",
+        an_seterr(err, errlen, "%s: [%s] %s: unknown key", where, section ? section : "",
                key ? key : "");
         return AN_ECONFIG;
     }
     int rc = apply_value(cfg, k, value ? value : "", where, err, errlen);
     if (rc == AN_ENOMEM)
-        seterr(err, errlen, "out of memory");
+        an_seterr(err, errlen, "out of memory");
     return rc;
 }
 

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "an_util.h"
 #include "an_helper.h"
 
 struct an_helper {
@@ -54,19 +55,6 @@ struct an_helper {
 };
 
 /* ---- small utilities ---------------------------------------------------- */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Saturating int64 arithmetic: rowids and last_rowid_for_stats come from
  * stored JSON, so a hostile value must not overflow. Real rowids are far
@@ -155,35 +143,35 @@ an_helper_config an_helper_config_default(void)
 int an_helper_config_validate(const an_helper_config *c, char *err, size_t errlen)
 {
     if (!c) {
-        set_err(err, errlen, "helper config: missing");
+        an_seterr(err, errlen, "helper config: missing");
         return AN_EINVAL;
     }
     if (c->variant != AN_VARIANT_HTMENGINE && c->variant != AN_VARIANT_NUPIC10) {
-        set_err(err, errlen, "helper config: unknown variant %d", (int)c->variant);
+        an_seterr(err, errlen, "helper config: unknown variant %d", (int)c->variant);
         return AN_EINVAL;
     }
     if (c->min_sample_size < 1) {
-        set_err(err, errlen, "statistics_min_sample_size: %d is not >= 1",
+        an_seterr(err, errlen, "statistics_min_sample_size: %d is not >= 1",
                 c->min_sample_size);
         return AN_EINVAL;
     }
     if (c->refresh_rate < 1) {
-        set_err(err, errlen, "statistics_refresh_rate: %d is not >= 1", c->refresh_rate);
+        an_seterr(err, errlen, "statistics_refresh_rate: %d is not >= 1", c->refresh_rate);
         return AN_EINVAL;
     }
     if (c->sample_size < c->min_sample_size || c->sample_size > (INT_MAX / 2)) {
-        set_err(err, errlen,
+        an_seterr(err, errlen,
                 "statistics_sample_size: %d is not between statistics_min_sample_size "
                 "(%d) and %d",
                 c->sample_size, c->min_sample_size, INT_MAX / 2);
         return AN_EINVAL;
     }
     if (c->skip_records < 0) {
-        set_err(err, errlen, "skip_records: %d is negative", c->skip_records);
+        an_seterr(err, errlen, "skip_records: %d is negative", c->skip_records);
         return AN_EINVAL;
     }
     if (c->averaging_window < 1 || c->averaging_window > AN_LK_MAX_WINDOW) {
-        set_err(err, errlen, "averaging_window: %d is not between 1 and %d",
+        an_seterr(err, errlen, "averaging_window: %d is not between 1 and %d",
                 c->averaging_window, AN_LK_MAX_WINDOW);
         return AN_EINVAL;
     }
@@ -261,7 +249,7 @@ static int cache_reserve(an_helper *h, size_t need, char *err, size_t errlen)
         ncap = need;
     an_sample *p = realloc(h->cache, ncap * sizeof *p);
     if (!p) {
-        set_err(err, errlen, "out of memory for a %zu-sample cache", ncap);
+        an_seterr(err, errlen, "out of memory for a %zu-sample cache", ncap);
         return AN_ENOMEM;
     }
     h->cache = p;
@@ -321,7 +309,7 @@ static int load_tail(an_helper *h, const an_sample_source *src, size_t n, size_t
     if (n == 0)
         return 0;
     if (!src || !src->tail) {
-        set_err(err, errlen, "no sample source for the processed-rows tail");
+        an_seterr(err, errlen, "no sample source for the processed-rows tail");
         return AN_EINVAL;
     }
     int rc = cache_reserve(h, n + extra, err, errlen);
@@ -331,12 +319,12 @@ static int load_tail(an_helper *h, const an_sample_source *src, size_t n, size_t
     char serr[256] = "";
     rc = src->tail(src->ctx, n, h->cache, &got, serr, sizeof serr);
     if (rc != 0) {
-        set_err(err, errlen, "sample source: tail of %zu rows: %s", n,
+        an_seterr(err, errlen, "sample source: tail of %zu rows: %s", n,
                 serr[0] ? serr : "failed");
         return AN_EIO;
     }
     if (got > n) {
-        set_err(err, errlen, "sample source: tail returned %zu rows for %zu asked", got, n);
+        an_seterr(err, errlen, "sample source: tail returned %zu rows for %zu asked", got, n);
         return AN_EIO;
     }
     h->cache_len = got;
@@ -392,7 +380,7 @@ static int generate(an_helper *h, an_helper_state *p, bool *generated, char *err
     if (n > h->avg_cap) {
         double *a = realloc(h->avg, n * sizeof *a);
         if (!a) {
-            set_err(err, errlen, "out of memory for %zu moving averages", n);
+            an_seterr(err, errlen, "out of memory for %zu moving averages", n);
             return AN_ENOMEM;
         }
         h->avg = a;
@@ -402,7 +390,7 @@ static int generate(an_helper *h, an_helper_state *p, bool *generated, char *err
     int rc = an_estimate(h->cfg.variant, recs, n, h->cfg.averaging_window,
                          (size_t)h->cfg.skip_records, &np, NULL, h->avg, NULL);
     if (rc != 0) {
-        set_err(err, errlen, "estimate over %zu samples failed (%d)", n, rc);
+        an_seterr(err, errlen, "estimate over %zu samples failed (%d)", n, rc);
         return rc;
     }
     p->present = true;
@@ -432,12 +420,12 @@ static int refresh(an_helper *h, const an_sample_source *src, an_helper_state *p
 static int check_rows(const an_row *rows, size_t m, char *err, size_t errlen)
 {
     if (!rows || m == 0) {
-        set_err(err, errlen, "empty batch");
+        an_seterr(err, errlen, "empty batch");
         return AN_EINVAL;
     }
     for (size_t i = 1; i < m; i++) {
         if (rows[i - 1].rowid == INT64_MAX || rows[i].rowid != rows[i - 1].rowid + 1) {
-            set_err(err, errlen,
+            an_seterr(err, errlen,
                     "rows out of order: rowid %lld at index %zu follows rowid %lld "
                     "(rowids must be consecutive and ascending)",
                     (long long)rows[i].rowid, i, (long long)rows[i - 1].rowid);
@@ -466,19 +454,19 @@ static int update_batch(an_helper *h, const an_sample_source *src, an_helper_sta
     /* 2.3.1: initialisation. */
     if (!P->present) {
         if (!src || !src->processed_count) {
-            set_err(err, errlen, "no sample source for the processed-rows count");
+            an_seterr(err, errlen, "no sample source for the processed-rows count");
             return AN_EINVAL;
         }
         int64_t count = 0;
         char serr[256] = "";
         rc = src->processed_count(src->ctx, &count, serr, sizeof serr);
         if (rc != 0) {
-            set_err(err, errlen, "sample source: processed count: %s",
+            an_seterr(err, errlen, "sample source: processed count: %s",
                     serr[0] ? serr : "failed");
             return AN_EIO;
         }
         if (count < 0) {
-            set_err(err, errlen, "sample source: negative processed count %lld",
+            an_seterr(err, errlen, "sample source: negative processed count %lld",
                     (long long)count);
             return AN_EIO;
         }
@@ -493,7 +481,7 @@ static int update_batch(an_helper *h, const an_sample_source *src, an_helper_sta
         if (!generated) {
             /* The original asserts here; it fails only when the count and
              * the tail disagree (rows deleted concurrently). */
-            set_err(err, errlen,
+            an_seterr(err, errlen,
                     "initial anomaly params not generated: the sample source counted "
                     "%lld processed rows but the cache holds %zu samples (< %zu)",
                     (long long)count, h->cache_n, MIN);
@@ -583,7 +571,7 @@ int an_helper_update(an_helper *h, const an_sample_source *src, an_helper_state 
     if (rc)
         return rc;
     if (state->present && !params_valid(&state->params)) {
-        set_err(err, errlen, "anomalyLikelihoodParams.params: inconsistent lengths");
+        an_seterr(err, errlen, "anomalyLikelihoodParams.params: inconsistent lengths");
         return AN_EINVAL;
     }
     for (size_t i = 0; i < m; i++) {
@@ -661,30 +649,30 @@ int an_helper_state_from_json(const json_t *j, an_helper_state *s, char *err,
         return 0;
     }
     if (!json_is_object(j)) {
-        set_err(err, errlen, "anomalyLikelihoodParams: not null or an object");
+        an_seterr(err, errlen, "anomalyLikelihoodParams: not null or an object");
         return AN_EINVAL;
     }
     const json_t *rid = json_object_get(j, "last_rowid_for_stats");
     if (!rid || !json_is_integer(rid)) {
-        set_err(err, errlen,
+        an_seterr(err, errlen,
                 "anomalyLikelihoodParams.last_rowid_for_stats: missing or not an integer");
         return AN_EINVAL;
     }
     const json_t *pj = json_object_get(j, "params");
     if (!pj || !json_is_object(pj)) {
-        set_err(err, errlen, "anomalyLikelihoodParams.params: missing or not an object");
+        an_seterr(err, errlen, "anomalyLikelihoodParams.params: missing or not an object");
         return AN_EINVAL;
     }
     an_helper_state tmp;
     char perr[256] = "";
     int rc = an_lk_params_from_json(pj, &tmp.params, perr, sizeof perr);
     if (rc != 0) {
-        set_err(err, errlen, "anomalyLikelihoodParams.params: %s",
+        an_seterr(err, errlen, "anomalyLikelihoodParams.params: %s",
                 perr[0] ? perr : "invalid");
         return rc < 0 ? rc : AN_EINVAL;
     }
     if (!params_valid(&tmp.params)) {
-        set_err(err, errlen, "anomalyLikelihoodParams.params: inconsistent lengths");
+        an_seterr(err, errlen, "anomalyLikelihoodParams.params: inconsistent lengths");
         return AN_EINVAL;
     }
     tmp.present = true;

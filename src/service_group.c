@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "an_log.h"
+#include "an_util.h"
 #include "an_state_cache.h"
 
 /* A metric touched by the group. */
@@ -85,21 +86,6 @@ typedef struct group_scratch {
     an_group_metric_update *mu;
     size_t capmu;
 } group_scratch;
-
-static bool grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t c = *cap ? *cap : 16;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q)
-        return false;
-    *p = q;
-    *cap = c;
-    return true;
-}
 
 /* Grows the parallel per-item arrays (same capacity). */
 static int reserve_items(group_scratch *g, size_t n)
@@ -442,7 +428,7 @@ static int score(an_service *s, group_scratch *g, item *it, gmetric *gm, size_t 
                  gm->uid, err);
         return 1;
     }
-    if (!grow((void **)&gm->mem, &gm->capmem, gm->nmem + it->n, sizeof *gm->mem))
+    if (!an_grow((void **)&gm->mem, &gm->capmem, gm->nmem + it->n, sizeof *gm->mem))
         return AN_ENOMEM;
     for (size_t i = 0; i < it->n; i++) {
         gm->mem[gm->nmem++] = (an_sample){h[i].rowid, h[i].value, h[i].raw};
@@ -474,7 +460,7 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
                  "stored): %s", gm->uid, err);
         return 0;
     }
-    if (!grow((void **)&g->orows, &g->caporows, it->n, sizeof *g->orows)) {
+    if (!an_grow((void **)&g->orows, &g->caporows, it->n, sizeof *g->orows)) {
         json_decref(spec);
         return AN_ENOMEM;
     }
@@ -608,7 +594,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
 
     /* distinct metrics, sorted (the lock order) */
     size_t nu = 0;
-    if (!grow((void **)&g->uids, &g->capuids, n, sizeof *g->uids))
+    if (!an_grow((void **)&g->uids, &g->capuids, n, sizeof *g->uids))
         return AN_ENOMEM;
     for (size_t i = 0; i < n; i++)
         g->uids[nu++] = items[i].b->model;
@@ -618,10 +604,10 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         if (w == 0 || strcmp(g->uids[w - 1], g->uids[i]))
             g->uids[w++] = g->uids[i];
     nu = w;
-    if (!grow((void **)&g->gm, &g->capgm, nu, sizeof *g->gm))
+    if (!an_grow((void **)&g->gm, &g->capgm, nu, sizeof *g->gm))
         return AN_ENOMEM;
     size_t capkeys = g->capkeys;
-    if (!grow((void **)&g->keys, &g->capkeys, nu, sizeof *g->keys))
+    if (!an_grow((void **)&g->keys, &g->capkeys, nu, sizeof *g->keys))
         return AN_ENOMEM;
     for (size_t i = capkeys; i < g->capkeys; i++)
         g->keys[i] = NULL;
@@ -810,7 +796,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
     }
 
     /* one write for everything, then COMMIT */
-    if (!grow((void **)&g->mu, &g->capmu, nu, sizeof *g->mu))
+    if (!an_grow((void **)&g->mu, &g->capmu, nu, sizeof *g->mu))
         rc = AN_ENOMEM;
     size_t nmu = 0;
     for (size_t i = 0; i < nu && !rc; i++) {

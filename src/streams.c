@@ -1,6 +1,7 @@
 /*
  * streams.c: Redis Streams access and the Lua scripts (an_streams.h).
  */
+#include "an_util.h"
 #include "an_streams.h"
 
 #include <ctype.h>
@@ -50,19 +51,6 @@ static void rerr(an_redis *r, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->errstr, sizeof r->errstr, fmt, ap);
-    va_end(ap);
-}
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
 }
 
@@ -331,12 +319,12 @@ int an_redis_connect(const char *url, const an_redis_opts *opts,
 {
     *out = NULL;
     if (!url || !*url) {
-        seterr(err, errlen, "no redis URL");
+        an_seterr(err, errlen, "no redis URL");
         return AN_ECONFIG;
     }
     an_redis *r = calloc(1, sizeof *r);
     if (!r) {
-        seterr(err, errlen, "out of memory");
+        an_seterr(err, errlen, "out of memory");
         return AN_ENOMEM;
     }
     an_redis_opts d = an_redis_opts_default();
@@ -366,11 +354,11 @@ int an_redis_connect(const char *url, const an_redis_opts *opts,
         r->db = u.db;
     }
     if (rc == AN_ENOMEM)
-        seterr(err, errlen, "out of memory");
+        an_seterr(err, errlen, "out of memory");
     if (rc == 0) {
         rc = do_connect(r);
         if (rc)
-            seterr(err, errlen, "%s", r->errstr);
+            an_seterr(err, errlen, "%s", r->errstr);
     }
     if (rc) {
         drop_ctx(r);
