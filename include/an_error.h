@@ -21,6 +21,9 @@ enum {
     AN_EENV = -11,      /* the server refuses everyone (disk full, read-only, permission,
                            missing schema, WRONGTYPE on our keys, ...): pause, not the
                            entry's fault (an_fault.h) */
+    AN_ENOGROUP = -12,  /* Redis NOGROUP: the consumer group (or its stream) is gone;
+                           the caller recreates it. Never "no such object": that is
+                           AN_ENOTFOUND */
 };
 
 #endif

@@ -393,7 +393,7 @@ static long read_once(actx *c, bool *pending, char cursor[AN_ID_MAX], int block_
     int rc = an_read_group(c->rd, c->cfg.streams.output, c->group, c->consumer,
                            *pending ? cursor : ">", (size_t)c->cfg.streams.read_count,
                            *pending ? -1 : block_ms, &l);
-    if (rc == AN_ENOTFOUND) /* the stream or group was deleted: recreate */
+    if (rc == AN_ENOGROUP) /* the stream or group was deleted: recreate */
         rc = an_group_create(c->rd, c->cfg.streams.output, c->group, "0", NULL);
     if (rc)
         return rc;

@@ -97,7 +97,7 @@ static int load_consumers(an_redis *rd, const an_config *cfg, const char *who,
     }
     if (rc == 0)
         rc = an_xinfo_consumers(rd, cfg->streams.input, cfg->streams.group, cons, n);
-    if (rc == AN_ENOTFOUND) {
+    if (rc == AN_ENOGROUP) {
         fprintf(stderr, "anomalyctl consumers %s: group %s does not exist on %s\n", who,
                 cfg->streams.group, cfg->streams.input);
         return 1;

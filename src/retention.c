@@ -102,7 +102,7 @@ int an_retention_tick(an_retention *rt, an_redis *r, const an_config *cfg)
     int64_t removed = 0;
     rc = an_attempts_gc(r, cfg->streams.input, cfg->streams.group, rt->gc_cursor,
                         AN_RETENTION_GC_PAGE, &removed);
-    if (rc == AN_ENOTFOUND)
+    if (rc == AN_ENOGROUP)
         return 0;
     if (rc)
         return rc;

@@ -287,7 +287,7 @@ static int dead_letter(an_service *s, const an_entry *e, const char *reason,
         return 0;
     }
     if (rc)
-        return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND || rc == AN_EENV ? rc : AN_EREDIS;
+        return rc == AN_ETRANSIENT || rc == AN_ENOGROUP || rc == AN_EENV ? rc : AN_EREDIS;
     svc_note_dead_letter(s, reason_class);
     an_error("dead-lettered entry %s as %s in %s: %s", e->id, id, s->cfg->streams.dead_letter,
              reason);
@@ -311,7 +311,7 @@ static int ack_trimmed(an_service *s, const an_entry *e)
  * (reason set) or the XACK of a trimmed entry (reason NULL), retried in
  * place with backoff like the publish, so one Redis hiccup does not end
  * the page (the entries after it would wait claim_idle_ms for a takeover);
- * a lasting refusal pauses (svc_failed). Returns 0, AN_ENOTFOUND (NOGROUP:
+ * a lasting refusal pauses (svc_failed). Returns 0, AN_ENOGROUP (NOGROUP:
  * the caller recreates the group) or AN_ETRANSIENT when stopping. */
 static int complete_in_redis(an_service *s, const an_entry *e, const char *reason,
                              const char *reason_class)
@@ -322,7 +322,7 @@ static int complete_in_redis(an_service *s, const an_entry *e, const char *reaso
             svc_succeeded(s);
             return 0;
         }
-        if (rc == AN_ENOTFOUND)
+        if (rc == AN_ENOGROUP)
             return rc;
         char what[128];
         snprintf(what, sizeof what, "%s entry %s", reason ? "dead-lettering" : "acking trimmed",
@@ -586,7 +586,7 @@ static int publish_chunks(an_service *s, item *it)
         int rc = an_publish_many(s->redis, &g, &status);
         free(msgs);
         if (rc)
-            return rc == AN_ETRANSIENT || rc == AN_ENOTFOUND ? rc : AN_EREDIS;
+            return rc == AN_ETRANSIENT || rc == AN_ENOGROUP ? rc : AN_EREDIS;
         if (!status) {
             an_warn("entry %s was claimed by another consumer while its %zu messages were "
                     "published; it will be completed there", it->e->id, it->nouts);
@@ -661,7 +661,7 @@ static int publish_items(an_service *s, item *items, size_t n)
     int64_t t0 = svc_now_us();
     rc = an_publish_many(s->redis, &g, status);
     if (rc) {
-        rc = rc == AN_ETRANSIENT || rc == AN_ENOTFOUND || rc == AN_EENV ? rc : AN_EREDIS;
+        rc = rc == AN_ETRANSIENT || rc == AN_ENOGROUP || rc == AN_EENV ? rc : AN_EREDIS;
         goto out;
     }
     an_metrics_observe(s->opts.metrics, AN_H_PUBLISH, (double)(svc_now_us() - t0) / 1e6);
@@ -757,7 +757,7 @@ static int run_items(an_service *s, item *items, size_t n)
      * publish is all that is left (a refusal such as WRONGTYPE on the
      * output or a params key pauses until it is repaired). */
     int rc;
-    while ((rc = publish_items(s, items, n)) != 0 && rc != AN_ENOTFOUND) {
+    while ((rc = publish_items(s, items, n)) != 0 && rc != AN_ENOGROUP) {
         char what[64];
         snprintf(what, sizeof what, "publishing %zu entries", n);
         svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
@@ -791,7 +791,7 @@ static int run_items_retrying(an_service *s, item *items, size_t n)
             svc_note_up(s, AN_SERVER_POSTGRES, true);
             return 0;
         }
-        if (rc == AN_ENOTFOUND) {
+        if (rc == AN_ENOGROUP) {
             /* NOGROUP while completing: the group (and our PEL) is gone, so
              * the recreated group delivers the entries again. */
             an_error("group %s on %s vanished while entries were in hand (Redis restarted "
@@ -1020,7 +1020,7 @@ static int begin_one(an_service *s, const an_entry *e, int64_t *count)
  * Redis failures, as run_items_retrying: a Redis blip does not leave the
  * page to wait claim_idle_ms, a lasting one (or a refusal such as
  * WRONGTYPE on the attempts hash) pauses (svc_failed). AN_ETRANSIENT only
- * when stopping; AN_ENOTFOUND (NOGROUP) and local errors are returned. */
+ * when stopping; AN_ENOGROUP (NOGROUP) and local errors are returned. */
 static int begin_retrying(an_service *s, const an_entry *v, size_t n, int64_t *count,
                           bool *open, const an_entry *e)
 {
@@ -1406,7 +1406,7 @@ int an_service_run(an_service *s)
         int block = s->draining ? -1 : s->ndef ? 50 : s->cfg->streams.block_ms;
         rc = an_read_group(s->redis, s->cfg->streams.input, s->cfg->streams.group,
                            s->consumer, id, (size_t)s->cfg->streams.read_count, block, &l);
-        if (rc == AN_ENOTFOUND) {
+        if (rc == AN_ENOGROUP) {
             an_entry_list_free(&l);
             an_error("group %s or stream %s is gone (NOGROUP: Redis restarted "
                      "without persistence?); recreating it",

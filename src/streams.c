@@ -166,11 +166,11 @@ static void drop_ctx(an_redis *r)
 }
 
 /* Classify an error reply by its code (the first word): an_fault.h's
- * table. NOGROUP is AN_ENOTFOUND (the caller recreates the group). */
+ * table. NOGROUP is AN_ENOGROUP (the caller recreates the group). */
 static int classify_error(const char *s, size_t n)
 {
     if (n >= 7 && memcmp(s, "NOGROUP", 7) == 0 && (n == 7 || s[7] == ' '))
-        return AN_ENOTFOUND;
+        return AN_ENOGROUP;
     switch (an_fault_redis(s, n)) {
     case AN_FAULT_TRANSIENT: return AN_ETRANSIENT;
     case AN_FAULT_ENVIRONMENT: return AN_EENV;

@@ -224,7 +224,7 @@ int main(int argc, char **argv)
         memset(&l, 0, sizeof l);
         double tp = mono_us();
         int rc = an_read_group(rd, input, group, me, ">", cap, 100, &l);
-        if (rc == AN_ENOTFOUND)
+        if (rc == AN_ENOGROUP)
             rc = an_group_create(rd, input, group, "0", NULL);
         if (rc == AN_ETRANSIENT) {
             /* server restarted under us (shared stack): wait and go on */

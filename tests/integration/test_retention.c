@@ -364,7 +364,7 @@ START_TEST(attempts_gc_removes_orphans)
     /* a missing group: NOGROUP, nothing removed */
     strcpy(cursor, "0");
     ck_assert_int_eq(an_attempts_gc(T.rd, T.input, "nosuchgroup", cursor, 10, &removed),
-                     AN_ENOTFOUND);
+                     AN_ENOGROUP);
     r = rcmd("HLEN %s", key, NULL, NULL);
     ck_assert_int_eq(r->integer, 3);
     freeReplyObject(r);

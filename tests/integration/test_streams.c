@@ -874,15 +874,15 @@ START_TEST(nogroup_detected)
     ck_assert_int_eq(an_del(R, in, NULL), 0);
 
     ck_assert_int_eq(an_read_group(R, in, "g", "c1", ">", 10, -1, &l),
-                     AN_ENOTFOUND);
+                     AN_ENOGROUP);
     ck_assert_ptr_nonnull(strstr(an_redis_errstr(R), "NOGROUP"));
     ck_assert_int_eq(an_read_group(R, in, "g", "c1", "0", 10, 100, &l),
-                     AN_ENOTFOUND);
+                     AN_ENOGROUP);
     ck_assert_int_eq(an_autoclaim(R, in, "g", "c1", 0, NULL, 10, &l),
-                     AN_ENOTFOUND);
+                     AN_ENOGROUP);
     an_out_msg m = {AN_DATATYPE_INFERENCE, "u1", "1-1", AN_ENC_JSON, "{}", 2};
     an_publish_req q = {in, "g", id, NULL, out, 0, &m, 1, NULL};
-    ck_assert_int_eq(an_publish(R, &q, NULL), AN_ENOTFOUND);
+    ck_assert_int_eq(an_publish(R, &q, NULL), AN_ENOGROUP);
     int64_t len = -1;
     ck_assert_int_eq(an_xlen(R, out, &len), 0);
     ck_assert_int_eq(len, 0); /* nothing published */
@@ -894,7 +894,7 @@ START_TEST(nogroup_detected)
     ck_assert_uint_eq(l.n, 0);
     /* group missing on an existing stream */
     ck_assert_int_eq(an_read_group(R, in, "other", "c1", ">", 10, -1, &l),
-                     AN_ENOTFOUND);
+                     AN_ENOGROUP);
 }
 END_TEST
 
