@@ -1,0 +1,107 @@
+/*
+ * redis_internal.h: what the Redis layer's files share (redis.c, streams.c,
+ * scripts.c) and nobody else sees: the connection struct, the argv builder
+ * and the command runner with its error classification. Not installed.
+ *
+ * Every rd_* function that takes an an_redis leaves its message in
+ * r->errstr and returns 0 or an AN_E* code (an_redis.h says which).
+ */
+#ifndef AN_REDIS_INTERNAL_H
+#define AN_REDIS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "an_redis.h"
+#include "an_entry.h" /* AN_ID_MAX */
+
+#define SHA_LEN 40
+#define MAX_SCRIPTS 16
+
+struct an_redis {
+    redisContext *ctx; /* NULL while broken/disconnected */
+    char *url_redacted;
+    /* parsed URL */
+    char *host;  /* TCP host, or NULL for unix */
+    int port;
+    char *path;  /* unix socket path */
+    char *user;
+    char *password;
+    int db;
+    an_redis_opts opts;
+    char sha[MAX_SCRIPTS][SHA_LEN + 1]; /* "" = not loaded */
+    char errstr[512];
+    char errcode[24];   /* code of the last error reply, "" if none */
+};
+
+/* ------------------------------------------------------------ small utils */
+
+/* Formats the message of the last error into r->errstr. */
+void rd_err(an_redis *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Copies an id of n bytes into dst, truncated to AN_ID_MAX - 1. */
+void rd_copy_id(char dst[AN_ID_MAX], const char *s, size_t n);
+/* malloc'd NUL-terminated copy of n bytes (the caller frees); NULL on ENOMEM. */
+char *rd_dupn(const char *s, size_t n);
+
+/* ------------------------------------------------------------ commands */
+
+/* An argv under construction. Numbers are formatted into `nums`. The
+ * strings added are borrowed: they must outlive the command's run. A
+ * failure (ENOMEM, a NULL string, too many numbers) is remembered in
+ * `fail` and reported by rd_run as AN_EINVAL. */
+#define CMD_NUMS 16
+typedef struct rd_cmd {
+    size_t argc, cap;
+    const char **argv;
+    size_t *lens;
+    char nums[CMD_NUMS][24];
+    int nnums;
+    bool fail;
+} rd_cmd;
+
+void rd_cmd_init(rd_cmd *c);
+void rd_cmd_free(rd_cmd *c);
+void rd_cmd_addn(rd_cmd *c, const char *s, size_t n); /* binary safe */
+void rd_cmd_add(rd_cmd *c, const char *s);             /* strlen(s) */
+void rd_cmd_addi(rd_cmd *c, int64_t v);                /* decimal */
+
+/* ------------------------------------------------------------ connection */
+
+/* Closes the context (the next command reconnects). */
+void rd_drop_ctx(an_redis *r);
+/* Connects r from its parsed URL and options: AUTH and SELECT. */
+int rd_connect(an_redis *r);
+/* The code of a lazy reconnect's result (a refusal is AN_EENV then). */
+int rd_reconnect_rc(int rc);
+/* An error reply's code: AN_ENOGROUP, AN_ETRANSIENT, AN_EENV, AN_EREDIS. */
+int rd_classify_error(const char *s, size_t n);
+/* True when rep is an error reply whose first word is code. */
+bool rd_is_error_code(const redisReply *rep, const char *code);
+
+/* Runs c: lazy reconnect, connection errors -> AN_ETRANSIENT, error replies
+ * classified (unless keep_error: then an error reply is returned with rc 0
+ * for the caller to inspect). *out owns the reply on rc 0 (freeReplyObject). */
+int rd_run(an_redis *r, rd_cmd *c, redisReply **out, bool keep_error);
+/* rd_run with the socket timeout of a BLOCK block_ms call. */
+int rd_run_blocking(an_redis *r, rd_cmd *c, int block_ms, redisReply **out);
+/* Runs c, whose reply must be an integer (*v, may be NULL). */
+int rd_int_command(an_redis *r, rd_cmd *c, int64_t *v);
+/* EVALSHA of the embedded script `name` with lazy load and one NOSCRIPT
+ * reload and retry. c's argv[0] and argv[1] are placeholders (add "EVALSHA"
+ * and "" first) that this function fills in. *out as rd_run. */
+int rd_eval_script(an_redis *r, const char *name, rd_cmd *c, redisReply **out);
+
+/* ------------------------------------------------------------ replies */
+
+/* Frees rep (may be NULL) and returns AN_EREDIS: a reply of an unexpected
+ * shape for `what`. */
+int rd_bad_reply(an_redis *r, const char *what, redisReply *rep);
+/* An integer, or a string / status holding one; -1 otherwise. */
+int64_t rd_reply_int(const redisReply *x);
+/* A string or status reply as an id into dst; "" otherwise. */
+void rd_reply_id(char dst[AN_ID_MAX], const redisReply *x);
+
+#endif
