@@ -822,42 +822,6 @@ static int run_items_retrying(an_service *s, item *items, size_t n)
 
 /* ------------------------------------------------------------ deferral */
 
-static void entry_free_copy(an_entry *e)
-{
-    for (size_t i = 0; i < e->nfields; i++)
-        free((void *)e->fields[i].name);   /* name and value share one block */
-    free(e->fields);
-    memset(e, 0, sizeof *e);
-}
-
-static int entry_copy(an_entry *dst, const an_entry *src)
-{
-    memset(dst, 0, sizeof *dst);
-    memcpy(dst->id, src->id, sizeof dst->id);
-    dst->nil = src->nil;
-    dst->deliveries = src->deliveries;
-    if (src->nfields == 0)
-        return 0;
-    dst->fields = calloc(src->nfields, sizeof *dst->fields);
-    if (!dst->fields)
-        return AN_ENOMEM;
-    for (size_t i = 0; i < src->nfields; i++) {
-        const an_field *f = &src->fields[i];
-        char *blk = malloc(f->name_len + f->value_len + 2);
-        if (!blk) {
-            entry_free_copy(dst);
-            return AN_ENOMEM;
-        }
-        memcpy(blk, f->name, f->name_len);
-        blk[f->name_len] = '\0';
-        memcpy(blk + f->name_len + 1, f->value, f->value_len);
-        blk[f->name_len + 1 + f->value_len] = '\0';
-        dst->fields[i] = (an_field){blk, f->name_len, blk + f->name_len + 1, f->value_len};
-        dst->nfields = i + 1;
-    }
-    return 0;
-}
-
 static bool is_deferred(const an_service *s, const char *id)
 {
     for (size_t i = 0; i < s->ndef; i++)
@@ -905,7 +869,7 @@ static void defer_add(an_service *s, const item *it)
         s->capdef = cap;
     }
     deferred *d = &s->def[s->ndef];
-    if (entry_copy(&d->e, it->e)) {
+    if (an_entry_dup(&d->e, it->e)) {
         an_error("out of memory deferring entry %s; it stays pending", it->e->id);
         return;
     }
@@ -1299,7 +1263,7 @@ static int retry_deferred(an_service *s)
         }
         if (done) {
             s->def_bytes -= d->bytes;
-            entry_free_copy(&d->e);
+            an_entry_free(&d->e);
         } else {
             s->def[k++] = *d;
         }
@@ -1537,7 +1501,7 @@ void an_service_free(an_service *s)
     if (!s)
         return;
     for (size_t i = 0; i < s->ndef; i++)
-        entry_free_copy(&s->def[i].e);
+        an_entry_free(&s->def[i].e);
     free(s->def);
     svc_group_free(s);
     an_helper_free(s->helper);

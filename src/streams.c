@@ -19,19 +19,14 @@ void an_entry_list_free(an_entry_list *l)
     if (!l)
         return;
     for (size_t i = 0; i < l->n; i++)
-        free(l->v[i].fields);
+        an_entry_free(&l->v[i]);
     free(l->v);
     free(l->deleted);
     memset(l, 0, sizeof *l);
 }
 
-const an_field *an_entry_field(const an_entry *e, const char *name)
-{
-    return an_field_find(e->fields, e->nfields, name);
-}
-
-/* Fill one entry from [id, [f, v, ...] | nil]. One allocation holds the
- * field array and all the bytes. */
+/* Fill one entry from [id, [f, v, ...] | nil], its fields in the one
+ * layout of an_entry.h (an_entry_set_fields). */
 static int parse_entry(an_redis *r, const redisReply *er, an_entry *e)
 {
     memset(e, 0, sizeof *e);
@@ -51,39 +46,31 @@ static int parse_entry(an_redis *r, const redisReply *er, an_entry *e)
         rd_err(r, "stream entry %s: unexpected field list", e->id);
         return AN_EREDIS;
     }
-    size_t nf = fv->elements / 2;
-    size_t bytes = nf * sizeof(an_field);
     for (size_t i = 0; i < fv->elements; i++) {
         if (fv->element[i]->type != REDIS_REPLY_STRING) {
             rd_err(r, "stream entry %s: non-string field", e->id);
             return AN_EREDIS;
         }
-        bytes += (size_t)fv->element[i]->len + 1;
     }
-    char *blk = malloc(bytes ? bytes : 1);
-    if (!blk) {
+    /* The fields as views into the reply, then copied into one block. */
+    size_t nf = fv->elements / 2;
+    an_field stack[32];
+    an_field *view = nf <= 32 ? stack : malloc(nf * sizeof *view);
+    if (!view) {
         rd_err(r, "out of memory");
         return AN_ENOMEM;
     }
-    an_field *f = (an_field *)(void *)blk;
-    char *p = blk + nf * sizeof(an_field);
     for (size_t i = 0; i < nf; i++) {
         const redisReply *k = fv->element[2 * i];
         const redisReply *v = fv->element[2 * i + 1];
-        memcpy(p, k->str, (size_t)k->len);
-        p[k->len] = '\0';
-        f[i].name = p;
-        f[i].name_len = (size_t)k->len;
-        p += k->len + 1;
-        memcpy(p, v->str, (size_t)v->len);
-        p[v->len] = '\0';
-        f[i].value = p;
-        f[i].value_len = (size_t)v->len;
-        p += v->len + 1;
+        view[i] = (an_field){k->str, (size_t)k->len, v->str, (size_t)v->len};
     }
-    e->fields = f;
-    e->nfields = nf;
-    return 0;
+    int rc = an_entry_set_fields(e, view, nf);
+    if (view != stack)
+        free(view);
+    if (rc)
+        rd_err(r, "out of memory");
+    return rc;
 }
 
 /* Append the entries of an array reply [[id, fields], ...] to l. */
