@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "an_config.h"
 #include "an_error.h"
 
 #ifdef __cplusplus
@@ -65,6 +66,10 @@ typedef struct an_redis_opts {
 /* Defaults above (the timeouts: fields <= 0 in opts also mean "default";
  * the liveness fields are taken as given). */
 an_redis_opts an_redis_opts_default(void);
+
+/* The options of the [redis] section of cfg (timeouts and TCP liveness):
+ * what every program connects with. */
+an_redis_opts an_redis_options_from_config(const an_config *cfg);
 
 /*
  * Connect from a URL: redis://[[user]:password@]host[:port][/db]

@@ -540,10 +540,7 @@ static int setup(actx *c, const names *nm)
     c->exec.backoff_ms = c->cfg.alerts.exec_backoff_ms;
     c->exec.timeout_ms = c->cfg.alerts.exec_timeout_ms;
     c->exec.clock = c->clock;
-    an_redis_opts ro = an_redis_opts_default();
-    ro.connect_timeout_ms = c->cfg.redis.connect_timeout_ms;
-    ro.command_timeout_ms = c->cfg.redis.timeout_ms;
-    ro.block_margin_ms = c->cfg.redis.block_margin_ms;
+    an_redis_opts ro = an_redis_options_from_config(&c->cfg);
     if (an_redis_connect(c->cfg.redis.url, &ro, &c->rd, err, sizeof err)) {
         fprintf(stderr, "anomalyctl alerts: redis: %s\n", err);
         return 1;

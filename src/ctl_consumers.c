@@ -400,9 +400,7 @@ int ctl_consumers(int argc, char **argv)
         return 2;
     }
     an_redis *rd = NULL;
-    an_redis_opts ro = an_redis_opts_default();
-    ro.connect_timeout_ms = cfg.redis.connect_timeout_ms;
-    ro.command_timeout_ms = cfg.redis.timeout_ms;
+    an_redis_opts ro = an_redis_options_from_config(&cfg);
     int status = 1;
     if (an_redis_connect(cfg.redis.url, &ro, &rd, err, sizeof err)) {
         fprintf(stderr, "anomalyctl consumers: redis: %s\n", err);

@@ -245,7 +245,7 @@ int ctl_replay(int argc, char **argv)
                 repo ? an_repo_errstr(repo) : "out of memory");
         goto out;
     }
-    an_redis_opts rop = an_redis_opts_default();
+    an_redis_opts rop = an_redis_options_from_config(&cfg);
     if (an_redis_connect(cfg.redis.url, &rop, &rd, err, sizeof err)) {
         fprintf(stderr, "anomalyctl replay: redis: %s\n", err);
         goto out;

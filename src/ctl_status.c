@@ -262,7 +262,7 @@ int ctl_status(int argc, char **argv)
         return 2;
     }
     an_redis *rd = NULL;
-    an_redis_opts ro = an_redis_opts_default();
+    an_redis_opts ro = an_redis_options_from_config(&cfg);
     json_t *prev = NULL;
     int64_t prev_ms = 0;
     int status = 1;

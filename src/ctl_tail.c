@@ -90,7 +90,7 @@ int ctl_tail(int argc, char **argv)
         stream = cfg.streams.output;
     bool output_format = !strcmp(stream, cfg.streams.output);
     an_redis *rd = NULL;
-    an_redis_opts ro = an_redis_opts_default();
+    an_redis_opts ro = an_redis_options_from_config(&cfg);
     int status = 1;
     if (an_redis_connect(cfg.redis.url, &ro, &rd, err, sizeof err)) {
         fprintf(stderr, "anomalyctl tail: redis: %s\n", err);

@@ -121,6 +121,19 @@ an_redis_opts an_redis_opts_default(void)
     return o;
 }
 
+an_redis_opts an_redis_options_from_config(const an_config *cfg)
+{
+    an_redis_opts o = an_redis_opts_default();
+    o.connect_timeout_ms = cfg->redis.connect_timeout_ms;
+    o.command_timeout_ms = cfg->redis.timeout_ms;
+    o.block_margin_ms = cfg->redis.block_margin_ms;
+    o.keepalive_idle_s = cfg->redis.keepalive_idle_s;
+    o.keepalive_interval_s = cfg->redis.keepalive_interval_s;
+    o.keepalive_count = cfg->redis.keepalive_count;
+    o.tcp_user_timeout_ms = cfg->redis.tcp_user_timeout_ms;
+    return o;
+}
+
 void rd_drop_ctx(an_redis *r)
 {
     if (r->ctx) {

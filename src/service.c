@@ -211,14 +211,7 @@ static int connect_all(an_service *s)
         int rc = 0;
         bool pg = false;
         if (!s->redis) {
-            an_redis_opts ro = an_redis_opts_default();
-            ro.connect_timeout_ms = s->cfg->redis.connect_timeout_ms;
-            ro.command_timeout_ms = s->cfg->redis.timeout_ms;
-            ro.block_margin_ms = s->cfg->redis.block_margin_ms;
-            ro.keepalive_idle_s = s->cfg->redis.keepalive_idle_s;
-            ro.keepalive_interval_s = s->cfg->redis.keepalive_interval_s;
-            ro.keepalive_count = s->cfg->redis.keepalive_count;
-            ro.tcp_user_timeout_ms = s->cfg->redis.tcp_user_timeout_ms;
+            an_redis_opts ro = an_redis_options_from_config(s->cfg);
             char err[512];
             rc = an_redis_connect(s->cfg->redis.url, &ro, &s->redis, err, sizeof err);
             svc_note_up(s, AN_SERVER_REDIS, rc == 0);

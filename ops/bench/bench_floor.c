@@ -178,7 +178,7 @@ int main(int argc, char **argv)
     char *model_params = xcalloc(mplen, 1);
     snprintf(model_params, mplen, "{\"anomalyLikelihoodParams\":%s}", lk);
 
-    an_redis_opts ro = an_redis_opts_default();
+    an_redis_opts ro = an_redis_options_from_config(&cfg);
     an_redis *rd;
     if (an_redis_connect(cfg.redis.url, &ro, &rd, err, sizeof err))
         die("redis", err);

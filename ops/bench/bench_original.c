@@ -261,7 +261,7 @@ int main(int argc, char **argv)
     g_dsn = cfg.postgres.dsn;
     if (!pg_connect())
         die("postgres", PQerrorMessage(g_pg));
-    an_redis_opts ro = an_redis_opts_default();
+    an_redis_opts ro = an_redis_options_from_config(&cfg);
     an_redis *rd;
     if (an_redis_connect(cfg.redis.url, &ro, &rd, err, sizeof err))
         die("redis", err);
