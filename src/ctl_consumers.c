@@ -24,8 +24,6 @@
  * (Redis error, a consumer kept for lack of a target, discarded entries),
  * 2 usage or configuration error.
  */
-#include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -46,33 +44,6 @@ static void usage(void)
             "       anomalyctl consumers prune --idle MS [--to NAME] [--dry-run] "
             "[--config FILE]\n"
             "  MS: milliseconds, or with a unit: 1500ms, 90s, 10min, 1h\n");
-}
-
-/* "1500", "1500ms", "90s", "10min", "1h" -> ms. */
-static int parse_ms(const char *s, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (!isdigit((unsigned char)s[0]))
-        return -1;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || v < 0)
-        return -1;
-    long long mul = 1;
-    if (!*end || !strcmp(end, "ms"))
-        mul = 1;
-    else if (!strcmp(end, "s"))
-        mul = 1000;
-    else if (!strcmp(end, "min"))
-        mul = 60000;
-    else if (!strcmp(end, "h"))
-        mul = 3600000;
-    else
-        return -1;
-    if (v > INT64_MAX / mul)
-        return -1;
-    *out = (int64_t)(v * mul);
-    return 0;
 }
 
 static int cmp_idle(const void *a, const void *b)
@@ -356,7 +327,7 @@ int ctl_consumers(int argc, char **argv)
         } else if (!strcmp(a, "--to") && has_val) {
             to = argv[++i];
         } else if (!strcmp(a, "--idle") && has_val) {
-            if (parse_ms(argv[++i], &idle_ms)) {
+            if (an_config_parse_duration(argv[++i], &idle_ms)) {
                 fprintf(stderr, "anomalyctl consumers: --idle: '%s' is not a duration "
                         "(ms, or with a unit ms|s|min|h)\n", argv[i]);
                 return 2;
