@@ -97,6 +97,10 @@ typedef struct an_dead_letter_req {
 int an_dead_letter(an_redis *r, const an_dead_letter_req *req,
                    char id_out[AN_ID_MAX]);
 
+/* The params-cache hash of a metric: prefix ([streams] params_prefix) +
+ * uid. malloc'd, the caller frees; NULL on ENOMEM. */
+char *an_params_key(const char *prefix, const char *uid);
+
 /* HMGET key params watermark updated. AN_ENOTFOUND when the hash or its
  * params field is absent. *params malloc'd (may be NULL to skip);
  * *watermark / *updated_ms -1 when those fields are absent. */

@@ -238,6 +238,17 @@ int an_dead_letter(an_redis *r, const an_dead_letter_req *q,
     return 0;
 }
 
+char *an_params_key(const char *prefix, const char *uid)
+{
+    size_t pl = strlen(prefix), ul = strlen(uid);
+    char *k = malloc(pl + ul + 1);
+    if (k) {
+        memcpy(k, prefix, pl);
+        memcpy(k + pl, uid, ul + 1);
+    }
+    return k;
+}
+
 int an_params_cache_get(an_redis *r, const char *key, char **params,
                         int64_t *watermark, int64_t *updated_ms)
 {

@@ -460,9 +460,9 @@ static int process_command(an_service *s, item *it, const char *uid,
         /* ...and its params hash: never trusted for another model anyway
          * (watermark and source must match the database), but a re-created
          * model's hash could not move below the old watermark. */
-        char key[512];
-        snprintf(key, sizeof key, "%s%s", s->cfg->streams.params_prefix, uid);
-        int drc = an_del(s->redis, key, NULL);
+        char *key = an_params_key(s->cfg->streams.params_prefix, uid);
+        int drc = key ? an_del(s->redis, key, NULL) : AN_ENOMEM;
+        free(key);
         if (drc)
             return drc;
         return compose_command(s, it, uid, c, cm);
@@ -613,7 +613,7 @@ static int publish_items(an_service *s, item *items, size_t n)
     an_publish_entry *pe = calloc(ne, sizeof *pe);
     an_out_msg *msgs = calloc(nm ? nm : 1, sizeof *msgs);
     const char **keys = calloc(ne, sizeof *keys);
-    char (*keybuf)[512] = calloc(ne, sizeof *keybuf);
+    char **keybuf = calloc(ne, sizeof *keybuf);   /* the keys, malloc'd */
     int *status = calloc(ne, sizeof *status);
     item **pit = calloc(ne, sizeof *pit);   /* the item of each entry */
     int rc = AN_ENOMEM;
@@ -636,8 +636,8 @@ static int publish_items(an_service *s, item *items, size_t n)
                 .encoding = s->cfg->streams.output_encoding,
                 .body = it->outs[j].body, .body_len = it->outs[j].body_len};
         if (it->carries_cache) {
-            snprintf(keybuf[nk], sizeof keybuf[nk], "%s%s", s->cfg->streams.params_prefix,
-                     it->cache_uid);
+            if (!(keybuf[nk] = an_params_key(s->cfg->streams.params_prefix, it->cache_uid)))
+                goto out;   /* rc is AN_ENOMEM */
             keys[nk] = keybuf[nk];
             p->key_index = ++nk;
             p->params_json = it->cache_json;
@@ -678,6 +678,8 @@ out:
     free(pe);
     free(msgs);
     free(keys);
+    for (size_t i = 0; keybuf && i < ne; i++)
+        free(keybuf[i]);
     free(keybuf);
     free(status);
     return rc;

@@ -627,8 +627,7 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         return AN_ENOMEM;
     }
     for (size_t i = 0; i < nu; i++) {
-        size_t len = strlen(s->cfg->streams.params_prefix) + strlen(g->uids[i]) + 1;
-        g->keys[i] = malloc(len);
+        g->keys[i] = an_params_key(s->cfg->streams.params_prefix, g->uids[i]);
         if (!g->keys[i]) {
             free(cached);
             free(cwm);
@@ -636,7 +635,6 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
             clear_metrics(g, nu);
             return AN_ENOMEM;
         }
-        snprintf(g->keys[i], len, "%s%s", s->cfg->streams.params_prefix, g->uids[i]);
     }
     if (an_params_cache_get_many(s->redis, (const char *const *)g->keys, nu, cached, cwm, csrc))
         an_warn("params cache unavailable (%s); using PostgreSQL", an_redis_errstr(s->redis));

@@ -284,7 +284,7 @@ int main(int argc, char **argv)
             }
             for (size_t u = 0; u < nu; u++) {
                 free(keys[u]);
-                if (asprintf(&keys[u], "%s%s", cfg.streams.params_prefix, uids[u]) < 0)
+                if (!(keys[u] = an_params_key(cfg.streams.params_prefix, uids[u])))
                     die("memory", "out of memory");
             }
 
