@@ -34,53 +34,14 @@ typedef struct an_out_msg {
     size_t body_len;
 } an_out_msg;
 
-/* The params-cache hash update: HSET key params <json> watermark <n>
- * updated <ms>, done only if watermark >= the hash's current watermark (or
- * the hash has none): the cache never moves backwards. */
-typedef struct an_params_update {
-    const char *key;         /* full key, e.g. params_prefix + uid */
-    const char *params_json; /* JSON text */
-    int64_t watermark;       /* last scored rowid */
-    int64_t updated_ms;      /* ms since epoch; 0 = now (client clock) */
-    const char *source;      /* the watermark's source entry id; NULL = "" */
-} an_params_update;
-
-typedef struct an_publish_req {
-    const char *input;    /* input stream (XACK) */
-    const char *group;
-    const char *entry_id; /* the input entry: XACKed, and `source` of msgs */
-    /* Optional: when set, the script first checks that entry_id is pending
-     * for this consumer (XPENDING ... 1 owner) and otherwise does nothing
-     * and the call returns AN_ESTATE. NULL: no check. */
-    const char *owner;
-    const char *output;   /* output stream; may be NULL when nmsgs == 0 */
-    int64_t output_maxlen; /* XADD MAXLEN ~ n; <= 0: no trimming */
-    const an_out_msg *msgs;
-    size_t nmsgs;          /* 0 allowed (cache update and/or ack only) */
-    const an_params_update *params; /* NULL: no cache update */
-} an_publish_req;
-
-typedef struct an_publish_res {
-    size_t nids;
-    char (*ids)[AN_ID_MAX]; /* new output ids in msgs order; malloc'd,
-                               free with an_publish_res_free */
-    int acked;  /* 1: XACK removed entry_id from the PEL, 0: it was not
-                   pending (already acked) */
-    int cache;  /* 1: hash written, 0: skipped (hash watermark was higher),
-                   -1: no update requested */
-} an_publish_res;
-
-/* One entry's XADD of each message (MAXLEN ~), params-cache HSET and XACK,
- * in one atomic script (lua/publish_many.lua with one entry). res may be
- * NULL. */
-int an_publish(an_redis *r, const an_publish_req *req, an_publish_res *res);
-void an_publish_res_free(an_publish_res *res);
-
 typedef struct an_dead_letter_req {
     const char *input;       /* input stream (XACK) */
     const char *group;
     const char *entry_id;    /* -> field `source`, and XACKed */
-    const char *owner;       /* optional pending check, as in an_publish */
+    /* Optional: when set, the script first checks that entry_id is pending
+     * for this consumer and otherwise does nothing and the call returns
+     * AN_ESTATE. NULL: no check. */
+    const char *owner;
     const char *dead_letter; /* dead-letter stream */
     int64_t maxlen;          /* MAXLEN ~ n for the dead-letter stream; <= 0 none */
     /* The original entry's fields, copied first in order (none for a nil
@@ -146,11 +107,23 @@ typedef struct an_publish_group {
     bool no_ack;
 } an_publish_group;
 
-/* lua/publish_many.lua: for every entry, XADD its messages, refresh its
- * params hash (never backwards) and XACK it: the whole group in one atomic
- * script. status[i] = 1 done, 0 skipped (claimed by another consumer).
- * Codes as an_publish (NOGROUP -> AN_ENOGROUP, nothing written). */
+/* lua/publish_many.lua: for every entry, XADD its messages (fields in the
+ * order of an_out_msg; MAXLEN ~ output_maxlen), refresh its params hash
+ * (HSET params, watermark, updated, source; only when the watermark is at
+ * least the hash's: the cache never moves backwards) and XACK it, deleting
+ * its attempts field: the whole group in one atomic script. status[i] = 1
+ * done, 0 skipped (not pending for the owner: claimed by another consumer).
+ * NOGROUP -> AN_ENOGROUP, and nothing is written on any error. */
 int an_publish_many(an_redis *r, const an_publish_group *g, int *status);
+
+/* an_publish_many's call with the script's whole reply, for callers that
+ * need more than status (tests, tools): *reply (owned by the caller,
+ * freeReplyObject) is an array of one {status, acked, cache, {ids}} per
+ * entry: status 1 done / 0 skipped; acked 1 when the XACK removed the entry
+ * from the PEL, 0 when it was not pending; cache 1 hash written, 0 kept
+ * (its watermark was higher), -1 no update requested; ids the new output
+ * entry ids in msgs order (none when skipped). Checked for that shape. */
+int an_publish_many_reply(an_redis *r, const an_publish_group *g, struct redisReply **reply);
 
 /* Processing attempts (lua/attempts.lua), kept in the hash
  * an_attempts_key(input) = "<input>:attempts" (field: entry id). The

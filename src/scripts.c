@@ -22,87 +22,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int publish_many_call(an_redis *r, const an_publish_group *g, redisReply **out);
-
-int an_publish(an_redis *r, const an_publish_req *q, an_publish_res *res)
-{
-    if (res)
-        memset(res, 0, sizeof *res);
-    if (!q || !q->input || !q->group || !q->entry_id ||
-        (q->nmsgs > 0 && (!q->output || !q->msgs)) ||
-        (q->params && (!q->params->key || !q->params->params_json))) {
-        rd_err(r, "publish: bad request (input, group, entry_id, output for "
-                "messages, params key and json are required)");
-        return AN_EINVAL;
-    }
-    for (size_t i = 0; i < q->nmsgs; i++) {
-        const an_out_msg *m = &q->msgs[i];
-        if (!m->data_type || !m->model || (!m->body && m->body_len)) {
-            rd_err(r, "publish: message %zu: dataType and model are required",
-                 i);
-            return AN_EINVAL;
-        }
-        if (m->rows && !m->rows[0]) {
-            rd_err(r, "publish: message %zu: rows must be NULL or non-empty", i);
-            return AN_EINVAL;
-        }
-    }
-    /* One entry of publish_many.lua: the same checks, writes and reply. */
-    an_publish_entry e = {
-        .entry_id = q->entry_id, .msgs = q->msgs, .nmsgs = q->nmsgs,
-        .key_index = q->params ? 1 : 0,
-        .params_json = q->params ? q->params->params_json : NULL,
-        .watermark = q->params ? q->params->watermark : 0,
-        .source = q->params ? q->params->source : NULL,
-    };
-    const char *keys[1] = {q->params ? q->params->key : NULL};
-    an_publish_group g = {
-        .input = q->input, .group = q->group, .owner = q->owner,
-        .output = q->nmsgs ? q->output : q->input,
-        .output_maxlen = q->output_maxlen, .keys = keys, .nkeys = q->params ? 1 : 0,
-        .entries = &e, .nentries = 1, .updated_ms = q->params ? q->params->updated_ms : 0,
-    };
-    redisReply *rep;
-    int rc = publish_many_call(r, &g, &rep);
-    if (rc)
-        return rc;
-    const redisReply *x = rep->element[0];
-    if (x->element[0]->integer == 0) {
-        freeReplyObject(rep);
-        rd_err(r, "publish: entry %s is not pending for consumer %s", q->entry_id,
-             q->owner ? q->owner : "?");
-        return AN_ESTATE;
-    }
-    const redisReply *ids = x->element[3];
-    if (res) {
-        res->acked = (int)rd_reply_int(x->element[1]);
-        res->cache = (int)rd_reply_int(x->element[2]);
-        if (ids->elements) {
-            res->ids = calloc(ids->elements, sizeof *res->ids);
-            if (!res->ids) {
-                freeReplyObject(rep);
-                /* the script did run: report success without ids */
-                rd_err(r, "out of memory (publish ids)");
-                return 0;
-            }
-            for (size_t i = 0; i < ids->elements; i++)
-                rd_reply_id(res->ids[i], ids->element[i]);
-            res->nids = ids->elements;
-        }
-    }
-    freeReplyObject(rep);
-    return 0;
-}
-
-void an_publish_res_free(an_publish_res *res)
-{
-    if (!res)
-        return;
-    free(res->ids);
-    res->ids = NULL;
-    res->nids = 0;
-}
-
 const char *an_attempts_key(const char *input, char *buf, size_t len)
 {
     snprintf(buf, len, "%s:attempts", input);
@@ -363,9 +282,7 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
     return rc;
 }
 
-/* Runs publish_many.lua for g; *out is its reply (an array of one
- * {status, acked, cache, {ids}} per entry), checked for shape. */
-static int publish_many_call(an_redis *r, const an_publish_group *g, redisReply **out)
+int an_publish_many_reply(an_redis *r, const an_publish_group *g, redisReply **out)
 {
     *out = NULL;
     if (!g->input || !g->group || !g->output || (g->nkeys && !g->keys)) {
@@ -452,7 +369,7 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
     for (size_t i = 0; i < g->nentries; i++)
         status[i] = 0;
     redisReply *rep;
-    int rc = publish_many_call(r, g, &rep);
+    int rc = an_publish_many_reply(r, g, &rep);
     if (rc)
         return rc;
     for (size_t i = 0; i < g->nentries; i++)

@@ -15,6 +15,7 @@
 #include "an_codec.h"
 #include "an_config.h"
 #include "an_streams.h"
+#include "support_publish.h"
 
 static an_redis *R;
 static char prefix[128];
@@ -380,11 +381,11 @@ START_TEST(publish_does_all_three)
         {AN_DATATYPE_COMMAND, "u1", NULL, AN_ENC_ZLIB, body, blen},
         {AN_DATATYPE_INFERENCE, "u1", "101-140", AN_ENC_JSON, "{\"x\":1}", 7},
     };
-    an_params_update pu = {pk, "{\"last_rowid_for_stats\":140}", 140,
+    sp_params_update pu = {pk, "{\"last_rowid_for_stats\":140}", 140,
                            1700000000123, "1-1"};
-    an_publish_req q = {in, "g", id, "c1", out, 1000, msgs, 2, &pu};
-    an_publish_res res;
-    int rc = an_publish(R, &q, &res);
+    sp_publish_req q = {in, "g", id, "c1", out, 1000, msgs, 2, &pu};
+    sp_publish_res res;
+    int rc = sp_publish(R, &q, &res);
     ck_assert_msg(rc == 0, "%s", an_redis_errstr(R));
     ck_assert_int_eq(res.acked, 1);
     ck_assert_int_eq(res.cache, 1);
@@ -444,17 +445,17 @@ START_TEST(publish_does_all_three)
 
     /* XACK: gone from the PEL */
     ck_assert_int_eq(pel_count(in, "g"), 0);
-    an_publish_res_free(&res);
+    sp_publish_res_free(&res);
 
     /* publishing again (a duplicate): acked 0, nothing else breaks */
     q.owner = NULL;
     q.params = NULL;
     q.nmsgs = 0;
-    ck_assert_int_eq(an_publish(R, &q, &res), 0);
+    ck_assert_int_eq(sp_publish(R, &q, &res), 0);
     ck_assert_int_eq(res.acked, 0);
     ck_assert_int_eq(res.cache, -1);
     ck_assert_uint_eq(res.nids, 0);
-    an_publish_res_free(&res);
+    sp_publish_res_free(&res);
     free(body);
 }
 END_TEST
@@ -480,10 +481,10 @@ START_TEST(publish_cache_never_backwards)
                   {50, "{\"v\":50b}", 1, "{\"v\":50b}", 50},
                   {1000, "{\"v\":1000}", 1, "{\"v\":1000}", 1000}};
     for (int i = 0; i < 4; i++) {
-        an_params_update pu = {pk, steps[i].params, steps[i].wm, 0, NULL};
-        an_publish_req q = {in, "g", id[i], NULL, NULL, 0, NULL, 0, &pu};
-        an_publish_res res;
-        ck_assert_int_eq(an_publish(R, &q, &res), 0);
+        sp_params_update pu = {pk, steps[i].params, steps[i].wm, 0, NULL};
+        sp_publish_req q = {in, "g", id[i], NULL, NULL, 0, NULL, 0, &pu};
+        sp_publish_res res;
+        ck_assert_int_eq(sp_publish(R, &q, &res), 0);
         ck_assert_int_eq(res.cache, steps[i].expect_cache);
         ck_assert_int_eq(res.acked, 1); /* acked even when the cache is kept */
         char *p = NULL;
@@ -493,7 +494,7 @@ START_TEST(publish_cache_never_backwards)
         ck_assert_int_eq(wm, steps[i].expect_wm);
         ck_assert_int_gt(upd, 1600000000000); /* now, client clock */
         free(p);
-        an_publish_res_free(&res);
+        sp_publish_res_free(&res);
     }
     /* absent hash */
     ck_assert_int_eq(an_params_cache_get(R, key("params:none"), NULL, NULL,
@@ -510,8 +511,8 @@ START_TEST(publish_maxlen_trims)
     xadd(in, "u1", "[]", id);
     an_out_msg m = {AN_DATATYPE_INFERENCE, "u1", "1-1", AN_ENC_JSON, "{}", 2};
     for (int i = 0; i < 600; i++) {
-        an_publish_req q = {in, "g", id, NULL, out, 10, &m, 1, NULL};
-        ck_assert_int_eq(an_publish(R, &q, NULL), 0);
+        sp_publish_req q = {in, "g", id, NULL, out, 10, &m, 1, NULL};
+        ck_assert_int_eq(sp_publish(R, &q, NULL), 0);
     }
     int64_t len = 0;
     ck_assert_int_eq(an_xlen(R, out, &len), 0);
@@ -533,9 +534,9 @@ START_TEST(publish_atomic_on_error)
     redisReply *s = cmd("SET %s oops", pk);
     freeReplyObject(s);
     an_out_msg m = {AN_DATATYPE_INFERENCE, "u1", "1-1", AN_ENC_JSON, "{}", 2};
-    an_params_update pu = {pk, "{}", 1, 0, NULL};
-    an_publish_req q = {in, "g", id, NULL, out, 0, &m, 1, &pu};
-    int rc = an_publish(R, &q, NULL);
+    sp_params_update pu = {pk, "{}", 1, 0, NULL};
+    sp_publish_req q = {in, "g", id, NULL, out, 0, &m, 1, &pu};
+    int rc = sp_publish(R, &q, NULL);
     ck_assert_int_eq(rc, AN_EENV);   /* WRONGTYPE on our key: environment (an_fault.h) */
     ck_assert_ptr_nonnull(strstr(an_redis_errstr(R), "WRONGTYPE"));
     ck_assert_ptr_nonnull(strstr(an_redis_hint(R), "another type"));
@@ -547,14 +548,14 @@ START_TEST(publish_atomic_on_error)
     /* not the owner: AN_ESTATE and nothing written */
     an_del(R, pk, NULL);
     q.owner = "someone-else";
-    ck_assert_int_eq(an_publish(R, &q, NULL), AN_ESTATE);
+    ck_assert_int_eq(sp_publish(R, &q, NULL), AN_ESTATE);
     ck_assert_int_eq(an_xlen(R, out, &len), 0);
     ck_assert_int_eq(len, 0);
     ck_assert_int_eq(pel_count(in, "g"), 1);
     ck_assert_int_eq(an_params_cache_get(R, pk, NULL, NULL, NULL),
                      AN_ENOTFOUND);
     q.owner = "c1";
-    ck_assert_int_eq(an_publish(R, &q, NULL), 0);
+    ck_assert_int_eq(sp_publish(R, &q, NULL), 0);
     ck_assert_int_eq(an_xlen(R, out, &len), 0);
     ck_assert_int_eq(len, 1);
     ck_assert_int_eq(pel_count(in, "g"), 0);
@@ -746,12 +747,12 @@ START_TEST(noscript_fallback)
     ck_assert_int_eq(f->type, REDIS_REPLY_STATUS);
     freeReplyObject(f);
     an_out_msg m = {AN_DATATYPE_INFERENCE, "u1", "1-1", AN_ENC_JSON, "{}", 2};
-    an_publish_req q = {in, "g", id[0], NULL, out, 0, &m, 1, NULL};
-    an_publish_res res;
-    int rc = an_publish(R, &q, &res);
+    sp_publish_req q = {in, "g", id[0], NULL, out, 0, &m, 1, NULL};
+    sp_publish_res res;
+    int rc = sp_publish(R, &q, &res);
     ck_assert_msg(rc == 0, "%s", an_redis_errstr(R));
     ck_assert_uint_eq(res.nids, 1);
-    an_publish_res_free(&res);
+    sp_publish_res_free(&res);
     f = cmd("SCRIPT FLUSH");
     freeReplyObject(f);
     an_dead_letter_req d = {in, "g", id[1], NULL, dl, 0, NULL, 0, "r", 1, "c1"};
@@ -881,8 +882,8 @@ START_TEST(nogroup_detected)
     ck_assert_int_eq(an_autoclaim(R, in, "g", "c1", 0, NULL, 10, &l),
                      AN_ENOGROUP);
     an_out_msg m = {AN_DATATYPE_INFERENCE, "u1", "1-1", AN_ENC_JSON, "{}", 2};
-    an_publish_req q = {in, "g", id, NULL, out, 0, &m, 1, NULL};
-    ck_assert_int_eq(an_publish(R, &q, NULL), AN_ENOGROUP);
+    sp_publish_req q = {in, "g", id, NULL, out, 0, &m, 1, NULL};
+    ck_assert_int_eq(sp_publish(R, &q, NULL), AN_ENOGROUP);
     int64_t len = -1;
     ck_assert_int_eq(an_xlen(R, out, &len), 0);
     ck_assert_int_eq(len, 0); /* nothing published */
@@ -937,8 +938,8 @@ START_TEST(attempts_count_split_clear)
     ck_assert_int_eq(cnt[1], 2);
 
     /* the publish clears a's field, the dead letter b's */
-    an_publish_req q = {in, "g", a, "c1", out, 0, NULL, 0, NULL};
-    ck_assert_int_eq(an_publish(R, &q, NULL), 0);
+    sp_publish_req q = {in, "g", a, "c1", out, 0, NULL, 0, NULL};
+    ck_assert_int_eq(sp_publish(R, &q, NULL), 0);
     redisReply *rep = cmd("HEXISTS %s %s", akey, a);
     ck_assert_int_eq(rep->integer, 0);
     freeReplyObject(rep);
@@ -1002,8 +1003,8 @@ START_TEST(binary_safe_roundtrip)
     static const char zeros[64] = {0};
     an_out_msg m = {AN_DATATYPE_COMMAND, "u1", NULL, AN_ENC_ZLIB, zeros,
                     sizeof zeros};
-    an_publish_req q = {in, "g", id, NULL, out, 0, &m, 1, NULL};
-    ck_assert_int_eq(an_publish(R, &q, NULL), 0);
+    sp_publish_req q = {in, "g", id, NULL, out, 0, &m, 1, NULL};
+    ck_assert_int_eq(sp_publish(R, &q, NULL), 0);
     ck_assert_int_eq(an_xread(R, out, "0", 10, -1, &l), 0);
     ck_assert_uint_eq(l.n, 1);
     const an_field *bf = an_entry_field(&l.v[0], "body");
