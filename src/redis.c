@@ -450,12 +450,8 @@ int rd_run_blocking(an_redis *r, rd_cmd *c, int block_ms, redisReply **out)
 
 int an_redis_ping(an_redis *r)
 {
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "PING");
     redisReply *rep;
-    int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
+    int rc = rd_call(r, RD_ARGV("PING"), &rep, false);
     if (rc == 0)
         freeReplyObject(rep);
     return rc;
@@ -480,14 +476,8 @@ static int script_index(const char *name)
 
 static int load_script(an_redis *r, int idx)
 {
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "SCRIPT");
-    rd_cmd_add(&c, "LOAD");
-    rd_cmd_add(&c, an_lua_scripts[idx].text);
     redisReply *rep;
-    int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
+    int rc = rd_call(r, RD_ARGV("SCRIPT", "LOAD", an_lua_scripts[idx].text), &rep, false);
     if (rc) {
         rd_err(r, "SCRIPT LOAD %s.lua: %s", an_lua_scripts[idx].name,
              an_redis_errstr(r));
@@ -601,16 +591,35 @@ int rd_int_command(an_redis *r, rd_cmd *c, int64_t *v)
     freeReplyObject(rep);
     return 0;
 }
-int an_del(an_redis *r, const char *key, int64_t *deleted)
+
+int rd_call(an_redis *r, const char *const *argv, size_t argc, redisReply **out,
+            bool keep_error)
 {
     rd_cmd c;
     rd_cmd_init(&c);
-    rd_cmd_add(&c, "DEL");
-    rd_cmd_add(&c, key);
-    int rc = rd_int_command(r, &c, deleted);
+    for (size_t i = 0; i < argc; i++)
+        rd_cmd_add(&c, argv[i]);
+    int rc = rd_run(r, &c, out, keep_error);
     rd_cmd_free(&c);
     return rc;
 }
+
+int rd_call_int(an_redis *r, const char *const *argv, size_t argc, int64_t *v)
+{
+    rd_cmd c;
+    rd_cmd_init(&c);
+    for (size_t i = 0; i < argc; i++)
+        rd_cmd_add(&c, argv[i]);
+    int rc = rd_int_command(r, &c, v);
+    rd_cmd_free(&c);
+    return rc;
+}
+
+int an_del(an_redis *r, const char *key, int64_t *deleted)
+{
+    return rd_call_int(r, RD_ARGV("DEL", key), deleted);
+}
+
 /* ------------------------------------------------------------ generic */
 
 /* Appends args (binary safe) to c. */

@@ -89,6 +89,17 @@ int rd_run(an_redis *r, rd_cmd *c, redisReply **out, bool keep_error);
 int rd_run_blocking(an_redis *r, rd_cmd *c, int block_ms, redisReply **out);
 /* Runs c, whose reply must be an integer (*v, may be NULL). */
 int rd_int_command(an_redis *r, rd_cmd *c, int64_t *v);
+
+/* The argv and argc of a fixed list of strings, for rd_call / rd_call_int:
+ * rd_call(r, RD_ARGV("XLEN", stream), &rep, false). */
+#define RD_ARGV(...)                                                            \
+    (const char *const[]){__VA_ARGS__},                                        \
+        sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)
+/* rd_run / rd_int_command of the command argv[0..argc) (NUL-terminated
+ * strings; a NULL one is AN_EINVAL, nothing sent). */
+int rd_call(an_redis *r, const char *const *argv, size_t argc, redisReply **out,
+            bool keep_error);
+int rd_call_int(an_redis *r, const char *const *argv, size_t argc, int64_t *v);
 /* EVALSHA of the embedded script `name` with lazy load and one NOSCRIPT
  * reload and retry. c's argv[0] and argv[1] are placeholders (add "EVALSHA"
  * and "" first) that this function fills in. *out as rd_run. */

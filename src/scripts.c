@@ -177,16 +177,8 @@ int an_params_cache_get(an_redis *r, const char *key, char **params,
         *watermark = -1;
     if (updated_ms)
         *updated_ms = -1;
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "HMGET");
-    rd_cmd_add(&c, key);
-    rd_cmd_add(&c, "params");
-    rd_cmd_add(&c, "watermark");
-    rd_cmd_add(&c, "updated");
     redisReply *rep;
-    int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
+    int rc = rd_call(r, RD_ARGV("HMGET", key, "params", "watermark", "updated"), &rep, false);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
@@ -507,44 +499,25 @@ const char *an_health_key(const char *input, const char *consumer, char *buf, si
 int an_health_put(an_redis *r, const char *key, const char *state, const char *cause,
                   int64_t since_ms, int ttl_s)
 {
-    /* One script-free round trip: MULTI, HSET, EXPIRE, EXEC pipelined. */
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "MULTI");
+    /* One script-free transaction: MULTI, HSET, EXPIRE, EXEC. */
+    char since[24], updated[24], ttl[24];
+    snprintf(since, sizeof since, "%" PRId64, since_ms);
+    snprintf(updated, sizeof updated, "%" PRId64, now_ms());
+    snprintf(ttl, sizeof ttl, "%d", ttl_s);
     redisReply *rep;
-    int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
+    int rc = rd_call(r, RD_ARGV("MULTI"), &rep, false);
     if (rc)
         return rc;
     freeReplyObject(rep);
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "HSET");
-    rd_cmd_add(&c, key);
-    rd_cmd_add(&c, "state");
-    rd_cmd_add(&c, state);
-    rd_cmd_add(&c, "cause");
-    rd_cmd_add(&c, cause ? cause : "");
-    rd_cmd_add(&c, "since");
-    rd_cmd_addi(&c, since_ms);
-    rd_cmd_add(&c, "updated");
-    rd_cmd_addi(&c, now_ms());
-    rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
+    rc = rd_call(r, RD_ARGV("HSET", key, "state", state, "cause", cause ? cause : "", "since",
+                            since, "updated", updated), &rep, false);
     if (!rc) {
         freeReplyObject(rep);
-        rd_cmd_init(&c);
-        rd_cmd_add(&c, "EXPIRE");
-        rd_cmd_add(&c, key);
-        rd_cmd_addi(&c, ttl_s);
-        rc = rd_run(r, &c, &rep, false);
-        rd_cmd_free(&c);
+        rc = rd_call(r, RD_ARGV("EXPIRE", key, ttl), &rep, false);
         if (!rc)
             freeReplyObject(rep);
     }
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, rc ? "DISCARD" : "EXEC");
-    int rc2 = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
+    int rc2 = rd_call(r, RD_ARGV(rc ? "DISCARD" : "EXEC"), &rep, false);
     if (!rc2) {
         /* EXEC answers an array of the commands' replies (errors inside) */
         if (rep->type == REDIS_REPLY_ARRAY)
@@ -561,16 +534,8 @@ int an_health_put(an_redis *r, const char *key, const char *state, const char *c
 int an_health_get(an_redis *r, const char *key, char *state, size_t state_len, char *cause,
                   size_t cause_len, int64_t *since_ms)
 {
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "HMGET");
-    rd_cmd_add(&c, key);
-    rd_cmd_add(&c, "state");
-    rd_cmd_add(&c, "cause");
-    rd_cmd_add(&c, "since");
     redisReply *rep;
-    int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
+    int rc = rd_call(r, RD_ARGV("HMGET", key, "state", "cause", "since"), &rep, false);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)

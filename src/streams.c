@@ -6,6 +6,7 @@
 #include "redis_internal.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,17 +160,9 @@ int an_group_create(an_redis *r, const char *stream, const char *group,
         rd_err(r, "XGROUP CREATE: stream and group are required");
         return AN_EINVAL;
     }
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XGROUP");
-    rd_cmd_add(&c, "CREATE");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, group);
-    rd_cmd_add(&c, start_id ? start_id : "0");
-    rd_cmd_add(&c, "MKSTREAM");
     redisReply *rep;
-    int rc = rd_run(r, &c, &rep, true);
-    rd_cmd_free(&c);
+    int rc = rd_call(r, RD_ARGV("XGROUP", "CREATE", stream, group, start_id ? start_id : "0",
+                                "MKSTREAM"), &rep, true);
     if (rc)
         return rc;
     if (rep->type == REDIS_REPLY_ERROR) {
@@ -193,16 +186,8 @@ int an_group_create(an_redis *r, const char *stream, const char *group,
 int an_group_delconsumer(an_redis *r, const char *stream, const char *group,
                          const char *consumer, int64_t *pending_discarded)
 {
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XGROUP");
-    rd_cmd_add(&c, "DELCONSUMER");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, group);
-    rd_cmd_add(&c, consumer);
     redisReply *rep;
-    int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
+    int rc = rd_call(r, RD_ARGV("XGROUP", "DELCONSUMER", stream, group, consumer), &rep, false);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_INTEGER)
@@ -380,14 +365,8 @@ int an_pending_summary_get(an_redis *r, const char *stream, const char *group,
                            an_pending_summary *out)
 {
     memset(out, 0, sizeof *out);
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XPENDING");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, group);
     redisReply *rep;
-    int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
+    int rc = rd_call(r, RD_ARGV("XPENDING", stream, group), &rep, false);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4)
@@ -592,13 +571,7 @@ int an_xread(an_redis *r, const char *stream, const char *after_id,
 }
 int an_xlen(an_redis *r, const char *stream, int64_t *len)
 {
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XLEN");
-    rd_cmd_add(&c, stream);
-    int rc = rd_int_command(r, &c, len);
-    rd_cmd_free(&c);
-    return rc;
+    return rd_call_int(r, RD_ARGV("XLEN", stream), len);
 }
 
 int an_xdel(an_redis *r, const char *stream, const char *const *ids, size_t n,
@@ -644,31 +617,39 @@ static int64_t kv_int(const redisReply *a, const char *k)
     return rd_reply_int(v);
 }
 
-int an_xinfo_stream(an_redis *r, const char *stream, an_stream_info *out)
+/* XINFO argv[1] argv[2..): *out is its reply, an array. With missing_key,
+ * "ERR no such key" is AN_ENOTFOUND (any other error reply is classified
+ * as always). */
+static int xinfo_call(an_redis *r, const char *const *argv, size_t argc, bool missing_key,
+                      redisReply **out)
 {
-    memset(out, 0, sizeof *out);
-    out->entries_added = -1;
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XINFO");
-    rd_cmd_add(&c, "STREAM");
-    rd_cmd_add(&c, stream);
     redisReply *rep;
-    int rc = rd_run(r, &c, &rep, true);
-    rd_cmd_free(&c);
+    char what[64];
+    snprintf(what, sizeof what, "XINFO %s", argv[1]);
+    int rc = rd_call(r, argv, argc, &rep, missing_key);
     if (rc)
         return rc;
     if (rep->type == REDIS_REPLY_ERROR) {
-        /* "ERR no such key" */
-        rd_err(r, "XINFO STREAM %s: %.*s", stream, (int)rep->len, rep->str);
+        rd_err(r, "%s %s: %.*s", what, argv[2], (int)rep->len, rep->str);
         rc = strstr(rep->str, "no such key") ? AN_ENOTFOUND
-                                              : rd_classify_error(rep->str,
-                                                               (size_t)rep->len);
+                                              : rd_classify_error(rep->str, (size_t)rep->len);
         freeReplyObject(rep);
         return rc;
     }
     if (rep->type != REDIS_REPLY_ARRAY)
-        return rd_bad_reply(r, "XINFO STREAM", rep);
+        return rd_bad_reply(r, what, rep);
+    *out = rep;
+    return 0;
+}
+
+int an_xinfo_stream(an_redis *r, const char *stream, an_stream_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->entries_added = -1;
+    redisReply *rep;
+    int rc = xinfo_call(r, RD_ARGV("XINFO", "STREAM", stream), true, &rep);
+    if (rc)
+        return rc;
     out->length = kv_int(rep, "length");
     out->groups = kv_int(rep, "groups");
     out->entries_added = kv_int(rep, "entries-added");
@@ -684,74 +665,97 @@ int an_xinfo_stream(an_redis *r, const char *stream, an_stream_info *out)
     return 0;
 }
 
-int an_xinfo_groups(an_redis *r, const char *stream, an_group_info **groups,
-                    size_t *n)
+/* The items of an XINFO list (an_group_info, an_consumer_info) begin with
+ * their malloc'd name: one free and one parser serve both. */
+_Static_assert(offsetof(an_group_info, name) == 0, "name first");
+_Static_assert(offsetof(an_consumer_info, name) == 0, "name first");
+
+static char **item_name(void *items, size_t size, size_t i)
 {
-    *groups = NULL;
-    *n = 0;
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XINFO");
-    rd_cmd_add(&c, "GROUPS");
-    rd_cmd_add(&c, stream);
-    redisReply *rep;
-    int rc = rd_run(r, &c, &rep, true);
-    rd_cmd_free(&c);
-    if (rc)
-        return rc;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        rd_err(r, "XINFO GROUPS %s: %.*s", stream, (int)rep->len, rep->str);
-        rc = strstr(rep->str, "no such key") ? AN_ENOTFOUND
-                                              : rd_classify_error(rep->str,
-                                                               (size_t)rep->len);
-        freeReplyObject(rep);
-        return rc;
-    }
-    if (rep->type != REDIS_REPLY_ARRAY)
-        return rd_bad_reply(r, "XINFO GROUPS", rep);
-    if (rep->elements == 0) {
-        freeReplyObject(rep);
-        return 0;
-    }
-    an_group_info *v = calloc(rep->elements, sizeof *v);
-    if (!v) {
+    return (char **)(void *)((char *)items + i * size);
+}
+
+static void free_named(void *items, size_t n, size_t size)
+{
+    if (!items)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(*item_name(items, size, i));
+    free(items);
+}
+
+/* Fills one item (its name already set) from its map in an XINFO list. */
+typedef void (*xinfo_fill_fn)(const redisReply *map, void *item);
+
+/* The maps of an XINFO list reply (consumed) as *items: an array of n
+ * items of `size` bytes, calloc'd, each named (maps without a name are
+ * skipped) and filled by fill. */
+static int xinfo_list(an_redis *r, redisReply *rep, size_t size, xinfo_fill_fn fill,
+                      void **items, size_t *n)
+{
+    void *v = rep->elements ? calloc(rep->elements, size) : NULL;
+    if (rep->elements && !v) {
         freeReplyObject(rep);
         rd_err(r, "out of memory");
         return AN_ENOMEM;
     }
     size_t k = 0;
     for (size_t i = 0; i < rep->elements; i++) {
-        const redisReply *g = rep->element[i];
-        const redisReply *name = kv_get(g, "name");
+        const redisReply *map = rep->element[i];
+        const redisReply *name = kv_get(map, "name");
         if (!name || name->type != REDIS_REPLY_STRING)
             continue;
-        v[k].name = rd_dupn(name->str, (size_t)name->len);
-        if (!v[k].name) {
-            an_group_info_free(v, k);
+        char **slot = item_name(v, size, k);
+        if (!(*slot = rd_dupn(name->str, (size_t)name->len))) {
+            free_named(v, k, size);
             freeReplyObject(rep);
             rd_err(r, "out of memory");
             return AN_ENOMEM;
         }
-        v[k].consumers = kv_int(g, "consumers");
-        v[k].pending = kv_int(g, "pending");
-        rd_reply_id(v[k].last_delivered_id, kv_get(g, "last-delivered-id"));
-        v[k].entries_read = kv_int(g, "entries-read");
-        v[k].lag = kv_int(g, "lag");
+        fill(map, slot);
         k++;
     }
     freeReplyObject(rep);
-    *groups = v;
+    *items = v;
     *n = k;
     return 0;
 }
 
+static void fill_group(const redisReply *g, void *item)
+{
+    an_group_info *v = item;
+    v->consumers = kv_int(g, "consumers");
+    v->pending = kv_int(g, "pending");
+    rd_reply_id(v->last_delivered_id, kv_get(g, "last-delivered-id"));
+    v->entries_read = kv_int(g, "entries-read");
+    v->lag = kv_int(g, "lag");
+}
+
+int an_xinfo_groups(an_redis *r, const char *stream, an_group_info **groups,
+                    size_t *n)
+{
+    *groups = NULL;
+    *n = 0;
+    redisReply *rep;
+    void *v = NULL;
+    int rc = xinfo_call(r, RD_ARGV("XINFO", "GROUPS", stream), true, &rep);
+    if (!rc)
+        rc = xinfo_list(r, rep, sizeof **groups, fill_group, &v, n);
+    *groups = v;
+    return rc;
+}
+
 void an_group_info_free(an_group_info *groups, size_t n)
 {
-    if (!groups)
-        return;
-    for (size_t i = 0; i < n; i++)
-        free(groups[i].name);
-    free(groups);
+    free_named(groups, n, sizeof *groups);
+}
+
+static void fill_consumer(const redisReply *c, void *item)
+{
+    an_consumer_info *v = item;
+    v->pending = kv_int(c, "pending");
+    v->idle_ms = kv_int(c, "idle");
+    v->inactive_ms = kv_int(c, "inactive");
 }
 
 int an_xinfo_consumers(an_redis *r, const char *stream, const char *group,
@@ -759,58 +763,16 @@ int an_xinfo_consumers(an_redis *r, const char *stream, const char *group,
 {
     *consumers = NULL;
     *n = 0;
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XINFO");
-    rd_cmd_add(&c, "CONSUMERS");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, group);
     redisReply *rep;
-    int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
-    if (rc)
-        return rc;
-    if (rep->type != REDIS_REPLY_ARRAY)
-        return rd_bad_reply(r, "XINFO CONSUMERS", rep);
-    if (rep->elements == 0) {
-        freeReplyObject(rep);
-        return 0;
-    }
-    an_consumer_info *v = calloc(rep->elements, sizeof *v);
-    if (!v) {
-        freeReplyObject(rep);
-        rd_err(r, "out of memory");
-        return AN_ENOMEM;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < rep->elements; i++) {
-        const redisReply *g = rep->element[i];
-        const redisReply *name = kv_get(g, "name");
-        if (!name || name->type != REDIS_REPLY_STRING)
-            continue;
-        v[k].name = rd_dupn(name->str, (size_t)name->len);
-        if (!v[k].name) {
-            an_consumer_info_free(v, k);
-            freeReplyObject(rep);
-            rd_err(r, "out of memory");
-            return AN_ENOMEM;
-        }
-        v[k].pending = kv_int(g, "pending");
-        v[k].idle_ms = kv_int(g, "idle");
-        v[k].inactive_ms = kv_int(g, "inactive");
-        k++;
-    }
-    freeReplyObject(rep);
+    void *v = NULL;
+    int rc = xinfo_call(r, RD_ARGV("XINFO", "CONSUMERS", stream, group), false, &rep);
+    if (!rc)
+        rc = xinfo_list(r, rep, sizeof **consumers, fill_consumer, &v, n);
     *consumers = v;
-    *n = k;
-    return 0;
+    return rc;
 }
 
 void an_consumer_info_free(an_consumer_info *consumers, size_t n)
 {
-    if (!consumers)
-        return;
-    for (size_t i = 0; i < n; i++)
-        free(consumers[i].name);
-    free(consumers);
+    free_named(consumers, n, sizeof *consumers);
 }
