@@ -21,6 +21,25 @@
 #include "an_fault.h"
 #include "an_redis_url.h"
 
+#define SHA_LEN 40
+#define MAX_SCRIPTS 16
+
+struct an_redis {
+    redisContext *ctx; /* NULL while broken/disconnected */
+    char *url_redacted;
+    /* parsed URL */
+    char *host;  /* TCP host, or NULL for unix */
+    int port;
+    char *path;  /* unix socket path */
+    char *user;
+    char *password;
+    int db;
+    an_redis_opts opts;
+    char sha[MAX_SCRIPTS][SHA_LEN + 1]; /* "" = not loaded */
+    char errstr[512];
+    char errcode[24];   /* code of the last error reply, "" if none */
+};
+
 /* ------------------------------------------------------------ small utils */
 
 void rd_err(an_redis *r, const char *fmt, ...)
@@ -29,6 +48,11 @@ void rd_err(an_redis *r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(r->errstr, sizeof r->errstr, fmt, ap);
     va_end(ap);
+}
+
+void rd_clear_err(an_redis *r)
+{
+    r->errstr[0] = '\0';
 }
 
 static struct timeval ms_tv(int ms)
@@ -101,6 +125,24 @@ void rd_cmd_addn(rd_cmd *c, const char *s, size_t n)
 void rd_cmd_add(rd_cmd *c, const char *s)
 {
     rd_cmd_addn(c, s, s ? strlen(s) : 0);
+}
+
+void rd_cmd_addv(rd_cmd *c, const char *const *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        rd_cmd_add(c, v[i]);
+}
+
+void rd_cmd_start(rd_cmd *c, const char *const *v, size_t n)
+{
+    rd_cmd_init(c);
+    rd_cmd_addv(c, v, n);
+}
+
+void rd_cmd_eval(rd_cmd *c, size_t numkeys)
+{
+    rd_cmd_start(c, RD_ARGV("EVALSHA", ""));   /* placeholders filled by rd_eval_script */
+    rd_cmd_addi(c, (int64_t)numkeys);
 }
 
 void rd_cmd_addi(rd_cmd *c, int64_t v)
@@ -391,29 +433,32 @@ int rd_reconnect_rc(int rc)
     return rc == AN_ENOMEM || rc == 0 ? rc : AN_ETRANSIENT;
 }
 
-/* Run a command: lazy reconnect, connection errors -> AN_ETRANSIENT, error
- * replies classified (unless keep_error: then the error reply is returned
- * with rc 0 for the caller to inspect). *out owns the reply on rc 0. */
-int rd_run(an_redis *r, rd_cmd *c, redisReply **out, bool keep_error)
+int rd_ensure(an_redis *r)
+{
+    if (r->ctx && !r->ctx->err)
+        return 0;
+    rd_drop_ctx(r);
+    return rd_reconnect_rc(rd_connect(r));
+}
+
+/* rd_run without freeing c. */
+static int run_cmd(an_redis *r, const rd_cmd *c, redisReply **out, bool keep_error)
 {
     *out = NULL;
     if (c->fail) {
         rd_err(r, "out of memory or bad argument building a command");
         return AN_EINVAL;
     }
-    if (!r->ctx || r->ctx->err) {
-        rd_drop_ctx(r);
-        int rc = rd_reconnect_rc(rd_connect(r));
-        if (rc)
-            return rc;
-    }
+    int rc = rd_ensure(r);
+    if (rc)
+        return rc;
     redisReply *rep = raw(r, (int)c->argc, c->argv, c->lens);
     if (!rep)
         return AN_ETRANSIENT;
     if (rep->type == REDIS_REPLY_ERROR && !keep_error) {
         rd_err(r, "%s: %.*s", c->argv[0], (int)rep->len, rep->str);
         set_errcode(r, rep->str, (size_t)rep->len);
-        int rc = rd_classify_error(rep->str, (size_t)rep->len);
+        rc = rd_classify_error(rep->str, (size_t)rep->len);
         freeReplyObject(rep);
         return rc;
     }
@@ -423,17 +468,21 @@ int rd_run(an_redis *r, rd_cmd *c, redisReply **out, bool keep_error)
     return 0;
 }
 
-/* rd_run() with a temporary socket timeout for a BLOCK call. */
-int rd_run_blocking(an_redis *r, rd_cmd *c, int block_ms, redisReply **out)
+int rd_run(an_redis *r, rd_cmd *c, redisReply **out, bool keep_error)
+{
+    int rc = run_cmd(r, c, out, keep_error);
+    rd_cmd_free(c);
+    return rc;
+}
+
+/* run_cmd with a temporary socket timeout for a BLOCK call. */
+static int run_blocking(an_redis *r, const rd_cmd *c, int block_ms, redisReply **out)
 {
     if (block_ms < 0)
-        return rd_run(r, c, out, false);
-    if (!r->ctx || r->ctx->err) {
-        rd_drop_ctx(r);
-        int rc = rd_reconnect_rc(rd_connect(r));
-        if (rc)
-            return rc;
-    }
+        return run_cmd(r, c, out, false);
+    int rc = rd_ensure(r);
+    if (rc)
+        return rc;
     int64_t t = block_ms == 0 ? 0
                               : (int64_t)block_ms + r->opts.block_margin_ms;
     if (t > 0 && t < r->opts.command_timeout_ms)
@@ -442,9 +491,16 @@ int rd_run_blocking(an_redis *r, rd_cmd *c, int block_ms, redisReply **out)
         t = 0;
     /* tv {0,0} = no timeout */
     redisSetTimeout(r->ctx, ms_tv((int)t));
-    int rc = rd_run(r, c, out, false);
+    rc = run_cmd(r, c, out, false);
     if (r->ctx)
         redisSetTimeout(r->ctx, ms_tv(r->opts.command_timeout_ms));
+    return rc;
+}
+
+int rd_run_blocking(an_redis *r, rd_cmd *c, int block_ms, redisReply **out)
+{
+    int rc = run_blocking(r, c, block_ms, out);
+    rd_cmd_free(c);
     return rc;
 }
 
@@ -501,11 +557,8 @@ int an_redis_load_scripts(an_redis *r)
     return 0;
 }
 
-/* EVALSHA with lazy load and one NOSCRIPT reload+retry. c holds the
- * arguments after "EVALSHA sha": its argv[0], argv[1] are placeholders that
- * this function fills in. */
-int rd_eval_script(an_redis *r, const char *name, rd_cmd *c,
-                       redisReply **out)
+/* rd_eval_script without freeing c. */
+static int eval_script(an_redis *r, const char *name, rd_cmd *c, redisReply **out)
 {
     int idx = script_index(name);
     *out = NULL;
@@ -528,7 +581,7 @@ int rd_eval_script(an_redis *r, const char *name, rd_cmd *c,
         c->argv[1] = r->sha[idx];
         c->lens[1] = SHA_LEN;
         redisReply *rep;
-        int rc = rd_run(r, c, &rep, true);
+        int rc = run_cmd(r, c, &rep, true);
         if (rc)
             return rc;
         if (rep->type == REDIS_REPLY_ERROR) {
@@ -549,6 +602,14 @@ int rd_eval_script(an_redis *r, const char *name, rd_cmd *c,
     rd_err(r, "%s.lua: NOSCRIPT after reload", name);
     return AN_EREDIS;
 }
+
+int rd_eval_script(an_redis *r, const char *name, rd_cmd *c, redisReply **out)
+{
+    int rc = eval_script(r, name, c, out);
+    rd_cmd_free(c);
+    return rc;
+}
+
 /* ------------------------------------------------------------ XPENDING */
 
 int64_t rd_reply_int(const redisReply *x)
@@ -577,11 +638,12 @@ void rd_reply_id(char dst[AN_ID_MAX], const redisReply *x)
     else
         dst[0] = '\0';
 }
+
 int rd_int_command(an_redis *r, rd_cmd *c, int64_t *v)
 {
     redisReply *rep;
+    const char *name = c->argc ? c->argv[0] : "?";   /* c is freed by rd_run */
     int rc = rd_run(r, c, &rep, false);
-    const char *name = c->argc ? c->argv[0] : "?";
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_INTEGER)
@@ -592,27 +654,51 @@ int rd_int_command(an_redis *r, rd_cmd *c, int64_t *v)
     return 0;
 }
 
+int rd_pipeline(an_redis *r, const char **argv, size_t argc, size_t n,
+                redisReply **reps)
+{
+    for (size_t i = 0; i < n; i++)
+        reps[i] = NULL;
+    int rc = rd_ensure(r);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (redisAppendCommandArgv(r->ctx, (int)argc, argv + i * argc, NULL) != REDIS_OK) {
+            rd_err(r, "%s: %s", argv[0], r->ctx->errstr);
+            rd_drop_ctx(r);
+            return AN_ETRANSIENT;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        void *v = NULL;
+        if (redisGetReply(r->ctx, &v) != REDIS_OK || !v) {
+            rd_err(r, "redis %s: %s", r->url_redacted,
+                   r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+            rd_drop_ctx(r);   /* the other replies are gone with the context */
+            for (size_t j = 0; j < i; j++) {
+                freeReplyObject(reps[j]);
+                reps[j] = NULL;
+            }
+            return AN_ETRANSIENT;
+        }
+        reps[i] = v;
+    }
+    return 0;
+}
+
 int rd_call(an_redis *r, const char *const *argv, size_t argc, redisReply **out,
             bool keep_error)
 {
     rd_cmd c;
-    rd_cmd_init(&c);
-    for (size_t i = 0; i < argc; i++)
-        rd_cmd_add(&c, argv[i]);
-    int rc = rd_run(r, &c, out, keep_error);
-    rd_cmd_free(&c);
-    return rc;
+    rd_cmd_start(&c, argv, argc);
+    return rd_run(r, &c, out, keep_error);
 }
 
 int rd_call_int(an_redis *r, const char *const *argv, size_t argc, int64_t *v)
 {
     rd_cmd c;
-    rd_cmd_init(&c);
-    for (size_t i = 0; i < argc; i++)
-        rd_cmd_add(&c, argv[i]);
-    int rc = rd_int_command(r, &c, v);
-    rd_cmd_free(&c);
-    return rc;
+    rd_cmd_start(&c, argv, argc);
+    return rd_int_command(r, &c, v);
 }
 
 int an_del(an_redis *r, const char *key, int64_t *deleted)
@@ -639,14 +725,9 @@ int an_redis_eval(an_redis *r, const char *name, size_t numkeys,
         return AN_EINVAL;
     }
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "EVALSHA");
-    rd_cmd_add(&c, ""); /* placeholders filled by rd_eval_script */
-    rd_cmd_addi(&c, (int64_t)numkeys);
+    rd_cmd_eval(&c, numkeys);
     cmd_add_all(&c, args, lens, nargs);
-    int rc = rd_eval_script(r, name, &c, reply);
-    rd_cmd_free(&c);
-    return rc;
+    return rd_eval_script(r, name, &c, reply);
 }
 
 int an_redis_command(an_redis *r, const char *const *argv, const size_t *lens,
@@ -660,7 +741,5 @@ int an_redis_command(an_redis *r, const char *const *argv, const size_t *lens,
     rd_cmd c;
     rd_cmd_init(&c);
     cmd_add_all(&c, argv, lens, argc);
-    int rc = rd_run(r, &c, reply, false);
-    rd_cmd_free(&c);
-    return rc;
+    return rd_run(r, &c, reply, false);
 }

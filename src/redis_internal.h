@@ -18,29 +18,12 @@
 #include "an_redis.h"
 #include "an_entry.h" /* AN_ID_MAX */
 
-#define SHA_LEN 40
-#define MAX_SCRIPTS 16
-
-struct an_redis {
-    redisContext *ctx; /* NULL while broken/disconnected */
-    char *url_redacted;
-    /* parsed URL */
-    char *host;  /* TCP host, or NULL for unix */
-    int port;
-    char *path;  /* unix socket path */
-    char *user;
-    char *password;
-    int db;
-    an_redis_opts opts;
-    char sha[MAX_SCRIPTS][SHA_LEN + 1]; /* "" = not loaded */
-    char errstr[512];
-    char errcode[24];   /* code of the last error reply, "" if none */
-};
-
 /* ------------------------------------------------------------ small utils */
 
-/* Formats the message of the last error into r->errstr. */
+/* Formats the message of the last error (an_redis_errstr). */
 void rd_err(an_redis *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Clears it (an error reply the caller accepts, e.g. BUSYGROUP). */
+void rd_clear_err(an_redis *r);
 /* Copies an id of n bytes into dst, truncated to AN_ID_MAX - 1. */
 void rd_copy_id(char dst[AN_ID_MAX], const char *s, size_t n);
 /* malloc'd NUL-terminated copy of n bytes (the caller frees); NULL on ENOMEM. */
@@ -67,6 +50,18 @@ void rd_cmd_free(rd_cmd *c);
 void rd_cmd_addn(rd_cmd *c, const char *s, size_t n); /* binary safe */
 void rd_cmd_add(rd_cmd *c, const char *s);             /* strlen(s) */
 void rd_cmd_addi(rd_cmd *c, int64_t v);                /* decimal */
+void rd_cmd_addv(rd_cmd *c, const char *const *v, size_t n); /* n strings */
+/* rd_cmd_init, then the n strings v (a command's fixed head, RD_ARGV). */
+void rd_cmd_start(rd_cmd *c, const char *const *v, size_t n);
+/* rd_cmd_init for rd_eval_script: "EVALSHA", "" (filled in) and numkeys;
+ * add the keys and arguments next. */
+void rd_cmd_eval(rd_cmd *c, size_t numkeys);
+
+/* The argv and argc of a fixed list of strings, for rd_cmd_start, rd_call
+ * and rd_call_int: rd_call(r, RD_ARGV("XLEN", stream), &rep, false). */
+#define RD_ARGV(...)                                                            \
+    (const char *const[]){__VA_ARGS__},                                        \
+        sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)
 
 /* ------------------------------------------------------------ connection */
 
@@ -81,6 +76,13 @@ int rd_classify_error(const char *s, size_t n);
 /* True when rep is an error reply whose first word is code. */
 bool rd_is_error_code(const redisReply *rep, const char *code);
 
+/* Reconnects r if its context is broken (AUTH, SELECT redone): 0, or the
+ * code of the failure (a refusal is AN_EENV then: rd_reconnect_rc). */
+int rd_ensure(an_redis *r);
+
+/* The runners below consume the command: c is freed (rd_cmd_free) whatever
+ * the result. */
+
 /* Runs c: lazy reconnect, connection errors -> AN_ETRANSIENT, error replies
  * classified (unless keep_error: then an error reply is returned with rc 0
  * for the caller to inspect). *out owns the reply on rc 0 (freeReplyObject). */
@@ -90,19 +92,20 @@ int rd_run_blocking(an_redis *r, rd_cmd *c, int block_ms, redisReply **out);
 /* Runs c, whose reply must be an integer (*v, may be NULL). */
 int rd_int_command(an_redis *r, rd_cmd *c, int64_t *v);
 
-/* The argv and argc of a fixed list of strings, for rd_call / rd_call_int:
- * rd_call(r, RD_ARGV("XLEN", stream), &rep, false). */
-#define RD_ARGV(...)                                                            \
-    (const char *const[]){__VA_ARGS__},                                        \
-        sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)
 /* rd_run / rd_int_command of the command argv[0..argc) (NUL-terminated
  * strings; a NULL one is AN_EINVAL, nothing sent). */
 int rd_call(an_redis *r, const char *const *argv, size_t argc, redisReply **out,
             bool keep_error);
 int rd_call_int(an_redis *r, const char *const *argv, size_t argc, int64_t *v);
+/* Sends n commands of argc strings each (command i is argv[i * argc ..])
+ * in one round trip and reads their replies into reps[0..n) (the caller
+ * frees each; error replies are left there, unclassified). A connection
+ * failure is AN_ETRANSIENT with the context dropped and reps all NULL. */
+int rd_pipeline(an_redis *r, const char **argv, size_t argc, size_t n,
+                redisReply **reps);
 /* EVALSHA of the embedded script `name` with lazy load and one NOSCRIPT
- * reload and retry. c's argv[0] and argv[1] are placeholders (add "EVALSHA"
- * and "" first) that this function fills in. *out as rd_run. */
+ * reload and retry. c was begun with rd_cmd_eval (its argv[0] and argv[1]
+ * are placeholders this function fills in). *out as rd_run. */
 int rd_eval_script(an_redis *r, const char *name, rd_cmd *c, redisReply **out);
 
 /* ------------------------------------------------------------ replies */

@@ -5,27 +5,55 @@
 #include "an_scripts.h"
 #include "redis_internal.h"
 
+#include "an_clock.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <hiredis/hiredis.h>
 
 /* ------------------------------------------------------------ publish */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 const char *an_attempts_key(const char *input, char *buf, size_t len)
 {
     snprintf(buf, len, "%s:attempts", input);
     return buf;
+}
+
+/* attempts.lua on ids in mode ("0"/"1" count, "2" count a page, "-1" end):
+ * *out is its reply, an array whose first element is an integer. */
+static int attempts_eval(an_redis *r, const char *input, const char *mode,
+                         const char *const *ids, size_t n, redisReply **out)
+{
+    char key[512];
+    rd_cmd c;
+    rd_cmd_eval(&c, 1);
+    rd_cmd_addv(&c, RD_ARGV(an_attempts_key(input, key, sizeof key), mode));
+    rd_cmd_addv(&c, ids, n);
+    redisReply *rep;
+    int rc = rd_eval_script(r, "attempts", &c, &rep);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER)
+        return rd_bad_reply(r, "attempts.lua", rep);
+    *out = rep;
+    return 0;
+}
+
+/* The n counts of an attempts.lua reply {0, count...} (consumed) into
+ * counts (may be NULL). */
+static int take_counts(an_redis *r, redisReply *rep, size_t n, int64_t *counts,
+                       const char *what)
+{
+    if (rep->elements != n + 1)
+        return rd_bad_reply(r, what, rep);
+    for (size_t i = 0; counts && i < n; i++)
+        counts[i] = rd_reply_int(rep->element[i + 1]);
+    freeReplyObject(rep);
+    return 0;
 }
 
 int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, size_t n,
@@ -34,34 +62,16 @@ int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, si
     *split = false;
     if (n == 0)
         return 0;
-    char key[512];
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "EVALSHA"); /* placeholders filled by rd_eval_script */
-    rd_cmd_add(&c, "");
-    rd_cmd_addi(&c, 1);
-    rd_cmd_add(&c, an_attempts_key(input, key, sizeof key));
-    rd_cmd_add(&c, allow_split ? "1" : "0");
-    for (size_t i = 0; i < n; i++)
-        rd_cmd_add(&c, ids[i]);
     redisReply *rep;
-    int rc = rd_eval_script(r, "attempts", &c, &rep);
-    rd_cmd_free(&c);
+    int rc = attempts_eval(r, input, allow_split ? "1" : "0", ids, n, &rep);
     if (rc)
         return rc;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-        rep->element[0]->type != REDIS_REPLY_INTEGER)
-        return rd_bad_reply(r, "attempts.lua", rep);
     if (rep->element[0]->integer == 1) {
         *split = true;
-    } else {
-        if (rep->elements != n + 1)
-            return rd_bad_reply(r, "attempts.lua counts", rep);
-        for (size_t i = 0; i < n; i++)
-            counts[i] = rd_reply_int(rep->element[i + 1]);
+        freeReplyObject(rep);
+        return 0;
     }
-    freeReplyObject(rep);
-    return 0;
+    return take_counts(r, rep, n, counts, "attempts.lua counts");
 }
 
 /* attempts.lua in mode "2" (an_attempts_begin_page) or "-1"
@@ -71,27 +81,9 @@ static int attempts_call(an_redis *r, const char *input, const char *mode,
 {
     if (n == 0)
         return 0;
-    char key[512];
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "EVALSHA"); /* placeholders filled by rd_eval_script */
-    rd_cmd_add(&c, "");
-    rd_cmd_addi(&c, 1);
-    rd_cmd_add(&c, an_attempts_key(input, key, sizeof key));
-    rd_cmd_add(&c, mode);
-    for (size_t i = 0; i < n; i++)
-        rd_cmd_add(&c, ids[i]);
     redisReply *rep;
-    int rc = rd_eval_script(r, "attempts", &c, &rep);
-    rd_cmd_free(&c);
-    if (rc)
-        return rc;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n + 1)
-        return rd_bad_reply(r, "attempts.lua", rep);
-    for (size_t i = 0; counts && i < n; i++)
-        counts[i] = rd_reply_int(rep->element[i + 1]);
-    freeReplyObject(rep);
-    return 0;
+    int rc = attempts_eval(r, input, mode, ids, n, &rep);
+    return rc ? rc : take_counts(r, rep, n, counts, "attempts.lua");
 }
 
 int an_attempts_begin_page(an_redis *r, const char *input, const char *const *ids, size_t n,
@@ -118,16 +110,9 @@ int an_dead_letter(an_redis *r, const an_dead_letter_req *q,
     }
     char akey[512];
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "EVALSHA");
-    rd_cmd_add(&c, "");
-    rd_cmd_addi(&c, 3);
-    rd_cmd_add(&c, q->input);
-    rd_cmd_add(&c, q->dead_letter);
-    rd_cmd_add(&c, an_attempts_key(q->input, akey, sizeof akey));
-    rd_cmd_add(&c, q->group);
-    rd_cmd_add(&c, q->entry_id);
-    rd_cmd_add(&c, q->owner ? q->owner : "");
+    rd_cmd_eval(&c, 3);
+    rd_cmd_addv(&c, RD_ARGV(q->input, q->dead_letter, an_attempts_key(q->input, akey, sizeof akey),
+                            q->group, q->entry_id, q->owner ? q->owner : ""));
     rd_cmd_addi(&c, q->maxlen > 0 ? q->maxlen : 0);
     rd_cmd_add(&c, q->reason);
     rd_cmd_addi(&c, q->deliveries);
@@ -139,7 +124,6 @@ int an_dead_letter(an_redis *r, const an_dead_letter_req *q,
     }
     redisReply *rep;
     int rc = rd_eval_script(r, "dead_letter", &c, &rep);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
@@ -168,6 +152,32 @@ char *an_params_key(const char *prefix, const char *uid)
     return k;
 }
 
+/* HMGET key f[0] f[1] f[2]: *out is its reply (3 elements); AN_ENOTFOUND
+ * when the first field is absent. */
+static int hmget3(an_redis *r, const char *key, const char *const f[3], redisReply **out)
+{
+    redisReply *rep;
+    int rc = rd_call(r, RD_ARGV("HMGET", key, f[0], f[1], f[2]), &rep, false);
+    if (rc)
+        return rc;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
+        return rd_bad_reply(r, "HMGET", rep);
+    if (rep->element[0]->type != REDIS_REPLY_STRING) {
+        freeReplyObject(rep);
+        rd_err(r, "%s: absent", key);
+        return AN_ENOTFOUND;
+    }
+    *out = rep;
+    return 0;
+}
+
+/* The number in a string reply into *v; nothing for an absent field. */
+static void take_int(const redisReply *x, int64_t *v)
+{
+    if (v && x->type == REDIS_REPLY_STRING)
+        *v = rd_reply_int(x);
+}
+
 int an_params_cache_get(an_redis *r, const char *key, char **params,
                         int64_t *watermark, int64_t *updated_ms)
 {
@@ -178,32 +188,42 @@ int an_params_cache_get(an_redis *r, const char *key, char **params,
     if (updated_ms)
         *updated_ms = -1;
     redisReply *rep;
-    int rc = rd_call(r, RD_ARGV("HMGET", key, "params", "watermark", "updated"), &rep, false);
+    int rc = hmget3(r, key, (const char *const[]){"params", "watermark", "updated"}, &rep);
     if (rc)
         return rc;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
-        return rd_bad_reply(r, "HMGET", rep);
-    if (rep->element[0]->type != REDIS_REPLY_STRING) {
+    if (params && !(*params = rd_dupn(rep->element[0]->str, (size_t)rep->element[0]->len))) {
         freeReplyObject(rep);
-        rd_err(r, "params cache %s: absent", key);
-        return AN_ENOTFOUND;
+        rd_err(r, "out of memory");
+        return AN_ENOMEM;
     }
-    if (params) {
-        *params = rd_dupn(rep->element[0]->str, (size_t)rep->element[0]->len);
-        if (!*params) {
-            freeReplyObject(rep);
-            rd_err(r, "out of memory");
-            return AN_ENOMEM;
-        }
-    }
-    if (watermark && rep->element[1]->type == REDIS_REPLY_STRING)
-        *watermark = rd_reply_int(rep->element[1]);
-    if (updated_ms && rep->element[2]->type == REDIS_REPLY_STRING)
-        *updated_ms = rd_reply_int(rep->element[2]);
+    take_int(rep->element[1], watermark);
+    take_int(rep->element[2], updated_ms);
     freeReplyObject(rep);
     return 0;
 }
-/* ------------------------------------------------------------ groups */
+
+/* One reply of an_params_cache_get_many's pipeline into its outputs. */
+static int take_cached(an_redis *r, const char *key, const redisReply *rep, char **params,
+                       int64_t *watermark, char **source)
+{
+    if (rep->type == REDIS_REPLY_ERROR) {
+        rd_err(r, "HMGET %s: %.*s", key, (int)rep->len, rep->str);
+        return rd_classify_error(rep->str, (size_t)rep->len);
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return 0;   /* absent (or not a hash of ours): a miss */
+    *params = rd_dupn(rep->element[0]->str, (size_t)rep->element[0]->len);
+    if (source && rep->element[2]->type == REDIS_REPLY_STRING &&
+        !(*source = rd_dupn(rep->element[2]->str, (size_t)rep->element[2]->len)))
+        free(*params), *params = NULL;
+    take_int(rep->element[1], watermark);
+    if (!*params) {
+        rd_err(r, "out of memory");
+        return AN_ENOMEM;
+    }
+    return 0;
+}
 
 int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
                              char **params, int64_t *watermarks, char **sources)
@@ -216,54 +236,31 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
     }
     if (n == 0)
         return 0;
-    if (!r->ctx || r->ctx->err) {
-        rd_drop_ctx(r);
-        int rc = rd_reconnect_rc(rd_connect(r));
-        if (rc)
-            return rc;
-    }
     /* Pipelined: n HMGETs, one round trip. */
-    for (size_t i = 0; i < n; i++) {
-        const char *argv[5] = {"HMGET", keys[i], "params", "watermark", "source"};
-        if (redisAppendCommandArgv(r->ctx, 5, argv, NULL) != REDIS_OK) {
-            rd_err(r, "HMGET: %s", r->ctx->errstr);
-            rd_drop_ctx(r);
-            return AN_ETRANSIENT;
-        }
-    }
+    const char **argv = malloc(n * 5 * sizeof *argv);
+    redisReply **reps = calloc(n, sizeof *reps);
     int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        void *v = NULL;
-        if (redisGetReply(r->ctx, &v) != REDIS_OK || !v) {
-            rd_err(r, "redis %s: %s", r->url_redacted,
-                 r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
-            rd_drop_ctx(r);
-            rc = AN_ETRANSIENT;
-            break;   /* the context is gone: the other replies with it */
-        }
-        redisReply *rep = v;
-        if (rep->type == REDIS_REPLY_ERROR) {
-            if (!rc) {
-                rd_err(r, "HMGET %s: %.*s", keys[i], (int)rep->len, rep->str);
-                rc = rd_classify_error(rep->str, (size_t)rep->len);
-            }
-        } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
-                   rep->element[0]->type == REDIS_REPLY_STRING) {
-            params[i] = rd_dupn(rep->element[0]->str, (size_t)rep->element[0]->len);
-            if (sources && rep->element[2]->type == REDIS_REPLY_STRING &&
-                !(sources[i] = rd_dupn(rep->element[2]->str, (size_t)rep->element[2]->len)))
-                free(params[i]), params[i] = NULL;
-            if (!params[i] && !rc) {
-                rd_err(r, "out of memory");
-                rc = AN_ENOMEM;
-            }
-            if (rep->element[1]->type == REDIS_REPLY_STRING)
-                watermarks[i] = rd_reply_int(rep->element[1]);
-        }
-        freeReplyObject(rep);
+    if (!argv || !reps) {
+        rd_err(r, "out of memory");
+        rc = AN_ENOMEM;
     }
-    if (rc)
-        for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; !rc && i < n; i++) {
+        const char **a = argv + 5 * i;
+        a[0] = "HMGET";
+        a[1] = keys[i];
+        a[2] = "params";
+        a[3] = "watermark";
+        a[4] = "source";
+    }
+    if (!rc)
+        rc = rd_pipeline(r, argv, 5, n, reps);
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = take_cached(r, keys[i], reps[i], &params[i], &watermarks[i],
+                         sources ? &sources[i] : NULL);
+    for (size_t i = 0; reps && i < n; i++) {
+        if (reps[i])
+            freeReplyObject(reps[i]);
+        if (rc) {
             free(params[i]);
             params[i] = NULL;
             if (sources) {
@@ -271,46 +268,21 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
                 sources[i] = NULL;
             }
         }
+    }
+    free(argv);
+    free(reps);
     return rc;
 }
 
-int an_publish_many_reply(an_redis *r, const an_publish_group *g, redisReply **out)
+/* Adds each entry's arguments of publish_many.lua: id, nmsgs, key index,
+ * params, watermark, updated (ts), source, then per message dataType,
+ * model, rows, encoding, body. nums holds the 3 numbers of each entry. */
+static int add_entries(an_redis *r, rd_cmd *c, const an_publish_group *g, const char *ts,
+                       char (*nums)[24])
 {
-    *out = NULL;
-    if (!g->input || !g->group || !g->output || (g->nkeys && !g->keys)) {
-        rd_err(r, "publish_many: bad request (input, group and output are required)");
-        return AN_EINVAL;
-    }
-    rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "EVALSHA"); /* placeholders filled by rd_eval_script */
-    rd_cmd_add(&c, "");
-    char akey[512];
-    rd_cmd_addi(&c, (int64_t)(3 + g->nkeys));
-    rd_cmd_add(&c, g->input);
-    rd_cmd_add(&c, g->output);
-    rd_cmd_add(&c, an_attempts_key(g->input, akey, sizeof akey));
-    for (size_t k = 0; k < g->nkeys; k++)
-        rd_cmd_add(&c, g->keys[k]);
-    rd_cmd_add(&c, g->group);
-    rd_cmd_add(&c, g->owner ? g->owner : "");
-    rd_cmd_addi(&c, g->output_maxlen > 0 ? g->output_maxlen : 0);
-    rd_cmd_addi(&c, (int64_t)g->nentries);
-    rd_cmd_add(&c, g->no_ack ? "0" : "1");
-    char ts[24];
-    snprintf(ts, sizeof ts, "%" PRId64, g->updated_ms > 0 ? g->updated_ms : now_ms());
-    /* three numbers per entry; cmd's own number slots are too few */
-    char (*nums)[24] = malloc((g->nentries ? g->nentries : 1) * 3 * sizeof *nums);
-    if (!nums) {
-        rd_cmd_free(&c);
-        rd_err(r, "out of memory");
-        return AN_ENOMEM;
-    }
     for (size_t i = 0; i < g->nentries; i++) {
         const an_publish_entry *e = &g->entries[i];
         if (e->key_index > g->nkeys || (e->key_index && !e->params_json)) {
-            rd_cmd_free(&c);
-            free(nums);
             rd_err(r, "publish_many: entry %zu: bad params key index", i);
             return AN_EINVAL;
         }
@@ -320,38 +292,68 @@ int an_publish_many_reply(an_redis *r, const an_publish_group *g, redisReply **o
          * KEYS[3 + k]. */
         snprintf(n1, 24, "%zu", e->key_index ? e->key_index + 3 : 0);
         snprintf(n2, 24, "%" PRId64, e->watermark);
-        rd_cmd_add(&c, e->entry_id);
-        rd_cmd_add(&c, n0);
-        rd_cmd_add(&c, n1);
-        rd_cmd_add(&c, e->key_index ? e->params_json : "");
-        rd_cmd_add(&c, n2);
-        rd_cmd_add(&c, ts);
-        rd_cmd_add(&c, e->key_index && e->source ? e->source : "");
+        rd_cmd_addv(c, RD_ARGV(e->entry_id, n0, n1, e->key_index ? e->params_json : "", n2,
+                               ts, e->key_index && e->source ? e->source : ""));
         for (size_t j = 0; j < e->nmsgs; j++) {
             const an_out_msg *m = &e->msgs[j];
-            rd_cmd_add(&c, m->data_type);
-            rd_cmd_add(&c, m->model);
-            rd_cmd_add(&c, m->rows ? m->rows : "");
-            rd_cmd_add(&c, an_encoding_name(m->encoding));
-            rd_cmd_addn(&c, m->body ? m->body : "", m->body_len);
+            rd_cmd_addv(c, RD_ARGV(m->data_type, m->model, m->rows ? m->rows : "",
+                                   an_encoding_name(m->encoding)));
+            rd_cmd_addn(c, m->body ? m->body : "", m->body_len);
         }
     }
-    redisReply *rep;
-    int rc = rd_eval_script(r, "publish_many", &c, &rep);
-    rd_cmd_free(&c);
-    free(nums);
-    if (rc)
-        return rc;
+    return 0;
+}
+
+/* NULL when rep has the shape of publish_many.lua's reply for g (one
+ * {status, acked, cache, {ids}} per entry), else what is wrong. */
+static const char *publish_reply_shape(const redisReply *rep, const an_publish_group *g)
+{
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != g->nentries)
-        return rd_bad_reply(r, "publish_many.lua", rep);
+        return "publish_many.lua";
     for (size_t i = 0; i < g->nentries; i++) {
         const redisReply *x = rep->element[i];
         if (x->type != REDIS_REPLY_ARRAY || x->elements != 4 ||
             x->element[0]->type != REDIS_REPLY_INTEGER ||
             x->element[3]->type != REDIS_REPLY_ARRAY ||
             x->element[3]->elements != (x->element[0]->integer ? g->entries[i].nmsgs : 0))
-            return rd_bad_reply(r, "publish_many.lua entry", rep);
+            return "publish_many.lua entry";
     }
+    return NULL;
+}
+
+int an_publish_many_reply(an_redis *r, const an_publish_group *g, redisReply **out)
+{
+    *out = NULL;
+    if (!g->input || !g->group || !g->output || (g->nkeys && !g->keys)) {
+        rd_err(r, "publish_many: bad request (input, group and output are required)");
+        return AN_EINVAL;
+    }
+    char akey[512], ts[24];
+    snprintf(ts, sizeof ts, "%" PRId64, g->updated_ms > 0 ? g->updated_ms : an_realtime_ms());
+    rd_cmd c;
+    rd_cmd_eval(&c, 3 + g->nkeys);
+    rd_cmd_addv(&c, RD_ARGV(g->input, g->output, an_attempts_key(g->input, akey, sizeof akey)));
+    rd_cmd_addv(&c, g->keys, g->nkeys);
+    rd_cmd_addv(&c, RD_ARGV(g->group, g->owner ? g->owner : ""));
+    rd_cmd_addi(&c, g->output_maxlen > 0 ? g->output_maxlen : 0);
+    rd_cmd_addi(&c, (int64_t)g->nentries);
+    rd_cmd_add(&c, g->no_ack ? "0" : "1");
+    /* three numbers per entry; rd_cmd's own number slots are too few */
+    char (*nums)[24] = malloc((g->nentries ? g->nentries : 1) * 3 * sizeof *nums);
+    int rc = nums ? add_entries(r, &c, g, ts, nums) : AN_ENOMEM;
+    if (rc == AN_ENOMEM)
+        rd_err(r, "out of memory");
+    redisReply *rep = NULL;
+    if (rc)
+        rd_cmd_free(&c);
+    else
+        rc = rd_eval_script(r, "publish_many", &c, &rep);
+    free(nums);
+    if (rc)
+        return rc;
+    const char *bad = publish_reply_shape(rep, g);
+    if (bad)
+        return rd_bad_reply(r, bad, rep);
     *out = rep;
     return 0;
 }
@@ -422,17 +424,13 @@ int an_trim_input(an_redis *r, const char *stream, int64_t retention_ms, bool tr
         return AN_EINVAL;
     }
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "EVALSHA"); /* placeholders filled by rd_eval_script */
-    rd_cmd_add(&c, "");
-    rd_cmd_addi(&c, 1);
+    rd_cmd_eval(&c, 1);
     rd_cmd_add(&c, stream);
     rd_cmd_addi(&c, retention_ms);
     rd_cmd_add(&c, trim ? "1" : "0");
     rd_cmd_addi(&c, limit);
     redisReply *rep;
     int rc = rd_eval_script(r, "trim_input", &c, &rep);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 ||
@@ -464,10 +462,7 @@ int an_attempts_gc(an_redis *r, const char *input, const char *group,
     }
     char key[512];
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "EVALSHA"); /* placeholders filled by rd_eval_script */
-    rd_cmd_add(&c, "");
-    rd_cmd_addi(&c, 2);
+    rd_cmd_eval(&c, 2);
     rd_cmd_add(&c, input);
     rd_cmd_add(&c, an_attempts_key(input, key, sizeof key));
     rd_cmd_add(&c, group);
@@ -475,7 +470,6 @@ int an_attempts_gc(an_redis *r, const char *input, const char *group,
     rd_cmd_addi(&c, (int64_t)count);
     redisReply *rep;
     int rc = rd_eval_script(r, "attempts_gc", &c, &rep);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
@@ -502,7 +496,7 @@ int an_health_put(an_redis *r, const char *key, const char *state, const char *c
     /* One script-free transaction: MULTI, HSET, EXPIRE, EXEC. */
     char since[24], updated[24], ttl[24];
     snprintf(since, sizeof since, "%" PRId64, since_ms);
-    snprintf(updated, sizeof updated, "%" PRId64, now_ms());
+    snprintf(updated, sizeof updated, "%" PRId64, an_realtime_ms());
     snprintf(ttl, sizeof ttl, "%d", ttl_s);
     redisReply *rep;
     int rc = rd_call(r, RD_ARGV("MULTI"), &rep, false);
@@ -535,15 +529,9 @@ int an_health_get(an_redis *r, const char *key, char *state, size_t state_len, c
                   size_t cause_len, int64_t *since_ms)
 {
     redisReply *rep;
-    int rc = rd_call(r, RD_ARGV("HMGET", key, "state", "cause", "since"), &rep, false);
+    int rc = hmget3(r, key, (const char *const[]){"state", "cause", "since"}, &rep);
     if (rc)
         return rc;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3)
-        return rd_bad_reply(r, "HMGET health", rep);
-    if (rep->element[0]->type != REDIS_REPLY_STRING) {
-        freeReplyObject(rep);
-        return AN_ENOTFOUND;
-    }
     snprintf(state, state_len, "%s", rep->element[0]->str);
     snprintf(cause, cause_len, "%s",
              rep->element[1]->type == REDIS_REPLY_STRING ? rep->element[1]->str : "");
@@ -552,4 +540,3 @@ int an_health_get(an_redis *r, const char *key, char *state, size_t state_len, c
     freeReplyObject(rep);
     return 0;
 }
-

@@ -168,7 +168,7 @@ int an_group_create(an_redis *r, const char *stream, const char *group,
     if (rep->type == REDIS_REPLY_ERROR) {
         if (rd_is_error_code(rep, "BUSYGROUP")) {
             freeReplyObject(rep);
-            r->errstr[0] = '\0';
+            rd_clear_err(r);
             return 0;
         }
         rd_err(r, "XGROUP CREATE %s %s: %.*s", stream, group, (int)rep->len,
@@ -210,12 +210,7 @@ int an_read_group(an_redis *r, const char *stream, const char *group,
     }
     bool fresh = strcmp(id, ">") == 0;
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XREADGROUP");
-    rd_cmd_add(&c, "GROUP");
-    rd_cmd_add(&c, group);
-    rd_cmd_add(&c, consumer);
-    rd_cmd_add(&c, "COUNT");
+    rd_cmd_start(&c, RD_ARGV("XREADGROUP", "GROUP", group, consumer, "COUNT"));
     rd_cmd_addi(&c, (int64_t)count);
     if (block_ms >= 0) {
         rd_cmd_add(&c, "BLOCK");
@@ -226,7 +221,6 @@ int an_read_group(an_redis *r, const char *stream, const char *group,
     rd_cmd_add(&c, id);
     redisReply *rep;
     int rc = rd_run_blocking(r, &c, block_ms, &rep);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     rc = parse_read_reply(r, rep, out);
@@ -254,18 +248,13 @@ int an_autoclaim(an_redis *r, const char *stream, const char *group,
         return AN_EINVAL;
     }
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XAUTOCLAIM");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, group);
-    rd_cmd_add(&c, consumer);
+    rd_cmd_start(&c, RD_ARGV("XAUTOCLAIM", stream, group, consumer));
     rd_cmd_addi(&c, min_idle_ms);
     rd_cmd_add(&c, start ? start : "0-0");
     rd_cmd_add(&c, "COUNT");
     rd_cmd_addi(&c, (int64_t)count);
     redisReply *rep;
     int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
@@ -307,15 +296,10 @@ int an_xack(an_redis *r, const char *stream, const char *group,
     if (n == 0)
         return 0;
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XACK");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, group);
-    for (size_t i = 0; i < n; i++)
-        rd_cmd_add(&c, ids[i]);
+    rd_cmd_start(&c, RD_ARGV("XACK", stream, group));
+    rd_cmd_addv(&c, ids, n);
     redisReply *rep;
     int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_INTEGER)
@@ -336,14 +320,8 @@ int an_claim_ids(an_redis *r, const char *stream, const char *group,
     if (n == 0)
         return 0;
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XCLAIM");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, group);
-    rd_cmd_add(&c, consumer);
-    rd_cmd_add(&c, "0");
-    for (size_t i = 0; i < n; i++)
-        rd_cmd_add(&c, ids[i]);
+    rd_cmd_start(&c, RD_ARGV("XCLAIM", stream, group, consumer, "0"));
+    rd_cmd_addv(&c, ids, n);
     if (idle_ms >= 0) {
         rd_cmd_add(&c, "IDLE");
         rd_cmd_addi(&c, idle_ms);
@@ -351,7 +329,6 @@ int an_claim_ids(an_redis *r, const char *stream, const char *group,
     rd_cmd_add(&c, "JUSTID");
     redisReply *rep;
     int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY)
@@ -423,10 +400,7 @@ int an_pending_range(an_redis *r, const char *stream, const char *group,
     if (count == 0)
         return 0;
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XPENDING");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, group);
+    rd_cmd_start(&c, RD_ARGV("XPENDING", stream, group));
     if (min_idle_ms >= 0) {
         rd_cmd_add(&c, "IDLE");
         rd_cmd_addi(&c, min_idle_ms);
@@ -438,7 +412,6 @@ int an_pending_range(an_redis *r, const char *stream, const char *group,
         rd_cmd_add(&c, consumer);
     redisReply *rep;
     int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_ARRAY)
@@ -487,9 +460,7 @@ int an_xadd(an_redis *r, const char *stream, int64_t maxlen,
         return AN_EINVAL;
     }
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XADD");
-    rd_cmd_add(&c, stream);
+    rd_cmd_start(&c, RD_ARGV("XADD", stream));
     if (maxlen > 0) {
         rd_cmd_add(&c, "MAXLEN");
         rd_cmd_add(&c, "~");
@@ -503,7 +474,6 @@ int an_xadd(an_redis *r, const char *stream, int64_t maxlen,
     }
     redisReply *rep;
     int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     if (rep->type != REDIS_REPLY_STRING)
@@ -519,18 +489,14 @@ int an_xrange(an_redis *r, const char *stream, const char *start,
 {
     memset(out, 0, sizeof *out);
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, reverse ? "XREVRANGE" : "XRANGE");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, start ? start : (reverse ? "+" : "-"));
-    rd_cmd_add(&c, end ? end : (reverse ? "-" : "+"));
+    rd_cmd_start(&c, RD_ARGV(reverse ? "XREVRANGE" : "XRANGE", stream,
+                              start ? start : (reverse ? "+" : "-"), end ? end : (reverse ? "-" : "+")));
     if (count) {
         rd_cmd_add(&c, "COUNT");
         rd_cmd_addi(&c, (int64_t)count);
     }
     redisReply *rep;
     int rc = rd_run(r, &c, &rep, false);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     rc = parse_entries(r, rep, out);
@@ -545,8 +511,7 @@ int an_xread(an_redis *r, const char *stream, const char *after_id,
 {
     memset(out, 0, sizeof *out);
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XREAD");
+    rd_cmd_start(&c, RD_ARGV("XREAD"));
     if (count) {
         rd_cmd_add(&c, "COUNT");
         rd_cmd_addi(&c, (int64_t)count);
@@ -560,7 +525,6 @@ int an_xread(an_redis *r, const char *stream, const char *after_id,
     rd_cmd_add(&c, after_id ? after_id : "$");
     redisReply *rep;
     int rc = rd_run_blocking(r, &c, block_ms, &rep);
-    rd_cmd_free(&c);
     if (rc)
         return rc;
     rc = parse_read_reply(r, rep, out);
@@ -582,13 +546,9 @@ int an_xdel(an_redis *r, const char *stream, const char *const *ids, size_t n,
     if (n == 0)
         return 0;
     rd_cmd c;
-    rd_cmd_init(&c);
-    rd_cmd_add(&c, "XDEL");
-    rd_cmd_add(&c, stream);
-    for (size_t i = 0; i < n; i++)
-        rd_cmd_add(&c, ids[i]);
+    rd_cmd_start(&c, RD_ARGV("XDEL", stream));
+    rd_cmd_addv(&c, ids, n);
     int rc = rd_int_command(r, &c, deleted);
-    rd_cmd_free(&c);
     return rc;
 }
 /* ------------------------------------------------------------ XINFO */
