@@ -80,6 +80,7 @@ char *rd_dupn(const char *s, size_t n)
     p[n] = '\0';
     return p;
 }
+
 /* ------------------------------------------------------------ commands */
 
 void rd_cmd_init(rd_cmd *c)
@@ -155,6 +156,7 @@ void rd_cmd_addi(rd_cmd *c, int64_t v)
     snprintf(b, 24, "%" PRId64, v);
     rd_cmd_add(c, b);
 }
+
 /* ------------------------------------------------------------ connection */
 
 an_redis_opts an_redis_opts_default(void)
@@ -253,6 +255,31 @@ static redisReply *raw(an_redis *r, int argc, const char **argv,
     return rep;
 }
 
+/* One command of the connection's handshake (AUTH, SELECT: what) on the
+ * fresh context. A refusal is AN_EREDIS (AN_ETRANSIENT when the server is
+ * only unavailable), with the context dropped. */
+static int handshake(an_redis *r, int argc, const char **argv, const char *what)
+{
+    size_t lens[3];
+    for (int i = 0; i < argc && i < 3; i++)
+        lens[i] = strlen(argv[i]);
+    redisReply *rep = raw(r, argc, argv, lens);
+    if (!rep)
+        return AN_ETRANSIENT;
+    int rc = 0;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        rd_err(r, "redis %s: %s: %.*s", r->url_redacted, what, (int)rep->len, rep->str);
+        set_errcode(r, rep->str, (size_t)rep->len);
+        rc = rd_classify_error(rep->str, (size_t)rep->len);
+        if (rc != AN_ETRANSIENT)
+            rc = AN_EREDIS;
+    }
+    freeReplyObject(rep);
+    if (rc)
+        rd_drop_ctx(r);
+    return rc;
+}
+
 int rd_connect(an_redis *r)
 {
     struct timeval ctv = ms_tv(r->opts.connect_timeout_ms);
@@ -276,49 +303,19 @@ int rd_connect(an_redis *r)
         set_liveness(r, c);
     r->ctx = c;
     if (r->password) {
-        const char *argv[3] = {"AUTH", r->user ? r->user : r->password,
-                               r->password};
-        size_t lens[3] = {4, strlen(argv[1]), strlen(r->password)};
-        redisReply *rep = raw(r, r->user ? 3 : 2, argv, lens);
-        if (!rep)
-            return AN_ETRANSIENT;
-        int rc = 0;
-        if (rep->type == REDIS_REPLY_ERROR) {
-            rd_err(r, "redis %s: AUTH: %.*s", r->url_redacted, (int)rep->len,
-                 rep->str);
-            set_errcode(r, rep->str, (size_t)rep->len);
-            rc = rd_classify_error(rep->str, (size_t)rep->len);
-            if (rc != AN_ETRANSIENT)
-                rc = AN_EREDIS;
-        }
-        freeReplyObject(rep);
-        if (rc) {
-            rd_drop_ctx(r);
+        const char *argv[3] = {"AUTH", r->user ? r->user : r->password, r->password};
+        int rc = handshake(r, r->user ? 3 : 2, argv, "AUTH");
+        if (rc)
             return rc;
-        }
     }
     if (r->db != 0) {
-        char dbs[16];
+        char dbs[16], what[32];
         snprintf(dbs, sizeof dbs, "%d", r->db);
+        snprintf(what, sizeof what, "SELECT %d", r->db);
         const char *argv[2] = {"SELECT", dbs};
-        size_t lens[2] = {6, strlen(dbs)};
-        redisReply *rep = raw(r, 2, argv, lens);
-        if (!rep)
-            return AN_ETRANSIENT;
-        int rc = 0;
-        if (rep->type == REDIS_REPLY_ERROR) {
-            rd_err(r, "redis %s: SELECT %d: %.*s", r->url_redacted, r->db,
-                 (int)rep->len, rep->str);
-            set_errcode(r, rep->str, (size_t)rep->len);
-            rc = rd_classify_error(rep->str, (size_t)rep->len);
-            if (rc != AN_ETRANSIENT)
-                rc = AN_EREDIS;
-        }
-        freeReplyObject(rep);
-        if (rc) {
-            rd_drop_ctx(r);
+        int rc = handshake(r, 2, argv, what);
+        if (rc)
             return rc;
-        }
     }
     r->errstr[0] = '\0';
     return 0;
@@ -520,6 +517,7 @@ int rd_bad_reply(an_redis *r, const char *what, redisReply *rep)
         freeReplyObject(rep);
     return AN_EREDIS;
 }
+
 /* ------------------------------------------------------------ scripts */
 
 static int script_index(const char *name)

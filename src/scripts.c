@@ -371,6 +371,7 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
     freeReplyObject(rep);
     return 0;
 }
+
 /* ------------------------------------------------------------ retention */
 
 void an_trim_result_free(an_trim_result *t)
@@ -482,6 +483,7 @@ int an_attempts_gc(an_redis *r, const char *input, const char *group,
     freeReplyObject(rep);
     return 0;
 }
+
 /* ------------------------------------------------------------ health */
 
 const char *an_health_key(const char *input, const char *consumer, char *buf, size_t len)

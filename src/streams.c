@@ -149,6 +149,7 @@ static int fill_deliveries(an_redis *r, const char *stream, const char *group,
     free(items);
     return 0;
 }
+
 /* ------------------------------------------------------------ groups */
 
 int an_group_create(an_redis *r, const char *stream, const char *group,
@@ -298,16 +299,7 @@ int an_xack(an_redis *r, const char *stream, const char *group,
     rd_cmd c;
     rd_cmd_start(&c, RD_ARGV("XACK", stream, group));
     rd_cmd_addv(&c, ids, n);
-    redisReply *rep;
-    int rc = rd_run(r, &c, &rep, false);
-    if (rc)
-        return rc;
-    if (rep->type != REDIS_REPLY_INTEGER)
-        return rd_bad_reply(r, "XACK", rep);
-    if (acked)
-        *acked = rep->integer;
-    freeReplyObject(rep);
-    return 0;
+    return rd_int_command(r, &c, acked);
 }
 
 /* XCLAIM stream group consumer 0 id... [IDLE idle_ms] JUSTID. */
@@ -338,6 +330,7 @@ int an_claim_ids(an_redis *r, const char *stream, const char *group,
     freeReplyObject(rep);
     return 0;
 }
+
 int an_pending_summary_get(an_redis *r, const char *stream, const char *group,
                            an_pending_summary *out)
 {
@@ -448,6 +441,7 @@ int an_pending_range(an_redis *r, const char *stream, const char *group,
     *n = k;
     return 0;
 }
+
 /* ------------------------------------------------------------ plain */
 
 int an_xadd(an_redis *r, const char *stream, int64_t maxlen,
@@ -533,6 +527,7 @@ int an_xread(an_redis *r, const char *stream, const char *after_id,
         an_entry_list_free(out);
     return rc;
 }
+
 int an_xlen(an_redis *r, const char *stream, int64_t *len)
 {
     return rd_call_int(r, RD_ARGV("XLEN", stream), len);
@@ -551,6 +546,7 @@ int an_xdel(an_redis *r, const char *stream, const char *const *ids, size_t n,
     int rc = rd_int_command(r, &c, deleted);
     return rc;
 }
+
 /* ------------------------------------------------------------ XINFO */
 
 /* Value of key k in a flat [k1, v1, k2, v2, ...] reply; NULL if absent. */
