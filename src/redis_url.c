@@ -179,11 +179,11 @@ static int bad(char *err, size_t errlen, const char *url, const char *what)
     return AN_ECONFIG;
 }
 
-/* host[:port] or [v6][:port] of a TCP URL, then /db. */
-static int parse_tcp(const char *url, const char *rest, an_redis_url *u, char *err,
-                     size_t errlen)
+/* host[:port] or [v6][:port]: the first hl bytes of rest (default host
+ * 127.0.0.1). */
+static int parse_hostport(const char *url, const char *rest, size_t hl, an_redis_url *u,
+                          char *err, size_t errlen)
 {
-    size_t hl = strcspn(rest, "/?#");
     const char *hp = rest, *portstr = NULL;
     size_t hostlen = hl;
     if (hp[0] == '[') {
@@ -211,6 +211,17 @@ static int parse_tcp(const char *url, const char *rest, an_redis_url *u, char *e
         return AN_ENOMEM;
     if (portstr && parse_int(portstr, (size_t)(rest + hl - portstr), 1, 65535, &u->port))
         return bad(err, errlen, url, "bad port");
+    return 0;
+}
+
+/* host[:port] of a TCP URL, then /db and ?query. */
+static int parse_tcp(const char *url, const char *rest, an_redis_url *u, char *err,
+                     size_t errlen)
+{
+    size_t hl = strcspn(rest, "/?#");
+    int rc = parse_hostport(url, rest, hl, u, err, errlen);
+    if (rc)
+        return rc;
     const char *r = rest + hl;
     if (*r == '/') {
         size_t dl = strcspn(r + 1, "?#");
@@ -219,9 +230,26 @@ static int parse_tcp(const char *url, const char *rest, an_redis_url *u, char *e
         r += 1 + dl;
     }
     if (*r == '?') {
-        int rc = parse_query(r + 1, u, false);
+        rc = parse_query(r + 1, u, false);
         if (rc)
             return rc == AN_ENOMEM ? rc : bad(err, errlen, url, "bad query");
+    }
+    return 0;
+}
+
+/* /path/to/socket[?db=N&password=P] of a unix:// URL. */
+static int parse_unix(const char *url, const char *rest, an_redis_url *u, char *err,
+                      size_t errlen)
+{
+    size_t pl = strcspn(rest, "?");
+    if (pl == 0 || rest[0] != '/')
+        return bad(err, errlen, url, "no absolute socket path");
+    if (!(u->path = dupn(rest, pl)))
+        return AN_ENOMEM;
+    if (rest[pl] == '?') {
+        int rc = parse_query(rest + pl + 1, u, true);
+        if (rc)
+            return rc == AN_ENOMEM ? rc : bad(err, errlen, url, "bad query (db=N, password=P)");
     }
     return 0;
 }
@@ -245,19 +273,8 @@ int an_redis_url_parse(const char *url, an_redis_url *out, char *err, size_t err
     int rc = parse_userinfo(&p, out);
     if (rc)
         return rc;
-    if (!p.unix_socket)
-        return parse_tcp(url, p.rest, out, err, errlen);
-    size_t pl = strcspn(p.rest, "?");
-    if (pl == 0 || p.rest[0] != '/')
-        return bad(err, errlen, url, "no absolute socket path");
-    if (!(out->path = dupn(p.rest, pl)))
-        return AN_ENOMEM;
-    if (p.rest[pl] == '?') {
-        rc = parse_query(p.rest + pl + 1, out, true);
-        if (rc)
-            return rc == AN_ENOMEM ? rc : bad(err, errlen, url, "bad query (db=N, password=P)");
-    }
-    return 0;
+    return p.unix_socket ? parse_unix(url, p.rest, out, err, errlen)
+                         : parse_tcp(url, p.rest, out, err, errlen);
 }
 
 void an_redis_url_free(an_redis_url *u)
