@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "an_streams.h"
+#include "an_redis.h"
 
 static char *slurp(const char *path, size_t *len)
 {
