@@ -464,10 +464,8 @@ int an_attempts_gc(an_redis *r, const char *input, const char *group,
     char key[512];
     rd_cmd c;
     rd_cmd_eval(&c, 2);
-    rd_cmd_add(&c, input);
-    rd_cmd_add(&c, an_attempts_key(input, key, sizeof key));
-    rd_cmd_add(&c, group);
-    rd_cmd_add(&c, cursor[0] ? cursor : "0");
+    rd_cmd_addv(&c, RD_ARGV(input, an_attempts_key(input, key, sizeof key), group,
+                            cursor[0] ? cursor : "0"));
     rd_cmd_addi(&c, (int64_t)count);
     redisReply *rep;
     int rc = rd_eval_script(r, "attempts_gc", &c, &rep);
