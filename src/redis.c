@@ -503,7 +503,7 @@ int rd_run_blocking(an_redis *r, rd_cmd *c, int block_ms, redisReply **out)
 
 int an_redis_ping(an_redis *r)
 {
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_call(r, RD_ARGV("PING"), &rep, false);
     if (rc == 0)
         freeReplyObject(rep);
@@ -530,7 +530,7 @@ static int script_index(const char *name)
 
 static int load_script(an_redis *r, int idx)
 {
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_call(r, RD_ARGV("SCRIPT", "LOAD", an_lua_scripts[idx].text), &rep, false);
     if (rc) {
         rd_err(r, "SCRIPT LOAD %s.lua: %s", an_lua_scripts[idx].name,
@@ -578,7 +578,7 @@ static int eval_script(an_redis *r, const char *name, rd_cmd *c, redisReply **ou
         c->lens[0] = 7;
         c->argv[1] = r->sha[idx];
         c->lens[1] = SHA_LEN;
-        redisReply *rep;
+        redisReply *rep = NULL;
         int rc = run_cmd(r, c, &rep, true);
         if (rc)
             return rc;
@@ -639,7 +639,7 @@ void rd_reply_id(char dst[AN_ID_MAX], const redisReply *x)
 
 int rd_int_command(an_redis *r, rd_cmd *c, int64_t *v)
 {
-    redisReply *rep;
+    redisReply *rep = NULL;
     const char *name = c->argc ? c->argv[0] : "?";   /* c is freed by rd_run */
     int rc = rd_run(r, c, &rep, false);
     if (rc)

@@ -32,7 +32,7 @@ static int attempts_eval(an_redis *r, const char *input, const char *mode,
     rd_cmd_eval(&c, 1);
     rd_cmd_addv(&c, RD_ARGV(an_attempts_key(input, key, sizeof key), mode));
     rd_cmd_addv(&c, ids, n);
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_eval_script(r, "attempts", &c, &rep);
     if (rc)
         return rc;
@@ -62,7 +62,7 @@ int an_attempts_begin(an_redis *r, const char *input, const char *const *ids, si
     *split = false;
     if (n == 0)
         return 0;
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = attempts_eval(r, input, allow_split ? "1" : "0", ids, n, &rep);
     if (rc)
         return rc;
@@ -81,7 +81,7 @@ static int attempts_call(an_redis *r, const char *input, const char *mode,
 {
     if (n == 0)
         return 0;
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = attempts_eval(r, input, mode, ids, n, &rep);
     return rc ? rc : take_counts(r, rep, n, counts, "attempts.lua");
 }
@@ -122,7 +122,7 @@ int an_dead_letter(an_redis *r, const an_dead_letter_req *q,
         rd_cmd_addn(&c, f->name ? f->name : "", f->name_len);
         rd_cmd_addn(&c, f->value ? f->value : "", f->value_len);
     }
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_eval_script(r, "dead_letter", &c, &rep);
     if (rc)
         return rc;
@@ -156,7 +156,7 @@ char *an_params_key(const char *prefix, const char *uid)
  * when the first field is absent. */
 static int hmget3(an_redis *r, const char *key, const char *const f[3], redisReply **out)
 {
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_call(r, RD_ARGV("HMGET", key, f[0], f[1], f[2]), &rep, false);
     if (rc)
         return rc;
@@ -187,7 +187,7 @@ int an_params_cache_get(an_redis *r, const char *key, char **params,
         *watermark = -1;
     if (updated_ms)
         *updated_ms = -1;
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = hmget3(r, key, (const char *const[]){"params", "watermark", "updated"}, &rep);
     if (rc)
         return rc;
@@ -362,7 +362,7 @@ int an_publish_many(an_redis *r, const an_publish_group *g, int *status)
 {
     for (size_t i = 0; i < g->nentries; i++)
         status[i] = 0;
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = an_publish_many_reply(r, g, &rep);
     if (rc)
         return rc;
@@ -430,7 +430,7 @@ int an_trim_input(an_redis *r, const char *stream, int64_t retention_ms, bool tr
     rd_cmd_addi(&c, retention_ms);
     rd_cmd_add(&c, trim ? "1" : "0");
     rd_cmd_addi(&c, limit);
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_eval_script(r, "trim_input", &c, &rep);
     if (rc)
         return rc;
@@ -467,7 +467,7 @@ int an_attempts_gc(an_redis *r, const char *input, const char *group,
     rd_cmd_addv(&c, RD_ARGV(input, an_attempts_key(input, key, sizeof key), group,
                             cursor[0] ? cursor : "0"));
     rd_cmd_addi(&c, (int64_t)count);
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_eval_script(r, "attempts_gc", &c, &rep);
     if (rc)
         return rc;
@@ -498,7 +498,7 @@ int an_health_put(an_redis *r, const char *key, const char *state, const char *c
     snprintf(since, sizeof since, "%" PRId64, since_ms);
     snprintf(updated, sizeof updated, "%" PRId64, an_realtime_ms());
     snprintf(ttl, sizeof ttl, "%d", ttl_s);
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_call(r, RD_ARGV("MULTI"), &rep, false);
     if (rc)
         return rc;
@@ -528,7 +528,7 @@ int an_health_put(an_redis *r, const char *key, const char *state, const char *c
 int an_health_get(an_redis *r, const char *key, char *state, size_t state_len, char *cause,
                   size_t cause_len, int64_t *since_ms)
 {
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = hmget3(r, key, (const char *const[]){"state", "cause", "since"}, &rep);
     if (rc)
         return rc;

@@ -161,7 +161,7 @@ int an_group_create(an_redis *r, const char *stream, const char *group,
         rd_err(r, "XGROUP CREATE: stream and group are required");
         return AN_EINVAL;
     }
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_call(r, RD_ARGV("XGROUP", "CREATE", stream, group, start_id ? start_id : "0",
                                 "MKSTREAM"), &rep, true);
     if (rc)
@@ -187,16 +187,8 @@ int an_group_create(an_redis *r, const char *stream, const char *group,
 int an_group_delconsumer(an_redis *r, const char *stream, const char *group,
                          const char *consumer, int64_t *pending_discarded)
 {
-    redisReply *rep;
-    int rc = rd_call(r, RD_ARGV("XGROUP", "DELCONSUMER", stream, group, consumer), &rep, false);
-    if (rc)
-        return rc;
-    if (rep->type != REDIS_REPLY_INTEGER)
-        return rd_bad_reply(r, "XGROUP DELCONSUMER", rep);
-    if (pending_discarded)
-        *pending_discarded = rep->integer;
-    freeReplyObject(rep);
-    return 0;
+    return rd_call_int(r, RD_ARGV("XGROUP", "DELCONSUMER", stream, group, consumer),
+                       pending_discarded);
 }
 
 int an_read_group(an_redis *r, const char *stream, const char *group,
@@ -220,7 +212,7 @@ int an_read_group(an_redis *r, const char *stream, const char *group,
     rd_cmd_add(&c, "STREAMS");
     rd_cmd_add(&c, stream);
     rd_cmd_add(&c, id);
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_run_blocking(r, &c, block_ms, &rep);
     if (rc)
         return rc;
@@ -254,7 +246,7 @@ int an_autoclaim(an_redis *r, const char *stream, const char *group,
     rd_cmd_add(&c, start ? start : "0-0");
     rd_cmd_add(&c, "COUNT");
     rd_cmd_addi(&c, (int64_t)count);
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_run(r, &c, &rep, false);
     if (rc)
         return rc;
@@ -319,7 +311,7 @@ int an_claim_ids(an_redis *r, const char *stream, const char *group,
         rd_cmd_addi(&c, idle_ms);
     }
     rd_cmd_add(&c, "JUSTID");
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_run(r, &c, &rep, false);
     if (rc)
         return rc;
@@ -335,7 +327,7 @@ int an_pending_summary_get(an_redis *r, const char *stream, const char *group,
                            an_pending_summary *out)
 {
     memset(out, 0, sizeof *out);
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_call(r, RD_ARGV("XPENDING", stream, group), &rep, false);
     if (rc)
         return rc;
@@ -403,7 +395,7 @@ int an_pending_range(an_redis *r, const char *stream, const char *group,
     rd_cmd_addi(&c, (int64_t)count);
     if (consumer)
         rd_cmd_add(&c, consumer);
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_run(r, &c, &rep, false);
     if (rc)
         return rc;
@@ -466,7 +458,7 @@ int an_xadd(an_redis *r, const char *stream, int64_t maxlen,
         rd_cmd_addn(&c, fields[i].value ? fields[i].value : "",
                  fields[i].value_len);
     }
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_run(r, &c, &rep, false);
     if (rc)
         return rc;
@@ -489,7 +481,7 @@ int an_xrange(an_redis *r, const char *stream, const char *start,
         rd_cmd_add(&c, "COUNT");
         rd_cmd_addi(&c, (int64_t)count);
     }
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_run(r, &c, &rep, false);
     if (rc)
         return rc;
@@ -517,7 +509,7 @@ int an_xread(an_redis *r, const char *stream, const char *after_id,
     rd_cmd_add(&c, "STREAMS");
     rd_cmd_add(&c, stream);
     rd_cmd_add(&c, after_id ? after_id : "$");
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = rd_run_blocking(r, &c, block_ms, &rep);
     if (rc)
         return rc;
@@ -579,7 +571,7 @@ static int64_t kv_int(const redisReply *a, const char *k)
 static int xinfo_call(an_redis *r, const char *const *argv, size_t argc, bool missing_key,
                       redisReply **out)
 {
-    redisReply *rep;
+    redisReply *rep = NULL;
     char what[64];
     snprintf(what, sizeof what, "XINFO %s", argv[1]);
     int rc = rd_call(r, argv, argc, &rep, missing_key);
@@ -602,7 +594,7 @@ int an_xinfo_stream(an_redis *r, const char *stream, an_stream_info *out)
 {
     memset(out, 0, sizeof *out);
     out->entries_added = -1;
-    redisReply *rep;
+    redisReply *rep = NULL;
     int rc = xinfo_call(r, RD_ARGV("XINFO", "STREAM", stream), true, &rep);
     if (rc)
         return rc;
@@ -692,7 +684,7 @@ int an_xinfo_groups(an_redis *r, const char *stream, an_group_info **groups,
 {
     *groups = NULL;
     *n = 0;
-    redisReply *rep;
+    redisReply *rep = NULL;
     void *v = NULL;
     int rc = xinfo_call(r, RD_ARGV("XINFO", "GROUPS", stream), true, &rep);
     if (!rc)
@@ -719,7 +711,7 @@ int an_xinfo_consumers(an_redis *r, const char *stream, const char *group,
 {
     *consumers = NULL;
     *n = 0;
-    redisReply *rep;
+    redisReply *rep = NULL;
     void *v = NULL;
     int rc = xinfo_call(r, RD_ARGV("XINFO", "CONSUMERS", stream, group), false, &rep);
     if (!rc)
