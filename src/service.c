@@ -99,48 +99,6 @@ static void nap(an_service *s, int ms)
     }
 }
 
-int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
-                     char *text, size_t len)
-{
-    int rc = 0;
-    if (it->nouts == it->capouts) {
-        size_t cap = it->capouts ? 2 * it->capouts : 2;
-        out_item *o = realloc(it->outs, cap * sizeof *o);
-        if (!o) {
-            free(text);
-            return AN_ENOMEM;
-        }
-        it->outs = o;
-        it->capouts = cap;
-    }
-    out_item *o = &it->outs[it->nouts];
-    memset(o, 0, sizeof *o);
-    o->data_type = data_type;
-    snprintf(o->rows, sizeof o->rows, "%s", rows ? rows : "");
-    char err[256];
-    rc = an_body_encode_text(text, len, s->cfg->streams.output_encoding, &o->body,
-                             &o->body_len, err, sizeof err);
-    if (rc) {
-        an_error("cannot encode output message: %s", err);
-        return rc;
-    }
-    it->nouts++;
-    return 0;
-}
-
-int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
-                json_t *msg)
-{
-    size_t len = 0;
-    char *text = an_json_dumps(msg, &len);
-    json_decref(msg);
-    if (!text) {
-        an_error("cannot encode output message: out of memory or non-finite number");
-        return AN_EINVAL;
-    }
-    return svc_add_out_text(s, it, data_type, rows, text, len);
-}
-
 static void item_clear(item *it)
 {
     for (size_t k = 0; k < it->nouts; k++)

@@ -19,51 +19,7 @@
 #include "an_state_cache.h"
 #include "an_streams.h"
 
-/* One output message waiting for the publish script. */
-typedef struct out_item {
-    const char *data_type;
-    char rows[48];     /* "first-last" or "" */
-    char *body;        /* encoded body (malloc'd) */
-    size_t body_len;
-} out_item;
-
-/* What the inference part of an entry came to. */
-typedef enum {
-    INF_NONE = 0,  /* no inference results in the entry */
-    INF_SCORED,    /* scored and committed: publish msg + params */
-    INF_REJECTED,  /* the original's reject: ack, publish nothing */
-    INF_DUPLICATE, /* already applied: ack; republish if it was ours */
-    INF_POISON,    /* dead-letter with reason */
-    INF_DEFERRED,  /* predecessor not applied yet: keep pending, retry */
-} inf_outcome;
-
-/* One input entry in the works. */
-typedef struct item {
-    const an_entry *e;
-    an_batch *b;                       /* decoded; owned */
-    const an_inference_result **inf;   /* its inference results, in order */
-    size_t n;
-    int64_t first, last;               /* their rowids */
-    bool force;                        /* waited defer_max_ms: no more waiting */
-
-    /* results of processing */
-    inf_outcome oc;
-    out_item *outs;
-    size_t nouts, capouts;
-    bool carries_cache;                /* its publish refreshes the params hash */
-    const char *cache_uid;
-    char *cache_json;
-    int64_t cache_wm;
-    char cache_src[AN_ID_MAX];         /* the entry id that moved cache_wm */
-    int64_t seen_wm;                   /* the watermark a deferral saw */
-    char reason[384];                  /* dead-letter reason */
-    const char *reason_class;          /* its metrics label (static; NULL: "other") */
-    size_t published;                  /* outs[0..published) went out in
-                                          chunks ahead of the acking call */
-    bool done;                         /* acked or dead-lettered (or taken
-                                          over by another consumer): its
-                                          attempt is finished */
-} item;
+#include "service_item.h"
 
 struct deferred;
 
@@ -138,14 +94,6 @@ struct an_service {
     bool ready_noted, stop_noted;
 };
 
-/* Appends msg (consumed) to the item's messages, encoded per
- * [streams] output_encoding. 0 / AN_ENOMEM / AN_EINVAL. */
-int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
-                json_t *msg);
-/* The same for a message already serialized (text consumed). */
-int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
-                     char *text, size_t len);
-
 /* Processes the inference results of items[0..n) (each with n > 0) in ONE
  * transaction (retried as a whole on transient errors within the
  * docs/htmengine.md §4.5 budget). Sets every item's outcome and messages;
@@ -214,14 +162,6 @@ void svc_prefetch(an_service *s);
 
 /* ---- service_metrics.c: every event updates the stats line
  * (an_service_stats) and the metrics (opts.metrics) together ---- */
-
-/* Dead-letter reason classes (anomalyd_dead_letters_total{reason}). */
-#define SVC_DL_MALFORMED "malformed"   /* does not decode */
-#define SVC_DL_TOO_LARGE "too_large"   /* over max_entry_bytes / max_inflated_bytes */
-#define SVC_DL_ATTEMPTS "attempts"     /* over max_deliveries unfinished attempts */
-#define SVC_DL_OVERLAP "overlap"       /* rows overlap rows already scored */
-#define SVC_DL_BAD_PARAMS "bad_params" /* stored likelihood params unreadable */
-#define SVC_DL_HELPER "helper"         /* the likelihood helper failed */
 
 /* The loop is alive: metrics heartbeat, systemd watchdog, a STATUS= line
  * every few seconds, STOPPING=1 once a stop is requested. Cheap: call it
