@@ -496,7 +496,7 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
     }
     char rows[48];
     snprintf(rows, sizeof rows, "%" PRId64 "-%" PRId64, d[0].rowid, d[it->n - 1].rowid);
-    return svc_add_out_text(s, it, AN_DATATYPE_INFERENCE, rows, msg, len);
+    return svc_add_out_text(it, s->cfg->streams.output_encoding, AN_DATATYPE_INFERENCE, rows, msg, len);
 }
 
 /* ------------------------------------------------------------ the group */

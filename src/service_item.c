@@ -1,7 +1,8 @@
 /*
- * service_item.c: the output messages of an item (service_item.h).
+ * service_item.c: the output messages of an item (service_item.h): each
+ * message is encoded as it is added, so the publish only copies bytes.
  */
-#include "service_internal.h"
+#include "service_item.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,7 @@
 
 #include "an_log.h"
 
-int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
+int svc_add_out_text(item *it, an_encoding enc, const char *data_type, const char *rows,
                      char *text, size_t len)
 {
     int rc = 0;
@@ -27,9 +28,8 @@ int svc_add_out_text(an_service *s, item *it, const char *data_type, const char 
     memset(o, 0, sizeof *o);
     o->data_type = data_type;
     snprintf(o->rows, sizeof o->rows, "%s", rows ? rows : "");
-    char err[256];
-    rc = an_body_encode_text(text, len, s->cfg->streams.output_encoding, &o->body,
-                             &o->body_len, err, sizeof err);
+    char err[SVC_ERR_MAX];
+    rc = an_body_encode_text(text, len, enc, &o->body, &o->body_len, err, sizeof err);
     if (rc) {
         an_error("cannot encode output message: %s", err);
         return rc;
@@ -38,7 +38,7 @@ int svc_add_out_text(an_service *s, item *it, const char *data_type, const char 
     return 0;
 }
 
-int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
+int svc_add_out(item *it, an_encoding enc, const char *data_type, const char *rows,
                 json_t *msg)
 {
     size_t len = 0;
@@ -48,5 +48,5 @@ int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows
         an_error("cannot encode output message: out of memory or non-finite number");
         return AN_EINVAL;
     }
-    return svc_add_out_text(s, it, data_type, rows, text, len);
+    return svc_add_out_text(it, enc, data_type, rows, text, len);
 }

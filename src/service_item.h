@@ -11,13 +11,22 @@
 #include <stdint.h>
 
 #include "an_codec.h"
-#include "an_service.h"
 #include "an_streams.h"
+
+/* An output message's "first-last" rows text: two int64 rowids (at most
+ * 20 characters each), the dash and the NUL fit with room to spare. */
+#define SVC_ROWS_TEXT_MAX 48
+/* A dead-letter reason: one line for an operator, the longest being a
+ * metric uid and a helper or JSON parser message (those are cut at 256). */
+#define SVC_REASON_MAX 384
+/* The message buffer handed to the codec, helper and JSON parsers, whose
+ * messages are one short line. */
+#define SVC_ERR_MAX 256
 
 /* One output message waiting for the publish script. */
 typedef struct out_item {
     const char *data_type;
-    char rows[48];     /* "first-last" or "" */
+    char rows[SVC_ROWS_TEXT_MAX]; /* "first-last" or "" */
     char *body;        /* encoded body (malloc'd) */
     size_t body_len;
 } out_item;
@@ -51,7 +60,7 @@ typedef struct item {
     int64_t cache_wm;
     char cache_src[AN_ID_MAX];         /* the entry id that moved cache_wm */
     int64_t seen_wm;                   /* the watermark a deferral saw */
-    char reason[384];                  /* dead-letter reason */
+    char reason[SVC_REASON_MAX];       /* dead-letter reason */
     const char *reason_class;          /* its metrics label (static; NULL: "other") */
     size_t published;                  /* outs[0..published) went out in
                                           chunks ahead of the acking call */
@@ -68,12 +77,15 @@ typedef struct item {
 #define SVC_DL_BAD_PARAMS "bad_params" /* stored likelihood params unreadable */
 #define SVC_DL_HELPER "helper"         /* the likelihood helper failed */
 
-/* Appends msg (consumed) to the item's messages, encoded per
- * [streams] output_encoding. 0 / AN_ENOMEM / AN_EINVAL. */
-int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
+/* Appends msg (consumed: freed on every path) to it's messages, its body
+ * encoded with enc ([streams] output_encoding). The body is owned by the
+ * item (item_clear or the caller's reset frees it). 0, AN_ENOMEM, or
+ * AN_EINVAL (the message does not serialize, e.g. a non-finite number). */
+int svc_add_out(item *it, an_encoding enc, const char *data_type, const char *rows,
                 json_t *msg);
-/* The same for a message already serialized (text consumed). */
-int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
+/* The same for a message already serialized (text consumed: freed on
+ * every path). 0, AN_ENOMEM or the encoder's error. */
+int svc_add_out_text(item *it, an_encoding enc, const char *data_type, const char *rows,
                      char *text, size_t len);
 
 #endif
