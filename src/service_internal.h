@@ -112,10 +112,6 @@ int svc_window_init(an_service *s);
 /* Frees s->sw and its scratch (NULL-safe). */
 void svc_window_free(an_service *s);
 
-/* The windows' size and bytes to the metrics' gauges, their hits and
- * misses since the last poll to its counters. */
-void svc_window_poll(an_service *s, an_metrics *m);
-
 /* The newest n processed rows of uid below `before` (ascending, out has
  * room for n), for a metric locked with watermark wm. *usable (in/out):
  * whether uid's window may be used in this group (the state cache hit);

@@ -91,30 +91,9 @@ int svc_window_count(an_service *s, const char *uid, int64_t wm, bool usable,
     return rc;
 }
 
-void svc_window_poll(an_service *s, an_metrics *m)
-{
-    int64_t hits = 0, misses = 0;
-    an_sample_window_stats(s->sw, &hits, &misses);
-    an_metrics_set(m, AN_G_SAMPLE_WINDOW, (double)an_sample_window_size(s->sw));
-    an_metrics_set(m, AN_G_SAMPLE_WINDOW_BYTES, (double)an_sample_window_bytes(s->sw));
-    an_metrics_add(m, AN_C_SAMPLE_WINDOW_HITS, hits - s->sw_hits_seen);
-    an_metrics_add(m, AN_C_SAMPLE_WINDOW_MISSES, misses - s->sw_misses_seen);
-    s->sw_hits_seen = hits;
-    s->sw_misses_seen = misses;
-}
-
 void svc_window_commit(an_service *s, const char *uid, bool usable, int64_t old_wm,
                        const an_sample *rows, size_t n, int64_t new_wm)
 {
     if (!usable || an_sample_window_append(s->sw, uid, old_wm, rows, n, new_wm) != 0)
         an_sample_window_forget(s->sw, uid);
-}
-
-an_window_stats an_service_window_stats(const an_service *s)
-{
-    an_window_stats st = {0};
-    st.metrics = an_sample_window_size(s->sw);
-    st.bytes = an_sample_window_bytes(s->sw);
-    an_sample_window_stats(s->sw, &st.hits, &st.misses);
-    return st;
 }
