@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "an_batch_verdict.h"
 #include "an_log.h"
 #include "an_util.h"
 #include "an_state_cache.h"
@@ -438,32 +439,6 @@ static bool scrub_passes(item *it, gmetric *gm, const an_data_row *rows, size_t 
     return true;
 }
 
-/* Rows are numbered from 1 and allocated contiguously per metric (spec
- * docs/htmengine.md §4.4), so only a batch of ascending, consecutive, positive
- * rowids can match them; the original rejects any other in its scrub. */
-static bool rowids_contiguous(const item *it)
-{
-    if (it->first < 1)
-        return false;
-    for (size_t i = 1; i < it->n; i++)
-        if (it->inf[i - 1]->rowid == INT64_MAX || it->inf[i]->rowid != it->inf[i - 1]->rowid + 1)
-            return false;
-    return true;
-}
-
-/* The last rowid of the rows read for a batch: its last rowid, but never
- * more than n rows from its first. The scrub rejects a non-contiguous
- * batch at its first gap, which lies within those n rows, so reading more
- * (a hostile [1, 2000000000] would read every row of the metric) cannot
- * change the outcome; a descending batch keeps its empty range. */
-static int64_t read_last(const item *it)
-{
-    if (it->last < it->first || it->first > INT64_MAX - (int64_t)it->n)
-        return it->last;
-    int64_t span = it->first + (int64_t)it->n - 1;
-    return it->last < span ? it->last : span;
-}
-
 /* Scores one batch: rows [row0, row0+n) of the group, appended to the
  * group's write. Returns 0 (scored, or it->oc = INF_POISON with its reason
  * when the helper fails on the entry's data), or the error of a failed
@@ -682,9 +657,11 @@ static int collect_metrics(svc_scorer *sc, item *items, size_t n)
         g->keys[i] = NULL;
     memset(g->gm, 0, nu * sizeof *g->gm);
     g->nu = nu;
-    for (size_t i = 0; i < n; i++)
-        g->ranges[i] = (an_group_range){items[i].b->model, items[i].first,
-                                        read_last(&items[i]), items[i].e->id};
+    for (size_t i = 0; i < n; i++) {
+        const item *it = &items[i];
+        g->ranges[i] = (an_group_range){it->b->model, it->first,
+                                        an_batch_read_last(it->first, it->last, it->n), it->e->id};
+    }
     const char *prefix = sc->d.cfg->streams.params_prefix;
     for (size_t i = 0; i < nu; i++) {
         gmetric *gm = &g->gm[i];
@@ -768,61 +745,6 @@ static int load_group(svc_scorer *sc, item *items, size_t n)
 
 /* ------------------------------------------------------------ decide */
 
-/* What the decision loop does with a batch of a known metric, by the tests
- * of the original in stream order plus the watermark's. */
-typedef enum verdict {
-    V_WAIT,         /* not ready (readiness below): keep it pending, retry */
-    V_INACTIVE,     /* its metric is not ACTIVE: reject */
-    V_INVALID,      /* rowids not ascending, consecutive, positive: reject */
-    V_DUPLICATE,    /* at or below the watermark: already applied */
-    V_OVERLAP,      /* straddles the watermark: poison */
-    V_SCORE,        /* ready: scrub and score */
-    V_SCORE_FORCED, /* not ready, but waited defer_max_ms: scrub and score */
-} verdict;
-
-/* Whether a batch can be applied now, and if not what it waits for. */
-typedef enum readiness {
-    READY,
-    WAIT_DEFINE,      /* its metric is CREATE_PENDING: the defineModel
-                         result may be in another consumer's hands */
-    WAIT_PREDECESSOR, /* rows between the watermark and its first row are
-                         not processed yet: their batch is elsewhere */
-} readiness;
-
-/* THE readiness test of a batch of gm (the only copy: the attempts are
- * counted before decoding, by the caller, without it). pred: the group
- * read's state of the row just before the batch. */
-static readiness batch_readiness(const item *it, const gmetric *gm, int pred)
-{
-    if (gm->status == AN_METRIC_CREATE_PENDING)
-        return WAIT_DEFINE;
-    if (it->first <= gm->wm + 1 || pred != AN_ROW_UNPROCESSED)
-        return READY;
-    return WAIT_PREDECESSOR;
-}
-
-/* The verdict on a batch of a known metric, as the group has moved it so
- * far. Pure: logs nothing, changes nothing. A forced batch (it->force)
- * waits for nothing: a metric still CREATE_PENDING then counts as not
- * ACTIVE. */
-static verdict classify(const item *it, const gmetric *gm, int pred)
-{
-    readiness r = batch_readiness(it, gm, pred);
-    if (r == WAIT_DEFINE && !it->force)
-        return V_WAIT;
-    if (gm->status != AN_METRIC_ACTIVE)
-        return V_INACTIVE;
-    if (!rowids_contiguous(it))
-        return V_INVALID;
-    if (it->last <= gm->wm)
-        return V_DUPLICATE;
-    if (it->first <= gm->wm)
-        return V_OVERLAP;
-    if (r == WAIT_PREDECESSOR)
-        return it->force ? V_SCORE_FORCED : V_WAIT;
-    return V_SCORE;
-}
-
 /* A batch that may be applied (ready, or forced when not): the original's
  * scrub, then its scoring. A rejected batch moves the watermark past the
  * rows it matched, when ready. Returns 0 (it->oc set) or an error that
@@ -890,35 +812,35 @@ static int decide_one(svc_scorer *sc, item *items, size_t i)
     it->seen_wm = gm->wm;
     char r1[RANGE_TEXT_MAX];
     range_text(r1, sizeof r1, it->first, it->last);
-    switch (classify(it, gm, g->g.pred[i])) {
-    case V_WAIT:
+    switch (an_batch_verdict(it->inf, it->n, it->force, gm->status, gm->wm, g->g.pred[i])) {
+    case AN_V_WAIT:
         it->oc = INF_DEFERRED;
         return 0;
-    case V_INACTIVE:
+    case AN_V_INACTIVE:
         an_warn("Received inference results for a non-ACTIVE model=%s; (metric "
                 "unmonitored?) status=%s", it->b->model, an_metric_status_name(gm->status));
         return 0;
-    case V_INVALID:
+    case AN_V_INVALID:
         /* Never a valid batch, so never a redelivery either: no watermark
          * test, rejected by the original's scrub (which may still move the
          * metric to ERROR), never moving the watermark. */
         reject_invalid(it, gm, g->g.rows.v + g->row_start[i], g->row_count[i]);
         return 0;
-    case V_DUPLICATE:
+    case AN_V_DUPLICATE:
         it->oc = INF_DUPLICATE;
         return 0;
-    case V_OVERLAP:
+    case AN_V_OVERLAP:
         snprintf(it->reason, sizeof it->reason,
                  "batch rows %s overlap rows already scored up to %" PRId64, r1, gm->wm);
         it->reason_class = SVC_DL_OVERLAP;
         it->oc = INF_POISON;
         return 0;
-    case V_SCORE_FORCED:
+    case AN_V_SCORE_FORCED:
         an_warn("scoring batch %s of model=%s although rows after %" PRId64 " are still "
                 "unprocessed: waited defer_max_ms (%d) for them", r1, it->b->model, gm->wm,
                 sc->d.cfg->streams.defer_max_ms);
         return scrub_and_score(sc, it, gm, i, false);
-    case V_SCORE:
+    case AN_V_SCORE:
         return scrub_and_score(sc, it, gm, i, true);
     }
     return 0;

@@ -10,12 +10,16 @@
 
 #include "an_log.h"
 
+/* The first room for an item's messages: an inference entry has one, a
+ * command entry one per command result; doubling from there. */
+#define OUTS_FIRST_CAP 2
+
 int svc_add_out_text(item *it, an_encoding enc, const char *data_type, const char *rows,
                      char *text, size_t len)
 {
     int rc = 0;
     if (it->nouts == it->capouts) {
-        size_t cap = it->capouts ? 2 * it->capouts : 2;
+        size_t cap = it->capouts ? 2 * it->capouts : OUTS_FIRST_CAP;
         out_item *o = realloc(it->outs, cap * sizeof *o);
         if (!o) {
             free(text);
