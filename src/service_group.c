@@ -57,10 +57,8 @@
 /* "YYYY-MM-DDTHH:MM:SS" and its NUL, with room to spare. */
 #define WHEN_TEXT_MAX 32
 
-typedef struct gmetric gmetric;
-
 /* A metric touched by the group. */
-struct gmetric {
+typedef struct gmetric {
     const char *uid;
     an_metric *m;              /* the locked row; NULL: no such metric */
     int64_t wm;                /* scored watermark as the group moves it */
@@ -87,7 +85,7 @@ struct gmetric {
     an_sample *mem;            /* rows scored earlier in this group */
     size_t nmem, capmem;
     long cache_item;           /* item that carries the hash update, or -1 */
-};
+} gmetric;
 
 /* One attempt's working set, its buffers reused from group to group. */
 typedef struct group_scratch {

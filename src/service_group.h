@@ -62,7 +62,8 @@ svc_scorer *svc_scorer_new(const svc_scorer_deps *deps);
  * published. The entries' processing attempts are the caller's to count.
  * Returns 0, AN_ETRANSIENT (budget spent: retry later), AN_EENV (PostgreSQL
  * refuses us now that it worked before), or another AN_E* error; on an
- * error the items are as they came (their earlier messages kept). */
+ * error what the attempts added to the items is dropped again (messages
+ * they carried before the call are kept). */
 int svc_scorer_run(svc_scorer *sc, item *items, size_t n);
 
 /* NULL-safe. */
