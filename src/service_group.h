@@ -18,7 +18,7 @@
 #include "an_metrics.h"
 #include "an_repo.h"
 #include "an_sample_window.h"
-#include "an_service.h"
+#include "an_service.h" /* an_service_stats only */
 #include "an_state_cache.h"
 #include "an_streams.h"
 #include "service_item.h"
