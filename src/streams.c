@@ -123,6 +123,28 @@ static int parse_read_reply(an_redis *r, const redisReply *rep,
     return 0;
 }
 
+/* The end of an XREAD / XREADGROUP command begun in c (consumed): [BLOCK
+ * block_ms] STREAMS stream id, run with the socket timeout of the BLOCK;
+ * its entries into out (left empty on error). */
+static int read_streams(an_redis *r, rd_cmd *c, int block_ms, const char *stream,
+                        const char *id, an_entry_list *out)
+{
+    if (block_ms >= 0) {
+        rd_cmd_add(c, "BLOCK");
+        rd_cmd_addi(c, block_ms);
+    }
+    rd_cmd_addv(c, RD_ARGV("STREAMS", stream, id));
+    redisReply *rep = NULL;
+    int rc = rd_run_blocking(r, c, block_ms, &rep);
+    if (rc)
+        return rc;
+    rc = parse_read_reply(r, rep, out);
+    freeReplyObject(rep);
+    if (rc)
+        an_entry_list_free(out);
+    return rc;
+}
+
 /* deliveries of l's entries from XPENDING stream group first last n consumer */
 static int fill_deliveries(an_redis *r, const char *stream, const char *group,
                            const char *consumer, an_entry_list *l)
@@ -205,19 +227,7 @@ int an_read_group(an_redis *r, const char *stream, const char *group,
     rd_cmd c;
     rd_cmd_start(&c, RD_ARGV("XREADGROUP", "GROUP", group, consumer, "COUNT"));
     rd_cmd_addi(&c, (int64_t)count);
-    if (block_ms >= 0) {
-        rd_cmd_add(&c, "BLOCK");
-        rd_cmd_addi(&c, block_ms);
-    }
-    rd_cmd_add(&c, "STREAMS");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, id);
-    redisReply *rep = NULL;
-    int rc = rd_run_blocking(r, &c, block_ms, &rep);
-    if (rc)
-        return rc;
-    rc = parse_read_reply(r, rep, out);
-    freeReplyObject(rep);
+    int rc = read_streams(r, &c, block_ms, stream, id, out);
     if (rc == 0) {
         if (fresh) {
             for (size_t i = 0; i < out->n; i++)
@@ -502,22 +512,7 @@ int an_xread(an_redis *r, const char *stream, const char *after_id,
         rd_cmd_add(&c, "COUNT");
         rd_cmd_addi(&c, (int64_t)count);
     }
-    if (block_ms >= 0) {
-        rd_cmd_add(&c, "BLOCK");
-        rd_cmd_addi(&c, block_ms);
-    }
-    rd_cmd_add(&c, "STREAMS");
-    rd_cmd_add(&c, stream);
-    rd_cmd_add(&c, after_id ? after_id : "$");
-    redisReply *rep = NULL;
-    int rc = rd_run_blocking(r, &c, block_ms, &rep);
-    if (rc)
-        return rc;
-    rc = parse_read_reply(r, rep, out);
-    freeReplyObject(rep);
-    if (rc)
-        an_entry_list_free(out);
-    return rc;
+    return read_streams(r, &c, block_ms, stream, after_id ? after_id : "$", out);
 }
 
 int an_xlen(an_redis *r, const char *stream, int64_t *len)
