@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "an_repo.h"
+#include "an_schema.h"
 
 static const char *dsn;
 static int uid_counter;
