@@ -183,10 +183,6 @@ int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx);
 /* Number of attempts the last an_repo_with_retry made (1 = no retry). */
 int an_repo_last_attempts(const an_repo *r);
 
-/* Session lock_timeout for this connection (ms; 0 = none); also kept for
- * later reconnects. */
-int an_repo_set_lock_timeout(an_repo *r, int ms);
-
 /* ---- metric ---- */
 
 typedef enum {
@@ -235,14 +231,6 @@ int an_repo_get_metric(an_repo *r, const char *uid, an_lock_mode lock,
 int an_repo_set_metric_status(an_repo *r, const char *uid, int status,
                               const char *message, int ref_status);
 
-/* Stores the likelihood params, the scored watermark and the input entry
- * that scored it:
- * UPDATE metric SET model_params=$2, scored_rowid=$3, scored_source=$4
- * WHERE uid=$1. NULL strings -> SQL NULL.
- * 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
-int an_repo_store_params(an_repo *r, const char *uid, const char *model_params,
-                         int64_t scored_rowid, const char *scored_source);
-
 /* ---- metric_data ---- */
 
 /* State of a batch's predecessor row (an_group_read.pred). */
@@ -264,7 +252,7 @@ typedef struct an_data_row {
                                 into the owning an_data_rows */
 } an_data_row;
 
-/* A reusable row buffer: an_repo_get_rows refills it, reusing its memory,
+/* A reusable row buffer: an_repo_group_read refills it, reusing its memory,
  * so steady-state batches allocate nothing. Zero-initialise before first
  * use; an_data_rows_free releases it. */
 typedef struct an_data_rows {
@@ -277,14 +265,7 @@ typedef struct an_data_rows {
 
 void an_data_rows_free(an_data_rows *rows);
 
-/* getMetricData(uid, first, last): rows with first <= rowid <= last,
- * ascending rowid, into *out (previous content discarded). An empty result
- * is 0 with out->n == 0 (the caller decides whether that is a reject).
- * 0 / AN_ETRANSIENT / AN_EDB / AN_ENOMEM. */
-int an_repo_get_rows(an_repo *r, const char *uid, int64_t first, int64_t last,
-                     an_data_rows *out);
-
-/* One scored row of a batch write. */
+/* One scored row of a group write (an_repo_group_write_commit). */
 typedef struct an_score_update {
     int64_t rowid;
     double raw;            /* raw_anomaly_score */
@@ -293,23 +274,6 @@ typedef struct an_score_update {
     const char *predictions; /* JSON text ("null" for none, as the
                                 original); NULL -> SQL NULL */
 } an_score_update;
-
-/* The batch write as ONE statement:
- *   UPDATE metric_data AS d SET raw_anomaly_score=u.raw, anomaly_score=u.score,
- *     display_value=u.disp, multi_step_best_predictions=u.pred
- *   FROM unnest($2::int[], $3::float8[], $4::float8[], $5::int[], $6::text[])
- *     AS u(rowid, raw, score, disp, pred)
- *   WHERE d.uid=$1 AND d.rowid=u.rowid
- * Arrays go as text array literals (doubles %.17g, round-trip exact; NaN /
- * +-Infinity spelled for PostgreSQL; text elements quoted and escaped).
- * *updated (may be NULL) receives the number of rows updated (rowids
- * without a metric_data row are simply not counted). Does not begin a
- * transaction: call it inside one to make it atomic with the params.
- * 0 / AN_EINVAL (n == 0, display_value outside int) / AN_ETRANSIENT /
- * AN_EDB / AN_ENOMEM. */
-int an_repo_write_scores(an_repo *r, const char *uid,
-                         const an_score_update *rows, size_t n,
-                         int64_t *updated);
 
 /* getProcessedMetricDataCount: count of rows with raw_anomaly_score IS NOT
  * NULL; when before_rowid > 0 only rows with rowid < before_rowid count
@@ -322,19 +286,6 @@ int an_repo_processed_count(an_repo *r, const char *uid, int64_t before_rowid,
  * out[0..*got) in ASCENDING rowid order. out has room for n. */
 int an_repo_processed_tail(an_repo *r, const char *uid, int64_t before_rowid,
                            size_t n, an_sample *out, size_t *got);
-
-/* an_sample_source backed by the repository for one uid. Fill the struct,
- * then an_repo_sample_source(&rs) gives the source (ctx = &rs, which must
- * outlive it). The callbacks return the repo's code (so AN_ETRANSIENT
- * survives; an_repo_last_rc(repo) tells it too after the helper's AN_EIO)
- * and copy the repo's message into err. */
-typedef struct an_repo_source {
-    an_repo *repo;
-    const char *uid;
-    int64_t before_rowid; /* 0: all processed rows */
-} an_repo_source;
-
-an_sample_source an_repo_sample_source(an_repo_source *rs);
 
 /* ---- producer side (anomalyctl replay, tests) ---- */
 
@@ -364,13 +315,6 @@ int an_repo_create_metric(an_repo *r, const an_new_metric *m);
  * AN_ETRANSIENT / AN_EDB (e.g. duplicate rowid) / AN_ENOMEM. */
 int an_repo_add_rows(an_repo *r, const char *uid, const double *ts,
                      const double *values, size_t n, int64_t *first_rowid);
-
-/* deleteModel (docs/htmengine.md §4.3): metric -> parameters, model_params,
- * message NULL, status UNMONITORED, scored_rowid 0; every metric_data row of
- * uid -> raw_anomaly_score, anomaly_score, display_value,
- * multi_step_best_predictions NULL. In the caller's transaction if open,
- * else its own. 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
-int an_repo_delete_model(an_repo *r, const char *uid);
 
 /* DELETE FROM metric WHERE uid=$1 (metric_data rows go by cascade) and its
  * scored_entry rows (a sequential scan of that table). Tests' cleanup.

@@ -30,22 +30,16 @@
 
 enum {
     S_SESSION,
-    S_LOCK_TIMEOUT,
     S_GET_METRIC,
     S_GET_METRIC_SHARE,
     S_GET_METRIC_UPDATE,
     S_SET_STATUS,
     S_SET_STATUS_REF,
-    S_STORE_PARAMS,
-    S_GET_ROWS,
     S_COUNT,
     S_TAIL,
-    S_WRITE_SCORES,
     S_CREATE_METRIC,
     S_ALLOC_ROWIDS,
     S_INSERT_ROWS,
-    S_DELETE_MODEL_METRIC,
-    S_DELETE_MODEL_DATA,
     S_DELETE_METRIC,
     S_G_LOCK,
     S_G_ROWS,
@@ -74,7 +68,6 @@ static const struct {
                     * custom plan per call costs more than it saves. */
                    "set_config('plan_cache_mode', 'force_generic_plan', false)",
                    2},
-    [S_LOCK_TIMEOUT] = {"an_lock_timeout", "SELECT set_config('lock_timeout', $1, false)", 1},
     [S_GET_METRIC] = {"an_get_metric", "SELECT " METRIC_COLS " FROM metric WHERE uid = $1", 1},
     [S_GET_METRIC_SHARE] = {"an_get_metric_share",
                             "SELECT " METRIC_COLS " FROM metric WHERE uid = $1 FOR SHARE", 1},
@@ -86,15 +79,6 @@ static const struct {
                           "UPDATE metric SET status = $2, message = $3 "
                           "WHERE uid = $1 AND status = $4",
                           4},
-    [S_STORE_PARAMS] = {"an_store_params",
-                        "UPDATE metric SET model_params = $2, scored_rowid = $3, scored_source = $4 "
-                        "WHERE uid = $1", 4},
-    [S_GET_ROWS] = {"an_get_rows",
-                    "SELECT rowid, extract(epoch FROM timestamp), metric_value, raw_anomaly_score, "
-                    "anomaly_score, display_value, multi_step_best_predictions "
-                    "FROM metric_data WHERE uid = $1 AND rowid >= $2::bigint AND rowid <= $3::bigint "
-                    "ORDER BY rowid ASC",
-                    3},
     [S_COUNT] = {"an_count",
                  "SELECT count(*) FROM metric_data "
                  "WHERE uid = $1 AND raw_anomaly_score IS NOT NULL AND rowid < $2::bigint",
@@ -104,14 +88,6 @@ static const struct {
                 "WHERE uid = $1 AND raw_anomaly_score IS NOT NULL AND rowid < $2::bigint "
                 "ORDER BY rowid DESC LIMIT $3",
                 3},
-    [S_WRITE_SCORES] = {"an_write_scores",
-                        "UPDATE metric_data AS d SET raw_anomaly_score = u.raw, "
-                        "anomaly_score = u.score, display_value = u.disp, "
-                        "multi_step_best_predictions = u.pred "
-                        "FROM unnest($2::int[], $3::float8[], $4::float8[], $5::int[], $6::text[]) "
-                        "AS u(rowid, raw, score, disp, pred) "
-                        "WHERE d.uid = $1 AND d.rowid = u.rowid",
-                        6},
     [S_CREATE_METRIC] = {"an_create_metric",
                          "INSERT INTO metric (uid, name, server, datasource, description, "
                          "location, parameters, status, model_params) "
@@ -128,15 +104,6 @@ static const struct {
                        "FROM unnest($3::timestamp[], $4::float8[]) WITH ORDINALITY "
                        "AS u(ts, val, ord)",
                        4},
-    [S_DELETE_MODEL_METRIC] = {"an_delete_model_metric",
-                               "UPDATE metric SET parameters = NULL, model_params = NULL, "
-                               "status = 0, message = NULL, scored_rowid = 0, scored_source = NULL WHERE uid = $1",
-                               1},
-    [S_DELETE_MODEL_DATA] = {"an_delete_model_data",
-                             "UPDATE metric_data SET anomaly_score = NULL, raw_anomaly_score = NULL, "
-                             "display_value = NULL, multi_step_best_predictions = NULL "
-                             "WHERE uid = $1",
-                             1},
     [S_DELETE_METRIC] = {"an_delete_metric",
                          "WITH e AS (DELETE FROM scored_entry WHERE uid = $1) "
                          "DELETE FROM metric WHERE uid = $1",
@@ -912,20 +879,6 @@ int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx)
     }
 }
 
-int an_repo_set_lock_timeout(an_repo *r, int ms)
-{
-    r->lock_timeout_ms = ms > 0 ? ms : 0;
-    char v[24];
-    snprintf(v, sizeof v, "%d", r->lock_timeout_ms);
-    const char *p[1] = {v};
-    PGresult *res;
-    int rc = exec_stmt(r, S_LOCK_TIMEOUT, p, &res);
-    if (rc)
-        return rc;
-    PQclear(res);
-    return 0;
-}
-
 /* ------------------------------------------------------------------ metric */
 
 static char *dup_field(const PGresult *res, int row, int col, bool *oom)
@@ -1080,18 +1033,6 @@ int an_repo_set_metric_status(an_repo *r, const char *uid, int status, const cha
     return rc;
 }
 
-int an_repo_store_params(an_repo *r, const char *uid, const char *model_params,
-                         int64_t scored_rowid, const char *scored_source)
-{
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    char w[24];
-    snprintf(w, sizeof w, "%" PRId64, scored_rowid);
-    const char *p[4] = {uid, model_params, w, scored_source};
-    return exec_update(r, S_STORE_PARAMS, p, uid, NULL);
-}
-
 /* ------------------------------------------------------------- metric_data */
 
 void an_data_rows_free(an_data_rows *rows)
@@ -1151,71 +1092,6 @@ static int parse_rows(an_repo *r, PGresult *res, int col0, an_data_rows *out)
     return 0;
 }
 
-int an_repo_get_rows(an_repo *r, const char *uid, int64_t first, int64_t last,
-                     an_data_rows *out)
-{
-    out->n = 0;
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    char a[24], b[24];
-    snprintf(a, sizeof a, "%" PRId64, first);
-    snprintf(b, sizeof b, "%" PRId64, last);
-    const char *p[3] = {uid, a, b};
-    PGresult *res;
-    rc = exec_stmt(r, S_GET_ROWS, p, &res);
-    if (rc)
-        return rc;
-    rc = parse_rows(r, res, 0, out);
-    PQclear(res);
-    return rc;
-}
-
-int an_repo_write_scores(an_repo *r, const char *uid, const an_score_update *rows, size_t n,
-                         int64_t *updated)
-{
-    if (updated)
-        *updated = 0;
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    if (n == 0 || !rows)
-        return fail(r, AN_EINVAL, "write_scores: no rows");
-    sb *ids = &r->arr[0], *raw = &r->arr[1], *score = &r->arr[2], *disp = &r->arr[3],
-       *pred = &r->arr[4];
-    for (size_t i = 0; i < 5; i++)
-        sb_reset(&r->arr[i]);
-    bool okb = sb_addc(ids, '{') && sb_addc(raw, '{') && sb_addc(score, '{') &&
-               sb_addc(disp, '{') && sb_addc(pred, '{');
-    for (size_t i = 0; okb && i < n; i++) {
-        const an_score_update *u = &rows[i];
-        if (u->rowid < 1 || u->rowid > INT32_MAX)
-            return fail(r, AN_EINVAL, "write_scores: rowid %" PRId64 " out of range", u->rowid);
-        if (u->display_value < INT32_MIN || u->display_value > INT32_MAX)
-            return fail(r, AN_EINVAL, "write_scores: display_value %" PRId64 " out of range",
-                        u->display_value);
-        if (i > 0)
-            okb = sb_addc(ids, ',') && sb_addc(raw, ',') && sb_addc(score, ',') &&
-                  sb_addc(disp, ',') && sb_addc(pred, ',');
-        okb = okb && sb_add_int(ids, u->rowid) && sb_add_double(raw, u->raw) &&
-              sb_add_double(score, u->anomaly_score) && sb_add_int(disp, u->display_value) &&
-              sb_add_text_elem(pred, u->predictions);
-    }
-    okb = okb && sb_addc(ids, '}') && sb_addc(raw, '}') && sb_addc(score, '}') &&
-          sb_addc(disp, '}') && sb_addc(pred, '}');
-    if (!okb)
-        return fail(r, AN_ENOMEM, "write_scores: out of memory");
-    const char *p[6] = {uid, ids->p, raw->p, score->p, disp->p, pred->p};
-    PGresult *res;
-    rc = exec_stmt(r, S_WRITE_SCORES, p, &res);
-    if (rc)
-        return rc;
-    if (updated)
-        *updated = strtoll(PQcmdTuples(res), NULL, 10);
-    PQclear(res);
-    return 0;
-}
-
 static void before_param(int64_t before_rowid, char *buf, size_t len)
 {
     snprintf(buf, len, "%" PRId64, before_rowid > 0 ? before_rowid : INT64_MAX);
@@ -1270,33 +1146,6 @@ int an_repo_processed_tail(an_repo *r, const char *uid, int64_t before_rowid, si
     *got = m;
     PQclear(res);
     return 0;
-}
-
-static int src_count(void *ctx, int64_t *count, char *err, size_t errlen)
-{
-    an_repo_source *rs = ctx;
-    int rc = an_repo_processed_count(rs->repo, rs->uid, rs->before_rowid, count);
-    if (rc && err && errlen)
-        snprintf(err, errlen, "%s", an_repo_errstr(rs->repo));
-    return rc;
-}
-
-static int src_tail(void *ctx, size_t n, an_sample *out, size_t *got, char *err, size_t errlen)
-{
-    an_repo_source *rs = ctx;
-    int rc = an_repo_processed_tail(rs->repo, rs->uid, rs->before_rowid, n, out, got);
-    if (rc && err && errlen)
-        snprintf(err, errlen, "%s", an_repo_errstr(rs->repo));
-    return rc;
-}
-
-an_sample_source an_repo_sample_source(an_repo_source *rs)
-{
-    an_sample_source s;
-    s.ctx = rs;
-    s.processed_count = src_count;
-    s.tail = src_tail;
-    return s;
 }
 
 /* ------------------------------------------------------------ producer side */
@@ -1433,31 +1282,6 @@ int an_repo_add_rows(an_repo *r, const char *uid, const double *ts, const double
     if (!rc && first_rowid)
         *first_rowid = c.first;
     return rc;
-}
-
-static int delete_model_body(an_repo *r, void *ctx)
-{
-    const char *uid = ctx;
-    const char *p[1] = {uid};
-    int rc = exec_update(r, S_DELETE_MODEL_METRIC, p, uid, NULL);
-    if (rc == AN_ENOTFOUND)
-        return fail(r, AN_ENOTFOUND, "Metric not found for uid=%s", uid);
-    if (rc)
-        return rc;
-    PGresult *res;
-    rc = exec_stmt(r, S_DELETE_MODEL_DATA, p, &res);
-    if (rc)
-        return rc;
-    PQclear(res);
-    return 0;
-}
-
-int an_repo_delete_model(an_repo *r, const char *uid)
-{
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    return in_some_tx(r, delete_model_body, (void *)uid);
 }
 
 int an_repo_delete_metric(an_repo *r, const char *uid)
