@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "an_log.h"
+#include "an_repo_group.h"
 #include "an_util.h"
 #include "an_state_cache.h"
 

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "an_repo.h"
+#include "an_repo_group.h"
 
 /* The message of the last failed trepo_ call ("" after a success). Static. */
 const char *trepo_errstr(void);

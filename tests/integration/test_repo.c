@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "an_repo.h"
+#include "an_repo_group.h"
 #include "an_schema.h"
 #include "support_repo.h"
 

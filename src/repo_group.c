@@ -1,0 +1,403 @@
+/*
+ * repo_group.c: the group commit (include/an_repo_group.h): the group read
+ * and the group write, each one pipelined round trip over the repository's
+ * connection (repo.c, through repo_internal.h).
+ */
+#include "an_repo_group.h"
+#include "repo_internal.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ statements */
+
+/* The metric rows are locked in uid order, so concurrent groups cannot
+ * deadlock on them. */
+static const an_repo_stmt S_G_LOCK = {"an_g_lock",
+    "SELECT " AN_REPO_METRIC_COLS " FROM metric WHERE uid = ANY($1::text[]) "
+    "ORDER BY uid FOR UPDATE",
+    1};
+
+static const an_repo_stmt S_G_ROWS = {"an_g_rows",
+    "SELECT q.i, d.rowid, extract(epoch FROM d.timestamp), d.metric_value, "
+    "d.raw_anomaly_score, d.anomaly_score, d.display_value, "
+    "d.multi_step_best_predictions "
+    "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY "
+    "AS q(uid, f, l, i) "
+    "JOIN metric_data d ON d.uid = q.uid AND d.rowid BETWEEN q.f AND q.l "
+    "ORDER BY q.i, d.rowid",
+    3};
+
+static const an_repo_stmt S_G_PRED = {"an_g_pred",
+    "SELECT q.i, d.raw_anomaly_score IS NOT NULL "
+    "FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(uid, r, i) "
+    "JOIN metric_data d ON d.uid = q.uid AND d.rowid = q.r",
+    2};
+
+static const an_repo_stmt S_G_WRITE = {"an_g_write",
+     "WITH d AS (UPDATE metric_data AS d SET raw_anomaly_score = u.raw, "
+     "anomaly_score = u.score, display_value = u.disp, "
+     "multi_step_best_predictions = u.pred "
+     "FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], "
+     "$5::int[], $6::text[]) AS u(uid, rowid, raw, score, disp, pred) "
+     "WHERE d.uid = u.uid AND d.rowid = u.rowid RETURNING 1), "
+     "m AS (UPDATE metric AS m SET "
+     "model_params = CASE WHEN u.set_mp THEN u.mp ELSE m.model_params END, "
+     "scored_rowid = GREATEST(m.scored_rowid, u.wm), "
+     "scored_source = CASE WHEN u.wm > m.scored_rowid THEN u.src "
+     "ELSE m.scored_source END, "
+     "status = COALESCE(u.st, m.status), "
+     "message = CASE WHEN u.st IS NULL THEN m.message ELSE u.msg END "
+     "FROM unnest($7::text[], $8::bool[], $9::text[], $10::bigint[], $11::text[], "
+     "$12::int[], $13::text[]) AS u(uid, set_mp, mp, wm, src, st, msg) "
+     "WHERE m.uid = u.uid RETURNING 1), "
+     "e AS (INSERT INTO scored_entry (entry_id, uid, first_rowid, last_rowid) "
+     "SELECT * FROM unnest($14::text[], $15::text[], $16::bigint[], "
+     "$17::bigint[]) ON CONFLICT (entry_id) DO NOTHING RETURNING 1) "
+     "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM m), "
+     "(SELECT count(*) FROM e)",
+     17};
+
+static const an_repo_stmt S_G_SEEN = {"an_g_seen",
+    "SELECT entry_id FROM scored_entry WHERE entry_id = ANY($1::text[])", 1};
+
+/* ------------------------------------------------------------------ rows */
+
+void an_data_rows_free(an_data_rows *rows)
+{
+    if (!rows)
+        return;
+    free(rows->v);
+    free(rows->text);
+    memset(rows, 0, sizeof *rows);
+}
+
+static double double_field(const PGresult *res, int row, int col)
+{
+    return strtod(PQgetvalue(res, row, col), NULL);
+}
+
+/* Fills out (reusing its memory) from a result whose columns, from col0
+ * on, are rowid, epoch, metric_value, raw, score, display, predictions. */
+static int parse_rows(an_repo *r, PGresult *res, int col0, an_data_rows *out)
+{
+    size_t n = (size_t)PQntuples(res);
+    size_t text = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!PQgetisnull(res, (int)i, col0 + 6))
+            text += (size_t)PQgetlength(res, (int)i, col0 + 6) + 1;
+    if (n > out->cap) {
+        an_data_row *v = realloc(out->v, n * sizeof *v);
+        if (!v)
+            return an_repo__failf(r, AN_ENOMEM, "rows: out of memory");
+        out->v = v;
+        out->cap = n;
+    }
+    if (text > out->text_cap) {
+        char *t = realloc(out->text, text);
+        if (!t)
+            return an_repo__failf(r, AN_ENOMEM, "rows: out of memory");
+        out->text = t;
+        out->text_cap = text;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        int row = (int)i, c = col0;
+        an_data_row *d = &out->v[i];
+        memset(d, 0, sizeof *d);
+        d->rowid = an_repo__int_field(res, row, c, 0);
+        d->ts = double_field(res, row, c + 1);
+        d->metric_value = double_field(res, row, c + 2);
+        if ((d->has_raw = !PQgetisnull(res, row, c + 3)))
+            d->raw = double_field(res, row, c + 3);
+        if ((d->has_score = !PQgetisnull(res, row, c + 4)))
+            d->anomaly_score = double_field(res, row, c + 4);
+        if ((d->has_display = !PQgetisnull(res, row, c + 5)))
+            d->display_value = an_repo__int_field(res, row, c + 5, 0);
+        if (!PQgetisnull(res, row, c + 6)) {
+            size_t len = (size_t)PQgetlength(res, row, c + 6);
+            memcpy(out->text + used, PQgetvalue(res, row, c + 6), len + 1);
+            d->predictions = out->text + used;
+            used += len + 1;
+        }
+    }
+    out->n = n;
+    return 0;
+}
+
+/* ------------------------------------------------------------ group read */
+
+void an_group_read_free(an_group_read *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->nmetrics; i++)
+        an_metric_clear(&g->metrics[i]);
+    free(g->metrics);
+    free(g->found);
+    an_data_rows_free(&g->rows);
+    free(g->row_range);
+    free(g->pred);
+    free(g->seen);
+    memset(g, 0, sizeof *g);
+}
+
+/* Fills g->rows (and each row's range index) from an S_G_ROWS result. */
+static int take_rows(an_repo *r, PGresult *res, an_group_read *g, size_t nranges)
+{
+    size_t n = (size_t)PQntuples(res);
+    if (n > g->row_range_cap) {
+        size_t *rr = realloc(g->row_range, n * sizeof *rr);
+        if (!rr)
+            return an_repo__failf(r, AN_ENOMEM, "group_read: out of memory");
+        g->row_range = rr;
+        g->row_range_cap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int64_t qi = an_repo__int_field(res, (int)i, 0, 0);
+        assert(qi >= 1 && (size_t)qi <= nranges);
+        (void)nranges;
+        g->row_range[i] = (size_t)(qi - 1);
+    }
+    return parse_rows(r, res, 1, &g->rows);
+}
+
+int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
+                       const an_group_range *ranges, size_t nranges, an_group_read *g)
+{
+    static const an_repo_stmt *const needed[] = {&S_G_LOCK, &S_G_ROWS, &S_G_PRED, &S_G_SEEN};
+    if (an_repo_in_transaction(r))
+        return an_repo__failf(r, AN_ESTATE, "group_read: a transaction is already open");
+    if (nuids == 0)
+        return an_repo__failf(r, AN_EINVAL, "group_read: no metrics");
+    for (size_t i = 0; i < g->nmetrics; i++)
+        an_metric_clear(&g->metrics[i]);
+    free(g->metrics);
+    free(g->found);
+    g->metrics = calloc(nuids, sizeof *g->metrics);
+    g->found = calloc(nuids, sizeof *g->found);
+    /* nmetrics only counts what can be cleared later */
+    g->nmetrics = g->metrics ? nuids : 0;
+    int *pred = realloc(g->pred, (nranges ? nranges : 1) * sizeof *pred);
+    if (pred)
+        g->pred = pred;
+    bool *seen = realloc(g->seen, (nranges ? nranges : 1) * sizeof *seen);
+    if (seen)
+        g->seen = seen;
+    g->rows.n = 0;
+    if (!g->metrics || !g->found || !pred || !seen)
+        return an_repo__failf(r, AN_ENOMEM, "group_read: out of memory");
+
+    /* Arrays: uids (lock); range uid/first/last; predecessor uid/rowid. */
+    const char **ru = malloc((nranges ? nranges : 1) * sizeof *ru);
+    if (!ru)
+        return an_repo__failf(r, AN_ENOMEM, "group_read: out of memory");
+    const char **rid = malloc((nranges ? nranges : 1) * sizeof *rid);
+    if (!rid) {
+        free(ru);
+        return an_repo__failf(r, AN_ENOMEM, "group_read: out of memory");
+    }
+    for (size_t i = 0; i < nranges; i++) {
+        ru[i] = ranges[i].uid;
+        rid[i] = ranges[i].entry_id ? ranges[i].entry_id : "";
+        g->pred[i] = AN_ROW_MISSING;
+        g->seen[i] = false;
+    }
+    an_pgarr *arr = an_repo__arrays(r);
+    an_pgarr *a_uids = &arr[0], *a_ru = &arr[1], *a_f = &arr[2], *a_l = &arr[3],
+       *a_p = &arr[4];
+    an_pgarr *a_ids = &arr[5];
+    bool okb = an_pgarr_text_array(a_uids, uids, nuids) && an_pgarr_text_array(a_ru, ru, nranges) &&
+               an_pgarr_text_array(a_ids, rid, nranges);
+    free(ru);
+    free(rid);
+    an_pgarr_reset(a_f);
+    an_pgarr_reset(a_l);
+    an_pgarr_reset(a_p);
+    okb = okb && an_pgarr_addc(a_f, '{') && an_pgarr_addc(a_l, '{') && an_pgarr_addc(a_p, '{');
+    for (size_t i = 0; okb && i < nranges; i++)
+        okb = (i == 0 || (an_pgarr_addc(a_f, ',') && an_pgarr_addc(a_l, ',') && an_pgarr_addc(a_p, ','))) &&
+              an_pgarr_add_int(a_f, ranges[i].first) && an_pgarr_add_int(a_l, ranges[i].last) &&
+              /* the predecessor row; INT64_MIN has none (and no row) */
+              an_pgarr_add_int(a_p, ranges[i].first > INT64_MIN ? ranges[i].first - 1 : INT64_MIN);
+    okb = okb && an_pgarr_addc(a_f, '}') && an_pgarr_addc(a_l, '}') && an_pgarr_addc(a_p, '}');
+    if (!okb)
+        return an_repo__failf(r, AN_ENOMEM, "group_read: out of memory");
+
+    int rc = an_repo__prepare(r, needed, 4);
+    if (rc)
+        return rc;
+    const char *p_seen[1] = {a_ids->p};
+    const char *p_lock[1] = {a_uids->p};
+    const char *p_rows[3] = {a_ru->p, a_f->p, a_l->p};
+    const char *p_pred[2] = {a_ru->p, a_p->p};
+    an_repo_step steps[5] = {
+        {NULL, "BEGIN", NULL, NULL},
+        {&S_G_LOCK, NULL, p_lock, NULL},
+        {&S_G_ROWS, NULL, p_rows, NULL},
+        {&S_G_PRED, NULL, p_pred, NULL},
+        {&S_G_SEEN, NULL, p_seen, NULL},
+    };
+    an_repo__set_in_tx(r, true);
+    rc = an_repo__pipeline_run(r, steps, 5);
+    if (!rc && (!steps[1].res || !steps[2].res || !steps[3].res || !steps[4].res))
+        rc = an_repo__failf(r, AN_EDB, "group_read: a query returned no rows result");
+    if (!rc) {
+        /* metrics: the result is in uid order, as are uids[] (caller sorts) */
+        PGresult *m = steps[1].res;
+        int nm = PQntuples(m);
+        for (int k = 0; k < nm && !rc; k++) {
+            const char *uid = PQgetvalue(m, k, 0);
+            for (size_t i = 0; i < nuids; i++) {
+                if (strcmp(uids[i], uid))
+                    continue;
+                g->found[i] = true;
+                if (!an_repo__metric_from_row(m, k, &g->metrics[i]))
+                    rc = an_repo__failf(r, AN_ENOMEM, "group_read: out of memory");
+                break;
+            }
+        }
+    }
+    if (!rc)
+        rc = take_rows(r, steps[2].res, g, nranges);
+    if (!rc) {
+        PGresult *pr = steps[3].res;
+        for (int k = 0; k < PQntuples(pr); k++) {
+            int64_t qi = an_repo__int_field(pr, k, 0, 0);
+            if (qi >= 1 && (size_t)qi <= nranges)
+                g->pred[qi - 1] = PQgetvalue(pr, k, 1)[0] == 't' ? AN_ROW_PROCESSED
+                                                                 : AN_ROW_UNPROCESSED;
+        }
+        PGresult *sr = steps[4].res;
+        for (int k = 0; k < PQntuples(sr); k++)
+            for (size_t i = 0; i < nranges; i++)
+                if (ranges[i].entry_id && !strcmp(ranges[i].entry_id, PQgetvalue(sr, k, 0)))
+                    g->seen[i] = true;
+    }
+    for (int i = 0; i < 5; i++)
+        PQclear(steps[i].res);
+    if (rc) {
+        an_repo__rollback_quiet(r);
+        return rc;
+    }
+    return an_repo__ok(r);
+}
+
+/* ----------------------------------------------------------- group write */
+
+int an_repo_group_write_send(an_repo *r, const char *const *row_uids,
+                             const an_score_update *rows, size_t nrows,
+                             const an_group_metric_update *mu, size_t nmu,
+                             const an_group_range *scored, size_t nscored)
+{
+    static const an_repo_stmt *const needed[] = {&S_G_WRITE};
+    if (an_repo__held(r))
+        return an_repo__failf(r, AN_ESTATE, "group_write: a write is already in flight");
+    if (!an_repo_in_transaction(r))
+        return an_repo__failf(r, AN_ESTATE, "group_write: no transaction is open");
+    an_pgarr *a = an_repo__arrays(r);   /* 17 arrays, in parameter order */
+    for (int i = 0; i < 17; i++) {
+        an_pgarr_reset(&a[i]);
+        if (!an_pgarr_addc(&a[i], '{'))
+            goto oom;
+    }
+    for (size_t i = 0; i < nrows; i++) {
+        const an_score_update *u = &rows[i];
+        if (u->display_value < INT32_MIN || u->display_value > INT32_MAX) {
+            an_repo__rollback_quiet(r);
+            return an_repo__failf(r, AN_EINVAL, "group_write: display_value %" PRId64 " out of range",
+                        u->display_value);
+        }
+        if (i > 0)
+            for (int k = 0; k < 6; k++)
+                if (!an_pgarr_addc(&a[k], ','))
+                    goto oom;
+        if (!an_pgarr_add_text(&a[0], row_uids[i]) || !an_pgarr_add_int(&a[1], u->rowid) ||
+            !an_pgarr_add_double(&a[2], u->raw) || !an_pgarr_add_double(&a[3], u->anomaly_score) ||
+            !an_pgarr_add_int(&a[4], u->display_value) || !an_pgarr_add_text(&a[5], u->predictions))
+            goto oom;
+    }
+    for (size_t i = 0; i < nmu; i++) {
+        const an_group_metric_update *m = &mu[i];
+        if (i > 0)
+            for (int k = 6; k < 13; k++)
+                if (!an_pgarr_addc(&a[k], ','))
+                    goto oom;
+        if (!an_pgarr_add_text(&a[6], m->uid) || !an_pgarr_adds(&a[7], m->set_model_params ? "t" : "f") ||
+            !an_pgarr_add_text(&a[8], m->model_params) || !an_pgarr_add_int(&a[9], m->watermark) ||
+            !an_pgarr_add_text(&a[10], m->source) ||
+            !(m->status < 0 ? an_pgarr_adds(&a[11], "NULL") : an_pgarr_add_int(&a[11], m->status)) ||
+            !an_pgarr_add_text(&a[12], m->message))
+            goto oom;
+    }
+    for (size_t i = 0; i < nscored; i++) {
+        const an_group_range *e = &scored[i];
+        if (i > 0)
+            for (int k = 13; k < 17; k++)
+                if (!an_pgarr_addc(&a[k], ','))
+                    goto oom;
+        if (!an_pgarr_add_text(&a[13], e->entry_id) || !an_pgarr_add_text(&a[14], e->uid) ||
+            !an_pgarr_add_int(&a[15], e->first) || !an_pgarr_add_int(&a[16], e->last))
+            goto oom;
+    }
+    for (int i = 0; i < 17; i++)
+        if (!an_pgarr_addc(&a[i], '}'))
+            goto oom;
+
+    int rc = an_repo__prepare(r, needed, 1);
+    if (rc) {
+        an_repo__rollback_quiet(r);
+        return rc;
+    }
+    const char *p[17];
+    for (int i = 0; i < 17; i++)
+        p[i] = a[i].p;
+    /* p and the arrays are not needed after the send */
+    const an_repo_step steps[2] = {{&S_G_WRITE, NULL, p, NULL}, {NULL, "COMMIT", NULL, NULL}};
+    rc = an_repo__held_send(r, steps, 2);
+    if (rc) {
+        an_repo__set_in_tx(r, false);
+        return rc;
+    }
+    return 0;
+oom:
+    an_repo__rollback_quiet(r);
+    return an_repo__failf(r, AN_ENOMEM, "group_write: out of memory");
+}
+
+int an_repo_group_write_finish(an_repo *r, int64_t *rows_updated)
+{
+    if (!an_repo__held(r))
+        return an_repo__failf(r, AN_ESTATE, "group_write_finish: no write in flight");
+    if (rows_updated)
+        *rows_updated = 0;
+    PGresult *res[2];
+    int rc = an_repo__held_recv(r, res);
+    an_repo__set_in_tx(r, false);
+    if (!rc && res[0] && rows_updated)
+        *rows_updated = strtoll(PQgetvalue(res[0], 0, 0), NULL, 10);
+    PQclear(res[0]);
+    PQclear(res[1]);
+    if (rc) {
+        /* A failed COMMIT or statement leaves nothing applied; make sure
+         * the session is not left in an aborted transaction. */
+        an_repo__rollback_server(r);
+        return rc;
+    }
+    return an_repo__ok(r);
+}
+
+int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
+                               const an_score_update *rows, size_t nrows,
+                               const an_group_metric_update *mu, size_t nmu,
+                               const an_group_range *scored, size_t nscored,
+                               int64_t *rows_updated)
+{
+    if (rows_updated)
+        *rows_updated = 0;
+    int rc = an_repo_group_write_send(r, row_uids, rows, nrows, mu, nmu, scored, nscored);
+    return rc ? rc : an_repo_group_write_finish(r, rows_updated);
+}
+
