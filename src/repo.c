@@ -112,16 +112,9 @@ struct an_repo {
     PGconn *conn;
     char *dsn;
     char *appname;
-    int connect_timeout_ms;
-    int statement_timeout_ms;
-    int lock_timeout_ms;
-    int retry_budget_ms;
-    int retry_initial_ms;
-    int retry_max_delay_ms;
-    int keepalives_idle_s, keepalives_interval_s, keepalives_count, tcp_user_timeout_ms;
-    int response_timeout_ms;
-    an_repo_log_fn log;
-    void *log_ud;
+    /* the caller's options, copied; dsn and application_name point to the
+     * copies above, clock is NULL (the clock below) */
+    an_repo_options opt;
     an_clock clock; /* zeroed: the system clock (an_clock.h) */
     bool in_tx;
     const an_repo_stmt **prepared; /* on this connection */
@@ -144,8 +137,8 @@ static void repo_log(an_repo *r, an_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (r->log)
-        r->log(r->log_ud, level, msg);
+    if (r->opt.log)
+        r->opt.log(r->opt.log_ud, level, msg);
     else
         an_log(level, "%s", msg);
 }
@@ -245,30 +238,21 @@ an_repo *an_repo_new(const an_repo_options *opt)
         return NULL;
     }
     if (opt) {
-        r->connect_timeout_ms = opt->connect_timeout_ms;
-        r->statement_timeout_ms = opt->statement_timeout_ms;
-        r->lock_timeout_ms = opt->lock_timeout_ms;
-        r->retry_budget_ms = opt->retry_budget_ms;
-        r->retry_initial_ms = opt->retry_initial_ms;
-        r->retry_max_delay_ms = opt->retry_max_delay_ms;
-        r->keepalives_idle_s = opt->keepalives_idle_s;
-        r->keepalives_interval_s = opt->keepalives_interval_s;
-        r->keepalives_count = opt->keepalives_count;
-        r->tcp_user_timeout_ms = opt->tcp_user_timeout_ms;
-        r->response_timeout_ms = opt->response_timeout_ms;
-        r->log = opt->log;
-        r->log_ud = opt->log_ud;
+        r->opt = *opt;
         if (opt->clock)
             r->clock = *opt->clock;
     } else {
-        r->retry_budget_ms = 10000;
-        r->retry_initial_ms = 100;
-        r->retry_max_delay_ms = 10000;
+        r->opt.retry_budget_ms = 10000;
+        r->opt.retry_initial_ms = 100;
+        r->opt.retry_max_delay_ms = 10000;
     }
-    if (r->retry_initial_ms <= 0)
-        r->retry_initial_ms = 1;
-    if (r->retry_max_delay_ms < r->retry_initial_ms)
-        r->retry_max_delay_ms = r->retry_initial_ms;
+    r->opt.dsn = r->dsn;
+    r->opt.application_name = r->appname;
+    r->opt.clock = NULL;
+    if (r->opt.retry_initial_ms <= 0)
+        r->opt.retry_initial_ms = 1;
+    if (r->opt.retry_max_delay_ms < r->opt.retry_initial_ms)
+        r->opt.retry_max_delay_ms = r->opt.retry_initial_ms;
     return r;
 }
 
@@ -333,7 +317,7 @@ static void wd_alarm(int sig)
 static void wd_arm(an_repo *r)
 {
     static bool installed;
-    if (r->response_timeout_ms <= 0 || !r->conn || PQsocket(r->conn) < 0)
+    if (r->opt.response_timeout_ms <= 0 || !r->conn || PQsocket(r->conn) < 0)
         return;
     if (!installed) {
         struct sigaction sa;
@@ -345,8 +329,8 @@ static void wd_arm(an_repo *r)
     }
     wd_fired = 0;
     wd_fd = PQsocket(r->conn);
-    struct itimerval it = {{0, 0},
-                           {r->response_timeout_ms / 1000, (r->response_timeout_ms % 1000) * 1000}};
+    int ms = r->opt.response_timeout_ms;
+    struct itimerval it = {{0, 0}, {ms / 1000, (ms % 1000) * 1000}};
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
@@ -362,7 +346,7 @@ static void wd_disarm(an_repo *r)
         repo_log(r, AN_LOG_WARNING,
                  "PostgreSQL did not answer within %d ms ([postgres] response_timeout_ms): "
                  "connection closed",
-                 r->response_timeout_ms);
+                 r->opt.response_timeout_ms);
     }
 }
 
@@ -390,6 +374,32 @@ static int result_error(an_repo *r, const char *what, PGresult *res)
     snprintf(r->sqlstate, sizeof r->sqlstate, "%s", st ? st : "");
     r->last_rc = rc;
     return rc;
+}
+
+/* Keeps a result whose status is one the call expects (TUPLES_OK or
+ * COMMAND_OK; COMMAND_OK only with command_only): 0 and *out = res.
+ * Otherwise records its error under `what`, clears it and returns the
+ * error's class. */
+static int keep_result(an_repo *r, const char *what, PGresult *res, bool command_only,
+                       PGresult **out)
+{
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || (!command_only && st == PGRES_TUPLES_OK)) {
+        *out = res;
+        return 0;
+    }
+    int rc = result_error(r, what, res);
+    PQclear(res);
+    return rc;
+}
+
+/* PQexecParams (text results) under the response watchdog. */
+static PGresult *exec_text(an_repo *r, const char *sql, int n, const char *const *params)
+{
+    wd_arm(r);
+    PGresult *res = PQexecParams(r->conn, sql, n, NULL, params, NULL, NULL, 0);
+    wd_disarm(r);
+    return res;
 }
 
 /* Classifies a failed connection attempt by the server's status, not by
@@ -445,18 +455,18 @@ static int conn_params(an_repo *r, PQconninfoOption **opts, const char **kw, con
             val[n++] = o->val;
         }
     int cto = 0;
-    if (r->connect_timeout_ms > 0) {
-        cto = (r->connect_timeout_ms + 999) / 1000;
+    if (r->opt.connect_timeout_ms > 0) {
+        cto = (r->opt.connect_timeout_ms + 999) / 1000;
         cto = cto < 2 ? 2 : cto;
     }
     struct {
         const char *kw;
         int v;
     } ours[] = {{"connect_timeout", cto},
-                {"keepalives_idle", r->keepalives_idle_s},
-                {"keepalives_interval", r->keepalives_interval_s},
-                {"keepalives_count", r->keepalives_count},
-                {"tcp_user_timeout", r->tcp_user_timeout_ms}};
+                {"keepalives_idle", r->opt.keepalives_idle_s},
+                {"keepalives_interval", r->opt.keepalives_interval_s},
+                {"keepalives_count", r->opt.keepalives_count},
+                {"tcp_user_timeout", r->opt.tcp_user_timeout_ms}};
     bool any_keepalive = false;
     for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++) {
         bool set = false;
@@ -513,16 +523,14 @@ static int do_connect(an_repo *r)
         return rc;
     }
     char st[24], lt[24];
-    snprintf(st, sizeof st, "%d", r->statement_timeout_ms > 0 ? r->statement_timeout_ms : 0);
-    snprintf(lt, sizeof lt, "%d", r->lock_timeout_ms > 0 ? r->lock_timeout_ms : 0);
+    int stmt_ms = r->opt.statement_timeout_ms, lock_ms = r->opt.lock_timeout_ms;
+    snprintf(st, sizeof st, "%d", stmt_ms > 0 ? stmt_ms : 0);
+    snprintf(lt, sizeof lt, "%d", lock_ms > 0 ? lock_ms : 0);
     const char *params[2] = {st, lt};
-    wd_arm(r);
-    PGresult *res =
-        PQexecParams(r->conn, stmts[S_SESSION].sql, 2, NULL, params, NULL, NULL, 0);
-    wd_disarm(r);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        int rc = result_error(r, "session settings", res);
-        PQclear(res);
+    PGresult *res;
+    rc = keep_result(r, "session settings", exec_text(r, stmts[S_SESSION].sql, 2, params), false,
+                     &res);
+    if (rc) {
         drop_conn(r);
         return rc;
     }
@@ -565,16 +573,14 @@ static int ensure_prepared(an_repo *r, const an_repo_stmt *s)
     if (!an_grow((void **)&r->prepared, &r->prepared_cap, r->nprepared + 1,
                  sizeof *r->prepared))
         return fail(r, AN_ENOMEM, "prepare %s: out of memory", s->name);
+    char what[96];
+    snprintf(what, sizeof what, "prepare %s", s->name);
     wd_arm(r);
     PGresult *res = PQprepare(r->conn, s->name, s->sql, s->nparams, NULL);
     wd_disarm(r);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        char what[96];
-        snprintf(what, sizeof what, "prepare %s", s->name);
-        int rc = result_error(r, what, res);
-        PQclear(res);
+    int rc = keep_result(r, what, res, true, &res);
+    if (rc)
         return rc;
-    }
     PQclear(res);
     r->prepared[r->nprepared++] = s;
     return 0;
@@ -597,15 +603,8 @@ static int exec_stmt_fmt(an_repo *r, int s, const char *const *params, bool bina
     PGresult *res = PQexecPrepared(r->conn, stmts[s].name, stmts[s].nparams, params, NULL, NULL,
                                    binary_result ? 1 : 0);
     wd_disarm(r);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        rc = result_error(r, stmts[s].name + 3, res);
-        PQclear(res);
-        return rc;
-    }
-    *out = res;
-    ok(r);
-    return 0;
+    rc = keep_result(r, stmts[s].name + 3, res, false, out);
+    return rc ? rc : ok(r);
 }
 
 static int exec_stmt(an_repo *r, int s, const char *const *params, PGresult **out)
@@ -620,16 +619,7 @@ static int exec_cmd(an_repo *r, const char *sql, PGresult **out)
     int rc = ensure_conn(r);
     if (rc)
         return rc;
-    wd_arm(r);
-    PGresult *res = PQexecParams(r->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
-    wd_disarm(r);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        rc = result_error(r, sql, res);
-        PQclear(res);
-        return rc;
-    }
-    *out = res;
-    return 0;
+    return keep_result(r, sql, exec_text(r, sql, 0, NULL), true, out);
 }
 
 /* ----------------------------------------------------------- transactions */
@@ -670,6 +660,9 @@ int an_repo_commit(an_repo *r)
     return ok(r);
 }
 
+/* Sends ROLLBACK on the connection (no state change in r); its result. */
+static PGresult *send_rollback(an_repo *r) { return exec_text(r, "ROLLBACK", 0, NULL); }
+
 /* ROLLBACK that keeps the current error text/code (used after failures). */
 static void rollback_quiet(an_repo *r)
 {
@@ -678,9 +671,7 @@ static void rollback_quiet(an_repo *r)
     r->in_tx = false;
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
         return;
-    PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
-    wd_disarm(r);
-    PQclear(res);
+    PQclear(send_rollback(r));
 }
 
 int an_repo_rollback(an_repo *r)
@@ -692,8 +683,7 @@ int an_repo_rollback(an_repo *r)
     r->in_tx = false;
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
         return 0; /* the server rolls back on its own */
-    PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
-    wd_disarm(r);
+    PGresult *res = send_rollback(r);
     ExecStatusType st = PQresultStatus(res);
     int rc = 0;
     if (st != PGRES_COMMAND_OK) {
@@ -1029,21 +1019,16 @@ static int add_rows_body(an_repo *r, void *vctx)
 {
     add_rows_ctx *c = vctx;
     an_pgarr *ts = &r->arr[0], *vals = &r->arr[1];
-    an_pgarr_reset(ts);
-    an_pgarr_reset(vals);
-    bool okb = an_pgarr_addc(ts, '{') && an_pgarr_addc(vals, '{');
+    bool okb = an_pgarr_open(ts) && an_pgarr_open(vals);
     char buf[64], last_ts[64] = "";
     for (size_t i = 0; okb && i < c->n; i++) {
         if (!format_ts(c->ts[i], buf, sizeof buf))
             return fail(r, AN_EINVAL, "add_rows: timestamp %zu is not a finite epoch", i);
-        if (i > 0)
-            okb = an_pgarr_addc(ts, ',') && an_pgarr_addc(vals, ',');
-        okb = okb && an_pgarr_addc(ts, '"') && an_pgarr_adds(ts, buf) && an_pgarr_addc(ts, '"') &&
-              an_pgarr_add_double(vals, c->values[i]);
+        okb = an_pgarr_text(ts, buf) && an_pgarr_double(vals, c->values[i]);
         if (strcmp(buf, last_ts) > 0)
             snprintf(last_ts, sizeof last_ts, "%s", buf);
     }
-    okb = okb && an_pgarr_addc(ts, '}') && an_pgarr_addc(vals, '}');
+    okb = okb && an_pgarr_close(ts) && an_pgarr_close(vals);
     if (!okb)
         return fail(r, AN_ENOMEM, "add_rows: out of memory");
 
@@ -1109,18 +1094,8 @@ int an_repo__exec_params(an_repo *r, const char *what, const char *sql, int npar
     int rc = ensure_conn(r);
     if (rc)
         return rc;
-    wd_arm(r);
-    PGresult *res = PQexecParams(r->conn, sql, nparams, NULL, params, NULL, NULL, 0);
-    wd_disarm(r);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        rc = result_error(r, what, res);
-        PQclear(res);
-        return rc;
-    }
-    *out = res;
-    ok(r);
-    return 0;
+    rc = keep_result(r, what, exec_text(r, sql, nparams, params), false, out);
+    return rc ? rc : ok(r);
 }
 
 int an_repo__exec_script(an_repo *r, const char *what, const char *sql)
@@ -1130,13 +1105,10 @@ int an_repo__exec_script(an_repo *r, const char *what, const char *sql)
         return rc;
     /* Constant DDL text with no values: the simple protocol runs its
      * several statements inside the open transaction. */
-    PGresult *res = PQexec(r->conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        rc = result_error(r, what, res);
-        PQclear(res);
+    PGresult *res;
+    rc = keep_result(r, what, PQexec(r->conn, sql), false, &res);
+    if (rc)
         return rc;
-    }
     PQclear(res);
     return ok(r);
 }
@@ -1281,9 +1253,7 @@ void an_repo__rollback_server(an_repo *r)
 {
     if (r->conn && PQstatus(r->conn) == CONNECTION_OK &&
         PQtransactionStatus(r->conn) != PQTRANS_IDLE) {
-        PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
-        wd_disarm(r);
-        PQclear(res);
+        PQclear(send_rollback(r));
     }
 }
 
@@ -1291,14 +1261,14 @@ int an_repo_retry_policy(an_repo *r, int attempt, int64_t started_ms)
 {
     rollback_quiet(r);
     int64_t elapsed = an_repo_now_ms(r) - started_ms;
-    if (elapsed >= r->retry_budget_ms) {
+    if (elapsed >= r->opt.retry_budget_ms) {
         repo_log(r, AN_LOG_WARNING, "sql-retry: giving up after %d attempts (%" PRId64 " ms): %s",
                  attempt, elapsed, r->errstr);
         return AN_ETRANSIENT;
     }
-    int delay = r->retry_initial_ms;
-    for (int i = 1; i < attempt && delay < r->retry_max_delay_ms; i++)
-        delay = delay > r->retry_max_delay_ms / 2 ? r->retry_max_delay_ms : delay * 2;
+    int delay = r->opt.retry_initial_ms;
+    for (int i = 1; i < attempt && delay < r->opt.retry_max_delay_ms; i++)
+        delay = an_backoff_next(delay, r->opt.retry_max_delay_ms);
     repo_log(r, attempt == 1 ? AN_LOG_WARNING : AN_LOG_DEBUG,
              "sql-retry: transient error (attempt %d), retrying in %d ms: %s", attempt, delay,
              r->errstr);

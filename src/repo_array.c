@@ -38,19 +38,26 @@ static bool add(an_pgarr *b, const char *s, size_t n)
     return true;
 }
 
-bool an_pgarr_addc(an_pgarr *b, char c) { return add(b, &c, 1); }
-bool an_pgarr_adds(an_pgarr *b, const char *s) { return add(b, s, strlen(s)); }
+static bool addc(an_pgarr *b, char c) { return add(b, &c, 1); }
+static bool adds(an_pgarr *b, const char *s) { return add(b, s, strlen(s)); }
 
-void an_pgarr_reset(an_pgarr *b)
+/* The separator before an element: none after the opening brace. */
+static bool sep(an_pgarr *b) { return b->len <= 1 || addc(b, ','); }
+
+bool an_pgarr_open(an_pgarr *b)
 {
     b->len = 0;
-    if (b->p)
-        b->p[0] = 0;
+    return addc(b, '{');
 }
 
-/* A double as an array element: round-trip exact (%.17g), with the
- * spellings PostgreSQL accepts for the non-finite values. */
-bool an_pgarr_add_double(an_pgarr *b, double d)
+bool an_pgarr_close(an_pgarr *b) { return addc(b, '}'); }
+
+bool an_pgarr_raw(an_pgarr *b, const char *token) { return sep(b) && adds(b, token); }
+
+/* A double as an array element: round-trip exact (the shortest text that
+ * reads back the same), with the spellings PostgreSQL accepts for the
+ * non-finite values. */
+bool an_pgarr_double(an_pgarr *b, double d)
 {
     char buf[40];
     if (isnan(d))
@@ -59,10 +66,10 @@ bool an_pgarr_add_double(an_pgarr *b, double d)
         snprintf(buf, sizeof buf, "%s", d > 0 ? "Infinity" : "-Infinity");
     else
         an_fmt_double(buf, sizeof buf, d);   /* shortest text float8in reads back exactly */
-    return an_pgarr_adds(b, buf);
+    return an_pgarr_raw(b, buf);
 }
 
-bool an_pgarr_add_int(an_pgarr *b, int64_t v)
+bool an_pgarr_int(an_pgarr *b, int64_t v)
 {
     /* by hand: snprintf was a visible share of a catch-up group's CPU */
     char buf[24];
@@ -75,35 +82,33 @@ bool an_pgarr_add_int(an_pgarr *b, int64_t v)
     } while (u);
     if (v < 0)
         *--p = '-';
-    return an_pgarr_adds(b, p);
+    return an_pgarr_raw(b, p);
 }
 
 /* A text array element: NULL -> NULL; else double-quoted with " and \
  * backslash-escaped (array literal rules: everything else, including
  * commas, braces, blanks and non-ASCII UTF-8, is literal inside quotes). */
-bool an_pgarr_add_text(an_pgarr *b, const char *s)
+bool an_pgarr_text(an_pgarr *b, const char *s)
 {
     if (!s)
-        return an_pgarr_adds(b, "NULL");
-    if (!an_pgarr_addc(b, '"'))
+        return an_pgarr_raw(b, "NULL");
+    if (!sep(b) || !addc(b, '"'))
         return false;
     for (const char *p = s; *p; p++) {
-        if ((*p == '"' || *p == '\\') && !an_pgarr_addc(b, '\\'))
+        if ((*p == '"' || *p == '\\') && !addc(b, '\\'))
             return false;
-        if (!an_pgarr_addc(b, *p))
+        if (!addc(b, *p))
             return false;
     }
-    return an_pgarr_addc(b, '"');
+    return addc(b, '"');
 }
 
-/* Replaces b with "{a,b,...}" of n text elements (NULL -> NULL). */
 bool an_pgarr_text_array(an_pgarr *b, const char *const *v, size_t n)
 {
-    an_pgarr_reset(b);
-    bool okb = an_pgarr_addc(b, '{');
-    for (size_t i = 0; okb && i < n; i++)
-        okb = (i == 0 || an_pgarr_addc(b, ',')) && an_pgarr_add_text(b, v[i]);
-    return okb && an_pgarr_addc(b, '}');
+    bool ok = an_pgarr_open(b);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = an_pgarr_text(b, v[i]);
+    return ok && an_pgarr_close(b);
 }
 
 void an_pgarr_free(an_pgarr *b)

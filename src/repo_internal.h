@@ -18,24 +18,27 @@
 /* ---- array literals (repo_array.c) ---- */
 
 /* A growing text buffer holding one PostgreSQL array literal, "{a,b,...}".
- * Zero-initialise; an_pgarr_free releases it. The an_pgarr_add* functions
- * return false when out of memory (the content is then incomplete). */
+ * Zero-initialise; an_pgarr_free releases it. The functions returning
+ * bool return false when out of memory (the literal is then incomplete). */
 typedef struct an_pgarr {
     char *p;          /* NUL-terminated text; NULL until the first add */
     size_t len, cap;
 } an_pgarr;
 
-void an_pgarr_reset(an_pgarr *b);   /* empty, memory kept */
 void an_pgarr_free(an_pgarr *b);
-bool an_pgarr_addc(an_pgarr *b, char c);
-bool an_pgarr_adds(an_pgarr *b, const char *s);
-/* A double, round-trip exact, with PostgreSQL's spellings of NaN and
- * +-Infinity. */
-bool an_pgarr_add_double(an_pgarr *b, double d);
-bool an_pgarr_add_int(an_pgarr *b, int64_t v);
-/* A text element: NULL -> NULL, else double-quoted and escaped. */
-bool an_pgarr_add_text(an_pgarr *b, const char *s);
-/* Replaces b's content with the literal of n text elements. */
+/* Starts a literal (b's earlier content discarded, its memory kept) / ends it. */
+bool an_pgarr_open(an_pgarr *b);
+bool an_pgarr_close(an_pgarr *b);
+/* Elements, each after a comma unless it is the first: */
+/* a token as it is ("t", "NULL"); */
+bool an_pgarr_raw(an_pgarr *b, const char *token);
+/* a double, round-trip exact, with PostgreSQL's spellings of NaN and
+ * +-Infinity; */
+bool an_pgarr_double(an_pgarr *b, double d);
+bool an_pgarr_int(an_pgarr *b, int64_t v);
+/* a text: NULL -> NULL, else double-quoted and escaped. */
+bool an_pgarr_text(an_pgarr *b, const char *s);
+/* A whole literal of n text elements (open, elements, close). */
 bool an_pgarr_text_array(an_pgarr *b, const char *const *v, size_t n);
 
 /* ---- statements and pipelines (repo.c) ---- */
