@@ -274,10 +274,6 @@ int an_repo_create_metric(an_repo *r, const an_new_metric *m);
 int an_repo_add_rows(an_repo *r, const char *uid, const double *ts,
                      const double *values, size_t n, int64_t *first_rowid);
 
-/* DELETE FROM metric WHERE uid=$1 (metric_data rows go by cascade) and its
- * scored_entry rows (a sequential scan of that table). Tests' cleanup.
- * 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
-int an_repo_delete_metric(an_repo *r, const char *uid);
 
 /* DELETE FROM scored_entry older than older_than_s seconds. */
 int an_repo_prune_scored_entries(an_repo *r, double older_than_s, int64_t *deleted);

@@ -43,7 +43,6 @@ enum {
     S_CREATE_METRIC,
     S_ALLOC_ROWIDS,
     S_INSERT_ROWS,
-    S_DELETE_METRIC,
     S_PRUNE_SCORED,
     NSTMT
 };
@@ -96,10 +95,6 @@ static const an_repo_stmt stmts[NSTMT] = {
                        "FROM unnest($3::timestamp[], $4::float8[]) WITH ORDINALITY "
                        "AS u(ts, val, ord)",
                        4},
-    [S_DELETE_METRIC] = {"an_delete_metric",
-                         "WITH e AS (DELETE FROM scored_entry WHERE uid = $1) "
-                         "DELETE FROM metric WHERE uid = $1",
-                         1},
     [S_PRUNE_SCORED] = {"an_prune_scored",
                         "DELETE FROM scored_entry "
                         "WHERE scored_at < now() - make_interval(secs => $1::float8)",
@@ -1070,18 +1065,6 @@ int an_repo_add_rows(an_repo *r, const char *uid, const double *ts, const double
     rc = in_some_tx(r, add_rows_body, &c);
     if (!rc && first_rowid)
         *first_rowid = c.first;
-    return rc;
-}
-
-int an_repo_delete_metric(an_repo *r, const char *uid)
-{
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    const char *p[1] = {uid};
-    rc = exec_update(r, S_DELETE_METRIC, p, uid, NULL);
-    if (rc == AN_ENOTFOUND)
-        return fail(r, AN_ENOTFOUND, "Metric not found for uid=%s", uid);
     return rc;
 }
 

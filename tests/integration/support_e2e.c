@@ -213,7 +213,7 @@ void e2e_fini(e2e *t)
     if (cleanup && t->repo) {
         an_repo_rollback(t->repo);
         for (int i = 0; i < t->nuids; i++)
-            PG_RETRY(t, an_repo_delete_metric(t->repo, t->uids[i]));
+            PG_RETRY(t, trepo_delete_metric(t->repo, t->uids[i]));
     }
     if (!cleanup)
         fprintf(stderr, "AN_E2E_KEEP: kept prefix %s, tmpdir %s\n", t->prefix,

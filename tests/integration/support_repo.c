@@ -46,8 +46,9 @@ static int trepo_exec(an_repo *r, const char *what, const char *sql, int n,
     return 0;
 }
 
-/* An UPDATE of the metric row of uid: AN_ENOTFOUND when it matched none. */
-static int trepo_update_metric(an_repo *r, const char *what, const char *sql, int n,
+/* A statement changing the metric row of uid (params[0]): AN_ENOTFOUND
+ * when it matched none. */
+static int trepo_change_metric(an_repo *r, const char *what, const char *sql, int n,
                                const char *const *params)
 {
     PGresult *res;
@@ -130,7 +131,7 @@ int trepo_store_params(an_repo *r, const char *uid, const char *model_params,
     char w[24];
     snprintf(w, sizeof w, "%" PRId64, scored_rowid);
     const char *p[4] = {uid, model_params, w, scored_source};
-    return trepo_update_metric(r, "store params",
+    return trepo_change_metric(r, "store params",
                                "UPDATE metric SET model_params = $2, scored_rowid = $3::bigint, "
                                "scored_source = $4 WHERE uid = $1",
                                4, p);
@@ -139,13 +140,22 @@ int trepo_store_params(an_repo *r, const char *uid, const char *model_params,
 int trepo_delete_model(an_repo *r, const char *uid)
 {
     const char *p[1] = {uid};
-    return trepo_update_metric(
+    return trepo_change_metric(
         r, "delete model",
         "WITH d AS (UPDATE metric_data SET anomaly_score = NULL, raw_anomaly_score = NULL, "
         "display_value = NULL, multi_step_best_predictions = NULL WHERE uid = $1) "
         "UPDATE metric SET parameters = NULL, model_params = NULL, status = 0, message = NULL, "
         "scored_rowid = 0, scored_source = NULL WHERE uid = $1",
         1, p);
+}
+
+int trepo_delete_metric(an_repo *r, const char *uid)
+{
+    const char *p[1] = {uid};
+    return trepo_change_metric(r, "delete metric",
+                               "WITH e AS (DELETE FROM scored_entry WHERE uid = $1) "
+                               "DELETE FROM metric WHERE uid = $1",
+                               1, p);
 }
 
 int trepo_write_scores(an_repo *r, const char *uid, const an_score_update *rows, size_t n,

@@ -2,7 +2,7 @@
  * support_repo.h: repository operations that only tests need, kept out of
  * the library. Reads and writes the service never does (a range of rows,
  * setting a metric's params and watermark by hand, the original's
- * deleteModel) run their own SQL on the repository's connection
+ * deleteModel, deleting a metric) run their own SQL on the repository's connection
  * (an_repo_conn), in the caller's transaction when one is open; writing
  * scores goes through the group write the service uses.
  *
@@ -39,6 +39,11 @@ int trepo_store_params(an_repo *r, const char *uid, const char *model_params,
  * status UNMONITORED, scored_rowid 0; every row's scores, display value
  * and predictions NULL. AN_ENOTFOUND when no metric has this uid. */
 int trepo_delete_model(an_repo *r, const char *uid);
+
+/* DELETE FROM metric (its rows go by cascade) and its scored_entry rows (a
+ * sequential scan of that table): a test's cleanup. AN_ENOTFOUND when no
+ * metric has this uid. */
+int trepo_delete_metric(an_repo *r, const char *uid);
 
 /* Writes scores of uid's rows in a transaction of its own, with the group
  * write (an_repo_group_write_commit: no metric update, no scored entry).

@@ -153,8 +153,8 @@ static void score_rows(an_repo *r, const char *uid, int64_t first, int64_t last)
 
 static void drop_metric(an_repo *r, const char *uid)
 {
-    int rc = an_repo_delete_metric(r, uid);
-    ck_assert_msg(rc == 0, "delete_metric %s: %s", uid, an_repo_errstr(r));
+    int rc = trepo_delete_metric(r, uid);
+    ck_assert_msg(rc == 0, "delete_metric %s: %s", uid, trepo_errstr());
 }
 
 /* Runs one parameterized statement on a repo's raw connection. */
@@ -356,7 +356,7 @@ START_TEST(create_metric_and_rows)
 
     drop_metric(r, uid);
     ck_assert_int_eq(an_repo_get_metric(r, uid, AN_LOCK_NONE, &m), AN_ENOTFOUND);
-    ck_assert_int_eq(an_repo_delete_metric(r, uid), AN_ENOTFOUND);
+    ck_assert_int_eq(trepo_delete_metric(r, uid), AN_ENOTFOUND);
     an_repo_free(r);
 }
 END_TEST
