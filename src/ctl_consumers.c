@@ -227,6 +227,7 @@ static const char *prune_target(const an_consumer_info *cons, size_t n, int64_t 
     return to ? to : *tinfo ? (*tinfo)->name : NULL;
 }
 
+/* What the prune will do: the limit, dry run or not, the target and why. */
 static void print_prune_header(const an_config *cfg, int64_t idle_ms, bool dry_run,
                                const char *to, const char *target,
                                const an_consumer_info *tinfo)
@@ -363,6 +364,8 @@ static void prune_one(an_redis *rd, const an_config *cfg, const an_consumer_info
     delete_consumer(rd, cfg, c, target, moved, gone, t);
 }
 
+/* anomalyctl consumers prune (see the top of this file). 0 when everything
+ * was done (or there was nothing to do), 1 when something could not be. */
 static int do_prune(an_redis *rd, const an_config *cfg, int64_t idle_ms, const char *to,
                     bool dry_run)
 {

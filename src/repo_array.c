@@ -13,6 +13,7 @@
 
 #include "an_likelihood.h"
 
+/* Room for extra more bytes and the NUL (doubling from 256). */
 static bool reserve(an_pgarr *b, size_t extra)
 {
     if (b->len + extra + 1 <= b->cap)
@@ -28,6 +29,7 @@ static bool reserve(an_pgarr *b, size_t extra)
     return true;
 }
 
+/* Appends n bytes of s, keeping the text NUL-terminated. */
 static bool add(an_pgarr *b, const char *s, size_t n)
 {
     if (!reserve(b, n))

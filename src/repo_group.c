@@ -89,6 +89,7 @@ void an_data_rows_free(an_data_rows *rows)
     memset(rows, 0, sizeof *rows);
 }
 
+/* A text float8 field (callers check NULL first). */
 static double double_field(const PGresult *res, int row, int col)
 {
     return strtod(PQgetvalue(res, row, col), NULL);
@@ -333,6 +334,8 @@ static int check_rows(an_repo *r, const an_score_update *rows, size_t nrows)
     return 0;
 }
 
+/* Appends one element to each parameter of its section ($1..$6, $7..$13,
+ * $14..$17); false when out of memory. */
 static bool add_row(an_pgarr *a, const char *uid, const an_score_update *u)
 {
     return an_pgarr_text(&a[W_ROW_UID], uid) && an_pgarr_int(&a[W_ROWID], u->rowid) &&
