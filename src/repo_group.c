@@ -6,6 +6,8 @@
 #include "an_repo_group.h"
 #include "repo_internal.h"
 
+#include "an_util.h"
+
 #include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -104,20 +106,9 @@ static int parse_rows(an_repo *r, PGresult *res, int col0, an_data_rows *out)
     for (size_t i = 0; i < n; i++)
         if (!PQgetisnull(res, (int)i, col0 + 6))
             text += (size_t)PQgetlength(res, (int)i, col0 + 6) + 1;
-    if (n > out->cap) {
-        an_data_row *v = realloc(out->v, n * sizeof *v);
-        if (!v)
-            return an_repo__failf(r, AN_ENOMEM, "rows: out of memory");
-        out->v = v;
-        out->cap = n;
-    }
-    if (text > out->text_cap) {
-        char *t = realloc(out->text, text);
-        if (!t)
-            return an_repo__failf(r, AN_ENOMEM, "rows: out of memory");
-        out->text = t;
-        out->text_cap = text;
-    }
+    if (!an_grow((void **)&out->v, &out->cap, n, sizeof *out->v) ||
+        !an_grow((void **)&out->text, &out->text_cap, text, 1))
+        return an_repo__failf(r, AN_ENOMEM, "rows: out of memory");
     size_t used = 0;
     for (size_t i = 0; i < n; i++) {
         int row = (int)i, c = col0;
@@ -238,13 +229,8 @@ static int take_metrics(an_repo *r, const PGresult *m, const char *const *uids, 
 static int take_rows(an_repo *r, PGresult *res, an_group_read *g, size_t nranges)
 {
     size_t n = (size_t)PQntuples(res);
-    if (n > g->row_range_cap) {
-        size_t *rr = realloc(g->row_range, n * sizeof *rr);
-        if (!rr)
-            return an_repo__failf(r, AN_ENOMEM, "group_read: out of memory");
-        g->row_range = rr;
-        g->row_range_cap = n;
-    }
+    if (!an_grow((void **)&g->row_range, &g->row_range_cap, n, sizeof *g->row_range))
+        return an_repo__failf(r, AN_ENOMEM, "group_read: out of memory");
     for (size_t i = 0; i < n; i++) {
         int64_t qi = an_repo__int_field(res, (int)i, 0, 0);
         assert(qi >= 1 && (size_t)qi <= nranges);
