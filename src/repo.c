@@ -373,8 +373,8 @@ static int result_error(an_repo *r, const char *what, PGresult *res)
 
 /* Keeps a result whose status is one the call expects (TUPLES_OK or
  * COMMAND_OK; COMMAND_OK only with command_only): 0 and *out = res.
- * Otherwise records its error under `what`, clears it and returns the
- * error's class. */
+ * Otherwise records its error under `what`, clears it, sets *out = NULL
+ * and returns the error's class. */
 static int keep_result(an_repo *r, const char *what, PGresult *res, bool command_only,
                        PGresult **out)
 {
@@ -383,6 +383,7 @@ static int keep_result(an_repo *r, const char *what, PGresult *res, bool command
         *out = res;
         return 0;
     }
+    *out = NULL;
     int rc = result_error(r, what, res);
     PQclear(res);
     return rc;
