@@ -233,6 +233,10 @@ int an_repo_set_metric_status(an_repo *r, const char *uid, int status,
 
 /* ---- metric_data ---- */
 
+/* State of one metric_data row: absent, not scored yet, scored (e.g. a
+ * batch's predecessor row, an_group_read.pred in an_repo_group.h). */
+enum { AN_ROW_MISSING = 0, AN_ROW_UNPROCESSED = 1, AN_ROW_PROCESSED = 2 };
+
 /* getProcessedMetricDataCount: count of rows with raw_anomaly_score IS NOT
  * NULL; when before_rowid > 0 only rows with rowid < before_rowid count
  * (e.g. the first rowid of the batch being scored). */

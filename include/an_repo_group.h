@@ -20,9 +20,6 @@
 extern "C" {
 #endif
 
-/* State of a batch's predecessor row (an_group_read.pred). */
-enum { AN_ROW_MISSING = 0, AN_ROW_UNPROCESSED = 1, AN_ROW_PROCESSED = 2 };
-
 typedef struct an_data_row {
     int64_t rowid;
     double ts;            /* epoch seconds, microseconds included */
