@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 static const char *UID;
@@ -627,9 +628,5 @@ static Suite *alerts_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(alerts_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(alerts_suite(), CK_NORMAL);
 }

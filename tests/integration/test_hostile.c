@@ -47,6 +47,7 @@
 #include <hiredis/hiredis.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 #define MAX_MODELS 4
 #define K 2
@@ -962,9 +963,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(suite(), CK_NORMAL);
 }

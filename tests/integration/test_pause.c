@@ -42,6 +42,7 @@
 
 #include "an_redis_url.h"
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -513,9 +514,5 @@ int main(void)
     tcase_set_timeout(tc, 1200);
     tcase_add_test(tc, lasting_faults);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_VERBOSE);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return an_check_run(s, CK_VERBOSE);
 }

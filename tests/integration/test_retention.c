@@ -25,6 +25,7 @@
 
 #include "an_retention.h"
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -525,9 +526,5 @@ int main(void)
     add_case(s, "attempts_gc_removes_orphans", attempts_gc_removes_orphans);
     add_case(s, "service_trims_beside_slow_group", service_trims_beside_slow_group);
     add_case(s, "deferral_list_is_bounded", deferral_list_is_bounded);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(s, CK_NORMAL);
 }

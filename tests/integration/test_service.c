@@ -21,6 +21,7 @@
 #include <zlib.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -1204,9 +1205,5 @@ static Suite *service_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(service_suite());
-    srunner_run_all(sr, CK_VERBOSE);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return an_check_run(service_suite(), CK_VERBOSE);
 }

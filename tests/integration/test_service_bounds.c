@@ -17,6 +17,7 @@
 #include <hiredis/hiredis.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -562,9 +563,5 @@ static Suite *bounds_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(bounds_suite());
-    srunner_run_all(sr, CK_VERBOSE);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return an_check_run(bounds_suite(), CK_VERBOSE);
 }

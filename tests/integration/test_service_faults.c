@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -203,9 +204,5 @@ int main(void)
     Suite *s = suite_create("service_faults");
     add_case(s, "signals_idle", signals_idle);
     add_case(s, "restarts", restarts);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_VERBOSE);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return an_check_run(s, CK_VERBOSE);
 }

@@ -11,6 +11,7 @@
 
 #include "an_codec.h"
 #include "an_log.h"
+#include "check_main.h"
 
 static char reason[512];
 
@@ -1066,9 +1067,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(suite(), CK_NORMAL);
 }

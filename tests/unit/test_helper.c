@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "an_helper.h"
+#include "check_main.h"
 
 /* ---- fixtures ----------------------------------------------------------- */
 
@@ -1203,9 +1204,5 @@ static Suite *helper_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(helper_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(helper_suite(), CK_NORMAL);
 }

@@ -24,6 +24,7 @@
 #include "an_codec.h"
 #include "an_helper.h"
 #include "an_state_cache.h"
+#include "check_main.h"
 
 #define KEY "anomalyLikelihoodParams"
 
@@ -1326,9 +1327,5 @@ static Suite *state_cache_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(state_cache_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(state_cache_suite(), CK_NORMAL);
 }
