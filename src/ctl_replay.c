@@ -362,10 +362,8 @@ int ctl_replay(int argc, char **argv)
     int status = 1;
 
     memset(&cfg, 0, sizeof cfg);
-    if (an_config_load(&cfg, a.config, err, sizeof err)) {
-        fprintf(stderr, "anomalyctl replay: configuration error: %s\n", err);
+    if (ctl_config_load("replay", a.config, &cfg))
         return 2;
-    }
     if (load_input(&a, &csv, &ts, &res))
         goto out;
 
