@@ -186,6 +186,41 @@ static an_helper_state null_state(void)
     return s;
 }
 
+/* One batch scenario: a logged helper (new_logged), an in-memory source
+ * and the state the batches update. */
+typedef struct scenario {
+    an_helper *h;
+    evlog *l;
+    memsrc ms;
+    an_sample_source src; /* reads ms: a scenario must not be copied */
+    an_helper_state st;
+    char err[256];
+} scenario;
+
+/* s: a helper with config c over the processed rows rows[0..processed),
+ * state st. End it with sc_end. */
+static void sc_start(scenario *s, const an_helper_config *c, an_sample *rows, size_t processed,
+                     an_helper_state st)
+{
+    memset(s, 0, sizeof *s);
+    s->h = new_logged(c, &s->l);
+    s->ms = (memsrc){.rows = rows, .n = processed};
+    s->src = source_of(&s->ms);
+    s->st = st;
+}
+
+/* Updates s with the batch rows[0..n), filled from batch; it must succeed. */
+static void sc_update(scenario *s, const an_sample *batch, an_row *rows, size_t n)
+{
+    rows_from(rows, batch, n);
+    ck_assert_int_eq(an_helper_update(s->h, &s->src, &s->st, rows, n, s->err, sizeof s->err), 0);
+}
+
+static void sc_end(scenario *s)
+{
+    free_logged(s->h, s->l);
+}
+
 /* rows[from..to) are scored, each exactly score. */
 static void ck_scored(const an_row *rows, int from, int to, double score)
 {
@@ -295,62 +330,50 @@ END_TEST
 START_TEST(test_fewer_than_min_rows)
 {
     an_helper_config c = an_helper_config_default();
-    evlog *l;
-    an_helper *h = new_logged(&c, &l);
-    ck_assert_ptr_nonnull(h);
     an_sample all[99];
     gen_rows(all, 99, 1);
-    memsrc ms = {.rows = all};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = null_state();
+    scenario s;
+    sc_start(&s, &c, all, 0, null_state());
     an_row rows[50];
-    char err[256];
     /* 50 + 49 = 99 < 100: nothing scored, state stays null, no events */
-    rows_from(rows, all, 50);
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 50, err, sizeof err), 0);
-    ms.n = 50;
-    rows_from(rows, all + 50, 49);
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 49, err, sizeof err), 0);
-    ck_assert(!st.present);
+    sc_update(&s, all, rows, 50);
+    s.ms.n = 50;
+    sc_update(&s, all + 50, rows, 49);
+    ck_assert(!s.st.present);
     ck_unscored(rows, 0, 49);
-    ck_assert_int_eq(l->n, 0);
-    ck_assert_int_eq(ms.count_calls, 2);
-    ck_assert_int_eq(ms.tail_calls, 0);
-    json_t *j = an_helper_state_to_json(&st);
+    ck_assert_int_eq(s.l->n, 0);
+    ck_assert_int_eq(s.ms.count_calls, 2);
+    ck_assert_int_eq(s.ms.tail_calls, 0);
+    json_t *j = an_helper_state_to_json(&s.st);
     ck_assert(json_is_null(j));
     json_decref(j);
-    free_logged(h, l);
+    sc_end(&s);
 }
 END_TEST
 
 START_TEST(test_init_inside_batch)
 {
     an_helper_config c = an_helper_config_default();
-    evlog *l;
-    an_helper *h = new_logged(&c, &l);
     an_sample all[120];
     gen_rows(all, 120, 1);
-    memsrc ms = {.rows = all, .n = 80};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = null_state();
+    scenario s;
+    sc_start(&s, &c, all, 80, null_state());
     an_row rows[40];
-    rows_from(rows, all + 80, 40);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 40, err, sizeof err), 0);
+    sc_update(&s, all + 80, rows, 40);
     /* rows 81..100 consumed to build the model, unscored; 101..120 scored
      * under the null distribution (<= 288 samples): exactly 0.5 */
     ck_unscored(rows, 0, 20);
     ck_scored(rows, 20, 40, 0.5);
-    ck_assert(st.present);
-    ck_assert_int_eq(st.last_rowid_for_stats, 100);
-    ck_assert(st.params.dist.mean == 0.5 && st.params.dist.stdev == 1000.0);
-    ck_assert_int_eq(ms.tail_calls, 1);
-    ck_assert_uint_eq(ms.last_tail_n, 8640 - 20);
-    ck_assert_int_eq(l->n, 3);
-    EV(l, 0, AN_EV_REFRESH, 100, 1, 100);
-    EV(l, 1, AN_EV_INIT, 100, 1, 100);
-    EV(l, 2, AN_EV_RUN, 20, 40, 101, 124, 100, 24);
-    free_logged(h, l);
+    ck_assert(s.st.present);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 100);
+    ck_assert(s.st.params.dist.mean == 0.5 && s.st.params.dist.stdev == 1000.0);
+    ck_assert_int_eq(s.ms.tail_calls, 1);
+    ck_assert_uint_eq(s.ms.last_tail_n, 8640 - 20);
+    ck_assert_int_eq(s.l->n, 3);
+    EV(s.l, 0, AN_EV_REFRESH, 100, 1, 100);
+    EV(s.l, 1, AN_EV_INIT, 100, 1, 100);
+    EV(s.l, 2, AN_EV_RUN, 20, 40, 101, 124, 100, 24);
+    sc_end(&s);
 }
 END_TEST
 
@@ -359,25 +382,20 @@ START_TEST(test_init_exactly_at_batch_start)
     /* 100 processed rows, null state (e.g. state lost): k0 = 0, the model
      * is built from the tail alone and every row of the batch is scored. */
     an_helper_config c = an_helper_config_default();
-    evlog *l;
-    an_helper *h = new_logged(&c, &l);
     an_sample all[101];
     gen_rows(all, 101, 1);
-    memsrc ms = {.rows = all, .n = 100};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = null_state();
+    scenario s;
+    sc_start(&s, &c, all, 100, null_state());
     an_row rows[1];
-    rows_from(rows, all + 100, 1);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 1, err, sizeof err), 0);
+    sc_update(&s, all + 100, rows, 1);
     ck_assert(rows[0].scored);
     ck_assert(rows[0].anomaly_score == 0.5);
-    ck_assert_int_eq(st.last_rowid_for_stats, 100);
-    EV(l, 0, AN_EV_REFRESH, 100, 1, 100);
-    EV(l, 1, AN_EV_INIT, 100, 1, 100);
-    EV(l, 2, AN_EV_RUN, 0, 1, 101, 124, 100, 24);
-    ck_assert_int_eq(l->n, 3);
-    free_logged(h, l);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 100);
+    EV(s.l, 0, AN_EV_REFRESH, 100, 1, 100);
+    EV(s.l, 1, AN_EV_INIT, 100, 1, 100);
+    EV(s.l, 2, AN_EV_RUN, 0, 1, 101, 124, 100, 24);
+    ck_assert_int_eq(s.l->n, 3);
+    sc_end(&s);
 }
 END_TEST
 
@@ -387,28 +405,23 @@ START_TEST(test_gap_forces_refresh)
      * processed elsewhere / a gap): the cutoff 124 precedes 200, so the
      * run is empty and the params are refreshed before scoring. */
     an_helper_config c = an_helper_config_default();
-    evlog *l;
-    an_helper *h = new_logged(&c, &l);
     an_sample all[205];
     gen_rows(all, 205, 1);
-    memsrc ms = {.rows = all, .n = 199};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(100);
+    scenario s;
+    sc_start(&s, &c, all, 199, sharp_state(100));
     an_row rows[5];
-    rows_from(rows, all + 199, 5);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 5, err, sizeof err), 0);
-    EV(l, 0, AN_EV_CUTOFF_PRECEDES, 200, 124);
-    EV(l, 1, AN_EV_BYPASS_REFRESH, 200, 124);
-    EV(l, 2, AN_EV_RUN, 0, 0, 200, 124, 100, 24);
-    EV(l, 3, AN_EV_REFRESH, 199, 1, 199);
-    EV(l, 4, AN_EV_RUN, 0, 5, 200, 223, 199, 24);
-    ck_assert_int_eq(l->n, 5);
-    ck_assert_int_eq(ms.tail_calls, 1);
-    ck_assert_uint_eq(ms.last_tail_n, 8640);
-    ck_assert_int_eq(st.last_rowid_for_stats, 199);
+    sc_update(&s, all + 199, rows, 5);
+    EV(s.l, 0, AN_EV_CUTOFF_PRECEDES, 200, 124);
+    EV(s.l, 1, AN_EV_BYPASS_REFRESH, 200, 124);
+    EV(s.l, 2, AN_EV_RUN, 0, 0, 200, 124, 100, 24);
+    EV(s.l, 3, AN_EV_REFRESH, 199, 1, 199);
+    EV(s.l, 4, AN_EV_RUN, 0, 5, 200, 223, 199, 24);
+    ck_assert_int_eq(s.l->n, 5);
+    ck_assert_int_eq(s.ms.tail_calls, 1);
+    ck_assert_uint_eq(s.ms.last_tail_n, 8640);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 199);
     ck_scored(rows, 0, 5, 0.5); /* 199 samples: null distribution */
-    free_logged(h, l);
+    sc_end(&s);
 }
 END_TEST
 
@@ -419,28 +432,23 @@ START_TEST(test_gap_in_processed_rows_advances_cutoff)
      * rows up to 150, whose cutoff 174 still precedes 200, so the cutoff is
      * advanced to 200 (the original's "Advanced anomaly run cutoff"). */
     an_helper_config c = an_helper_config_default();
-    evlog *l;
-    an_helper *h = new_logged(&c, &l);
     an_sample all[205];
     gen_rows(all, 205, 1);
-    memsrc ms = {.rows = all, .n = 150};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(100);
+    scenario s;
+    sc_start(&s, &c, all, 150, sharp_state(100));
     an_row rows[5];
-    rows_from(rows, all + 199, 5);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 5, err, sizeof err), 0);
-    EV(l, 0, AN_EV_CUTOFF_PRECEDES, 200, 124);
-    EV(l, 1, AN_EV_BYPASS_REFRESH, 200, 124);
-    EV(l, 2, AN_EV_RUN, 0, 0, 200, 124, 100, 24);
-    EV(l, 3, AN_EV_REFRESH, 150, 1, 150);
-    EV(l, 4, AN_EV_CUTOFF_PRECEDES, 200, 174);
-    EV(l, 5, AN_EV_RUN, 0, 1, 200, 200, 150, 24);
-    EV(l, 6, AN_EV_REFRESH, 151, 1, 200);
-    EV(l, 7, AN_EV_RUN, 1, 5, 201, 224, 200, 24);
-    ck_assert_int_eq(l->n, 8);
-    ck_assert_int_eq(st.last_rowid_for_stats, 200);
-    free_logged(h, l);
+    sc_update(&s, all + 199, rows, 5);
+    EV(s.l, 0, AN_EV_CUTOFF_PRECEDES, 200, 124);
+    EV(s.l, 1, AN_EV_BYPASS_REFRESH, 200, 124);
+    EV(s.l, 2, AN_EV_RUN, 0, 0, 200, 124, 100, 24);
+    EV(s.l, 3, AN_EV_REFRESH, 150, 1, 150);
+    EV(s.l, 4, AN_EV_CUTOFF_PRECEDES, 200, 174);
+    EV(s.l, 5, AN_EV_RUN, 0, 1, 200, 200, 150, 24);
+    EV(s.l, 6, AN_EV_REFRESH, 151, 1, 200);
+    EV(s.l, 7, AN_EV_RUN, 1, 5, 201, 224, 200, 24);
+    ck_assert_int_eq(s.l->n, 8);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 200);
+    sc_end(&s);
 }
 END_TEST
 
@@ -490,32 +498,27 @@ static void greedy_setup(an_sample *all, size_t n)
 START_TEST(test_greedy_break_mid_batch)
 {
     an_helper_config c = an_helper_config_default();
-    evlog *l;
-    an_helper *h = new_logged(&c, &l);
     static an_sample all[1010];
     greedy_setup(all, 1010);
-    memsrc ms = {.rows = all, .n = 1000};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(1000);
+    scenario s;
+    sc_start(&s, &c, all, 1000, sharp_state(1000));
     an_row rows[10];
-    rows_from(rows, all + 1000, 10);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 10, err, sizeof err), 0);
+    sc_update(&s, all + 1000, rows, 10);
     for (int i = 0; i < 4; i++) {
         ck_assert(rows[i].scored);
         ck_assert_msg(rows[i].anomaly_score > 0.99, "row %d: %.17g", i, rows[i].anomaly_score);
     }
-    EV(l, 0, AN_EV_RUN, 0, 10, 1001, 1024, 1000, 24);
-    EV(l, 1, AN_EV_GREEDY_BREAK, 1004);
-    EV(l, 2, AN_EV_REFRESH, 1004, 1, 1004);
-    EV(l, 3, AN_EV_RUN, 4, 10, 1005, 1028, 1004, 24);
-    ck_assert_int_eq(l->n, 4);
-    ck_assert_int_eq(ms.tail_calls, 1);
-    ck_assert_uint_eq(ms.last_tail_n, 8640 - 4);
+    EV(s.l, 0, AN_EV_RUN, 0, 10, 1001, 1024, 1000, 24);
+    EV(s.l, 1, AN_EV_GREEDY_BREAK, 1004);
+    EV(s.l, 2, AN_EV_REFRESH, 1004, 1, 1004);
+    EV(s.l, 3, AN_EV_RUN, 4, 10, 1005, 1028, 1004, 24);
+    ck_assert_int_eq(s.l->n, 4);
+    ck_assert_int_eq(s.ms.tail_calls, 1);
+    ck_assert_uint_eq(s.ms.last_tail_n, 8640 - 4);
     /* re-estimated on constant 1.0 averages: the rest score exactly 0.5 */
     ck_scored(rows, 4, 10, 0.5);
-    ck_assert_int_eq(st.last_rowid_for_stats, 1004);
-    free_logged(h, l);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 1004);
+    sc_end(&s);
 }
 END_TEST
 
@@ -524,26 +527,23 @@ START_TEST(test_greedy_break_on_last_row)
     /* The break lands on the batch's last row, before the cutoff: no
      * re-estimate (the tail is never read: the source would fail). */
     an_helper_config c = an_helper_config_default();
-    evlog *l;
-    an_helper *h = new_logged(&c, &l);
     static an_sample all[1004];
     greedy_setup(all, 1004);
-    memsrc ms = {.rows = all, .n = 1000, .fail_tail = true, .fail_count = true};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(1000);
+    scenario s;
+    sc_start(&s, &c, all, 1000, sharp_state(1000));
+    s.ms.fail_tail = true;
+    s.ms.fail_count = true;
     an_row rows[4];
-    rows_from(rows, all + 1000, 4);
-    char err[256] = "";
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 4, err, sizeof err), 0);
-    EV(l, 0, AN_EV_RUN, 0, 4, 1001, 1024, 1000, 24);
-    EV(l, 1, AN_EV_GREEDY_BREAK, 1004);
-    ck_assert_int_eq(l->n, 2);
-    ck_assert_int_eq(ms.tail_calls, 0);
-    ck_assert_int_eq(ms.count_calls, 0);
-    ck_assert_int_eq(st.last_rowid_for_stats, 1000);
-    ck_assert_int_eq(st.params.ma.len, 10);
-    ck_assert(st.params.ma.total == 4.0); /* online update advanced the params */
-    free_logged(h, l);
+    sc_update(&s, all + 1000, rows, 4);
+    EV(s.l, 0, AN_EV_RUN, 0, 4, 1001, 1024, 1000, 24);
+    EV(s.l, 1, AN_EV_GREEDY_BREAK, 1004);
+    ck_assert_int_eq(s.l->n, 2);
+    ck_assert_int_eq(s.ms.tail_calls, 0);
+    ck_assert_int_eq(s.ms.count_calls, 0);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 1000);
+    ck_assert_int_eq(s.st.params.ma.len, 10);
+    ck_assert(s.st.params.ma.total == 4.0); /* online update advanced the params */
+    sc_end(&s);
 }
 END_TEST
 
@@ -553,23 +553,18 @@ START_TEST(test_greedy_break_on_last_row_at_cutoff)
      * refresh happens. */
     an_helper_config c = an_helper_config_default();
     c.refresh_rate = 4;
-    evlog *l;
-    an_helper *h = new_logged(&c, &l);
     static an_sample all[1004];
     greedy_setup(all, 1004);
-    memsrc ms = {.rows = all, .n = 1000};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(1000);
+    scenario s;
+    sc_start(&s, &c, all, 1000, sharp_state(1000));
     an_row rows[4];
-    rows_from(rows, all + 1000, 4);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 4, err, sizeof err), 0);
-    EV(l, 0, AN_EV_RUN, 0, 4, 1001, 1004, 1000, 4);
-    EV(l, 1, AN_EV_GREEDY_BREAK, 1004);
-    EV(l, 2, AN_EV_REFRESH, 1004, 1, 1004);
-    ck_assert_int_eq(l->n, 3);
-    ck_assert_int_eq(st.last_rowid_for_stats, 1004);
-    free_logged(h, l);
+    sc_update(&s, all + 1000, rows, 4);
+    EV(s.l, 0, AN_EV_RUN, 0, 4, 1001, 1004, 1000, 4);
+    EV(s.l, 1, AN_EV_GREEDY_BREAK, 1004);
+    EV(s.l, 2, AN_EV_REFRESH, 1004, 1, 1004);
+    ck_assert_int_eq(s.l->n, 3);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 1004);
+    sc_end(&s);
 }
 END_TEST
 
@@ -723,31 +718,26 @@ START_TEST(test_small_cache_after_refresh)
      * the forced refresh has too few samples (not_enough, params kept),
      * then runs fill the cache up to MIN before the next estimate. */
     an_helper_config c = an_helper_config_default();
-    evlog *l;
-    an_helper *h = new_logged(&c, &l);
     static an_sample all[600];
     gen_rows(all, 600, 1);
-    memsrc ms = {.rows = all + 470, .n = 30}; /* rows 471..500 */
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(100);
+    scenario s;
+    sc_start(&s, &c, all + 470, 30, sharp_state(100)); /* rows 471..500 */
     static an_row rows[100];
-    rows_from(rows, all + 500, 100); /* 501..600 */
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 100, err, sizeof err), 0);
-    EV(l, 0, AN_EV_CUTOFF_PRECEDES, 501, 124);
-    EV(l, 1, AN_EV_BYPASS_REFRESH, 501, 124);
-    EV(l, 2, AN_EV_RUN, 0, 0, 501, 124, 100, 24);
-    EV(l, 3, AN_EV_NOT_ENOUGH, 30, 100);
+    sc_update(&s, all + 500, rows, 100); /* 501..600 */
+    EV(s.l, 0, AN_EV_CUTOFF_PRECEDES, 501, 124);
+    EV(s.l, 1, AN_EV_BYPASS_REFRESH, 501, 124);
+    EV(s.l, 2, AN_EV_RUN, 0, 0, 501, 124, 100, 24);
+    EV(s.l, 3, AN_EV_NOT_ENOUGH, 30, 100);
     /* cache of 30 < MIN: endRowID = 501 + (100 - 30 - 1) = 570 */
-    ck_assert_int_ge(l->n, 5);
-    ck_assert(l->ev[4].kind == AN_EV_RUN);
-    ck_assert_int_eq(l->ev[4].args[0], 0);
-    ck_assert_int_eq(l->ev[4].args[2], 501);
-    ck_assert_int_eq(l->ev[4].args[3], 570);
-    ck_assert_int_eq(l->ev[4].args[4], 100);
+    ck_assert_int_ge(s.l->n, 5);
+    ck_assert(s.l->ev[4].kind == AN_EV_RUN);
+    ck_assert_int_eq(s.l->ev[4].args[0], 0);
+    ck_assert_int_eq(s.l->ev[4].args[2], 501);
+    ck_assert_int_eq(s.l->ev[4].args[3], 570);
+    ck_assert_int_eq(s.l->ev[4].args[4], 100);
     for (int i = 0; i < 100; i++)
         ck_assert(rows[i].scored);
-    free_logged(h, l);
+    sc_end(&s);
 }
 END_TEST
 
