@@ -356,21 +356,6 @@ static long planned_entries(long n, long batch, long live)
     return entries;
 }
 
-static long csv_rows(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    long n = -1; /* header */
-    char *line = NULL;
-    size_t cap = 0;
-    while (getline(&line, &cap, f) >= 0)
-        if (line[0] != '\n' && line[0] != '\r')
-            n++;
-    free(line);
-    fclose(f);
-    return n;
-}
-
 static void run_init(run *R, bool clean, int K, uint64_t seed)
 {
     memset(R, 0, sizeof *R);
@@ -403,17 +388,7 @@ static void run_init(run *R, bool clean, int K, uint64_t seed)
     R->planned = 0;
     for (int i = 0; i < S.nmodels; i++) {
         const mspec *m = &S.models[i];
-        char rel[400];
-        snprintf(rel, sizeof rel, "likelihood/htmengine/%s", m->file);
-        const char *full = e2e_data(rel);
-        if (m->rows > 0) {
-            snprintf(R->csv[i], sizeof R->csv[i], "%s/model%d.csv", R->t.tmpdir, i);
-            e2e_csv_head(full, R->csv[i], (size_t)m->rows);
-            R->nrows[i] = m->rows;
-        } else {
-            snprintf(R->csv[i], sizeof R->csv[i], "%s", full);
-            R->nrows[i] = csv_rows(full);
-        }
+        R->nrows[i] = e2e_model_csv(&R->t, m->file, m->rows, i, R->csv[i], sizeof R->csv[i]);
         char tag[16];
         snprintf(tag, sizeof tag, "m%d", i);
         snprintf(R->uids[i], sizeof R->uids[i], "%s", e2e_uid(&R->t, tag));

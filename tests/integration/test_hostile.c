@@ -122,15 +122,6 @@ static long envl(const char *name, long def)
     return v && *v ? strtol(v, NULL, 10) : def;
 }
 
-static long csv_rows(const char *path)
-{
-    e2e_csv c;
-    e2e_csv_load(path, &c);
-    long n = (long)c.n;
-    e2e_csv_free(&c);
-    return n;
-}
-
 static void run_init(run *R, bool clean, const model *models, int n)
 {
     memset(R, 0, sizeof *R);
@@ -143,17 +134,8 @@ static void run_init(run *R, bool clean, const model *models, int n)
     if (clean)
         e2e_setenv(&R->t, "ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS", "0");
     for (int i = 0; i < n; i++) {
-        char rel[400];
-        snprintf(rel, sizeof rel, "likelihood/htmengine/%s", models[i].file);
-        const char *full = e2e_data(rel);
-        if (models[i].rows > 0) {
-            snprintf(R->csv[i], sizeof R->csv[i], "%s/model%d.csv", R->t.tmpdir, i);
-            e2e_csv_head(full, R->csv[i], (size_t)models[i].rows);
-            R->nrows[i] = models[i].rows;
-        } else {
-            snprintf(R->csv[i], sizeof R->csv[i], "%s", full);
-            R->nrows[i] = csv_rows(full);
-        }
+        R->nrows[i] = e2e_model_csv(&R->t, models[i].file, models[i].rows, i, R->csv[i],
+                                    sizeof R->csv[i]);
         char tag[16];
         snprintf(tag, sizeof tag, "m%d", i);
         snprintf(R->uids[i], sizeof R->uids[i], "%s", e2e_uid(&R->t, tag));

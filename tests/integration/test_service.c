@@ -1254,27 +1254,18 @@ START_TEST(deleted_model_params)
 }
 END_TEST
 
-/* One TCase per test, so that CK_RUN_CASE=<test name> runs just that one. */
-static void add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
 
 static Suite *service_suite(void)
 {
     Suite *s = suite_create("service");
-    add_case(s, "replay_matches_offline", replay_matches_offline);
-    add_case(s, "helper_vectors_schedule", helper_vectors_schedule);
-    add_case(s, "rejections", rejections);
-    add_case(s, "dead_letters", dead_letters);
-    add_case(s, "params_cache_repair", params_cache_repair);
-    add_case(s, "deleted_model_params", deleted_model_params);
-    add_case(s, "predictions_and_legacy", predictions_and_legacy);
-    add_case(s, "no_leaks_10k", no_leaks_10k);
+    an_check_add_case(s, "replay_matches_offline", replay_matches_offline, setup, teardown, 600);
+    an_check_add_case(s, "helper_vectors_schedule", helper_vectors_schedule, setup, teardown, 600);
+    an_check_add_case(s, "rejections", rejections, setup, teardown, 600);
+    an_check_add_case(s, "dead_letters", dead_letters, setup, teardown, 600);
+    an_check_add_case(s, "params_cache_repair", params_cache_repair, setup, teardown, 600);
+    an_check_add_case(s, "deleted_model_params", deleted_model_params, setup, teardown, 600);
+    an_check_add_case(s, "predictions_and_legacy", predictions_and_legacy, setup, teardown, 600);
+    an_check_add_case(s, "no_leaks_10k", no_leaks_10k, setup, teardown, 600);
     return s;
 }
 

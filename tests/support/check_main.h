@@ -21,4 +21,17 @@ static inline int an_check_run(Suite *s, enum print_output mode)
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
+/* Adds test to s as a TCase of its own called name (so that
+ * CK_RUN_CASE=<name> runs just that one), with the checked fixture
+ * setup/teardown (NULL: none) and a timeout of timeout_s seconds. */
+static inline void an_check_add_case(Suite *s, const char *name, const TTest *test,
+                                     SFun setup, SFun teardown, double timeout_s)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, timeout_s);
+    tcase_add_test(tc, test);
+    suite_add_tcase(s, tc);
+}
+
 #endif
