@@ -166,6 +166,67 @@ static json_t *load_helper_case(const char *path)
     return found;
 }
 
+/* XADDs the batches of the helper vector (nb of them) for metric uid, in
+ * alternating encodings, through res; every row's raw score must be the
+ * CSV's; the vector's anomaly score of each row into expected[rowid]. */
+static void send_vector_batches(const char *uid, const json_t *batches, size_t nb,
+                                const e2e_csv *csv, double *expected, an_result *res)
+{
+    char id[AN_ID_MAX];
+    int64_t next = 1;
+    for (size_t b = 0; b < nb; b++) {
+        json_t *bj = json_array_get(batches, b);
+        json_t *rj = json_object_get(bj, "rows");
+        size_t n = json_array_size(rj);
+        ck_assert_int_eq(json_integer_value(json_object_get(bj, "firstRowid")), next);
+        ck_assert_int_eq(json_integer_value(json_object_get(bj, "count")), (json_int_t)n);
+        for (size_t i = 0; i < n; i++) {
+            json_t *r = json_array_get(rj, i);
+            int64_t rowid = json_integer_value(json_array_get(r, 0));
+            ck_assert_int_eq(rowid, next + (int64_t)i);
+            double raw = json_number_value(json_array_get(r, 1));
+            ck_assert_msg(e2e_same_double(raw, csv->raw[rowid - 1]),
+                          "vector raw of row %" PRId64 " is not the CSV's", rowid);
+            expected[rowid] = json_number_value(json_array_get(r, 2)); /* int 0 -> 0.0 */
+            res[i] = e2e_inf(rowid, raw);
+        }
+        /* alternate the input encodings */
+        e2e_xadd_results(&T, uid, res, n, b % 2 ? AN_ENC_ZLIB : AN_ENC_JSON, id);
+        next += (int64_t)n;
+    }
+}
+
+/* The rows of metric uid (total) against the vector's expected scores and
+ * the CSV's raw scores (csv); the first difference is reported. */
+static void check_vector_rows(const char *uid, size_t total, const e2e_csv *csv,
+                              const double *expected)
+{
+    an_data_rows rows = {0};
+    e2e_get_rows(&T, uid, 1, (int64_t)total, &rows);
+    ck_assert_uint_eq(rows.n, total);
+    size_t bad = 0;
+    char first[400] = "";
+    for (size_t i = 0; i < rows.n; i++) {
+        const an_data_row *r = &rows.v[i];
+        char why[300] = "";
+        if (!r->has_raw || !r->has_score || !r->has_display)
+            snprintf(why, sizeof why, "not processed");
+        else if (!e2e_same_double(r->raw, csv->raw[i]))
+            snprintf(why, sizeof why, "raw %.17g, sent %.17g", r->raw, csv->raw[i]);
+        else if (!e2e_same_double(r->anomaly_score, expected[r->rowid]))
+            snprintf(why, sizeof why, "anomaly_score %.17g, vector %.17g", r->anomaly_score,
+                     expected[r->rowid]);
+        else if (r->display_value != an_display_value(expected[r->rowid], true))
+            snprintf(why, sizeof why, "display_value %" PRId64 ", expected %" PRId64,
+                     r->display_value, an_display_value(expected[r->rowid], true));
+        if (why[0] && !bad++)
+            snprintf(first, sizeof first, "rowid %" PRId64 ": %s", r->rowid, why);
+    }
+    an_data_rows_free(&rows);
+    ck_assert_msg(bad == 0, "%zu of %zu rows differ from the helper vectors; first %s", bad,
+                  total, first);
+}
+
 START_TEST(helper_vectors_schedule)
 {
     double t0 = e2e_now();
@@ -197,57 +258,14 @@ START_TEST(helper_vectors_schedule)
     double *expected = calloc(total + 1, sizeof *expected);
     an_result *res = calloc(total, sizeof *res);
     ck_assert(expected && res);
-    int64_t next = 1;
-    for (size_t b = 0; b < nb; b++) {
-        json_t *bj = json_array_get(batches, b);
-        json_t *rj = json_object_get(bj, "rows");
-        size_t n = json_array_size(rj);
-        ck_assert_int_eq(json_integer_value(json_object_get(bj, "firstRowid")), next);
-        ck_assert_int_eq(json_integer_value(json_object_get(bj, "count")), (json_int_t)n);
-        for (size_t i = 0; i < n; i++) {
-            json_t *r = json_array_get(rj, i);
-            int64_t rowid = json_integer_value(json_array_get(r, 0));
-            ck_assert_int_eq(rowid, next + (int64_t)i);
-            double raw = json_number_value(json_array_get(r, 1));
-            ck_assert_msg(e2e_same_double(raw, csv.raw[rowid - 1]),
-                          "vector raw of row %" PRId64 " is not the CSV's", rowid);
-            expected[rowid] = json_number_value(json_array_get(r, 2)); /* int 0 -> 0.0 */
-            res[i] = e2e_inf(rowid, raw);
-        }
-        /* alternate the input encodings */
-        e2e_xadd_results(&T, uid, res, n, b % 2 ? AN_ENC_ZLIB : AN_ENC_JSON, id);
-        next += (int64_t)n;
-    }
+    send_vector_batches(uid, batches, nb, &csv, expected, res);
     free(res);
 
     e2e_proc d;
     e2e_run_anomalyd(&T, &d, "c1", 1500, 300000);
 
-    an_data_rows rows = {0};
-    e2e_get_rows(&T, uid, 1, (int64_t)total, &rows);
-    ck_assert_uint_eq(rows.n, total);
-    size_t bad = 0;
-    char first[400] = "";
-    for (size_t i = 0; i < rows.n; i++) {
-        const an_data_row *r = &rows.v[i];
-        char why[300] = "";
-        if (!r->has_raw || !r->has_score || !r->has_display)
-            snprintf(why, sizeof why, "not processed");
-        else if (!e2e_same_double(r->raw, csv.raw[i]))
-            snprintf(why, sizeof why, "raw %.17g, sent %.17g", r->raw, csv.raw[i]);
-        else if (!e2e_same_double(r->anomaly_score, expected[r->rowid]))
-            snprintf(why, sizeof why, "anomaly_score %.17g, vector %.17g", r->anomaly_score,
-                     expected[r->rowid]);
-        else if (r->display_value != an_display_value(expected[r->rowid], true))
-            snprintf(why, sizeof why, "display_value %" PRId64 ", expected %" PRId64,
-                     r->display_value, an_display_value(expected[r->rowid], true));
-        if (why[0] && !bad++)
-            snprintf(first, sizeof first, "rowid %" PRId64 ": %s", r->rowid, why);
-    }
-    an_data_rows_free(&rows);
+    check_vector_rows(uid, total, &csv, expected);
     free(expected);
-    ck_assert_msg(bad == 0, "%zu of %zu rows differ from the helper vectors; first %s", bad,
-                  total, first);
 
     an_metric m;
     e2e_get_metric(&T, uid, &m);
