@@ -204,166 +204,6 @@ static int move_pending(an_redis *rd, const an_config *cfg, const char *from,
     return -1;
 }
 
-/* One prune: its settings and its tally. */
-typedef struct prune_run {
-    an_redis *rd;
-    const an_config *cfg;
-    int64_t idle_ms;
-    const char *target; /* where pending entries go; NULL: nowhere */
-    bool dry_run;
-    int failures;
-    size_t pruned, kept;
-    int64_t total_moved;
-} prune_run;
-
-/* The target: --to (to), else the least idle consumer of cons (n, sorted
- * least idle first) that stays; NULL when there is none. *tinfo: the
- * target's entry in cons, NULL when it is not a consumer of the group. */
-static const char *pick_target(const an_consumer_info *cons, size_t n, int64_t idle_ms,
-                               const char *to, const an_consumer_info **tinfo)
-{
-    *tinfo = NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (to ? !strcmp(cons[i].name, to) : cons[i].idle_ms <= idle_ms) {
-            *tinfo = &cons[i];
-            break;   /* sorted least idle first */
-        }
-    }
-    return to ? to : *tinfo ? (*tinfo)->name : NULL;
-}
-
-/* Prints what the prune p is about to do. */
-static void print_plan(const prune_run *p, const char *to, const an_consumer_info *tinfo)
-{
-    printf("stream %s group %s: pruning consumers idle for more than %" PRId64 " ms%s\n",
-           p->cfg->streams.input, p->cfg->streams.group, p->idle_ms,
-           p->dry_run ? " (dry run)" : "");
-    if (p->target)
-        printf("target for pending entries: %s (%s)\n", p->target,
-               to ? (tinfo ? "--to" : "--to; not a consumer of the group yet, "
-                                      "XCLAIM creates it")
-                  : "least idle consumer that is kept");
-    else
-        printf("target for pending entries: none (no consumer idle for %" PRId64
-               " ms or less; use --to NAME)\n", p->idle_ms);
-}
-
-/* Moves the pending entries of c to the target, or makes sure c still has
- * none without a target. 0, or -1 (printed; c is not to be deleted). */
-static int empty_consumer(prune_run *p, const an_consumer_info *c, int64_t *moved,
-                          int64_t *gone)
-{
-    if (p->target) {
-        /* Also catches entries that reached it after the count. */
-        if (move_pending(p->rd, p->cfg, c->name, p->target, moved, gone)) {
-            printf("consumer %s: NOT deleted (moving its pending entries failed after "
-                   "%" PRId64 " moved)\n", c->name, *moved);
-            return -1;
-        }
-        return 0;
-    }
-    int64_t late = count_pending(p->rd, p->cfg, c->name);
-    if (late != 0) {
-        printf("consumer %s: NOT deleted: %s\n", c->name,
-               late < 0 ? an_redis_errstr(p->rd)
-                        : "it received entries during the prune (is it alive?) "
-                          "and there is no consumer to hand them to");
-        return -1;
-    }
-    return 0;
-}
-
-/* Deletes the emptied consumer c (moved entries went to the target, gone
- * ones were no longer pending) and reports it; counted in p. */
-static void delete_consumer(prune_run *p, const an_consumer_info *c, int64_t moved,
-                            int64_t gone)
-{
-    int64_t discarded = 0;
-    int rc = an_group_delconsumer(p->rd, p->cfg->streams.input, p->cfg->streams.group,
-                                  c->name, &discarded);
-    if (rc) {
-        fprintf(stderr, "anomalyctl consumers prune: XGROUP DELCONSUMER %s: %s\n",
-                c->name, an_redis_errstr(p->rd));
-        printf("consumer %s: its %" PRId64 " pending entries were moved to %s, but it "
-               "was NOT deleted\n", c->name, moved, p->target ? p->target : "-");
-        p->failures++;
-        return;
-    }
-    p->total_moved += moved;
-    p->pruned++;
-    if (moved || gone)
-        printf("consumer %s: idle %" PRId64 " ms: moved %" PRId64 " pending entries to "
-               "%s (still claimable); deleted\n", c->name, c->idle_ms, moved, p->target);
-    else
-        printf("consumer %s: idle %" PRId64 " ms, nothing pending: deleted\n", c->name,
-               c->idle_ms);
-    if (gone)
-        printf("consumer %s: %" PRId64 " of its entries were no longer pending when "
-               "claimed (acked or claimed by a live consumer, or trimmed)\n", c->name,
-               gone);
-    if (discarded) {
-        fprintf(stderr,
-                "anomalyctl consumers prune: ERROR: XGROUP DELCONSUMER %s discarded %"
-                PRId64 " pending entries: they were delivered to it after they were "
-                "moved, so %s is NOT dead. Those entries are no longer pending in the "
-                "group and will not be redelivered: re-submit them (see "
-                "docs/operations.md, \"Poison entries and re-submitting\")\n",
-                c->name, discarded, c->name);
-        printf("consumer %s: ERROR: %" PRId64 " pending entries were DISCARDED by the "
-               "delete\n", c->name, discarded);
-        p->failures++;
-    }
-}
-
-/* Prunes (or, dry run, says it would prune) consumer c when it is idle for
- * longer than p->idle_ms and not the target; counted in p. */
-static void prune_one(prune_run *p, const an_consumer_info *c)
-{
-    if (c->idle_ms <= p->idle_ms) {
-        p->kept++;
-        return;
-    }
-    if (p->target && !strcmp(c->name, p->target)) {
-        printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: kept (it is the "
-               "target)\n", c->name, c->idle_ms, c->pending);
-        p->kept++;
-        return;
-    }
-    int64_t pending = count_pending(p->rd, p->cfg, c->name);
-    if (pending < 0) {
-        fprintf(stderr, "anomalyctl consumers prune: XPENDING for %s: %s\n", c->name,
-                an_redis_errstr(p->rd));
-        p->failures++;
-        return;
-    }
-    if (pending > 0 && !p->target) {
-        printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: NOT deleted: "
-               "there is no live consumer to hand its pending entries to (deleting it "
-               "would drop them from the group); start a consumer or use --to NAME\n",
-               c->name, c->idle_ms, pending);
-        p->failures++;
-        return;
-    }
-    if (p->dry_run) {
-        if (pending > 0)
-            printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: would move "
-                   "them to %s (still claimable), then delete it\n",
-                   c->name, c->idle_ms, pending, p->target);
-        else
-            printf("consumer %s: idle %" PRId64 " ms, nothing pending: would delete it\n",
-                   c->name, c->idle_ms);
-        p->total_moved += pending;
-        p->pruned++;
-        return;
-    }
-    int64_t moved = 0, gone = 0;
-    if (empty_consumer(p, c, &moved, &gone)) {
-        p->failures++;
-        return;
-    }
-    delete_consumer(p, c, moved, gone);
-}
-
 static int do_prune(an_redis *rd, const an_config *cfg, int64_t idle_ms, const char *to,
                     bool dry_run)
 {
@@ -372,18 +212,133 @@ static int do_prune(an_redis *rd, const an_config *cfg, int64_t idle_ms, const c
     if (load_consumers(rd, cfg, "prune", &cons, &n))
         return 1;
 
-    const an_consumer_info *tinfo;
-    prune_run p = {.rd = rd, .cfg = cfg, .idle_ms = idle_ms, .dry_run = dry_run,
-                   .target = pick_target(cons, n, idle_ms, to, &tinfo)};
-    print_plan(&p, to, tinfo);
-    for (size_t i = 0; i < n; i++)
-        prune_one(&p, &cons[i]);
+    /* The target: --to, else the least idle consumer that stays. */
+    const char *target = to;
+    const an_consumer_info *tinfo = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (to ? !strcmp(cons[i].name, to) : cons[i].idle_ms <= idle_ms) {
+            tinfo = &cons[i];
+            break;   /* sorted least idle first */
+        }
+    }
+    if (!to && tinfo)
+        target = tinfo->name;
+
+    printf("stream %s group %s: pruning consumers idle for more than %" PRId64 " ms%s\n",
+           cfg->streams.input, cfg->streams.group, idle_ms, dry_run ? " (dry run)" : "");
+    if (target)
+        printf("target for pending entries: %s (%s)\n", target,
+               to ? (tinfo ? "--to" : "--to; not a consumer of the group yet, "
+                                      "XCLAIM creates it")
+                  : "least idle consumer that is kept");
+    else
+        printf("target for pending entries: none (no consumer idle for %" PRId64
+               " ms or less; use --to NAME)\n", idle_ms);
+
+    int failures = 0;
+    size_t pruned = 0, kept = 0;
+    int64_t total_moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        const an_consumer_info *c = &cons[i];
+        if (c->idle_ms <= idle_ms) {
+            kept++;
+            continue;
+        }
+        if (target && !strcmp(c->name, target)) {
+            printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: kept (it is the "
+                   "target)\n", c->name, c->idle_ms, c->pending);
+            kept++;
+            continue;
+        }
+        int64_t pending = count_pending(rd, cfg, c->name);
+        if (pending < 0) {
+            fprintf(stderr, "anomalyctl consumers prune: XPENDING for %s: %s\n", c->name,
+                    an_redis_errstr(rd));
+            failures++;
+            continue;
+        }
+        if (pending > 0 && !target) {
+            printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: NOT deleted: "
+                   "there is no live consumer to hand its pending entries to (deleting it "
+                   "would drop them from the group); start a consumer or use --to NAME\n",
+                   c->name, c->idle_ms, pending);
+            failures++;
+            continue;
+        }
+        if (dry_run) {
+            if (pending > 0)
+                printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: would move "
+                       "them to %s (still claimable), then delete it\n",
+                       c->name, c->idle_ms, pending, target);
+            else
+                printf("consumer %s: idle %" PRId64 " ms, nothing pending: would delete it\n",
+                       c->name, c->idle_ms);
+            total_moved += pending;
+            pruned++;
+            continue;
+        }
+        int64_t moved = 0, gone = 0;
+        if (target) {
+            /* Also catches entries that reached it after the count. */
+            if (move_pending(rd, cfg, c->name, target, &moved, &gone)) {
+                printf("consumer %s: NOT deleted (moving its pending entries failed after "
+                       "%" PRId64 " moved)\n", c->name, moved);
+                failures++;
+                continue;
+            }
+        } else {
+            int64_t late = count_pending(rd, cfg, c->name);
+            if (late != 0) {
+                printf("consumer %s: NOT deleted: %s\n", c->name,
+                       late < 0 ? an_redis_errstr(rd)
+                                : "it received entries during the prune (is it alive?) "
+                                  "and there is no consumer to hand them to");
+                failures++;
+                continue;
+            }
+        }
+        int64_t discarded = 0;
+        int rc = an_group_delconsumer(rd, cfg->streams.input, cfg->streams.group, c->name,
+                                      &discarded);
+        if (rc) {
+            fprintf(stderr, "anomalyctl consumers prune: XGROUP DELCONSUMER %s: %s\n",
+                    c->name, an_redis_errstr(rd));
+            printf("consumer %s: its %" PRId64 " pending entries were moved to %s, but it "
+                   "was NOT deleted\n", c->name, moved, target ? target : "-");
+            failures++;
+            continue;
+        }
+        total_moved += moved;
+        pruned++;
+        if (moved || gone)
+            printf("consumer %s: idle %" PRId64 " ms: moved %" PRId64 " pending entries to "
+                   "%s (still claimable); deleted\n", c->name, c->idle_ms, moved, target);
+        else
+            printf("consumer %s: idle %" PRId64 " ms, nothing pending: deleted\n", c->name,
+                   c->idle_ms);
+        if (gone)
+            printf("consumer %s: %" PRId64 " of its entries were no longer pending when "
+                   "claimed (acked or claimed by a live consumer, or trimmed)\n", c->name,
+                   gone);
+        if (discarded) {
+            fprintf(stderr,
+                    "anomalyctl consumers prune: ERROR: XGROUP DELCONSUMER %s discarded %"
+                    PRId64 " pending entries: they were delivered to it after they were "
+                    "moved, so %s is NOT dead. Those entries are no longer pending in the "
+                    "group and will not be redelivered: re-submit them (see "
+                    "docs/operations.md, \"Poison entries and re-submitting\")\n",
+                    c->name, discarded, c->name);
+            printf("consumer %s: ERROR: %" PRId64 " pending entries were DISCARDED by the "
+                   "delete\n", c->name, discarded);
+            failures++;
+        }
+    }
     printf("%s%zu consumer%s %spruned, %" PRId64 " pending entries %smoved, %zu kept, %d "
-           "problem%s\n", dry_run ? "dry run: " : "", p.pruned, p.pruned == 1 ? "" : "s",
-           dry_run ? "would be " : "", p.total_moved, dry_run ? "would be " : "", p.kept,
-           p.failures, p.failures == 1 ? "" : "s");
+           "problem%s\n", dry_run ? "dry run: " : "", pruned, pruned == 1 ? "" : "s",
+           dry_run ? "would be " : "", total_moved, dry_run ? "would be " : "", kept,
+           failures, failures == 1 ? "" : "s");
     an_consumer_info_free(cons, n);
-    return p.failures ? 1 : 0;
+    return failures ? 1 : 0;
 }
 
 int ctl_consumers(int argc, char **argv)
