@@ -9,6 +9,7 @@
 
 #include "an_entry.h"
 #include "an_error.h"
+#include "check_main.h"
 
 /* A source entry whose bytes live in their own heap blocks, so the test
  * can free them and prove the copy does not point into them. */
@@ -129,9 +130,5 @@ int main(void)
     tcase_add_test(tc, dup_of_a_dup_and_of_a_nil_entry);
     tcase_add_test(tc, set_fields_accepts_null_for_empty_and_refuses_overflow);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(s, CK_NORMAL);
 }

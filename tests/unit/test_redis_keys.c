@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "an_scripts.h"
+#include "check_main.h"
 
 START_TEST(params_key_is_prefix_and_uid_at_any_length)
 {
@@ -45,9 +46,5 @@ int main(void)
     tcase_add_test(tc, params_key_is_prefix_and_uid_at_any_length);
     tcase_add_test(tc, attempts_and_health_keys);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(s, CK_NORMAL);
 }

@@ -7,6 +7,7 @@
 
 #include "an_config.h"
 #include "an_redis.h"
+#include "check_main.h"
 
 START_TEST(each_key_lands_in_its_option)
 {
@@ -62,9 +63,5 @@ int main(void)
     tcase_add_test(tc, each_key_lands_in_its_option);
     tcase_add_test(tc, config_defaults_are_the_connection_defaults);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(s, CK_NORMAL);
 }
