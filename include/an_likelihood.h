@@ -173,9 +173,6 @@ json_t *an_lk_params_to_json(const an_lk_params *p);
 int an_lk_params_from_json(const json_t *j, an_lk_params *p, char *err,
                            size_t errlen);
 
-/* Shortest decimal text that strtod reads back as exactly d (like Python's
- * repr), into buf (>= 32 bytes). Returns buf. */
-char *an_fmt_double(char *buf, size_t len, double d);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@
 #include "repo_internal.h"
 
 #include "an_fault.h"
+#include "an_json_out.h" /* an_fmt_double */
 
 #include <signal.h>
 #include <sys/socket.h>

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "an_json_out.h"
 #include "an_likelihood.h"
 
 /* ---- helpers ---- */
