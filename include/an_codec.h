@@ -299,7 +299,7 @@ int an_metric_spec_from_parameters(const char *parameters_json, json_t **spec,
 /* ------------------------------------------------------------- bodies */
 
 /* The `body` field of an output entry: an_json_dumps(msg), zlib-compressed
- * (compress2 level 6) for AN_ENC_ZLIB. *body is malloc'd (free()); for
+ * (an_zlib_compress) for AN_ENC_ZLIB. *body is malloc'd (free()); for
  * AN_ENC_JSON it is also NUL-terminated (not counted in *len). */
 int an_body_encode(const json_t *msg, an_encoding enc, char **body,
                    size_t *len, char *err, size_t errlen);
@@ -309,7 +309,10 @@ int an_body_encode(const json_t *msg, an_encoding enc, char **body,
 int an_body_encode_text(char *text, size_t tlen, an_encoding enc, char **body, size_t *len,
                         char *err, size_t errlen);
 
-/* Raw zlib helpers. an_zlib_compress: compress2 level 6, malloc'd output.
+/* Raw zlib helpers. an_zlib_compress: an RFC 1950 stream, deflate level 6
+ * with a 32 KiB window (inputs up to 16 KiB with a 2,048-entry hash, larger
+ * ones with compress2's parameters: the bytes may differ from compress2's,
+ * never what they inflate to), malloc'd output.
  * an_zlib_inflate: inflates a complete RFC 1950 stream incrementally; fails
  * with AN_ERANGE as soon as the output would exceed max_out (no allocation
  * beyond max_out + 1), AN_EINVAL for corrupt/truncated data or trailing

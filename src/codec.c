@@ -74,6 +74,11 @@ an_codec_limits an_codec_limits_default(void)
 
 /* ------------------------------------------------------------ zlib */
 
+/* Inputs up to this size are deflated with the small-hash state (an
+ * output message of up to ~100 one-row results; a catch-up message of
+ * 1,440 rows is ~190 KB). */
+#define SMALL_DEFLATE_MAX ((size_t)16 << 10)
+
 int an_zlib_compress(const void *in, size_t inlen, char **out, size_t *outlen,
                      char *err, size_t errlen)
 {
@@ -83,45 +88,54 @@ int an_zlib_compress(const void *in, size_t inlen, char **out, size_t *outlen,
         an_seterr(err, errlen, "zlib input too large (%zu bytes)", inlen);
         return AN_ERANGE;
     }
-    uLong bound = compressBound((uLong)inlen);
+    /* Two deflate states per thread, reset between messages: compress2
+     * would allocate and clear ~270 KB of state for every small message.
+     * Both are level 6 with a 32 KiB window; messages up to
+     * SMALL_DEFLATE_MAX take one with a 2,048-entry hash (memLevel 4)
+     * instead of 32,768: resetting a state clears its hash heads, 64 KiB at
+     * memLevel 8, and that was 40 % of the compression CPU of a one-row
+     * message (docs/performance.md). Any zlib reader inflates either; the
+     * compressed bytes are not an interface (readers inflate and parse), so
+     * they may differ from compress2's by a few bytes. */
+    static __thread z_stream zss[2];
+    static __thread bool zs_ready[2];
+    int k = inlen <= SMALL_DEFLATE_MAX ? 0 : 1;
+    z_stream *zs = &zss[k];
+    int zr;
+    if (!zs_ready[k]) {
+        memset(zs, 0, sizeof *zs);
+        zr = deflateInit2(zs, 6, Z_DEFLATED, 15, k == 0 ? 4 : 8, Z_DEFAULT_STRATEGY);
+        if (zr != Z_OK) {
+            an_seterr(err, errlen, "zlib deflateInit failed (%d)", zr);
+            return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
+        }
+        zs_ready[k] = true;
+    } else {
+        deflateReset(zs);
+    }
+    /* deflateBound, not compressBound: the latter assumes compress2's
+     * parameters, and the small state's shorter blocks may need more room
+     * for input that does not compress. */
+    uLong bound = deflateBound(zs, (uLong)inlen);
     char *buf = malloc(bound ? bound : 1);
     if (!buf) {
         an_seterr(err, errlen, "out of memory");
         return AN_ENOMEM;
     }
-    /* One deflate state per thread, reset between messages: compress2 would
-     * allocate and clear ~270 KB of state for every small message. Same
-     * parameters as compress2 (level 6, window 15, memLevel 8), so the same
-     * bytes. */
-    static __thread z_stream zs;
-    static __thread bool zs_ready;
-    int zr;
-    if (!zs_ready) {
-        memset(&zs, 0, sizeof zs);
-        zr = deflateInit(&zs, 6);
-        if (zr != Z_OK) {
-            free(buf);
-            an_seterr(err, errlen, "zlib deflateInit failed (%d)", zr);
-            return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
-        }
-        zs_ready = true;
-    } else {
-        deflateReset(&zs);
-    }
-    zs.next_in = (Bytef *)(uintptr_t)in;
-    zs.avail_in = (uInt)inlen;
-    zs.next_out = (Bytef *)buf;
-    zs.avail_out = (uInt)bound;
-    zr = deflate(&zs, Z_FINISH);
+    zs->next_in = (Bytef *)(uintptr_t)in;
+    zs->avail_in = (uInt)inlen;
+    zs->next_out = (Bytef *)buf;
+    zs->avail_out = (uInt)bound;
+    zr = deflate(zs, Z_FINISH);
     if (zr != Z_STREAM_END) {
         free(buf);
-        deflateEnd(&zs);
-        zs_ready = false;
+        deflateEnd(zs);
+        zs_ready[k] = false;
         an_seterr(err, errlen, "zlib compress failed (%d)", zr);
         return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
     }
     *out = buf;
-    *outlen = (size_t)zs.total_out;
+    *outlen = (size_t)zs->total_out;
     return 0;
 }
 

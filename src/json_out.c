@@ -22,6 +22,39 @@
  * the decimal exponent is in [-4, 16) and with ".0" on integers ("1.0",
  * "1000.0", "-0.0"), else as "1e-05" / "1.5e+16". Non-finite values print
  * as JSON's customary NaN / Infinity / -Infinity. Truncated to len. */
+/* %.{p}e of d for the smallest p that reads back as exactly d, into e.
+ * p = 16 (17 digits) always does. For any d whose significand is not a
+ * power of two the rounding interval is symmetric around d, and the
+ * (p+1)-digit rounding is at least as close to d as the p-digit one (which
+ * is also a (p+1)-digit decimal): once p round-trips every larger p does, so
+ * the smallest is found by bisection (4-5 trials instead of up to 17: the
+ * tiny running totals of the params need 17 digits). A power of two has a
+ * narrower interval below it than above, so it takes the plain scan. */
+static bool round_trips(char *e, size_t elen, int prec, double d) {
+    snprintf(e, elen, "%.*e", prec, d);
+    double back = strtod(e, NULL);
+    return memcmp(&back, &d, sizeof d) == 0;
+}
+
+static void shortest_e(char *e, size_t elen, double d) {
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    if ((bits & ((1ULL << 52) - 1)) == 0) {
+        for (int prec = 0; prec <= 16; prec++)
+            if (round_trips(e, elen, prec, d)) return;
+        return;
+    }
+    int lo = 0, hi = 16; /* hi round-trips; the answer is in [lo, hi] */
+    if (round_trips(e, elen, 15, d)) hi = 15;
+    else lo = 16;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (round_trips(e, elen, mid, d)) hi = mid;
+        else lo = mid + 1;
+    }
+    snprintf(e, elen, "%.*e", hi, d);
+}
+
 static char *fmt_double_slow(char *buf, size_t len, double d) {
     if (buf == NULL || len == 0) return buf;
     if (isnan(d) || isinf(d)) {
@@ -29,11 +62,7 @@ static char *fmt_double_slow(char *buf, size_t len, double d) {
         return buf;
     }
     char e[40];
-    for (int prec = 0; prec <= 16; prec++) { /* 17 digits always round-trip */
-        snprintf(e, sizeof e, "%.*e", prec, d);
-        double back = strtod(e, NULL);
-        if (memcmp(&back, &d, sizeof d) == 0) break;
-    }
+    shortest_e(e, sizeof e, d);
     char *mant = e + (e[0] == '-'), *exp = strchr(e, 'e');
     int x = atoi(exp + 1);
     if (x < -4 || x >= 16) {
