@@ -55,6 +55,9 @@ void an_jbuf_puts(an_jbuf *b, const char *s);
 /* Appends s (n bytes) as a JSON string: quoted, with '"', '\\' and control
  * characters escaped. */
 void an_jbuf_str(an_jbuf *b, const char *s, size_t n);
+/* Appends a JSON real as an_jbuf_json writes it (shortest round trip);
+ * a non-finite d sets fail, as in a tree. */
+void an_jbuf_double(an_jbuf *b, double d);
 /* Appends the compact text of v; depth is v's depth in the whole text
  * (nesting beyond 2048 fails). */
 void an_jbuf_json(an_jbuf *b, const json_t *v, int depth);

@@ -460,6 +460,16 @@ void an_jbuf_json(an_jbuf *b, const json_t *v, int depth)
     }
 }
 
+void an_jbuf_double(an_jbuf *b, double d)
+{
+    char num[40];
+    if (!isfinite(d)) {
+        b->fail = true;
+        return;
+    }
+    an_jbuf_puts(b, an_codec_fmt_double(num, sizeof num, d));
+}
+
 char *an_json_dumps(const json_t *v, size_t *len)
 {
     an_jbuf b = {0};

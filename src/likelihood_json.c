@@ -69,6 +69,36 @@ fail:
     return NULL;
 }
 
+static void real_list(an_jbuf *b, const double *x, int n) {
+    an_jbuf_put(b, "[", 1);
+    for (int i = 0; i < n; i++) {
+        if (i) an_jbuf_put(b, ",", 1);
+        an_jbuf_double(b, x[i]);
+    }
+    an_jbuf_put(b, "]", 1);
+}
+
+/* The keys and their order are those of an_lk_params_to_json, the
+ * separators and numbers those of an_json_dumps: a unit test holds the two
+ * paths to the same bytes. */
+void an_lk_params_append(an_jbuf *b, const an_lk_params *p) {
+    char num[64];
+    an_jbuf_puts(b, "{\"distribution\":{\"name\":\"normal\",\"mean\":");
+    an_jbuf_double(b, p->dist.mean);
+    an_jbuf_puts(b, ",\"variance\":");
+    an_jbuf_double(b, p->dist.variance);
+    an_jbuf_puts(b, ",\"stdev\":");
+    an_jbuf_double(b, p->dist.stdev);
+    an_jbuf_puts(b, "},\"movingAverage\":{\"historicalValues\":");
+    real_list(b, p->ma.values, p->ma.len);
+    an_jbuf_puts(b, ",\"total\":");
+    an_jbuf_double(b, p->ma.total);
+    snprintf(num, sizeof num, ",\"windowSize\":%d},\"historicalLikelihoods\":", p->ma.window_size);
+    an_jbuf_puts(b, num);
+    real_list(b, p->hist, p->hist_len);
+    an_jbuf_put(b, "}", 1);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Reading                                                                  */
 /* ------------------------------------------------------------------------ */

@@ -282,9 +282,7 @@ static int load_state(an_service *s, gmetric *gm, item *it)
  * (the same bytes either way). 0 or AN_ENOMEM. */
 static int build_model_params(gmetric *gm)
 {
-    json_t *sj = an_helper_state_to_json(&gm->state);
-    gm->state_text = sj ? an_json_dumps(sj, NULL) : NULL;
-    json_decref(sj);
+    gm->state_text = an_helper_state_text(&gm->state, NULL);
     if (!gm->state_text)
         return AN_ENOMEM;
     gm->mp_new = gm->span_known
