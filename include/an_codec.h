@@ -268,6 +268,15 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
 char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
                             size_t *len, char *err, size_t errlen);
 
+/* an_msg_inference_text in two parts, so a caller can keep the first per
+ * metric: the head is the text up to the rows ({"metric":{...},"results":[),
+ * malloc'd, NUL-terminated, *len its length (NULL with err set as
+ * an_msg_inference); text_head appends the rows and the end to a head
+ * (borrowed) and returns the whole message as an_msg_inference_text does. */
+char *an_msg_inference_head(const an_metric_info *m, size_t *len, char *err, size_t errlen);
+char *an_msg_inference_text_head(const char *head, size_t head_len, const an_out_row *rows,
+                                 size_t n, size_t *len, char *err, size_t errlen);
+
 /* docs/htmengine.md §6.2 command-result message, borrowed inputs. */
 typedef struct an_cmd_msg {
     const char *method;     /* required */

@@ -1013,10 +1013,9 @@ static int sb_predictions(an_jbuf *b, const an_out_row *r, size_t i, char *err, 
     return 0;
 }
 
-char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
-                            size_t *len, char *err, size_t errlen)
+char *an_msg_inference_head(const an_metric_info *m, size_t *len, char *err, size_t errlen)
 {
-    /* the metric part (small) through the tree builder, then the rows */
+    /* through the tree builder: the metric part is small */
     json_t *head = an_msg_inference(m, NULL, 0, err, errlen);
     if (!head)
         return NULL;
@@ -1025,6 +1024,20 @@ char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, siz
     an_jbuf_json(&b, json_object_get(head, "metric"), 1);
     json_decref(head);
     an_jbuf_puts(&b, ",\"results\":[");
+    if (b.fail) {
+        free(b.p);
+        an_seterr(err, errlen, "out of memory or non-finite number");
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
+
+char *an_msg_inference_text_head(const char *head, size_t head_len, const an_out_row *rows,
+                                 size_t n, size_t *len, char *err, size_t errlen)
+{
+    an_jbuf b = {0};
+    an_jbuf_put(&b, head, head_len);
     for (size_t i = 0; i < n && !b.fail; i++) {
         const an_out_row *r = &rows[i];
         char num[40];
@@ -1062,6 +1075,18 @@ char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, siz
     if (len)
         *len = b.len;
     return b.p;
+}
+
+char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
+                            size_t *len, char *err, size_t errlen)
+{
+    size_t hlen = 0;
+    char *head = an_msg_inference_head(m, &hlen, err, errlen);
+    if (!head)
+        return NULL;
+    char *text = an_msg_inference_text_head(head, hlen, rows, n, len, err, errlen);
+    free(head);
+    return text;
 }
 
 json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen)

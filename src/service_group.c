@@ -452,16 +452,21 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
                    const an_row *fresh)
 {
     char err[256];
-    json_t *spec = NULL;
-    if (an_metric_spec_from_parameters(gm->m->parameters, &spec, err, sizeof err)) {
+    an_metric_info mi = {
+        .uid = gm->m->uid, .name = gm->m->name, .description = gm->m->description,
+        .resource = gm->m->server, .location = gm->m->location,
+        .datasource = gm->m->datasource ? gm->m->datasource : "",
+    };
+    size_t hlen = 0;
+    const char *head = an_state_cache_msg_head(s->sc, gm->uid, &mi, gm->m->parameters, &hlen,
+                                               err, sizeof err);
+    if (!head) {
         an_error("cannot compose inference results message for model=%s (rows are "
                  "stored): %s", gm->uid, err);
         return 0;
     }
-    if (!an_grow((void **)&g->orows, &g->caporows, it->n, sizeof *g->orows)) {
-        json_decref(spec);
+    if (!an_grow((void **)&g->orows, &g->caporows, it->n, sizeof *g->orows))
         return AN_ENOMEM;
-    }
     const an_data_row *d = g->g.rows.v + row0;
     for (size_t i = 0; i < it->n; i++) {
         an_out_row *o = &g->orows[i];
@@ -480,14 +485,8 @@ static int compose(an_service *s, group_scratch *g, item *it, gmetric *gm, size_
             o->predictions_json = d[i].predictions;
         }
     }
-    an_metric_info mi = {
-        .uid = gm->m->uid, .name = gm->m->name, .description = gm->m->description,
-        .resource = gm->m->server, .location = gm->m->location,
-        .datasource = gm->m->datasource ? gm->m->datasource : "", .spec = spec,
-    };
     size_t len = 0;
-    char *msg = an_msg_inference_text(&mi, g->orows, it->n, &len, err, sizeof err);
-    json_decref(spec);
+    char *msg = an_msg_inference_text_head(head, hlen, g->orows, it->n, &len, err, sizeof err);
     if (!msg) {
         an_error("cannot compose inference results message for model=%s: %s", gm->uid, err);
         return 0;
