@@ -87,6 +87,13 @@ const char *an_state_cache_msg_head(an_state_cache *c, const char *uid,
                                     const an_metric_info *mi, const char *parameters,
                                     size_t *len, char *err, size_t errlen);
 
+/* Whether uid has an entry (whatever text it describes). The service then
+ * skips reading uid's params hash: the entry describes the model_params
+ * this process last committed, and when another writer moved them the
+ * get misses and the state is parsed from model_params, which is always
+ * current (the hash only saves that parse). */
+bool an_state_cache_has(an_state_cache *c, const char *uid);
+
 /* Drops uid's entry, if any. */
 void an_state_cache_forget(an_state_cache *c, const char *uid);
 

@@ -624,6 +624,8 @@ static int attempt(an_service *s, item *items, size_t n, int64_t t0)
         return AN_ENOMEM;
     }
     for (size_t i = 0; i < nu; i++) {
+        if (an_state_cache_has(s->sc, g->uids[i]))
+            continue;   /* the hash is only read when the state cache misses */
         size_t len = strlen(s->cfg->streams.params_prefix) + strlen(g->uids[i]) + 1;
         g->keys[i] = malloc(len);
         if (!g->keys[i]) {

@@ -404,6 +404,12 @@ const char *an_state_cache_msg_head(an_state_cache *c, const char *uid, const an
     return head;
 }
 
+bool an_state_cache_has(an_state_cache *c, const char *uid)
+{
+    entry **p = slot_of(c, uid, hash_str(uid));
+    return p && *p;
+}
+
 size_t an_state_cache_size(const an_state_cache *c) { return c->n; }
 
 void an_state_cache_stats(const an_state_cache *c, int64_t *hits, int64_t *misses)

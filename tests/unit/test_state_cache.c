@@ -1355,7 +1355,10 @@ START_TEST(test_msg_head)
     an_helper_state *st = calloc(1, sizeof *st);
     an_state_span sp;
     char *mp = merge_checked(SWARM, "null", &sp, &len);
+    ck_assert(!an_state_cache_has(c, "u"));
     ck_assert_int_eq(an_state_cache_put(c, "u", mp, len, sp, st), 0);
+    ck_assert(an_state_cache_has(c, "u"));
+    ck_assert(!an_state_cache_has(c, "v"));
     ck_head(c, "u", &mi, p1, &a);
     ck_head(c, "u", &mi, p1, &b);
     ck_assert_ptr_eq(a, b);                      /* kept */
@@ -1379,6 +1382,7 @@ START_TEST(test_msg_head)
     ck_head(c, "u", &m2, p2, &b);
     ck_assert(strstr(b, "cpu \\\"2\\\"") != NULL);
     an_state_cache_forget(c, "u");
+    ck_assert(!an_state_cache_has(c, "u"));
     ck_head(c, "u", &mi, p1, &a);                /* no entry: scratch */
     ck_assert(strstr(a, "Count") != NULL);
     /* bad parameters */
@@ -1390,6 +1394,7 @@ START_TEST(test_msg_head)
     /* cache off */
     c = an_state_cache_new(0);
     ck_assert_int_eq(an_state_cache_put(c, "u", mp, len, sp, st), 0);
+    ck_assert(!an_state_cache_has(c, "u"));
     ck_head(c, "u", &mi, p1, &a);
     ck_head(c, "u", &mi, p2, &b);
     ck_assert(strstr(b, "Bytes") != NULL);
