@@ -27,21 +27,7 @@
 #include "an_codec.h"
 #include "an_sample_window.h"
 #include "an_state_cache.h"
-
-/* A field of /proc/self/status in kB, or -1. */
-static long status_kb(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    size_t n = strlen(field);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, field, n) && line[n] == ':')
-            v = strtol(line + n + 1, NULL, 10);
-    if (f)
-        fclose(f);
-    return v;
-}
+#include "proc_status.h"
 
 static long long arg_ll(int argc, char **argv, const char *name, long long def)
 {
