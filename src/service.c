@@ -32,6 +32,7 @@
  */
 #include "an_service.h"
 #include "service_internal.h"
+#include "service_window.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -97,48 +98,6 @@ static void nap(an_service *s, int ms)
         ms -= step;
         svc_heartbeat(s);   /* a back-off is the loop alive, not hung */
     }
-}
-
-int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
-                     char *text, size_t len)
-{
-    int rc = 0;
-    if (it->nouts == it->capouts) {
-        size_t cap = it->capouts ? 2 * it->capouts : 2;
-        out_item *o = realloc(it->outs, cap * sizeof *o);
-        if (!o) {
-            free(text);
-            return AN_ENOMEM;
-        }
-        it->outs = o;
-        it->capouts = cap;
-    }
-    out_item *o = &it->outs[it->nouts];
-    memset(o, 0, sizeof *o);
-    o->data_type = data_type;
-    snprintf(o->rows, sizeof o->rows, "%s", rows ? rows : "");
-    char err[256];
-    rc = an_body_encode_text(text, len, s->cfg->streams.output_encoding, &o->body,
-                             &o->body_len, err, sizeof err);
-    if (rc) {
-        an_error("cannot encode output message: %s", err);
-        return rc;
-    }
-    it->nouts++;
-    return 0;
-}
-
-int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
-                json_t *msg)
-{
-    size_t len = 0;
-    char *text = an_json_dumps(msg, &len);
-    json_decref(msg);
-    if (!text) {
-        an_error("cannot encode output message: out of memory or non-finite number");
-        return AN_EINVAL;
-    }
-    return svc_add_out_text(s, it, data_type, rows, text, len);
 }
 
 static void item_clear(item *it)
@@ -417,7 +376,7 @@ static int compose_command(an_service *s, item *it, const char *uid,
         an_error("cannot compose command result message for model=%s: %s", uid, err);
         return 0;   /* the original would crash; we log and skip the message */
     }
-    return svc_add_out(s, it, AN_DATATYPE_COMMAND, NULL, msg);
+    return svc_add_out(it, s->cfg->streams.output_encoding, AN_DATATYPE_COMMAND, NULL, msg);
 }
 
 /* Sets the metric's status as a command result demands; ENOTFOUND (deleted
@@ -732,7 +691,7 @@ static int run_items(an_service *s, item *items, size_t n)
                     tmp[j++] = items[i];
             g = tmp;
         }
-        int rc = svc_group_run(s, g, ng);
+        int rc = svc_scorer_run(s->scorer, g, ng);
         if (tmp) {
             for (size_t i = 0, j = 0; i < n; i++)
                 if (items[i].n)
@@ -940,8 +899,9 @@ static bool group_has_room(const an_service *s, size_t bytes, const item *it)
     return bytes + it->b->decoded_bytes <= s->cfg->streams.max_group_decoded_bytes;
 }
 
-void svc_prefetch(an_service *s)
+void svc_prefetch(void *ctx)
 {
+    an_service *s = ctx;
     prefetch *p = s->pf;
     if (!p || p->done)
         return;
@@ -1344,6 +1304,25 @@ static int claim_idle(an_service *s)
     return rc;
 }
 
+/* The scorer's heartbeat hook: ctx is the service. */
+static void scorer_heartbeat(void *ctx)
+{
+    svc_heartbeat(ctx);
+}
+
+/* The group scorer with the service's parts as its dependencies. NULL: out
+ * of memory. */
+static svc_scorer *scorer_new(an_service *s)
+{
+    svc_scorer_deps d = {
+        .cfg = s->cfg, .redis = &s->redis, .repo = s->repo, .helper = s->helper,
+        .hcfg = &s->hcfg, .sc = s->sc, .sw = s->sw, .st = &s->st,
+        .metrics = s->opts.metrics, .now_us = svc_now_us,
+        .overlap = svc_prefetch, .heartbeat = scorer_heartbeat, .ctx = s,
+    };
+    return svc_scorer_new(&d);
+}
+
 int an_service_new(const an_config *cfg, const an_service_opts *opts,
                    an_service **out, char *err, size_t errlen)
 {
@@ -1365,7 +1344,10 @@ int an_service_new(const an_config *cfg, const an_service_opts *opts,
     an_repo_options ro = an_repo_options_from_config(cfg);
     ro.application_name = "anomalyd";
     s->repo = an_repo_new(&ro);
-    if (!s->helper || !s->repo || !s->sc || svc_window_init(s)) {
+    s->sw = svc_window_new(cfg, &s->hcfg);
+    if (s->helper && s->repo && s->sc && s->sw)
+        s->scorer = scorer_new(s);
+    if (!s->scorer) {
         snprintf(err, errlen, "cannot create the helper or repository "
                  "(out of memory or invalid [anomaly_likelihood] settings)");
         an_service_free(s);
@@ -1539,10 +1521,10 @@ void an_service_free(an_service *s)
     for (size_t i = 0; i < s->ndef; i++)
         entry_free_copy(&s->def[i].e);
     free(s->def);
-    svc_group_free(s);
+    svc_scorer_free(s->scorer);
     an_helper_free(s->helper);
     an_state_cache_free(s->sc);
-    svc_window_free(s);
+    an_sample_window_free(s->sw);
     an_repo_free(s->repo);
     an_redis_free(s->redis);
     free(s);
