@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "an_log.h"
+#include "an_schema.h"
 
 /* Backoff for transient errors outside the repository's own retry. */
 #define RETRY_MIN_MS 100

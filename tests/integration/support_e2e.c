@@ -1,6 +1,7 @@
 /* support_e2e.c: see support_e2e.h. */
 #define _GNU_SOURCE
 #include "support_e2e.h"
+#include "support_repo.h"
 
 #include <check.h>
 #include <errno.h>
@@ -212,7 +213,7 @@ void e2e_fini(e2e *t)
     if (cleanup && t->repo) {
         an_repo_rollback(t->repo);
         for (int i = 0; i < t->nuids; i++)
-            PG_RETRY(t, an_repo_delete_metric(t->repo, t->uids[i]));
+            PG_RETRY(t, trepo_delete_metric(t->repo, t->uids[i]));
     }
     if (!cleanup)
         fprintf(stderr, "AN_E2E_KEEP: kept prefix %s, tmpdir %s\n", t->prefix,
@@ -687,6 +688,35 @@ void e2e_csv_head(const char *src, const char *dst, size_t n)
     ck_assert_msg(k == n + 1, "%s has fewer than %zu rows", src, n);
 }
 
+long e2e_csv_rows(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    long n = -1; /* header */
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) >= 0)
+        if (line[0] != '\n' && line[0] != '\r')
+            n++;
+    free(line);
+    fclose(f);
+    return n;
+}
+
+long e2e_model_csv(e2e *t, const char *file, long rows, int i, char *csv, size_t csvlen)
+{
+    char rel[400];
+    snprintf(rel, sizeof rel, "likelihood/htmengine/%s", file);
+    const char *full = e2e_data(rel);
+    if (rows > 0) {
+        snprintf(csv, csvlen, "%s/model%d.csv", t->tmpdir, i);
+        e2e_csv_head(full, csv, (size_t)rows);
+        return rows;
+    }
+    snprintf(csv, csvlen, "%s", full);
+    return e2e_csv_rows(full);
+}
+
 /* ------------------------------------------------------------ PostgreSQL */
 
 const char *e2e_parameters(const char *name)
@@ -768,8 +798,8 @@ bool e2e_metric_exists(e2e *t, const char *uid)
 void e2e_get_rows(e2e *t, const char *uid, int64_t first, int64_t last,
                   an_data_rows *rows)
 {
-    int rc = PG_RETRY(t, an_repo_get_rows(t->repo, uid, first, last, rows));
-    ck_assert_msg(rc == 0, "get rows %s: %d %s", uid, rc, an_repo_errstr(t->repo));
+    int rc = PG_RETRY(t, trepo_get_rows(t->repo, uid, first, last, rows));
+    ck_assert_msg(rc == 0, "get rows %s: %d %s", uid, rc, trepo_errstr());
 }
 
 json_t *e2e_stored_params(const an_metric *m)
