@@ -1,6 +1,7 @@
 /*
  * proc_status.h: one field of /proc/self/status, for the measuring tools
- * (tests/codec_memory.c, tests/window_memory.c).
+ * (tests/codec_memory.c, tests/window_memory.c). Header-only, as
+ * check_main.h.
  */
 #ifndef AN_TESTS_PROC_STATUS_H
 #define AN_TESTS_PROC_STATUS_H
