@@ -244,8 +244,11 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
         rd_err(r, "out of memory");
         rc = AN_ENOMEM;
     }
+    size_t m = 0;   /* the keys asked for (a NULL key is not) */
     for (size_t i = 0; !rc && i < n; i++) {
-        const char **a = argv + 5 * i;
+        if (!keys[i])
+            continue;
+        const char **a = argv + 5 * m++;
         a[0] = "HMGET";
         a[1] = keys[i];
         a[2] = "params";
@@ -253,12 +256,13 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
         a[4] = "source";
     }
     if (!rc)
-        rc = rd_pipeline(r, argv, 5, n, reps);
-    for (size_t i = 0; !rc && i < n; i++)
-        rc = take_cached(r, keys[i], reps[i], &params[i], &watermarks[i],
-                         sources ? &sources[i] : NULL);
+        rc = rd_pipeline(r, argv, 5, m, reps);
+    for (size_t i = 0, j = 0; !rc && i < n; i++)
+        if (keys[i])
+            rc = take_cached(r, keys[i], reps[j++], &params[i], &watermarks[i],
+                             sources ? &sources[i] : NULL);
     for (size_t i = 0; reps && i < n; i++) {
-        if (reps[i])
+        if (i < m && reps[i])
             freeReplyObject(reps[i]);
         if (rc) {
             free(params[i]);
