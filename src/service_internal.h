@@ -156,6 +156,44 @@ int svc_group_run(an_service *s, item *items, size_t n);
 
 void svc_group_free(an_service *s);
 
+/* ---- the path of an entry (docs/architecture.md) ---- */
+
+/* service_take.c: handles entries just read or claimed, in order. */
+int take_entries(an_service *s, const an_entry *v, size_t n);
+int begin_one(an_service *s, const an_entry *e, int64_t *count);
+void end_open(an_service *s, const an_entry *v, size_t n, const bool *open);
+int over_attempts(an_service *s, const an_entry *e, int64_t count, bool *gone);
+
+/* service_entry.c */
+void item_clear(item *it);
+int ensure_group(an_service *s);
+int intake(an_service *s, const an_entry *e, item *it);
+int run_items_retrying(an_service *s, item *items, size_t n);
+
+/* service_command.c */
+/* The metric as the command results of one entry see it: read once, at
+ * the first result that needs it, then changed in memory as those results
+ * change it in the database. An entry's results all name its one model, so
+ * a flood of them costs O(1) reads and at most two status writes, not
+ * round trips per result. */
+typedef struct cmd_metric {
+    int state;        /* 0 not read yet, 1 found (m), 2 not found */
+    bool shared;      /* read under FOR SHARE (docs/htmengine.md §1.3 step 2) */
+    an_metric m;
+} cmd_metric;
+
+int process_command(an_service *s, item *it, const char *uid,
+                    const an_command_result *c, cmd_metric *cm);
+
+/* service_publish.c */
+int publish_items(an_service *s, item *items, size_t n);
+int complete_in_redis(an_service *s, const an_entry *e, const char *reason,
+                      const char *reason_class);
+
+/* service.c: the deferral list */
+bool is_deferred(const an_service *s, const char *id);
+void defer_add(an_service *s, const item *it);
+
 /* ---- service_window.c: the sample windows in the helper's overlay ---- */
 
 /* Creates s->sw per [anomaly_likelihood] sample_window_bytes (0: a store

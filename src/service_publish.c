@@ -1,0 +1,276 @@
+/*
+ * service_publish.c: how an entry leaves the service in Redis. Its output
+ * messages are encoded into its item (svc_add_out); a finished group is
+ * published, its params hashes refreshed and its entries XACKed in one
+ * atomic call (publish_items, lua/publish_many.lua); a poison entry goes to
+ * the dead-letter stream with its reason, and a trimmed one is acked
+ * (complete_in_redis).
+ */
+#include "an_service.h"
+#include "service_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "an_log.h"
+
+int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
+                     char *text, size_t len)
+{
+    int rc = 0;
+    if (it->nouts == it->capouts) {
+        size_t cap = it->capouts ? 2 * it->capouts : 2;
+        out_item *o = realloc(it->outs, cap * sizeof *o);
+        if (!o) {
+            free(text);
+            return AN_ENOMEM;
+        }
+        it->outs = o;
+        it->capouts = cap;
+    }
+    out_item *o = &it->outs[it->nouts];
+    memset(o, 0, sizeof *o);
+    o->data_type = data_type;
+    snprintf(o->rows, sizeof o->rows, "%s", rows ? rows : "");
+    char err[256];
+    rc = an_body_encode_text(text, len, s->cfg->streams.output_encoding, &o->body,
+                             &o->body_len, err, sizeof err);
+    if (rc) {
+        an_error("cannot encode output message: %s", err);
+        return rc;
+    }
+    it->nouts++;
+    return 0;
+}
+
+int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
+                json_t *msg)
+{
+    size_t len = 0;
+    char *text = an_json_dumps(msg, &len);
+    json_decref(msg);
+    if (!text) {
+        an_error("cannot encode output message: out of memory or non-finite number");
+        return AN_EINVAL;
+    }
+    return svc_add_out_text(s, it, data_type, rows, text, len);
+}
+
+/* Most messages, and bytes of bodies, one publish script carries. A flood
+ * of command results (up to the decoder's cap on results per entry) goes
+ * out in several calls ahead of the acking one, so no script runs long
+ * enough for Redis to answer BUSY to everyone else (lua-time-limit, 5 s;
+ * 1000 XADDs take a few ms). */
+#define PUBLISH_CHUNK_MSGS 1000
+#define PUBLISH_CHUNK_BYTES ((size_t)8 << 20)
+
+/* Publishes the head of it's messages in chunks, without the XACK, until
+ * what is left fits in one call. An entry another consumer took over
+ * meanwhile is left to it (it->done). 0 or a code as an_publish_many. */
+static int publish_chunks(an_service *s, item *it)
+{
+    for (;;) {
+        size_t k = 0, bytes = 0;
+        while (it->published + k < it->nouts && k < PUBLISH_CHUNK_MSGS &&
+               bytes + it->outs[it->published + k].body_len <= PUBLISH_CHUNK_BYTES)
+            bytes += it->outs[it->published + k++].body_len;
+        if (k == 0)   /* one body over the byte bound goes alone */
+            k = 1;
+        if (it->published + k >= it->nouts)
+            return 0;   /* the rest goes with the acking call */
+        an_out_msg *msgs = calloc(k, sizeof *msgs);
+        if (!msgs)
+            return AN_ENOMEM;
+        for (size_t j = 0; j < k; j++) {
+            const out_item *o = &it->outs[it->published + j];
+            msgs[j] = (an_out_msg){.data_type = o->data_type, .model = it->b->model,
+                                   .rows = o->rows[0] ? o->rows : NULL,
+                                   .encoding = s->cfg->streams.output_encoding,
+                                   .body = o->body, .body_len = o->body_len};
+        }
+        an_publish_entry pe = {.entry_id = it->e->id, .msgs = msgs, .nmsgs = k};
+        an_publish_group g = {
+            .input = s->cfg->streams.input, .group = s->cfg->streams.group,
+            .owner = s->consumer, .output = s->cfg->streams.output,
+            .output_maxlen = s->cfg->streams.output_maxlen, .entries = &pe, .nentries = 1,
+            .no_ack = true,
+        };
+        int status = 0;
+        int rc = an_publish_many(s->redis, &g, &status);
+        free(msgs);
+        if (rc)
+            return rc == AN_ETRANSIENT || rc == AN_ENOGROUP ? rc : AN_EREDIS;
+        if (!status) {
+            an_warn("entry %s was claimed by another consumer while its %zu messages were "
+                    "published; it will be completed there", it->e->id, it->nouts);
+            it->done = true;
+            return 0;
+        }
+        it->published += k;
+    }
+}
+
+/* Publishes, caches and acks every finished item of items[0..n) in one
+ * atomic call (an item with more messages than a chunk publishes their
+ * head first, publish_chunks). Deferred and poison items are not part of
+ * it. */
+int publish_items(an_service *s, item *items, size_t n)
+{
+    size_t ne = 0, nk = 0, nm = 0;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].oc != INF_DEFERRED && items[i].oc != INF_POISON && !items[i].done) {
+            int rc = publish_chunks(s, &items[i]);
+            if (rc)
+                return rc;
+        }
+    for (size_t i = 0; i < n; i++)
+        if (items[i].oc != INF_DEFERRED && items[i].oc != INF_POISON && !items[i].done) {
+            ne++;
+            nm += items[i].nouts - items[i].published;
+        }
+    if (ne == 0)
+        return 0;
+    an_publish_entry *pe = calloc(ne, sizeof *pe);
+    an_out_msg *msgs = calloc(nm ? nm : 1, sizeof *msgs);
+    const char **keys = calloc(ne, sizeof *keys);
+    char (*keybuf)[512] = calloc(ne, sizeof *keybuf);
+    int *status = calloc(ne, sizeof *status);
+    item **pit = calloc(ne, sizeof *pit);   /* the item of each entry */
+    int rc = AN_ENOMEM;
+    if (!pe || !msgs || !keys || !keybuf || !status || !pit)
+        goto out;
+    size_t k = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        item *it = &items[i];
+        if (it->oc == INF_DEFERRED || it->oc == INF_POISON || it->done)
+            continue;
+        pit[k] = it;
+        an_publish_entry *p = &pe[k++];
+        p->entry_id = it->e->id;
+        p->msgs = msgs + m;
+        p->nmsgs = it->nouts - it->published;
+        for (size_t j = it->published; j < it->nouts; j++)
+            msgs[m++] = (an_out_msg){
+                .data_type = it->outs[j].data_type, .model = it->b->model,
+                .rows = it->outs[j].rows[0] ? it->outs[j].rows : NULL,
+                .encoding = s->cfg->streams.output_encoding,
+                .body = it->outs[j].body, .body_len = it->outs[j].body_len};
+        if (it->carries_cache) {
+            snprintf(keybuf[nk], sizeof keybuf[nk], "%s%s", s->cfg->streams.params_prefix,
+                     it->cache_uid);
+            keys[nk] = keybuf[nk];
+            p->key_index = ++nk;
+            p->params_json = it->cache_json;
+            p->watermark = it->cache_wm;
+            p->source = it->cache_src;
+        }
+    }
+    an_publish_group g = {
+        .input = s->cfg->streams.input, .group = s->cfg->streams.group,
+        .owner = s->consumer, .output = s->cfg->streams.output,
+        .output_maxlen = s->cfg->streams.output_maxlen, .keys = keys, .nkeys = nk,
+        .entries = pe, .nentries = ne,
+    };
+    int64_t t0 = svc_now_us();
+    rc = an_publish_many(s->redis, &g, status);
+    if (rc) {
+        rc = rc == AN_ETRANSIENT || rc == AN_ENOGROUP || rc == AN_EENV ? rc : AN_EREDIS;
+        goto out;
+    }
+    an_metrics_observe(s->opts.metrics, AN_H_PUBLISH, (double)(svc_now_us() - t0) / 1e6);
+    for (size_t i = 0; i < ne; i++) {
+        pit[i]->done = true;
+        if (status[i]) {
+            an_outcome o = pit[i]->oc == INF_SCORED      ? AN_OUTCOME_SCORED
+                           : pit[i]->oc == INF_DUPLICATE ? AN_OUTCOME_DUPLICATE
+                           : pit[i]->oc == INF_NONE      ? AN_OUTCOME_COMMAND
+                                                         : AN_OUTCOME_REJECTED;
+            svc_note_done(s, o, pe[i].entry_id);
+        } else {
+            /* Claimed by another consumer while we worked: it will find the
+             * watermark and publish what we could not. */
+            an_warn("entry %s was claimed by another consumer before we could publish "
+                    "it; it will be completed there", pe[i].entry_id);
+        }
+    }
+out:
+    free(pit);
+    free(pe);
+    free(msgs);
+    free(keys);
+    free(keybuf);
+    free(status);
+    return rc;
+}
+
+static int dead_letter(an_service *s, const an_entry *e, const char *reason,
+                       const char *reason_class)
+{
+    an_dead_letter_req req = {
+        .input = s->cfg->streams.input,
+        .group = s->cfg->streams.group,
+        .entry_id = e->id,
+        .owner = s->consumer,
+        .dead_letter = s->cfg->streams.dead_letter,
+        .maxlen = s->cfg->streams.dead_letter_maxlen,
+        .fields = e->fields,
+        .nfields = e->nfields,
+        .reason = reason,
+        .deliveries = e->deliveries,
+        .consumer = s->consumer,
+    };
+    char id[AN_ID_MAX];
+    int rc = an_dead_letter(s->redis, &req, id);
+    if (rc == AN_ESTATE) {
+        an_warn("entry %s was claimed by another consumer before it could be "
+                "dead-lettered; leaving it to them", e->id);
+        return 0;
+    }
+    if (rc)
+        return rc == AN_ETRANSIENT || rc == AN_ENOGROUP || rc == AN_EENV ? rc : AN_EREDIS;
+    svc_note_dead_letter(s, reason_class);
+    an_error("dead-lettered entry %s as %s in %s: %s", e->id, id, s->cfg->streams.dead_letter,
+             reason);
+    return 0;
+}
+
+/* XACK of a pending entry whose payload is gone (trimmed or deleted). */
+static int ack_trimmed(an_service *s, const an_entry *e)
+{
+    const char *ids[] = {e->id};
+    int rc = an_xack(s->redis, s->cfg->streams.input, s->cfg->streams.group, ids, 1, NULL);
+    if (rc)
+        return rc;
+    s->st.trimmed++;
+    svc_note_done(s, AN_OUTCOME_TRIMMED, NULL);
+    an_warn("pending entry %s has no payload (trimmed or deleted); acked", e->id);
+    return 0;
+}
+
+/* Completes one entry in Redis without processing it: its dead letter
+ * (reason set) or the XACK of a trimmed entry (reason NULL), retried in
+ * place with backoff like the publish, so one Redis hiccup does not end
+ * the page (the entries after it would wait claim_idle_ms for a takeover);
+ * a lasting refusal pauses (svc_failed). Returns 0, AN_ENOGROUP (NOGROUP:
+ * the caller recreates the group) or AN_ETRANSIENT when stopping. */
+int complete_in_redis(an_service *s, const an_entry *e, const char *reason,
+                             const char *reason_class)
+{
+    for (;;) {
+        int rc = reason ? dead_letter(s, e, reason, reason_class) : ack_trimmed(s, e);
+        if (rc == 0) {
+            svc_succeeded(s);
+            return 0;
+        }
+        if (rc == AN_ENOGROUP)
+            return rc;
+        char what[128];
+        snprintf(what, sizeof what, "%s entry %s", reason ? "dead-lettering" : "acking trimmed",
+                 e->id);
+        svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
+        if (!svc_wait(s))
+            return AN_ETRANSIENT;
+    }
+}
