@@ -1,9 +1,13 @@
 /*
  * service.c: the anomalyd loop (docs/htmengine.md §1.2-§1.5; the path of an
- * entry: docs/architecture.md).
+ * entry: docs/architecture.md). It connects, reads pages of entries from
+ * the consumer group (our own pending ones first, then new ones), takes
+ * over entries other consumers left idle, hands each page to
+ * service_take.c, keeps the entries that wait for a predecessor and
+ * retries them, and runs the maintenance ticks (scored_entry pruning, input
+ * retention).
  *
- * Entries are read from the consumer group (our own pending ones first,
- * then new ones) and taken in stream order:
+ * What happens to an entry (service_take.c onwards):
  *   - an entry whose payload is gone is acked and counted; one delivered
  *     more than max_deliveries times, or that does not decode, goes to the
  *     dead-letter stream with its reason;
@@ -23,8 +27,8 @@
  *   - the original's "reject" cases: logged as the original logged them,
  *     and the entry is acked with nothing published for it;
  *   - transient (a server went away): the entries stay in hand and are
- *     retried in-process with backoff, so an outage does not use up their
- *     delivery counts.
+ *     retried in-process with backoff (svc_retry), so an outage does not
+ *     use up their delivery counts.
  * An inference batch whose predecessor (same model, earlier rows) is not
  * applied yet - with several consumers it may be in another's hands - is
  * deferred: kept pending here and retried until it is, or until the model's
@@ -33,21 +37,14 @@
 #include "an_service.h"
 #include "service_internal.h"
 
-#include <assert.h>
-#include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "an_clock.h"
 #include "an_log.h"
-
-/* Backoff for transient errors outside the repository's own retry. */
-#define RETRY_MIN_MS 100
-#define RETRY_MAX_MS 5000
+#include "an_util.h"
 
 /* An entry kept pending because its predecessor was not applied yet. */
 typedef struct deferred {
@@ -67,47 +64,42 @@ typedef struct deferred {
  * that is treated as a producer duplicate. */
 #define SCORED_ENTRY_PRUNE_EVERY_MS (3600 * 1000)
 
-
-/* Deferred retries back off from 20 ms to 1 s. */
+/* Deferred retries back off from 20 ms to 1 s (an_backoff_next). */
 #define DEFER_MIN_MS 20
 #define DEFER_MAX_MS 1000
 
-/* ------------------------------------------------------------ utilities */
+/* While entries are deferred, a read blocks at most this long instead of
+ * block_ms, so the loop comes back to retry them: their first retries are
+ * due after DEFER_MIN_MS, and a shorter block would only spin. */
+#define DEFER_POLL_MS 50
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* A deferred entry's idle time is reset (XCLAIM to ourselves) every
+ * claim_idle_ms / DEFER_TOUCHES_PER_IDLE: twice at least before any
+ * consumer could take it over, even when a retry pass runs late. */
+#define DEFER_TOUCHES_PER_IDLE 3
 
-/* Sleeps ms, waking early (in 50 ms steps) when a stop is requested; each
- * step is a heartbeat (/livez, the systemd watchdog). */
-static void nap(an_service *s, int ms)
-{
-    while (ms > 0 && !svc_stopping(s)) {
-        int step = ms < 50 ? ms : 50;
-        struct timespec ts = {0, (long)step * 1000000L};
-        nanosleep(&ts, NULL);
-        ms -= step;
-        svc_heartbeat(s);   /* a back-off is the loop alive, not hung */
-    }
-}
+/* Idle entries of other consumers are looked for every claim_idle_ms / 2,
+ * so one is taken over at most 1.5 x claim_idle_ms after its consumer
+ * stopped, and at least this often (a long claim_idle_ms does not add more
+ * than this to a takeover). */
+#define CLAIM_EVERY_MAX_MS 1000
 
-
-
+/* After NOGROUP, when the group cannot be recreated at once: the read that
+ * follows reports (and backs off on) the failure; this nap only keeps the
+ * loop from spinning in between. */
+#define REGROUP_NAP_MS 100
 
 /* ------------------------------------------------------------ connections */
-
 
 /* How often "schema missing" is repeated while waiting for it. */
 #define SCHEMA_WARN_EVERY_MS 60000
 
-/* The database schema this build needs is there. Returns 0; 1 when it is
- * missing or older (logged; waiting for `anomalyctl db init` is the cure,
- * so the caller retries); AN_ETRANSIENT; AN_EDB when the check itself
- * fails for good (e.g. no permission to read schema_migrations). */
-static int check_schema(an_service *s)
+/* Whether the database schema this build needs is there: *current false
+ * when it is missing or older (logged; waiting for `anomalyctl db init` is
+ * the cure, so the caller retries). Returns 0; AN_ETRANSIENT; AN_EDB when
+ * the check itself fails for good (e.g. no permission to read
+ * schema_migrations). */
+static int check_schema(an_service *s, bool *current)
 {
     int version = 0;
     int rc = an_schema_version(s->repo, &version);
@@ -117,16 +109,17 @@ static int check_schema(an_service *s)
         an_error("postgres: cannot check the schema: %s", an_repo_errstr(s->repo));
         return AN_EDB;
     }
-    bool ok = version >= an_schema_latest();
-    an_metrics_set_schema(s->opts.metrics, ok);
-    if (ok)
+    *current = version >= an_schema_latest();
+    an_metrics_set_schema(s->opts.metrics, *current);
+    if (*current)
         return 0;
-    if (!s->schema_warned_ms || now_ms() - s->schema_warned_ms >= SCHEMA_WARN_EVERY_MS) {
-        s->schema_warned_ms = now_ms();
+    int64_t t = an_monotonic_ms();
+    if (!s->schema_warned_ms || t - s->schema_warned_ms >= SCHEMA_WARN_EVERY_MS) {
+        s->schema_warned_ms = t;
         an_warn("database schema version %d, this build needs %d: waiting for "
                 "`anomalyctl db init` (not ready meanwhile)", version, an_schema_latest());
     }
-    return 1;
+    return 0;
 }
 
 /* Connects both servers at start-up, retrying with backoff (a pause with
@@ -164,7 +157,7 @@ static int connect_all(an_service *s)
             }
         }
         if (!rc && s->redis)
-            rc = ensure_group(s);
+            rc = svc_ensure_group(s);
         if (!rc) {
             pg = true;
             rc = an_repo_connect(s->repo);
@@ -175,42 +168,22 @@ static int connect_all(an_service *s)
                 return rc;
             }
         }
+        bool current = false;
         if (!rc)
-            rc = check_schema(s);
-        if (!rc) {
+            rc = check_schema(s, &current);
+        if (!rc && current) {
             svc_succeeded(s);
             return 0;
         }
-        if (rc < 0 && rc != AN_ETRANSIENT && rc != AN_EENV && rc != AN_ENOMEM)
+        if (rc && rc != AN_ETRANSIENT && rc != AN_EENV && rc != AN_ENOMEM)
             return rc;
-        if (rc < 0 && s->redis)   /* 1: the schema is missing, logged by check_schema */
+        if (rc && s->redis)   /* (rc 0: the schema is missing, logged by check_schema) */
             svc_failed(s, rc, pg, pg ? "connecting to PostgreSQL" : "creating the group");
         svc_health_tick(s);
         if (!svc_wait(s))
             return AN_ETRANSIENT;
     }
 }
-
-/* ------------------------------------------------------------ dead letters */
-
-
-
-
-/* ------------------------------------------------------------ commands */
-
-
-
-
-
-/* ------------------------------------------------------------ intake */
-
-
-/* ------------------------------------------------------------ completion */
-
-
-
-
-
 
 /* ------------------------------------------------------------ deferral */
 
@@ -250,7 +223,8 @@ static int entry_copy(an_entry *dst, const an_entry *src)
     return 0;
 }
 
-bool is_deferred(const an_service *s, const char *id)
+/* Whether the entry id is in the deferral list (the page's holder). */
+static bool is_deferred(const an_service *s, const char *id)
 {
     for (size_t i = 0; i < s->ndef; i++)
         if (!strcmp(s->def[i].e.id, id))
@@ -273,7 +247,7 @@ static size_t entry_bytes(const an_entry *e)
  * [streams] defer_max_entries / defer_max_bytes, or on ENOMEM, it is not
  * copied: it stays pending, and is read again when a consumer (this one
  * too) takes it back after claim_idle_ms. */
-void defer_add(an_service *s, const item *it)
+static void defer_add(an_service *s, const item *it)
 {
     if (is_deferred(s, it->e->id))
         return;
@@ -286,22 +260,16 @@ void defer_add(an_service *s, const item *it)
                 s->cfg->streams.defer_max_bytes, it->e->id, bytes);
         return;
     }
-    if (s->ndef == s->capdef) {
-        size_t cap = s->capdef ? 2 * s->capdef : 16;
-        deferred *d = realloc(s->def, cap * sizeof *d);
-        if (!d) {
-            an_error("out of memory deferring entry %s; it stays pending", it->e->id);
-            return;
-        }
-        s->def = d;
-        s->capdef = cap;
+    if (!an_grow((void **)&s->def, &s->capdef, s->ndef + 1, sizeof *s->def)) {
+        an_error("out of memory deferring entry %s; it stays pending", it->e->id);
+        return;
     }
     deferred *d = &s->def[s->ndef];
     if (entry_copy(&d->e, it->e)) {
         an_error("out of memory deferring entry %s; it stays pending", it->e->id);
         return;
     }
-    int64_t t = now_ms();
+    int64_t t = an_monotonic_ms();
     snprintf(d->model, sizeof d->model, "%s", it->b->model);
     d->first_rowid = it->first;
     d->seen_wm = it->seen_wm;
@@ -315,54 +283,9 @@ void defer_add(an_service *s, const item *it)
     an_debug("entry %s deferred: its model's previous batch is not applied yet", it->e->id);
 }
 
-
-
-
-/* ------------------------------------------------------------ attempts */
-
-
-
-
-
-
-
-/* One deferred entry again, as a new attempt (counted before it is
- * decoded, ended if it waits again). Returns 0 (done), 1 (still waiting;
- * *wm is the watermark it saw) or an error. */
-static int retry_one(an_service *s, deferred *d, bool force, int64_t *wm)
-{
-    int64_t count = 0;
-    int rc = begin_one(s, &d->e, &count);
-    if (rc)
-        return rc;
-    bool gone = false;
-    rc = over_attempts(s, &d->e, count, &gone);
-    if (rc || gone)
-        return rc;
-    item it;
-    rc = intake(s, &d->e, &it);
-    if (rc == 1) {
-        rc = complete_in_redis(s, &d->e, it.reason, it.reason_class);
-        item_clear(&it);
-        return rc;
-    }
-    bool done = false;
-    if (!rc) {
-        it.force = force;
-        rc = run_items_retrying(s, &it, 1);
-        if (!rc && it.oc == INF_DEFERRED) {
-            *wm = it.seen_wm;
-            rc = 1;
-        }
-        done = it.done;
-        item_clear(&it);
-    }
-    if (!done) {
-        bool open = true;
-        end_open(s, &d->e, 1, &open);
-    }
-    return rc;
-}
+/* The deferral list as take_entries' holder: entries in it are skipped,
+ * entries that must wait are added to it. */
+static const svc_holder deferral = {.holds = is_deferred, .hold = defer_add};
 
 static int cmp_deferred(const void *a, const void *b)
 {
@@ -373,17 +296,59 @@ static int cmp_deferred(const void *a, const void *b)
     return x->first_rowid < y->first_rowid ? -1 : x->first_rowid > y->first_rowid;
 }
 
+/* Retries d, the head of its model's deferred entries (t: the pass's
+ * start). When its model's watermark moved it waits on with its clock
+ * restarted; when it has not moved for defer_max_ms it is forced through
+ * (the predecessor is lost: a dead-lettered or never-sent batch). *done:
+ * it finished. 0 or svc_take_one's error (d stays). */
+static int retry_head(an_service *s, deferred *d, int64_t t, bool *done)
+{
+    int64_t wm = d->seen_wm;
+    svc_one_result res = SVC_ONE_FINISHED;
+    int rc = svc_take_one(s, &d->e, false, &res, &wm);
+    if (!rc && res == SVC_ONE_WAITING && wm != d->seen_wm) {
+        d->seen_wm = wm;   /* progress: restart the clock */
+        d->since_ms = t;
+        d->delay_ms = DEFER_MIN_MS;
+    } else if (!rc && res == SVC_ONE_WAITING && t - d->since_ms >= s->cfg->streams.defer_max_ms) {
+        rc = svc_take_one(s, &d->e, true, &res, &wm);
+    }
+    if (rc)
+        return rc;
+    *done = res == SVC_ONE_FINISHED;
+    if (!*done) {
+        d->delay_ms = an_backoff_next(d->delay_ms, DEFER_MAX_MS);
+        d->next_ms = an_monotonic_ms() + d->delay_ms;
+    }
+    return 0;
+}
+
+/* Resets the idle time of d (not finished) when it is due, so other
+ * consumers do not take it over while it waits. *done: it was acked or
+ * trimmed meanwhile (nothing left to do). A failure is retried next pass. */
+static void touch_deferred(an_service *s, deferred *d, bool *done)
+{
+    int64_t t = an_monotonic_ms();   /* a pass can be long: not the pass's start time */
+    if (t - d->touched_ms < s->cfg->streams.claim_idle_ms / DEFER_TOUCHES_PER_IDLE)
+        return;
+    const char *ids[] = {d->e.id};
+    size_t claimed = 0;
+    if (an_claim_ids(s->redis, s->cfg->streams.input, s->cfg->streams.group, s->consumer, ids,
+                     1, -1, &claimed) == 0) {
+        d->touched_ms = t;
+        *done = claimed == 0;
+    }
+}
+
 /* Retries deferred entries. Per model only the one with the lowest rows is
  * tried (the others wait behind it), and when it completes the next one of
  * the same model is tried at once, so a run of our own deferred batches
- * drains in one pass. An entry is forced through, its gap logged, once its
- * model's watermark has not moved for defer_max_ms: the predecessor is then
- * lost (a dead-lettered or never-sent batch). Entries we keep get their idle
- * time reset, so other consumers do not take them over while they wait. */
+ * drains in one pass. Entries we keep get their idle time reset. Returns 0
+ * or the first retry's error (the pass then only keeps the rest). */
 static int retry_deferred(an_service *s)
 {
     qsort(s->def, s->ndef, sizeof *s->def, cmp_deferred);
-    int64_t t = now_ms();
+    int64_t t = an_monotonic_ms();
     size_t k = 0;
     int rc = 0;
     char blocked[AN_UID_MAX + 1] = "";   /* the model whose head is still waiting */
@@ -391,40 +356,15 @@ static int retry_deferred(an_service *s)
         deferred *d = &s->def[i];
         bool done = false;
         if (!rc && !svc_stopping(s) && strcmp(d->model, blocked) && t >= d->next_ms) {
-            int64_t wm = d->seen_wm;
-            int r = retry_one(s, d, false, &wm);
-            if (r == 1 && wm != d->seen_wm) {
-                d->seen_wm = wm;   /* progress: restart the clock */
-                d->since_ms = t;
-                d->delay_ms = DEFER_MIN_MS;
-            } else if (r == 1 && t - d->since_ms >= s->cfg->streams.defer_max_ms) {
-                r = retry_one(s, d, true, &wm);   /* no progress for defer_max_ms */
-            }
-            if (r == 0) {
-                done = true;
-                /* Its successor (if ours) may go now: try it in this pass. */
-                if (i + 1 < s->ndef && !strcmp(s->def[i + 1].model, d->model))
-                    s->def[i + 1].next_ms = 0;
-            } else if (r == 1) {
-                d->delay_ms = d->delay_ms * 2 > DEFER_MAX_MS ? DEFER_MAX_MS : d->delay_ms * 2;
-                d->next_ms = now_ms() + d->delay_ms;
-            } else {
-                rc = r;
-            }
+            rc = retry_head(s, d, t, &done);
+            /* Its successor (if ours) may go now: try it in this pass. */
+            if (done && i + 1 < s->ndef && !strcmp(s->def[i + 1].model, d->model))
+                s->def[i + 1].next_ms = 0;
         }
         if (!done)
             memcpy(blocked, d->model, sizeof blocked);
-        int64_t tn = now_ms();   /* a pass can be long: not the pass's start time */
-        if (!done && tn - d->touched_ms >= s->cfg->streams.claim_idle_ms / 3) {
-            const char *ids[] = {d->e.id};
-            size_t claimed = 0;
-            if (an_claim_ids(s->redis, s->cfg->streams.input, s->cfg->streams.group,
-                             s->consumer, ids, 1, -1, &claimed) == 0) {
-                d->touched_ms = tn;
-                if (claimed == 0)
-                    done = true;   /* acked or trimmed meanwhile: nothing to do */
-            }
-        }
+        if (!done)
+            touch_deferred(s, d, &done);
         if (done) {
             s->def_bytes -= d->bytes;
             entry_free_copy(&d->e);
@@ -437,6 +377,7 @@ static int retry_deferred(an_service *s)
 }
 
 /* ------------------------------------------------------------ the loop */
+
 
 /* Takes over entries that other consumers left idle for claim_idle_ms. */
 static int claim_idle(an_service *s)
@@ -465,7 +406,7 @@ static int claim_idle(an_service *s)
             an_info("claimed entry %s (delivery %" PRId64 ") from an idle consumer", l.v[i].id,
                     l.v[i].deliveries);
         }
-        rc = take_entries(s, l.v, l.n);
+        rc = take_entries(s, l.v, l.n, &deferral);
         snprintf(start, sizeof start, "%s", l.next_start);
         an_entry_list_free(&l);
     } while (!rc && strcmp(start, "0-0") && !svc_stopping(s));
@@ -503,6 +444,119 @@ int an_service_new(const an_config *cfg, const an_service_opts *opts,
     return 0;
 }
 
+/* Reads the next page (our own pending entries while draining, else new
+ * ones) and takes it. *got: entries arrived. false when the turn ends here
+ * (a failure waited out, NOGROUP handled, or the drain just finished). */
+static bool read_page(an_service *s, bool *got)
+{
+    an_entry_list l = {0};
+    const char *id = s->draining ? s->drain_from : ">";
+    int block = s->draining ? -1 : s->ndef ? DEFER_POLL_MS : s->cfg->streams.block_ms;
+    int rc = an_read_group(s->redis, s->cfg->streams.input, s->cfg->streams.group,
+                           s->consumer, id, (size_t)s->cfg->streams.read_count, block, &l);
+    if (rc == AN_ENOGROUP) {
+        an_entry_list_free(&l);
+        an_error("group %s or stream %s is gone (NOGROUP: Redis restarted "
+                 "without persistence?); recreating it",
+                 s->cfg->streams.group, s->cfg->streams.input);
+        if (svc_ensure_group(s))
+            svc_nap(s, REGROUP_NAP_MS);
+        return false;
+    }
+    if (rc) {
+        an_entry_list_free(&l);
+        char what[300];
+        snprintf(what, sizeof what, "reading %s", s->cfg->streams.input);
+        svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
+        svc_wait(s);
+        /* No re-drain of our pending entries after a reconnect: those we
+         * hold are in memory (deferred, or retried in place), and a re-read
+         * would count a delivery for each. Anything else of ours (an XACK
+         * lost with the last second of AOF) is taken back by our own
+         * XAUTOCLAIM after claim_idle_ms. */
+        return false;
+    }
+    svc_succeeded(s);
+    svc_health_tick(s);
+    svc_note_up(s, AN_SERVER_REDIS, true);
+    if (l.n == 0 && s->draining) {
+        s->draining = false;   /* own pending drained: now new entries */
+        an_entry_list_free(&l);
+        return false;
+    }
+    if (s->draining && l.n)
+        snprintf(s->drain_from, sizeof s->drain_from, "%s", l.v[l.n - 1].id);
+    take_entries(s, l.v, l.n, &deferral);
+    *got = l.n > 0;
+    an_entry_list_free(&l);
+    return true;
+}
+
+/* Prunes scored_entry rows hourly and runs the input retention round every
+ * trim_interval_ms (t: now). */
+static void housekeeping(an_service *s, int64_t t)
+{
+    if (t - s->last_prune_ms >= SCORED_ENTRY_PRUNE_EVERY_MS) {
+        int64_t n = 0;
+        s->last_prune_ms = t;
+        int keep = s->cfg->postgres.scored_entry_keep_ms;
+        if (an_repo_prune_scored_entries(s->repo, keep / 1000.0, &n) == 0 && n)
+            an_info("pruned %" PRId64 " scored_entry rows older than %d s", n, keep / 1000);
+    }
+    if (s->cfg->streams.trim_interval_ms > 0 &&
+        t - s->last_trim_ms >= s->cfg->streams.trim_interval_ms) {
+        s->last_trim_ms = t;
+        if (an_retention_tick(&s->rt, s->redis, s->cfg))
+            an_warn("trimming %s failed: %s; retrying in %d ms", s->cfg->streams.input,
+                    an_redis_errstr(s->redis), s->cfg->streams.trim_interval_ms);
+        /* the retention state counts totals; stats and metrics move by the difference */
+        svc_count(s, &s->st.input_trimmed, AN_C_INPUT_TRIMMED,
+                  s->rt.trimmed - s->st.input_trimmed);
+        s->st.attempts_cleaned = s->rt.attempts_removed;
+    }
+}
+
+/* With --exit-when-idle: whether nothing arrived for exit_when_idle_ms and
+ * the group has nothing pending (ours or anyone's). */
+static bool idle_exit_due(an_service *s, bool got)
+{
+    if (got || s->ndef || s->opts.exit_when_idle_ms < 0 ||
+        an_monotonic_ms() - s->idle_since_ms < s->opts.exit_when_idle_ms)
+        return false;
+    an_pending_summary ps = {0};
+    bool idle = an_pending_summary_get(s->redis, s->cfg->streams.input, s->cfg->streams.group,
+                                       &ps) == 0 && ps.count == 0;
+    an_pending_summary_free(&ps);
+    if (idle)
+        an_info("idle for %" PRId64 " ms with nothing pending; exiting",
+                s->opts.exit_when_idle_ms);
+    return idle;
+}
+
+/* What the loop does after each page: the deferred entries' retries, the
+ * housekeeping, the takeover of idle entries. got: the page had entries.
+ * Returns whether the idle exit is due. */
+static bool after_page(an_service *s, bool got)
+{
+    if (s->ndef) {
+        int64_t before = s->st.entries;
+        retry_deferred(s);
+        got = got || s->st.entries > before;
+    }
+    int64_t t = an_monotonic_ms();
+    if (got)
+        s->idle_since_ms = t;
+    housekeeping(s, t);
+    int64_t half = s->cfg->streams.claim_idle_ms / 2;
+    if (t - s->last_claim_ms >= (half < CLAIM_EVERY_MAX_MS ? half : CLAIM_EVERY_MAX_MS)) {
+        s->last_claim_ms = t;
+        int64_t before = s->st.claimed;
+        if (claim_idle(s) == 0 && s->st.claimed > before)
+            s->idle_since_ms = an_monotonic_ms();
+    }
+    return idle_exit_due(s, got);
+}
+
 int an_service_run(an_service *s)
 {
     svc_heartbeat(s);
@@ -517,109 +571,18 @@ int an_service_run(an_service *s)
     an_info("consuming %s as %s/%s, publishing to %s (variant %s)",
             s->cfg->streams.input, s->cfg->streams.group, s->consumer,
             s->cfg->streams.output, an_variant_name(s->hcfg.variant));
-
     s->draining = true;
     snprintf(s->drain_from, sizeof s->drain_from, "0");
-    s->idle_since_ms = now_ms();
+    s->idle_since_ms = an_monotonic_ms();
     s->last_claim_ms = 0;
-    int delay = RETRY_MIN_MS;
-
     while (!svc_stopping(s)) {
         svc_heartbeat(s);
         svc_poll(s);
-        an_entry_list l = {0};
-        const char *id = s->draining ? s->drain_from : ">";
-        /* While entries wait for their predecessors, poll instead of
-         * blocking for the full block_ms. */
-        int block = s->draining ? -1 : s->ndef ? 50 : s->cfg->streams.block_ms;
-        rc = an_read_group(s->redis, s->cfg->streams.input, s->cfg->streams.group,
-                           s->consumer, id, (size_t)s->cfg->streams.read_count, block, &l);
-        if (rc == AN_ENOGROUP) {
-            an_entry_list_free(&l);
-            an_error("group %s or stream %s is gone (NOGROUP: Redis restarted "
-                     "without persistence?); recreating it",
-                     s->cfg->streams.group, s->cfg->streams.input);
-            if (ensure_group(s))
-                nap(s, delay);
+        bool got = false;
+        if (!read_page(s, &got))
             continue;
-        }
-        if (rc) {
-            an_entry_list_free(&l);
-            char what[300];
-            snprintf(what, sizeof what, "reading %s", s->cfg->streams.input);
-            svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
-            svc_wait(s);
-            /* No re-drain of our pending entries after a reconnect: those
-             * we hold are in memory (deferred, or retried in place), and a
-             * re-read would count a delivery for each. Anything else of
-             * ours (an XACK lost with the last second of AOF) is taken
-             * back by our own XAUTOCLAIM after claim_idle_ms. */
-            continue;
-        }
-        svc_succeeded(s);
-        svc_health_tick(s);
-        svc_note_up(s, AN_SERVER_REDIS, true);
-
-        if (l.n == 0 && s->draining) {
-            s->draining = false;   /* own pending drained: now new entries */
-            an_entry_list_free(&l);
-            continue;
-        }
-        if (s->draining && l.n)
-            snprintf(s->drain_from, sizeof s->drain_from, "%s", l.v[l.n - 1].id);
-        take_entries(s, l.v, l.n);
-        bool got = l.n > 0;
-        an_entry_list_free(&l);
-        if (svc_stopping(s))
+        if (svc_stopping(s) || after_page(s, got))
             break;
-        if (s->ndef) {
-            int64_t before = s->st.entries;
-            retry_deferred(s);
-            got = got || s->st.entries > before;
-        }
-
-        int64_t t = now_ms();
-        if (got)
-            s->idle_since_ms = t;
-        if (t - s->last_prune_ms >= SCORED_ENTRY_PRUNE_EVERY_MS) {
-            int64_t n = 0;
-            s->last_prune_ms = t;
-            int keep = s->cfg->postgres.scored_entry_keep_ms;
-            if (an_repo_prune_scored_entries(s->repo, keep / 1000.0, &n) == 0 && n)
-                an_info("pruned %" PRId64 " scored_entry rows older than %d s", n, keep / 1000);
-        }
-        if (s->cfg->streams.trim_interval_ms > 0 &&
-            t - s->last_trim_ms >= s->cfg->streams.trim_interval_ms) {
-            s->last_trim_ms = t;
-            if (an_retention_tick(&s->rt, s->redis, s->cfg))
-                an_warn("trimming %s failed: %s; retrying in %d ms", s->cfg->streams.input,
-                        an_redis_errstr(s->redis), s->cfg->streams.trim_interval_ms);
-            /* the retention state counts totals; stats and metrics move by the difference */
-            svc_count(s, &s->st.input_trimmed, AN_C_INPUT_TRIMMED,
-                      s->rt.trimmed - s->st.input_trimmed);
-            s->st.attempts_cleaned = s->rt.attempts_removed;
-        }
-        int64_t claim_every = s->cfg->streams.claim_idle_ms / 2 < 1000
-                                  ? s->cfg->streams.claim_idle_ms / 2 : 1000;
-        if (t - s->last_claim_ms >= claim_every) {
-            s->last_claim_ms = t;
-            int64_t before = s->st.claimed;
-            if (claim_idle(s) == 0 && s->st.claimed > before)
-                s->idle_since_ms = now_ms();
-        }
-        if (!got && !s->ndef && s->opts.exit_when_idle_ms >= 0 &&
-            now_ms() - s->idle_since_ms >= s->opts.exit_when_idle_ms) {
-            an_pending_summary ps = {0};
-            if (an_pending_summary_get(s->redis, s->cfg->streams.input,
-                                       s->cfg->streams.group, &ps) == 0 &&
-                ps.count == 0) {
-                an_pending_summary_free(&ps);
-                an_info("idle for %" PRId64 " ms with nothing pending; exiting",
-                        s->opts.exit_when_idle_ms);
-                break;
-            }
-            an_pending_summary_free(&ps);
-        }
     }
     if (s->ndef)
         an_info("stopping with %zu deferred entries pending; they are redelivered "
@@ -628,36 +591,6 @@ int an_service_run(an_service *s)
     svc_note_stopping(s);
     an_service_log_stats(s);
     return 0;
-}
-
-const an_service_stats *an_service_get_stats(const an_service *s)
-{
-    return &s->st;
-}
-
-void an_service_log_stats(const an_service *s)
-{
-    const an_service_stats *t = &s->st;
-    int64_t hits = 0, misses = 0;
-    int64_t whits = 0, wmisses = 0;
-    an_state_cache_stats(s->sc, &hits, &misses);
-    an_sample_window_stats(s->sw, &whits, &wmisses);
-    an_info("stats: entries=%" PRId64 " inference_batches=%" PRId64
-            " rows_scored=%" PRId64 " commands=%" PRId64 " rejected=%" PRId64
-            " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
-            " trimmed=%" PRId64 " input_trimmed=%" PRId64 " attempts_cleaned=%" PRId64
-            " claimed=%" PRId64 " deferred=%" PRId64
-            " transient_errors=%" PRId64 " cache_misses=%" PRId64
-            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64
-            " sample_window=%zu sample_window_bytes=%zu sample_window_hits=%" PRId64
-            " sample_window_misses=%" PRId64 " groups=%" PRId64 " state=%s",
-            t->entries, t->inference_batches, t->rows_scored, t->commands,
-            t->rejected, t->duplicates, t->republished, t->dead_letters,
-            t->trimmed, t->input_trimmed, t->attempts_cleaned, t->claimed, t->deferred,
-            t->transient_errors, t->cache_misses,
-            an_state_cache_size(s->sc), hits, misses, an_sample_window_size(s->sw),
-            an_sample_window_bytes(s->sw), whits, wmisses, t->groups,
-            s->health.state == AN_SERVICE_PAUSED ? "paused" : "running");
 }
 
 void an_service_free(an_service *s)

@@ -13,11 +13,22 @@
 
 #include "an_log.h"
 
+/* The metric as the command results of one entry see it: read once, at
+ * the first result that needs it, then changed in memory as those results
+ * change it in the database. An entry's results all name its one model, so
+ * a flood of them costs O(1) reads and at most two status writes, not
+ * round trips per result. */
+typedef struct cmd_metric {
+    enum { CM_UNREAD, CM_FOUND, CM_MISSING } state;   /* m is set when CM_FOUND */
+    bool shared;      /* read under FOR SHARE (docs/htmengine.md §1.3 step 2) */
+    an_metric m;
+} cmd_metric;
+
 /* Reads the metric into cm unless it was read (with the lock when `share`).
  * 0 or an error to retry the entry with. */
 static int cmd_metric_load(an_service *s, const char *uid, cmd_metric *cm, bool share)
 {
-    if (cm->state && (cm->shared || !share))
+    if (cm->state != CM_UNREAD && (cm->shared || !share))
         return 0;
     an_metric_clear(&cm->m);
     int rc = 0;
@@ -34,13 +45,13 @@ static int cmd_metric_load(an_service *s, const char *uid, cmd_metric *cm, bool 
     }
     if (rc == AN_ENOTFOUND) {
         an_metric_clear(&cm->m);
-        cm->state = 2;
+        cm->state = CM_MISSING;
         cm->shared = share;
         return 0;
     }
     if (rc)
         return rc;
-    cm->state = 1;
+    cm->state = CM_FOUND;
     cm->shared = share;
     return 0;
 }
@@ -62,7 +73,7 @@ static int compose_command(an_service *s, item *it, const char *uid,
         int rc = cmd_metric_load(s, uid, cm, false);
         if (rc)
             return rc;
-        if (cm->state == 2) {
+        if (cm->state == CM_MISSING) {
             an_warn("_composeModelCommandResultMessage: method=%s; model=%s not found",
                     c->method, uid);
             return 0;
@@ -102,7 +113,7 @@ static int cmd_set_status(an_service *s, const char *uid, const an_command_resul
                 an_escape(cid, sizeof cid, c->command_id, strlen(c->command_id),
                           AN_ESCAPE_LOG_MAX), uid);
         an_metric_clear(&cm->m);
-        cm->state = 2;
+        cm->state = CM_MISSING;
         *publish = false;
         return 0;
     }
@@ -114,7 +125,7 @@ static int cmd_set_status(an_service *s, const char *uid, const an_command_resul
 /* docs/htmengine.md §1.3, in the original's exact decision order, on the
  * entry's metric cm. Returns 0 or a transient / database error (the entry is
  * then retried). */
-int process_command(an_service *s, item *it, const char *uid,
+static int process_command(an_service *s, item *it, const char *uid,
                            const an_command_result *c, cmd_metric *cm)
 {
     svc_count(s, &s->st.commands, AN_C_COMMANDS, 1);
@@ -134,9 +145,13 @@ int process_command(an_service *s, item *it, const char *uid,
         /* ...and its params hash: never trusted for another model anyway
          * (watermark and source must match the database), but a re-created
          * model's hash could not move below the old watermark. */
-        char key[512];
-        snprintf(key, sizeof key, "%s%s", s->cfg->streams.params_prefix, uid);
+        size_t ksz = svc_params_key_size(s);
+        char *key = malloc(ksz);
+        if (!key)
+            return AN_ENOMEM;
+        snprintf(key, ksz, "%s%s", s->cfg->streams.params_prefix, uid);
         int drc = an_del(s->redis, key, NULL);
+        free(key);
         if (drc)
             return drc;
         return compose_command(s, it, uid, c, cm);
@@ -144,7 +159,7 @@ int process_command(an_service *s, item *it, const char *uid,
     int rc = cmd_metric_load(s, uid, cm, true);
     if (rc)
         return rc;
-    if (cm->state == 2) {
+    if (cm->state == CM_MISSING) {
         an_warn("Received command result=%s/%s for unknown model=%s (model deleted?)",
                 meth, cid, uid);
         return compose_command(s, it, uid, c, cm);
@@ -175,4 +190,15 @@ int process_command(an_service *s, item *it, const char *uid,
     if (rc || !publish)
         return rc;
     return compose_command(s, it, uid, c, cm);
+}
+
+int svc_item_commands(an_service *s, item *it)
+{
+    cmd_metric cm = {0};
+    int rc = 0;
+    for (size_t r = 0; r < it->b->n && !rc; r++)
+        if (it->b->results[r].kind == AN_RES_COMMAND)
+            rc = process_command(s, it, it->b->model, &it->b->results[r].u.cmd, &cm);
+    an_metric_clear(&cm.m);
+    return rc;
 }

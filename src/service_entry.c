@@ -7,6 +7,7 @@
 #include "an_service.h"
 #include "service_internal.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "an_log.h"
 
+/* Frees what the item owns and zeroes it (a zeroed item is fine). */
 void item_clear(item *it)
 {
     for (size_t k = 0; k < it->nouts; k++)
@@ -25,7 +27,9 @@ void item_clear(item *it)
     memset(it, 0, sizeof *it);
 }
 
-int ensure_group(an_service *s)
+/* Creates the consumer group unless it exists (a "created" line when it
+ * did not). 0 or the streams code, logged. */
+int svc_ensure_group(an_service *s)
 {
     bool created = false;
     int rc = an_group_create(s->redis, s->cfg->streams.input, s->cfg->streams.group, "0",
@@ -41,8 +45,9 @@ int ensure_group(an_service *s)
     return 0;
 }
 
-/* Decodes an entry into it. Returns 0 (it->b set), 1 when the entry is
- * poison (it->reason set) or AN_ENOMEM. */
+/* Decodes an entry into it. Returns 0 or AN_ENOMEM; an entry that does not
+ * decode (poison) comes back with oc INF_POISON, its reason and reason
+ * class set and no batch. */
 int intake(an_service *s, const an_entry *e, item *it)
 {
     memset(it, 0, sizeof *it);
@@ -50,8 +55,9 @@ int intake(an_service *s, const an_entry *e, item *it)
     int rc = an_batch_decode(e->fields, e->nfields, &s->limits, &it->b, it->reason,
                              sizeof it->reason);
     if (rc == AN_EINVAL || rc == AN_ERANGE) {
+        it->oc = INF_POISON;
         it->reason_class = rc == AN_ERANGE ? SVC_DL_TOO_LARGE : SVC_DL_MALFORMED;
-        return 1;
+        return 0;
     }
     if (rc)
         return rc;
@@ -70,12 +76,20 @@ int intake(an_service *s, const an_entry *e, item *it)
     return 0;
 }
 
-/* Processes items[0..n): the commands of each (only when n == 1), then the
- * inference results of all as one group, then one publish. Items come back
- * with oc INF_DEFERRED (keep them) or INF_POISON (dead-letter them).
- * Returns 0 or an error to retry the whole call with. */
-static int run_items(an_service *s, item *items, size_t n)
+/* The run of items svc_run_items works on (its steps' context). */
+typedef struct run {
+    item *items;
+    size_t n;
+} run;
+
+/* The PostgreSQL part of a run, retried as a whole (svc_retry): the
+ * commands of each item (only when n == 1), then the inference results of
+ * all as one group. Each try starts from the items as they were decoded. */
+static int process_items(an_service *s, void *ctx)
 {
+    run *r = ctx;
+    item *items = r->items;
+    size_t n = r->n;
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
         for (size_t k = 0; k < it->nouts; k++)
@@ -83,119 +97,93 @@ static int run_items(an_service *s, item *items, size_t n)
         it->nouts = 0;
         it->published = 0;
         it->oc = INF_NONE;
-        cmd_metric cm = {0};
-        for (size_t r = 0; r < it->b->n; r++) {
-            if (it->b->results[r].kind != AN_RES_COMMAND)
-                continue;
-            int rc = process_command(s, it, it->b->model, &it->b->results[r].u.cmd, &cm);
-            if (rc) {
-                an_metric_clear(&cm.m);
-                return rc;
-            }
-        }
-        an_metric_clear(&cm.m);
+        int rc = svc_item_commands(s, it);
+        if (rc)
+            return rc;
     }
-    /* the items with inference results, as one group */
+    /* the items with inference results, as one group: all of them or none
+     * (a batch is never empty, and only entries without command results
+     * join a group of several: take_entries, svc_prefetch) */
     size_t ng = 0;
     for (size_t i = 0; i < n; i++)
         if (items[i].n)
             ng++;
+    assert(ng == 0 || ng == n);
     if (ng) {
         item *g = items;
-        item *tmp = NULL;
-        if (ng != n) {   /* only possible for n == 1 callers; keep it general */
-            tmp = malloc(ng * sizeof *tmp);
-            if (!tmp)
-                return AN_ENOMEM;
-            for (size_t i = 0, j = 0; i < n; i++)
-                if (items[i].n)
-                    tmp[j++] = items[i];
-            g = tmp;
-        }
         int rc = svc_group_run(s, g, ng);
-        if (tmp) {
-            for (size_t i = 0, j = 0; i < n; i++)
-                if (items[i].n)
-                    items[i] = tmp[j++];
-            free(tmp);
-        }
         if (rc)
             return rc;
     }
+    return 0;
+}
+
+/* The publish step of a run (svc_retry). */
+static int publish_step(an_service *s, void *ctx)
+{
+    run *r = ctx;
+    return svc_publish_items(s, r->items, r->n);
+}
+
+/* Dead-letters the run's poison items. 0 or svc_complete_in_redis's code. */
+static int dead_letter_poison(an_service *s, item *items, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
         if (it->oc == INF_POISON && !it->done) {
-            int rc = complete_in_redis(s, it->e, it->reason, it->reason_class);
+            int rc = svc_complete_in_redis(s, it->e, it->reason, it->reason_class);
             if (rc)
                 return rc;
             it->done = true;
         }
     }
-    /* Committed: only the publish is left. Retry just that (a redo of the
-     * transaction would find every entry a duplicate and say so at length).
-     * Any failure but NOGROUP is retried: the rows are committed, the
-     * publish is all that is left (a refusal such as WRONGTYPE on the
-     * output or a params key pauses until it is repaired). */
-    int rc;
-    while ((rc = publish_items(s, items, n)) != 0 && rc != AN_ENOGROUP) {
-        char what[64];
+    return 0;
+}
+
+/* NOGROUP while completing: the group (and our PEL) is gone, so the
+ * recreated group delivers the entries again; none is ours to defer. */
+static void group_lost(an_service *s, item *items, size_t n)
+{
+    an_error("group %s on %s vanished while entries were in hand (Redis restarted "
+             "without persistence?); recreating it, they will be delivered again",
+             s->cfg->streams.group, s->cfg->streams.input);
+    svc_ensure_group(s);
+    for (size_t i = 0; i < n; i++)
+        items[i].oc = INF_NONE;
+}
+
+int svc_run_items(an_service *s, item *items, size_t n)
+{
+    run r = {items, n};
+    char what[128];
+    snprintf(what, sizeof what, "processing entry %s%s", items[0].e->id,
+             n > 1 ? " and the rest of its group" : "");
+    svc_step st = {.run = process_items, .ctx = &r, .what = what, .database = true};
+    int rc = svc_retry(s, &st);
+    if (!rc)
+        rc = dead_letter_poison(s, items, n);
+    if (!rc) {
+        /* Committed: only the publish is left, retried alone (a redo of the
+         * transaction would find every entry a duplicate and say so at
+         * length). Any failure but NOGROUP is retried: a refusal such as
+         * WRONGTYPE on the output or a params key pauses until it is
+         * repaired. */
         snprintf(what, sizeof what, "publishing %zu entries", n);
-        svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
-        if (!svc_wait(s))
-            return AN_ETRANSIENT;
+        st = (svc_step){.run = publish_step, .ctx = &r, .what = what};
+        rc = svc_retry(s, &st);
+    }
+    if (rc == AN_ENOGROUP) {
+        group_lost(s, items, n);
+        return 0;
     }
     if (rc)
         return rc;
-    svc_succeeded(s);
+    svc_note_up(s, AN_SERVER_REDIS, true);
+    svc_note_up(s, AN_SERVER_POSTGRES, true);
     if (s->cfg->debugging.profiling || an_log_get_level() == AN_LOG_DEBUG)
         for (size_t i = 0; i < n; i++)
             if (!items[i].n)
                 an_info("{TAG:ANOM.BATCH.CMD.DONE} model=%s; numItems=%zu", items[i].b->model,
                         items[i].b->n);
     return 0;
-}
-
-/* run_items with in-process retries (so a server outage does not count
- * against the entries' attempts: svc_group_run gives them back). A fault
- * of the environment pauses (svc_failed) and every retry is then a probe;
- * the entries' own failures are retried too, their attempts counted, until
- * max_deliveries makes them dead letters. Returns 0, or AN_ETRANSIENT when
- * a stop was requested before it could complete. */
-int run_items_retrying(an_service *s, item *items, size_t n)
-{
-    for (;;) {
-        int rc = run_items(s, items, n);
-        if (rc == 0) {
-            svc_succeeded(s);
-            svc_note_up(s, AN_SERVER_REDIS, true);
-            svc_note_up(s, AN_SERVER_POSTGRES, true);
-            return 0;
-        }
-        if (rc == AN_ENOGROUP) {
-            /* NOGROUP while completing: the group (and our PEL) is gone, so
-             * the recreated group delivers the entries again. */
-            an_error("group %s on %s vanished while entries were in hand (Redis restarted "
-                     "without persistence?); recreating it, they will be delivered again",
-                     s->cfg->streams.group, s->cfg->streams.input);
-            ensure_group(s);
-            for (size_t i = 0; i < n; i++)
-                items[i].oc = INF_NONE;   /* not ours to defer any more */
-            return 0;
-        }
-        char what[128];
-        snprintf(what, sizeof what, "processing entry %s%s", items[0].e->id,
-                 n > 1 ? " and the rest of its group" : "");
-        bool pg = an_repo_last_rc(s->repo) != 0;
-        svc_failed(s, rc, pg, what);
-        an_repo_rollback(s->repo);
-        if (!svc_wait(s))
-            return AN_ETRANSIENT;
-        /* A paused PostgreSQL fault is probed on a new session: a repair
-         * may be a session default (default_transaction_read_only) or a
-         * server switched behind the address. */
-        if (pg && rc == AN_EENV)
-            an_repo_reconnect(s->repo);
-        else
-            an_repo_connect(s->repo);
-    }
 }

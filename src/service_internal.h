@@ -156,43 +156,84 @@ int svc_group_run(an_service *s, item *items, size_t n);
 
 void svc_group_free(an_service *s);
 
-/* ---- the path of an entry (docs/architecture.md) ---- */
+/* ---- the path of an entry (docs/architecture.md): service.c reads a
+ * page -> service_take.c (attempts, groups) -> service_entry.c (decode,
+ * run) -> service_command.c / service_group.c -> service_publish.c (XACK).
+ * Each file calls only the ones after it, and service_pause.c /
+ * service_metrics.c below all of them. ---- */
 
-/* service_take.c: handles entries just read or claimed, in order. */
-int take_entries(an_service *s, const an_entry *v, size_t n);
-int begin_one(an_service *s, const an_entry *e, int64_t *count);
-void end_open(an_service *s, const an_entry *v, size_t n, const bool *open);
-int over_attempts(an_service *s, const an_entry *e, int64_t count, bool *gone);
+/* What a page needs of the entries its caller already holds (service.c's
+ * deferral list): the lower layer takes these instead of calling up. */
+typedef struct svc_holder {
+    /* Whether the entry id is in hand already: it is skipped (no attempt
+     * counted, not processed). */
+    bool (*holds)(const an_service *s, const char *id);
+    /* Keep the entry of it (outcome INF_DEFERRED: its model's predecessor
+     * is not applied yet) pending and retry it later; it->e is valid only
+     * during the call (the holder copies what it keeps). */
+    void (*hold)(an_service *s, const item *it);
+} svc_holder;
+
+/* service_take.c: handles entries just read or claimed, in order:
+ * consecutive inference-only entries go as one group (up to
+ * AN_SERVICE_GROUP_MAX_ROWS rows and [streams] max_group_decoded_bytes),
+ * anything else one by one. Every entry's processing attempt is counted
+ * before it is decoded, and ended at the end if it neither completed nor
+ * failed the process. 0, AN_ENOMEM, AN_ETRANSIENT (stopping) or the error
+ * that ended the page (its remaining entries stay pending). */
+int take_entries(an_service *s, const an_entry *v, size_t n, const svc_holder *h);
+
+/* What svc_take_one came to (besides its error code). */
+typedef enum {
+    SVC_ONE_FINISHED,  /* completed, dead-lettered, or left to another consumer */
+    SVC_ONE_WAITING,   /* still waits for its model's predecessor */
+} svc_one_result;
+
+/* One held entry again, alone, as a new attempt (counted before it is
+ * decoded, ended if it waits again). force: it has waited long enough, no
+ * more deferral. *res set; with SVC_ONE_WAITING, *wm is the model's
+ * watermark it saw. 0 or an error (the entry stays held). */
+int svc_take_one(an_service *s, const an_entry *e, bool force, svc_one_result *res,
+                 int64_t *wm);
 
 /* service_entry.c */
+/* Frees what the item owns and zeroes it. */
 void item_clear(item *it);
-int ensure_group(an_service *s);
+/* Creates the consumer group unless it exists. 0 or the streams code. */
+int svc_ensure_group(an_service *s);
+/* Decodes an entry into it (which it zeroes first). 0 or AN_ENOMEM; a
+ * poison entry comes back with oc INF_POISON and its reason, no batch. */
 int intake(an_service *s, const an_entry *e, item *it);
-int run_items_retrying(an_service *s, item *items, size_t n);
+/* Processes items[0..n) (decoded, not poison): the command results of each
+ * (only when n == 1), then the inference results of all as one group in
+ * one transaction, the group's poison entries to the dead letters, then
+ * one publish that acks the rest. Each step is retried in place
+ * (svc_retry), so a server outage does not count against the entries'
+ * attempts; a fault of the environment pauses and every retry is then a
+ * probe. Items come back done, or with oc INF_DEFERRED (keep them). Returns
+ * 0, or AN_ETRANSIENT when a stop was requested before it could complete
+ * (or another error of a step that is not retried: out of memory). */
+int svc_run_items(an_service *s, item *items, size_t n);
 
-/* service_command.c */
-/* The metric as the command results of one entry see it: read once, at
- * the first result that needs it, then changed in memory as those results
- * change it in the database. An entry's results all name its one model, so
- * a flood of them costs O(1) reads and at most two status writes, not
- * round trips per result. */
-typedef struct cmd_metric {
-    int state;        /* 0 not read yet, 1 found (m), 2 not found */
-    bool shared;      /* read under FOR SHARE (docs/htmengine.md §1.3 step 2) */
-    an_metric m;
-} cmd_metric;
-
-int process_command(an_service *s, item *it, const char *uid,
-                    const an_command_result *c, cmd_metric *cm);
+/* service_command.c: the command results of the item (docs/htmengine.md
+ * §1.3), each status change committed at once, their messages added to
+ * the item. 0 or a transient / database error (the item is then retried
+ * from its decoded state). */
+int svc_item_commands(an_service *s, item *it);
 
 /* service_publish.c */
-int publish_items(an_service *s, item *items, size_t n);
-int complete_in_redis(an_service *s, const an_entry *e, const char *reason,
-                      const char *reason_class);
-
-/* service.c: the deferral list */
-bool is_deferred(const an_service *s, const char *id);
-void defer_add(an_service *s, const item *it);
+/* Bytes of a params-hash key: [streams] params_prefix, a uid (at most
+ * AN_UID_MAX bytes), the NUL. */
+size_t svc_params_key_size(const an_service *s);
+/* Publishes, caches and acks every finished item of items[0..n) in one
+ * atomic call. 0, AN_ENOMEM, or a code as an_publish_many (AN_EREDIS for a
+ * refusal). */
+int svc_publish_items(an_service *s, item *items, size_t n);
+/* Completes one entry in Redis without processing it: its dead letter
+ * (reason set) or the XACK of a trimmed entry (reason NULL), retried in
+ * place. 0, AN_ENOGROUP or AN_ETRANSIENT (stopping). */
+int svc_complete_in_redis(an_service *s, const an_entry *e, const char *reason,
+                          const char *reason_class);
 
 /* ---- service_window.c: the sample windows in the helper's overlay ---- */
 
@@ -241,9 +282,37 @@ void svc_window_commit(an_service *s, const char *uid, bool usable, int64_t old_
  * health hash; cheap, call it from every loop. */
 void svc_failed(an_service *s, int rc, bool from_pg, const char *what);
 bool svc_wait(an_service *s);
+
+/* Waits (svc_wait and the loop's short naps) sleep in steps of this many
+ * ms: a stop request is noticed, and the heartbeat (/livez, the systemd
+ * watchdog) beats, within one step. */
+#define SVC_NAP_STEP_MS 50
+/* Sleeps ms in SVC_NAP_STEP_MS steps, each a heartbeat (and, while paused,
+ * a health tick); returns early when a stop is requested. */
+void svc_nap(an_service *s, int ms);
+
+/* One operation retried in place: the one retry rule of the service. */
+typedef struct svc_step {
+    int (*run)(an_service *s, void *ctx);   /* 0 or an AN_E* code */
+    void *ctx;
+    const char *what;     /* the operation, for the logged cause */
+    /* It may fail in PostgreSQL (the repository says whether it did):
+     * rolled back before the wait, and the session renewed after it. */
+    bool database;
+    /* Only the servers' failures (AN_ETRANSIENT, AN_EENV, AN_EREDIS) are
+     * retried; any other code is returned at once. */
+    bool servers_only;
+} svc_step;
+
+/* Runs the step until it succeeds (svc_succeeded), recording each failure
+ * (svc_failed: a Redis step's refusal, AN_EREDIS, pauses at once) and
+ * waiting the backoff (svc_wait) between tries: no retry loop anywhere
+ * else. Returns 0; AN_ENOGROUP at once (the caller recreates the group);
+ * a code servers_only does not retry; AN_ETRANSIENT when a stop was
+ * requested. */
+int svc_retry(an_service *s, const svc_step *st);
 void svc_succeeded(an_service *s);
 void svc_health_tick(an_service *s);
-bool svc_stopping(const an_service *s);
 
 /* Decodes the next group into s->pf (if set and not done yet). Pure CPU
  * and memory: no Redis or PostgreSQL call, so it can run while the
@@ -283,6 +352,8 @@ void svc_note_dead_letter(an_service *s, const char *reason_class);
 void svc_count(an_service *s, int64_t *stat, an_counter c, int64_t n);
 /* A transient error that will be retried after a back-off. */
 void svc_note_retry(an_service *s);
+/* Whether a stop was requested (opts.stop). */
+bool svc_stopping(const an_service *s);
 /* Monotonic microseconds (durations for the histograms). */
 int64_t svc_now_us(void);
 

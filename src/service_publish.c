@@ -112,96 +112,147 @@ static int publish_chunks(an_service *s, item *it)
     }
 }
 
-/* Publishes, caches and acks every finished item of items[0..n) in one
- * atomic call (an item with more messages than a chunk publishes their
- * head first, publish_chunks). Deferred and poison items are not part of
- * it. */
-int publish_items(an_service *s, item *items, size_t n)
+/* Whether the item is published (and acked) by the group's publish call:
+ * deferred and poison items are not, nor one already completed. */
+static bool publishable(const item *it)
 {
-    size_t ne = 0, nk = 0, nm = 0;
-    for (size_t i = 0; i < n; i++)
-        if (items[i].oc != INF_DEFERRED && items[i].oc != INF_POISON && !items[i].done) {
-            int rc = publish_chunks(s, &items[i]);
-            if (rc)
-                return rc;
-        }
-    for (size_t i = 0; i < n; i++)
-        if (items[i].oc != INF_DEFERRED && items[i].oc != INF_POISON && !items[i].done) {
-            ne++;
-            nm += items[i].nouts - items[i].published;
-        }
-    if (ne == 0)
-        return 0;
-    an_publish_entry *pe = calloc(ne, sizeof *pe);
-    an_out_msg *msgs = calloc(nm ? nm : 1, sizeof *msgs);
-    const char **keys = calloc(ne, sizeof *keys);
-    char (*keybuf)[512] = calloc(ne, sizeof *keybuf);
-    int *status = calloc(ne, sizeof *status);
-    item **pit = calloc(ne, sizeof *pit);   /* the item of each entry */
-    int rc = AN_ENOMEM;
-    if (!pe || !msgs || !keys || !keybuf || !status || !pit)
-        goto out;
-    size_t k = 0, m = 0;
+    return it->oc != INF_DEFERRED && it->oc != INF_POISON && !it->done;
+}
+
+size_t svc_params_key_size(const an_service *s)
+{
+    return strlen(s->cfg->streams.params_prefix) + AN_UID_MAX + 1;
+}
+
+/* The publish call of a group's publishable items: their entries, their
+ * messages left after the chunks, and the params-hash keys of those that
+ * carry a cache refresh (keys[k] points into keybuf, svc_params_key_size
+ * bytes each). All arrays are owned and freed by publish_req_free. */
+typedef struct publish_req {
+    an_publish_entry *pe;
+    an_out_msg *msgs;
+    const char **keys;
+    char *keybuf;
+    int *status;
+    item **pit;   /* the item of each entry */
+    size_t ne, nk;
+} publish_req;
+
+static void publish_req_free(publish_req *r)
+{
+    free(r->pit);
+    free(r->pe);
+    free(r->msgs);
+    free(r->keys);
+    free(r->keybuf);
+    free(r->status);
+}
+
+/* Fills r for the publishable items of items[0..n) (ne of them, with nm
+ * messages left). 0 or AN_ENOMEM. */
+static int publish_req_build(an_service *s, item *items, size_t n, size_t ne, size_t nm,
+                             publish_req *r)
+{
+    size_t ksz = svc_params_key_size(s);
+    r->pe = calloc(ne, sizeof *r->pe);
+    r->msgs = calloc(nm ? nm : 1, sizeof *r->msgs);
+    r->keys = calloc(ne, sizeof *r->keys);
+    r->keybuf = calloc(ne, ksz);
+    r->status = calloc(ne, sizeof *r->status);
+    r->pit = calloc(ne, sizeof *r->pit);
+    if (!r->pe || !r->msgs || !r->keys || !r->keybuf || !r->status || !r->pit)
+        return AN_ENOMEM;
+    size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         item *it = &items[i];
-        if (it->oc == INF_DEFERRED || it->oc == INF_POISON || it->done)
+        if (!publishable(it))
             continue;
-        pit[k] = it;
-        an_publish_entry *p = &pe[k++];
+        r->pit[r->ne] = it;
+        an_publish_entry *p = &r->pe[r->ne++];
         p->entry_id = it->e->id;
-        p->msgs = msgs + m;
+        p->msgs = r->msgs + m;
         p->nmsgs = it->nouts - it->published;
         for (size_t j = it->published; j < it->nouts; j++)
-            msgs[m++] = (an_out_msg){
+            r->msgs[m++] = (an_out_msg){
                 .data_type = it->outs[j].data_type, .model = it->b->model,
                 .rows = it->outs[j].rows[0] ? it->outs[j].rows : NULL,
                 .encoding = s->cfg->streams.output_encoding,
                 .body = it->outs[j].body, .body_len = it->outs[j].body_len};
         if (it->carries_cache) {
-            snprintf(keybuf[nk], sizeof keybuf[nk], "%s%s", s->cfg->streams.params_prefix,
-                     it->cache_uid);
-            keys[nk] = keybuf[nk];
-            p->key_index = ++nk;
+            char *key = r->keybuf + r->nk * ksz;
+            snprintf(key, ksz, "%s%s", s->cfg->streams.params_prefix, it->cache_uid);
+            r->keys[r->nk] = key;
+            p->key_index = ++r->nk;
             p->params_json = it->cache_json;
             p->watermark = it->cache_wm;
             p->source = it->cache_src;
         }
     }
+    return 0;
+}
+
+/* After the publish call: every entry of r is finished here; those it
+ * acked are counted with their outcome, the others were taken over. */
+static void publish_account(an_service *s, const publish_req *r)
+{
+    for (size_t i = 0; i < r->ne; i++) {
+        item *it = r->pit[i];
+        it->done = true;
+        if (r->status[i]) {
+            an_outcome o = it->oc == INF_SCORED      ? AN_OUTCOME_SCORED
+                           : it->oc == INF_DUPLICATE ? AN_OUTCOME_DUPLICATE
+                           : it->oc == INF_NONE      ? AN_OUTCOME_COMMAND
+                                                     : AN_OUTCOME_REJECTED;
+            svc_note_done(s, o, r->pe[i].entry_id);
+        } else {
+            /* Claimed by another consumer while we worked: it will find the
+             * watermark and publish what we could not. */
+            an_warn("entry %s was claimed by another consumer before we could publish "
+                    "it; it will be completed there", r->pe[i].entry_id);
+        }
+    }
+}
+
+/* Publishes, caches and acks every finished item of items[0..n) in one
+ * atomic call (an item with more messages than a chunk publishes their
+ * head first, publish_chunks). Deferred and poison items are not part of
+ * it. */
+int svc_publish_items(an_service *s, item *items, size_t n)
+{
+    size_t ne = 0, nm = 0;
+    for (size_t i = 0; i < n; i++)
+        if (publishable(&items[i])) {
+            int rc = publish_chunks(s, &items[i]);
+            if (rc)
+                return rc;
+        }
+    for (size_t i = 0; i < n; i++)
+        if (publishable(&items[i])) {
+            ne++;
+            nm += items[i].nouts - items[i].published;
+        }
+    if (ne == 0)
+        return 0;
+    publish_req r = {0};
+    int rc = publish_req_build(s, items, n, ne, nm, &r);
+    if (rc)
+        goto out;
     an_publish_group g = {
         .input = s->cfg->streams.input, .group = s->cfg->streams.group,
         .owner = s->consumer, .output = s->cfg->streams.output,
-        .output_maxlen = s->cfg->streams.output_maxlen, .keys = keys, .nkeys = nk,
-        .entries = pe, .nentries = ne,
+        .output_maxlen = s->cfg->streams.output_maxlen, .keys = r.keys, .nkeys = r.nk,
+        .entries = r.pe, .nentries = r.ne,
     };
     int64_t t0 = svc_now_us();
-    rc = an_publish_many(s->redis, &g, status);
+    rc = an_publish_many(s->redis, &g, r.status);
     if (rc) {
         rc = rc == AN_ETRANSIENT || rc == AN_ENOGROUP || rc == AN_EENV ? rc : AN_EREDIS;
         goto out;
     }
     an_metrics_observe(s->opts.metrics, AN_H_PUBLISH, (double)(svc_now_us() - t0) / 1e6);
-    for (size_t i = 0; i < ne; i++) {
-        pit[i]->done = true;
-        if (status[i]) {
-            an_outcome o = pit[i]->oc == INF_SCORED      ? AN_OUTCOME_SCORED
-                           : pit[i]->oc == INF_DUPLICATE ? AN_OUTCOME_DUPLICATE
-                           : pit[i]->oc == INF_NONE      ? AN_OUTCOME_COMMAND
-                                                         : AN_OUTCOME_REJECTED;
-            svc_note_done(s, o, pe[i].entry_id);
-        } else {
-            /* Claimed by another consumer while we worked: it will find the
-             * watermark and publish what we could not. */
-            an_warn("entry %s was claimed by another consumer before we could publish "
-                    "it; it will be completed there", pe[i].entry_id);
-        }
-    }
+    publish_account(s, &r);
 out:
-    free(pit);
-    free(pe);
-    free(msgs);
-    free(keys);
-    free(keybuf);
-    free(status);
+    publish_req_free(&r);
     return rc;
 }
 
@@ -249,28 +300,32 @@ static int ack_trimmed(an_service *s, const an_entry *e)
     return 0;
 }
 
+/* One completion of an entry in Redis (svc_retry's step). */
+typedef struct completion {
+    const an_entry *e;
+    const char *reason;        /* NULL: the XACK of a trimmed entry */
+    const char *reason_class;
+} completion;
+
+static int complete_once(an_service *s, void *ctx)
+{
+    const completion *c = ctx;
+    return c->reason ? dead_letter(s, c->e, c->reason, c->reason_class) : ack_trimmed(s, c->e);
+}
+
 /* Completes one entry in Redis without processing it: its dead letter
  * (reason set) or the XACK of a trimmed entry (reason NULL), retried in
- * place with backoff like the publish, so one Redis hiccup does not end
- * the page (the entries after it would wait claim_idle_ms for a takeover);
- * a lasting refusal pauses (svc_failed). Returns 0, AN_ENOGROUP (NOGROUP:
- * the caller recreates the group) or AN_ETRANSIENT when stopping. */
-int complete_in_redis(an_service *s, const an_entry *e, const char *reason,
-                             const char *reason_class)
+ * place (svc_retry) like the publish, so one Redis hiccup does not end the
+ * page (the entries after it would wait claim_idle_ms for a takeover); a
+ * lasting refusal pauses. Returns 0, AN_ENOGROUP (NOGROUP: the caller
+ * recreates the group) or AN_ETRANSIENT when stopping. */
+int svc_complete_in_redis(an_service *s, const an_entry *e, const char *reason,
+                          const char *reason_class)
 {
-    for (;;) {
-        int rc = reason ? dead_letter(s, e, reason, reason_class) : ack_trimmed(s, e);
-        if (rc == 0) {
-            svc_succeeded(s);
-            return 0;
-        }
-        if (rc == AN_ENOGROUP)
-            return rc;
-        char what[128];
-        snprintf(what, sizeof what, "%s entry %s", reason ? "dead-lettering" : "acking trimmed",
-                 e->id);
-        svc_failed(s, rc == AN_EREDIS ? AN_EENV : rc, false, what);
-        if (!svc_wait(s))
-            return AN_ETRANSIENT;
-    }
+    completion c = {e, reason, reason_class};
+    char what[128];
+    snprintf(what, sizeof what, "%s entry %s", reason ? "dead-lettering" : "acking trimmed",
+             e->id);
+    svc_step st = {.run = complete_once, .ctx = &c, .what = what};
+    return svc_retry(s, &st);
 }
