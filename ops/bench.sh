@@ -107,7 +107,7 @@ mkdir -p "$BIN"
 for prog in bench_load bench_floor bench_original; do
     # shellcheck disable=SC2046
     cc -std=gnu11 -O2 -Wall -Wextra -Iinclude ops/bench/$prog.c "$BUILD/libanomaly.a" \
-       $(pkg-config --cflags --libs hiredis jansson zlib libpq inih) -lm -o "$BIN/$prog"
+       $(pkg-config --cflags --libs hiredis jansson zlib libpq inih libmicrohttpd) -pthread -lm -o "$BIN/$prog"
 done
 LOAD=$BIN/bench_load
 [ -x "$ANOMALYD" ] || { echo "bench: $ANOMALYD not found" >&2; exit 1; }

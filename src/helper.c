@@ -435,15 +435,130 @@ static int check_rows(const an_row *rows, size_t m, char *err, size_t errlen)
     return 0;
 }
 
-/* The algorithm of docs/htmengine.md §2.3 on the working copy *P. Returns 0 or
- * an error (then *P and the rows' scores are garbage; the caller discards
- * *P). */
-static int update_batch(an_helper *h, const an_sample_source *src, an_helper_state *P,
-                        an_row *rows, size_t m, char *err, size_t errlen)
+/* docs/htmengine.md §2.3.1, initialisation of a metric without params: reads
+ * the processed-row count and, once count + m reaches the minimum sample size,
+ * generates the first params (refresh) from the tail and rows[0, *start).
+ * Sets *start to the first row the runs score (m when nothing is scored yet
+ * and P stays absent). Returns 0 or an error. */
+static int init_params(an_helper *h, const an_sample_source *src, an_helper_state *P,
+                       an_row *rows, size_t m, size_t *start, char *err, size_t errlen)
+{
+    const size_t MIN = (size_t)h->cfg.min_sample_size;
+    if (!src || !src->processed_count) {
+        an_seterr(err, errlen, "no sample source for the processed-rows count");
+        return AN_EINVAL;
+    }
+    int64_t count = 0;
+    char serr[256] = "";
+    int rc = src->processed_count(src->ctx, &count, serr, sizeof serr);
+    if (rc != 0) {
+        an_seterr(err, errlen, "sample source: processed count: %s",
+                serr[0] ? serr : "failed");
+        return AN_EIO;
+    }
+    if (count < 0) {
+        an_seterr(err, errlen, "sample source: negative processed count %lld",
+                (long long)count);
+        return AN_EIO;
+    }
+    if ((uint64_t)count + m < MIN) {
+        *start = m; /* nothing scored, P stays null */
+        return 0;
+    }
+    size_t k0 = (uint64_t)count >= MIN ? 0 : MIN - (size_t)count;
+    assert(k0 <= m);
+    bool generated;
+    rc = refresh(h, src, P, rows, k0, &generated, err, errlen);
+    if (rc)
+        return rc;
+    if (!generated) {
+        /* The original asserts here; it fails only when the count and
+         * the tail disagree (rows deleted concurrently). */
+        an_seterr(err, errlen,
+                "initial anomaly params not generated: the sample source counted "
+                "%lld processed rows but the cache holds %zu samples (< %zu)",
+                (long long)count, h->cache_n, MIN);
+        return AN_ESTATE;
+    }
+    assert(h->cache_len >= h->cache_n);
+    emit(h, AN_EV_INIT, 3, (int64_t)h->cache_n, h->cache[h->cache_len - h->cache_n].rowid,
+         h->cache[h->cache_len - 1].rowid);
+    *start = k0;
+    return 0;
+}
+
+/* docs/htmengine.md §2.3.2, one run: scores rows from *start up to the run's
+ * cutoff (or its greedy break), then refreshes the params when the run ended
+ * before the batch's end or reached the cutoff. Advances *start past the
+ * scored rows. Returns 0 or an error. */
+static int score_run(an_helper *h, const an_sample_source *src, an_helper_state *P,
+                     an_row *rows, size_t m, int R, size_t *start, char *err,
+                     size_t errlen)
 {
     const an_helper_config *c = &h->cfg;
     const size_t MIN = (size_t)c->min_sample_size;
-    const int R = an_helper_refresh_interval(c, m);
+    const size_t s0 = *start;
+    assert(P->present);
+    const int64_t first = rows[s0].rowid;
+    int64_t end_rowid;
+    if (!h->have_cache || h->cache_n >= MIN) {
+        end_rowid = sat_add(P->last_rowid_for_stats, R);
+        if (end_rowid < first) {
+            emit(h, AN_EV_CUTOFF_PRECEDES, 2, first, end_rowid);
+            if (h->have_cache)
+                end_rowid = first; /* "Advanced anomaly run cutoff" */
+        }
+    } else {
+        end_rowid = sat_add(first, (int64_t)(MIN - h->cache_n - 1));
+    }
+
+    size_t limit;
+    if (end_rowid < first) {
+        emit(h, AN_EV_BYPASS_REFRESH, 2, first, end_rowid);
+        limit = s0;
+    } else {
+        uint64_t span = (uint64_t)sat_sub(end_rowid, first) + 1u;
+        size_t left = m - s0;
+        limit = s0 + (span < left ? (size_t)span : left);
+    }
+    emit(h, AN_EV_RUN, 6, (int64_t)s0, (int64_t)limit, first, end_rowid,
+         P->last_rowid_for_stats, (int64_t)R);
+
+    const an_variant v = c->variant;
+    size_t j = s0;
+    while (j < limit) {
+        an_row *md = &rows[j++];
+        double l = an_update_one(v, &P->params, md->raw, NULL);
+        md->anomaly_score = 1.0 - l;
+        md->scored = true;
+        if (md->anomaly_score > 0.99 &&
+            sat_add(P->last_rowid_for_stats, 3) < md->rowid &&
+            (!h->have_cache || h->cache_n + (j - s0) >= MIN)) {
+            emit(h, AN_EV_GREEDY_BREAK, 1, md->rowid);
+            break;
+        }
+    }
+    size_t consumed = j - s0;
+
+    if (j < m || (consumed > 0 && rows[j - 1].rowid >= end_rowid)) {
+        assert(h->appended == s0);
+        bool generated;
+        int rc = refresh(h, src, P, rows + s0, consumed, &generated, err, errlen);
+        if (rc)
+            return rc;
+    }
+    *start = j;
+    return 0;
+}
+
+/* The algorithm of docs/htmengine.md §2.3 on the working copy *P: the
+ * initialisation when P has no params yet, then runs until the batch is
+ * scored. Returns 0 or an error (then *P and the rows' scores are garbage;
+ * the caller discards *P). */
+static int update_batch(an_helper *h, const an_sample_source *src, an_helper_state *P,
+                        an_row *rows, size_t m, char *err, size_t errlen)
+{
+    const int R = an_helper_refresh_interval(&h->cfg, m);
     size_t start = 0;
     int rc;
 
@@ -451,103 +566,12 @@ static int update_batch(an_helper *h, const an_sample_source *src, an_helper_sta
     h->cache_n = 0;
     h->appended = 0;
 
-    /* 2.3.1: initialisation. */
-    if (!P->present) {
-        if (!src || !src->processed_count) {
-            an_seterr(err, errlen, "no sample source for the processed-rows count");
-            return AN_EINVAL;
-        }
-        int64_t count = 0;
-        char serr[256] = "";
-        rc = src->processed_count(src->ctx, &count, serr, sizeof serr);
-        if (rc != 0) {
-            an_seterr(err, errlen, "sample source: processed count: %s",
-                    serr[0] ? serr : "failed");
-            return AN_EIO;
-        }
-        if (count < 0) {
-            an_seterr(err, errlen, "sample source: negative processed count %lld",
-                    (long long)count);
-            return AN_EIO;
-        }
-        if ((uint64_t)count + m < MIN)
-            goto done; /* nothing scored, P stays null */
-        size_t k0 = (uint64_t)count >= MIN ? 0 : MIN - (size_t)count;
-        assert(k0 <= m);
-        bool generated;
-        rc = refresh(h, src, P, rows, k0, &generated, err, errlen);
-        if (rc)
+    if (!P->present && (rc = init_params(h, src, P, rows, m, &start, err, errlen)) != 0)
+        return rc;
+    while (start < m)
+        if ((rc = score_run(h, src, P, rows, m, R, &start, err, errlen)) != 0)
             return rc;
-        if (!generated) {
-            /* The original asserts here; it fails only when the count and
-             * the tail disagree (rows deleted concurrently). */
-            an_seterr(err, errlen,
-                    "initial anomaly params not generated: the sample source counted "
-                    "%lld processed rows but the cache holds %zu samples (< %zu)",
-                    (long long)count, h->cache_n, MIN);
-            return AN_ESTATE;
-        }
-        assert(h->cache_len >= h->cache_n);
-        emit(h, AN_EV_INIT, 3, (int64_t)h->cache_n, h->cache[h->cache_len - h->cache_n].rowid,
-             h->cache[h->cache_len - 1].rowid);
-        start = k0;
-    }
 
-    /* 2.3.2: runs. */
-    while (start < m) {
-        assert(P->present);
-        const int64_t first = rows[start].rowid;
-        int64_t end_rowid;
-        if (!h->have_cache || h->cache_n >= MIN) {
-            end_rowid = sat_add(P->last_rowid_for_stats, R);
-            if (end_rowid < first) {
-                emit(h, AN_EV_CUTOFF_PRECEDES, 2, first, end_rowid);
-                if (h->have_cache)
-                    end_rowid = first; /* "Advanced anomaly run cutoff" */
-            }
-        } else {
-            end_rowid = sat_add(first, (int64_t)(MIN - h->cache_n - 1));
-        }
-
-        size_t limit;
-        if (end_rowid < first) {
-            emit(h, AN_EV_BYPASS_REFRESH, 2, first, end_rowid);
-            limit = start;
-        } else {
-            uint64_t span = (uint64_t)sat_sub(end_rowid, first) + 1u;
-            size_t left = m - start;
-            limit = start + (span < left ? (size_t)span : left);
-        }
-        emit(h, AN_EV_RUN, 6, (int64_t)start, (int64_t)limit, first, end_rowid,
-             P->last_rowid_for_stats, (int64_t)R);
-
-        const an_variant v = c->variant;
-        size_t j = start;
-        while (j < limit) {
-            an_row *md = &rows[j++];
-            double l = an_update_one(v, &P->params, md->raw, NULL);
-            md->anomaly_score = 1.0 - l;
-            md->scored = true;
-            if (md->anomaly_score > 0.99 &&
-                sat_add(P->last_rowid_for_stats, 3) < md->rowid &&
-                (!h->have_cache || h->cache_n + (j - start) >= MIN)) {
-                emit(h, AN_EV_GREEDY_BREAK, 1, md->rowid);
-                break;
-            }
-        }
-        size_t consumed = j - start;
-
-        if (j < m || (consumed > 0 && rows[j - 1].rowid >= end_rowid)) {
-            assert(h->appended == start);
-            bool generated;
-            rc = refresh(h, src, P, rows + start, consumed, &generated, err, errlen);
-            if (rc)
-                return rc;
-        }
-        start = j;
-    }
-
-done:
     /* Exclusive mode: the whole batch joins the window (the rows a refresh
      * appended, rows[0, appended), are there already). */
     if (h->exclusive && h->win_valid) {
