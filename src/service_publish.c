@@ -2,9 +2,9 @@
  * service_publish.c: how an entry leaves the service in Redis. Its output
  * messages are encoded into its item (svc_add_out); a finished group is
  * published, its params hashes refreshed and its entries XACKed in one
- * atomic call (publish_items, lua/publish_many.lua); a poison entry goes to
+ * atomic call (svc_publish_items, lua/publish_many.lua); a poison entry goes to
  * the dead-letter stream with its reason, and a trimmed one is acked
- * (complete_in_redis).
+ * (svc_complete_in_redis).
  */
 #include "an_service.h"
 #include "service_internal.h"
