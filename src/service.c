@@ -36,6 +36,7 @@
  */
 #include "an_service.h"
 #include "service_internal.h"
+#include "service_window.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -413,6 +414,25 @@ static int claim_idle(an_service *s)
     return rc;
 }
 
+/* The scorer's heartbeat hook: ctx is the service. */
+static void scorer_heartbeat(void *ctx)
+{
+    svc_heartbeat(ctx);
+}
+
+/* The group scorer with the service's parts as its dependencies. NULL: out
+ * of memory. */
+static svc_scorer *scorer_new(an_service *s)
+{
+    svc_scorer_deps d = {
+        .cfg = s->cfg, .redis = &s->redis, .repo = s->repo, .helper = s->helper,
+        .hcfg = &s->hcfg, .sc = s->sc, .sw = s->sw, .st = &s->st,
+        .metrics = s->opts.metrics, .now_us = svc_now_us,
+        .overlap = svc_prefetch, .heartbeat = scorer_heartbeat, .ctx = s,
+    };
+    return svc_scorer_new(&d);
+}
+
 int an_service_new(const an_config *cfg, const an_service_opts *opts,
                    an_service **out, char *err, size_t errlen)
 {
@@ -434,7 +454,10 @@ int an_service_new(const an_config *cfg, const an_service_opts *opts,
     an_repo_options ro = an_repo_options_from_config(cfg);
     ro.application_name = "anomalyd";
     s->repo = an_repo_new(&ro);
-    if (!s->helper || !s->repo || !s->sc || svc_window_init(s)) {
+    s->sw = svc_window_new(cfg, &s->hcfg);
+    if (s->helper && s->repo && s->sc && s->sw)
+        s->scorer = scorer_new(s);
+    if (!s->scorer) {
         snprintf(err, errlen, "cannot create the helper or repository "
                  "(out of memory or invalid [anomaly_likelihood] settings)");
         an_service_free(s);
@@ -600,10 +623,10 @@ void an_service_free(an_service *s)
     for (size_t i = 0; i < s->ndef; i++)
         entry_free_copy(&s->def[i].e);
     free(s->def);
-    svc_group_free(s);
+    svc_scorer_free(s->scorer);
     an_helper_free(s->helper);
     an_state_cache_free(s->sc);
-    svc_window_free(s);
+    an_sample_window_free(s->sw);
     an_repo_free(s->repo);
     an_redis_free(s->redis);
     free(s);

@@ -95,7 +95,7 @@ static int compose_command(an_service *s, item *it, const char *uid,
         an_error("cannot compose command result message for model=%s: %s", uid, err);
         return 0;   /* the original would crash; we log and skip the message */
     }
-    return svc_add_out(s, it, AN_DATATYPE_COMMAND, NULL, msg);
+    return svc_add_out(it, s->cfg->streams.output_encoding, AN_DATATYPE_COMMAND, NULL, msg);
 }
 
 /* Sets the metric's status as a command result demands; ENOTFOUND (deleted

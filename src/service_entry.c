@@ -111,7 +111,7 @@ static int process_items(an_service *s, void *ctx)
     assert(ng == 0 || ng == n);
     if (ng) {
         item *g = items;
-        int rc = svc_group_run(s, g, ng);
+        int rc = svc_scorer_run(s->scorer, g, ng);
         if (rc)
             return rc;
     }

@@ -1,7 +1,9 @@
 /*
- * service_internal.h: what service.c (the loop: intake, commands, deferral,
- * publish) and service_group.c (the inference transaction of a group of
- * entries) share. Not a public header.
+ * service_internal.h: the service's state (struct an_service) and what
+ * service.c (the loop: intake, commands, deferral, publish),
+ * service_pause.c and service_metrics.c share. The group scorer
+ * (service_group.h) and the items (service_item.h) are below it and know
+ * nothing of it. Not a public header.
  */
 #ifndef AN_SERVICE_INTERNAL_H
 #define AN_SERVICE_INTERNAL_H
@@ -19,51 +21,8 @@
 #include "an_state_cache.h"
 #include "an_streams.h"
 
-/* One output message waiting for the publish script. */
-typedef struct out_item {
-    const char *data_type;
-    char rows[48];     /* "first-last" or "" */
-    char *body;        /* encoded body (malloc'd) */
-    size_t body_len;
-} out_item;
-
-/* What the inference part of an entry came to. */
-typedef enum {
-    INF_NONE = 0,  /* no inference results in the entry */
-    INF_SCORED,    /* scored and committed: publish msg + params */
-    INF_REJECTED,  /* the original's reject: ack, publish nothing */
-    INF_DUPLICATE, /* already applied: ack; republish if it was ours */
-    INF_POISON,    /* dead-letter with reason */
-    INF_DEFERRED,  /* predecessor not applied yet: keep pending, retry */
-} inf_outcome;
-
-/* One input entry in the works. */
-typedef struct item {
-    const an_entry *e;
-    an_batch *b;                       /* decoded; owned */
-    const an_inference_result **inf;   /* its inference results, in order */
-    size_t n;
-    int64_t first, last;               /* their rowids */
-    bool force;                        /* waited defer_max_ms: no more waiting */
-
-    /* results of processing */
-    inf_outcome oc;
-    out_item *outs;
-    size_t nouts, capouts;
-    bool carries_cache;                /* its publish refreshes the params hash */
-    const char *cache_uid;
-    char *cache_json;
-    int64_t cache_wm;
-    char cache_src[AN_ID_MAX];         /* the entry id that moved cache_wm */
-    int64_t seen_wm;                   /* the watermark a deferral saw */
-    char reason[384];                  /* dead-letter reason */
-    const char *reason_class;          /* its metrics label (static; NULL: "other") */
-    size_t published;                  /* outs[0..published) went out in
-                                          chunks ahead of the acking call */
-    bool done;                         /* acked or dead-lettered (or taken
-                                          over by another consumer): its
-                                          attempt is finished */
-} item;
+#include "service_group.h"
+#include "service_item.h"
 
 struct deferred;
 
@@ -105,7 +64,6 @@ struct an_service {
     an_helper *helper;
     an_state_cache *sc;     /* parsed likelihood state per metric */
     an_sample_window *sw;   /* newest processed samples per metric */
-    an_sample *sw_buf;      /* sample_size rows: a window's rebuild (service_window.c) */
     int64_t sw_hits_seen, sw_misses_seen; /* counted into the metrics so far */
     an_helper_config hcfg;
     an_codec_limits limits;
@@ -128,7 +86,7 @@ struct an_service {
 
     svc_health health;          /* service_pause.c */
 
-    struct group_scratch *gs;   /* service_group.c's reusable buffers */
+    svc_scorer *scorer;         /* service_group.c: the groups' transactions */
     prefetch *pf;               /* set while take_entries runs a group */
 
     /* service_metrics.c's pacing (monotonic ms) */
@@ -137,24 +95,6 @@ struct an_service {
     int64_t schema_warned_ms;   /* last "schema missing" warning */
     bool ready_noted, stop_noted;
 };
-
-/* Appends msg (consumed) to the item's messages, encoded per
- * [streams] output_encoding. 0 / AN_ENOMEM / AN_EINVAL. */
-int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
-                json_t *msg);
-/* The same for a message already serialized (text consumed). */
-int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
-                     char *text, size_t len);
-
-/* Processes the inference results of items[0..n) (each with n > 0) in ONE
- * transaction (retried as a whole on transient errors within the
- * docs/htmengine.md §4.5 budget). Sets every item's outcome and messages;
- * nothing is published. The entries' processing attempts were counted before
- * they were decoded (service.c); this does not count them. Returns 0,
- * AN_ETRANSIENT (retry later), or another error. */
-int svc_group_run(an_service *s, item *items, size_t n);
-
-void svc_group_free(an_service *s);
 
 /* ---- the path of an entry (docs/architecture.md): service.c reads a
  * page -> service_take.c (attempts, groups) -> service_entry.c (decode,
@@ -182,6 +122,11 @@ typedef struct svc_holder {
  * failed the process. 0, AN_ENOMEM, AN_ETRANSIENT (stopping) or the error
  * that ended the page (its remaining entries stay pending). */
 int take_entries(an_service *s, const an_entry *v, size_t n, const svc_holder *h);
+
+/* Decodes the next group into s->pf (if set and not done yet); ctx is the
+ * service (the scorer's overlap hook). Pure CPU and memory: no Redis or
+ * PostgreSQL call, so it can run while the group's write is on the wire. */
+void svc_prefetch(void *ctx);
 
 /* What svc_take_one came to (besides its error code). */
 typedef enum {
@@ -235,39 +180,6 @@ int svc_publish_items(an_service *s, item *items, size_t n);
 int svc_complete_in_redis(an_service *s, const an_entry *e, const char *reason,
                           const char *reason_class);
 
-/* ---- service_window.c: the sample windows in the helper's overlay ---- */
-
-/* Creates s->sw per [anomaly_likelihood] sample_window_bytes (0: a store
- * that keeps nothing). 0 or AN_ENOMEM. */
-int svc_window_init(an_service *s);
-/* Frees s->sw and its scratch (NULL-safe). */
-void svc_window_free(an_service *s);
-
-/* The windows' size and bytes to the metrics' gauges, their hits and
- * misses since the last poll to its counters. */
-void svc_window_poll(an_service *s, an_metrics *m);
-
-/* The newest n processed rows of uid below `before` (ascending, out has
- * room for n), for a metric locked with watermark wm. *usable (in/out):
- * whether uid's window may be used in this group (the state cache hit);
- * the window is used when it also has watermark wm. Otherwise the
- * database is read (sample_size rows when windows are on, rebuilding uid's
- * window, which sets *usable). The repository's code (0 / AN_ETRANSIENT /
- * ...), its message in an_repo_errstr. */
-int svc_window_tail(an_service *s, const char *uid, int64_t wm, bool *usable,
-                    int64_t before, size_t n, an_sample *out, size_t *got);
-
-/* The processed-row count of uid below `before`, from the window when
- * usable and known, else from the database. Same codes. */
-int svc_window_count(an_service *s, const char *uid, int64_t wm, bool usable,
-                     int64_t before, int64_t *count);
-
-/* After the group's COMMIT is confirmed: uid (locked with watermark
- * old_wm) now has rows[0..n) scored too and watermark new_wm. Appended to
- * its window when usable, else its window is dropped. */
-void svc_window_commit(an_service *s, const char *uid, bool usable, int64_t old_wm,
-                       const an_sample *rows, size_t n, int64_t new_wm);
-
 /* ---- service_pause.c: what to do after a failed server call ----
  * svc_failed records a failure (rc an AN_E* code, what = the operation,
  * e.g. "publishing 12 entries"; the server's message and advice are taken
@@ -314,21 +226,8 @@ int svc_retry(an_service *s, const svc_step *st);
 void svc_succeeded(an_service *s);
 void svc_health_tick(an_service *s);
 
-/* Decodes the next group into s->pf (if set and not done yet). Pure CPU
- * and memory: no Redis or PostgreSQL call, so it can run while the
- * group's write is on the wire. */
-void svc_prefetch(an_service *s);
-
 /* ---- service_metrics.c: every event updates the stats line
  * (an_service_stats) and the metrics (opts.metrics) together ---- */
-
-/* Dead-letter reason classes (anomalyd_dead_letters_total{reason}). */
-#define SVC_DL_MALFORMED "malformed"   /* does not decode */
-#define SVC_DL_TOO_LARGE "too_large"   /* over max_entry_bytes / max_inflated_bytes */
-#define SVC_DL_ATTEMPTS "attempts"     /* over max_deliveries unfinished attempts */
-#define SVC_DL_OVERLAP "overlap"       /* rows overlap rows already scored */
-#define SVC_DL_BAD_PARAMS "bad_params" /* stored likelihood params unreadable */
-#define SVC_DL_HELPER "helper"         /* the likelihood helper failed */
 
 /* The loop is alive: metrics heartbeat, systemd watchdog, a STATUS= line
  * every few seconds, STOPPING=1 once a stop is requested. Cheap: call it

@@ -140,6 +140,20 @@ void svc_note_retry(an_service *s)
     an_metrics_add(s->opts.metrics, AN_C_RETRIES, 1);
 }
 
+/* The windows' size and bytes to the metrics' gauges, their hits and
+ * misses since the last poll to its counters. */
+static void svc_window_poll(an_service *s, an_metrics *m)
+{
+    int64_t hits = 0, misses = 0;
+    an_sample_window_stats(s->sw, &hits, &misses);
+    an_metrics_set(m, AN_G_SAMPLE_WINDOW, (double)an_sample_window_size(s->sw));
+    an_metrics_set(m, AN_G_SAMPLE_WINDOW_BYTES, (double)an_sample_window_bytes(s->sw));
+    an_metrics_add(m, AN_C_SAMPLE_WINDOW_HITS, hits - s->sw_hits_seen);
+    an_metrics_add(m, AN_C_SAMPLE_WINDOW_MISSES, misses - s->sw_misses_seen);
+    s->sw_hits_seen = hits;
+    s->sw_misses_seen = misses;
+}
+
 /* Pending and lag of our group, the two stream lengths. */
 static void poll_redis(an_service *s, an_metrics *m)
 {
@@ -214,4 +228,13 @@ void an_service_log_stats(const an_service *s)
             an_state_cache_size(s->sc), hits, misses, an_sample_window_size(s->sw),
             an_sample_window_bytes(s->sw), whits, wmisses, t->groups,
             s->health.state == AN_SERVICE_PAUSED ? "paused" : "running");
+}
+
+an_window_stats an_service_window_stats(const an_service *s)
+{
+    an_window_stats st = {0};
+    st.metrics = an_sample_window_size(s->sw);
+    st.bytes = an_sample_window_bytes(s->sw);
+    an_sample_window_stats(s->sw, &st.hits, &st.misses);
+    return st;
 }

@@ -1,9 +1,9 @@
 /*
- * service_publish.c: how an entry leaves the service in Redis. Its output
- * messages are encoded into its item (svc_add_out); a finished group is
- * published, its params hashes refreshed and its entries XACKed in one
- * atomic call (svc_publish_items, lua/publish_many.lua); a poison entry goes to
- * the dead-letter stream with its reason, and a trimmed one is acked
+ * service_publish.c: how an entry leaves the service in Redis. A finished
+ * group (its messages encoded into its items, service_item.c) is published,
+ * its params hashes refreshed and its entries XACKed in one atomic call
+ * (svc_publish_items, lua/publish_many.lua); a poison entry goes to the
+ * dead-letter stream with its reason, and a trimmed one is acked
  * (svc_complete_in_redis).
  */
 #include "an_service.h"
@@ -15,48 +15,6 @@
 #include <string.h>
 
 #include "an_log.h"
-
-int svc_add_out_text(an_service *s, item *it, const char *data_type, const char *rows,
-                     char *text, size_t len)
-{
-    int rc = 0;
-    if (it->nouts == it->capouts) {
-        size_t cap = it->capouts ? 2 * it->capouts : 2;
-        out_item *o = realloc(it->outs, cap * sizeof *o);
-        if (!o) {
-            free(text);
-            return AN_ENOMEM;
-        }
-        it->outs = o;
-        it->capouts = cap;
-    }
-    out_item *o = &it->outs[it->nouts];
-    memset(o, 0, sizeof *o);
-    o->data_type = data_type;
-    snprintf(o->rows, sizeof o->rows, "%s", rows ? rows : "");
-    char err[256];
-    rc = an_body_encode_text(text, len, s->cfg->streams.output_encoding, &o->body,
-                             &o->body_len, err, sizeof err);
-    if (rc) {
-        an_error("cannot encode output message: %s", err);
-        return rc;
-    }
-    it->nouts++;
-    return 0;
-}
-
-int svc_add_out(an_service *s, item *it, const char *data_type, const char *rows,
-                json_t *msg)
-{
-    size_t len = 0;
-    char *text = an_json_dumps(msg, &len);
-    json_decref(msg);
-    if (!text) {
-        an_error("cannot encode output message: out of memory or non-finite number");
-        return AN_EINVAL;
-    }
-    return svc_add_out_text(s, it, data_type, rows, text, len);
-}
 
 /* Most messages, and bytes of bodies, one publish script carries. A flood
  * of command results (up to the decoder's cap on results per entry) goes

@@ -34,8 +34,9 @@ static bool group_has_room(const an_service *s, size_t bytes, const item *it)
     return bytes + it->b->decoded_bytes <= s->cfg->streams.max_group_decoded_bytes;
 }
 
-void svc_prefetch(an_service *s)
+void svc_prefetch(void *ctx)
 {
+    an_service *s = ctx;
     prefetch *p = s->pf;
     if (!p || p->done)
         return;

@@ -1,7 +1,8 @@
 /*
  * service_window.c: the database part of the likelihood helper's sample
- * source in the service, answered from the in-process sample windows
- * (an_sample_window.h) when they provably describe the database.
+ * source in the group scorer, answered from the in-process sample windows
+ * (an_sample_window.h) when they provably describe the database. It works
+ * on the scorer's deps (service_group.h), not on the service.
  *
  * When a window may be used (the caller decides, per metric and group):
  *  - the state cache hit for the metric in this group: model_params, read
@@ -23,7 +24,7 @@
  * (svc_window_commit); a metric whose window could not be trusted in the
  * group is dropped instead.
  */
-#include "service_internal.h"
+#include "service_window.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,90 +32,60 @@
 
 #include "an_sample_window.h"
 
-int svc_window_init(an_service *s)
+an_sample_window *svc_window_new(const an_config *cfg, const an_helper_config *hcfg)
 {
-    s->sw = an_sample_window_new(s->cfg->anomaly_likelihood.sample_window_bytes,
-                                 (size_t)s->hcfg.sample_size);
-    return s->sw ? 0 : AN_ENOMEM;
-}
-
-void svc_window_free(an_service *s)
-{
-    an_sample_window_free(s->sw);
-    s->sw = NULL;
-    free(s->sw_buf);
-    s->sw_buf = NULL;
+    return an_sample_window_new(cfg->anomaly_likelihood.sample_window_bytes,
+                                (size_t)hcfg->sample_size);
 }
 
 /* Whether windows are kept at all ([anomaly_likelihood] sample_window_bytes). */
-static bool window_on(const an_service *s)
+static bool window_on(const svc_scorer_deps *d)
 {
-    return s->cfg->anomaly_likelihood.sample_window_bytes > 0;
+    return d->cfg->anomaly_likelihood.sample_window_bytes > 0;
 }
 
-int svc_window_tail(an_service *s, const char *uid, int64_t wm, bool *usable,
-                    int64_t before, size_t n, an_sample *out, size_t *got)
+int svc_window_tail(const svc_scorer_deps *d, an_sample **buf, const char *uid, int64_t wm,
+                    bool *usable, int64_t before, size_t n, an_sample *out, size_t *got)
 {
-    if (*usable && an_sample_window_tail(s->sw, uid, wm, n, out, got))
+    if (*usable && an_sample_window_tail(d->sw, uid, wm, n, out, got))
         return 0;
-    if (!window_on(s))
-        return an_repo_processed_tail(s->repo, uid, before, n, out, got);
-    an_sample_window_miss(s->sw);
-    size_t size = (size_t)s->hcfg.sample_size;
-    if (!s->sw_buf && !(s->sw_buf = malloc(size * sizeof *s->sw_buf)))
-        return an_repo_processed_tail(s->repo, uid, before, n, out, got);
+    if (!window_on(d))
+        return an_repo_processed_tail(d->repo, uid, before, n, out, got);
+    an_sample_window_miss(d->sw);
+    size_t size = (size_t)d->hcfg->sample_size;
+    if (!*buf && !(*buf = malloc(size * sizeof **buf)))
+        return an_repo_processed_tail(d->repo, uid, before, n, out, got);
     size_t all = 0;
-    int rc = an_repo_processed_tail(s->repo, uid, before, size, s->sw_buf, &all);
+    int rc = an_repo_processed_tail(d->repo, uid, before, size, *buf, &all);
     if (rc)
         return rc;
     size_t k = n < all ? n : all;
-    memcpy(out, s->sw_buf + (all - k), k * sizeof *out);
+    memcpy(out, *buf + (all - k), k * sizeof *out);
     *got = k;
     /* fewer rows than asked: these are all of them, so the count is known */
     int64_t count = all < size ? (int64_t)all : -1;
-    if (an_sample_window_put(s->sw, uid, s->sw_buf, all, count, wm) == 0 &&
-        an_sample_window_has(s->sw, uid, wm))
+    if (an_sample_window_put(d->sw, uid, *buf, all, count, wm) == 0 &&
+        an_sample_window_has(d->sw, uid, wm))
         *usable = true;
     return 0;
 }
 
-int svc_window_count(an_service *s, const char *uid, int64_t wm, bool usable,
+int svc_window_count(const svc_scorer_deps *d, const char *uid, int64_t wm, bool usable,
                      int64_t before, int64_t *count)
 {
-    if (usable && an_sample_window_count(s->sw, uid, wm, count))
+    if (usable && an_sample_window_count(d->sw, uid, wm, count))
         return 0;
-    if (window_on(s))
-        an_sample_window_miss(s->sw);
-    int rc = an_repo_processed_count(s->repo, uid, before, count);
+    if (window_on(d))
+        an_sample_window_miss(d->sw);
+    int rc = an_repo_processed_count(d->repo, uid, before, count);
     if (!rc && usable)
-        an_sample_window_set_count(s->sw, uid, wm, *count);
+        an_sample_window_set_count(d->sw, uid, wm, *count);
     return rc;
 }
 
-void svc_window_poll(an_service *s, an_metrics *m)
-{
-    int64_t hits = 0, misses = 0;
-    an_sample_window_stats(s->sw, &hits, &misses);
-    an_metrics_set(m, AN_G_SAMPLE_WINDOW, (double)an_sample_window_size(s->sw));
-    an_metrics_set(m, AN_G_SAMPLE_WINDOW_BYTES, (double)an_sample_window_bytes(s->sw));
-    an_metrics_add(m, AN_C_SAMPLE_WINDOW_HITS, hits - s->sw_hits_seen);
-    an_metrics_add(m, AN_C_SAMPLE_WINDOW_MISSES, misses - s->sw_misses_seen);
-    s->sw_hits_seen = hits;
-    s->sw_misses_seen = misses;
-}
-
-void svc_window_commit(an_service *s, const char *uid, bool usable, int64_t old_wm,
+void svc_window_commit(const svc_scorer_deps *d, const char *uid, bool usable, int64_t old_wm,
                        const an_sample *rows, size_t n, int64_t new_wm)
 {
-    if (!usable || an_sample_window_append(s->sw, uid, old_wm, rows, n, new_wm) != 0)
-        an_sample_window_forget(s->sw, uid);
-}
-
-an_window_stats an_service_window_stats(const an_service *s)
-{
-    an_window_stats st = {0};
-    st.metrics = an_sample_window_size(s->sw);
-    st.bytes = an_sample_window_bytes(s->sw);
-    an_sample_window_stats(s->sw, &st.hits, &st.misses);
-    return st;
+    if (!usable || an_sample_window_append(d->sw, uid, old_wm, rows, n, new_wm) != 0)
+        an_sample_window_forget(d->sw, uid);
 }
