@@ -1,8 +1,9 @@
 /*
- * service_entry.c: one item from decoded entry to XACK. intake decodes an
- * entry (a poison one gets its dead-letter reason); run_items processes a
- * run of items: the command results of each, the inference results of all
- * as one group (service_group.c), the dead letters, then one publish.
+ * service_entry.c: one item from decoded entry to XACK. svc_intake decodes
+ * an entry (a poison one gets its dead-letter reason); svc_run_items
+ * processes a run of items: the command results of each, the inference
+ * results of all as one group (service_group.c), the dead letters, then
+ * one publish.
  */
 #include "an_service.h"
 #include "service_internal.h"
@@ -16,7 +17,7 @@
 #include "an_log.h"
 
 /* Frees what the item owns and zeroes it (a zeroed item is fine). */
-void item_clear(item *it)
+void svc_item_clear(item *it)
 {
     for (size_t k = 0; k < it->nouts; k++)
         free(it->outs[k].body);
@@ -48,7 +49,7 @@ int svc_ensure_group(an_service *s)
 /* Decodes an entry into it. Returns 0 or AN_ENOMEM; an entry that does not
  * decode (poison) comes back with oc INF_POISON, its reason and reason
  * class set and no batch. */
-int intake(an_service *s, const an_entry *e, item *it)
+int svc_intake(an_service *s, const an_entry *e, item *it)
 {
     memset(it, 0, sizeof *it);
     it->e = e;
@@ -64,7 +65,7 @@ int intake(an_service *s, const an_entry *e, item *it)
     if (it->b->n_inference) {
         it->inf = malloc(it->b->n_inference * sizeof *it->inf);
         if (!it->inf) {
-            item_clear(it);
+            svc_item_clear(it);
             return AN_ENOMEM;
         }
         for (size_t i = 0; i < it->b->n; i++)

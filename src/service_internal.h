@@ -1,7 +1,8 @@
 /*
  * service_internal.h: the service's state (struct an_service) and what
- * service.c (the loop: intake, commands, deferral, publish),
- * service_pause.c and service_metrics.c share. The group scorer
+ * the files of an entry's path (service.c, service_take.c,
+ * service_entry.c, service_command.c, service_publish.c) and
+ * service_pause.c / service_metrics.c share. The group scorer
  * (service_group.h) and the items (service_item.h) are below it and know
  * nothing of it. Not a public header.
  */
@@ -143,12 +144,12 @@ int svc_take_one(an_service *s, const an_entry *e, bool force, svc_one_result *r
 
 /* service_entry.c */
 /* Frees what the item owns and zeroes it. */
-void item_clear(item *it);
+void svc_item_clear(item *it);
 /* Creates the consumer group unless it exists. 0 or the streams code. */
 int svc_ensure_group(an_service *s);
 /* Decodes an entry into it (which it zeroes first). 0 or AN_ENOMEM; a
  * poison entry comes back with oc INF_POISON and its reason, no batch. */
-int intake(an_service *s, const an_entry *e, item *it);
+int svc_intake(an_service *s, const an_entry *e, item *it);
 /* Processes items[0..n) (decoded, not poison): the command results of each
  * (only when n == 1), then the inference results of all as one group in
  * one transaction, the group's poison entries to the dead letters, then

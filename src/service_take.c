@@ -45,10 +45,10 @@ void svc_prefetch(void *ctx)
     while (p->from + p->k < p->n && p->rows < AN_SERVICE_GROUP_MAX_ROWS &&
            groupable(s, &p->v[p->from + p->k], p->count[p->from + p->k])) {
         item *it = &p->items[p->k];
-        if (intake(s, &p->v[p->from + p->k], it) != 0 || it->oc == INF_POISON ||
+        if (svc_intake(s, &p->v[p->from + p->k], it) != 0 || it->oc == INF_POISON ||
             it->b->n_command != 0 ||
             (p->k > 0 && !group_has_room(s, bytes, it))) {
-            item_clear(it);   /* take_entries deals with it in its turn */
+            svc_item_clear(it);   /* take_entries deals with it in its turn */
             break;
         }
         p->rows += it->n;
@@ -201,7 +201,7 @@ static void page_close(an_service *s, page *p, bool end)
     if (end)
         end_open(s, p->v, p->n, p->open);
     for (size_t j = 0; j < p->pf.k; j++)
-        item_clear(&p->pf.items[j]);
+        svc_item_clear(&p->pf.items[j]);
     free(p->pf.items);
     free(p->items);
     free(p->count);
@@ -222,7 +222,7 @@ static int extend_group(an_service *s, page *p, size_t i, size_t *k)
     while (items[0].b->n_command == 0 && i + *k < p->n && rows < AN_SERVICE_GROUP_MAX_ROWS &&
            groupable(s, &p->v[i + *k], p->count[i + *k])) {
         item *it = &items[*k];
-        int rc = intake(s, &p->v[i + *k], it);
+        int rc = svc_intake(s, &p->v[i + *k], it);
         if (rc == 0 && it->oc != INF_POISON && it->b->n_command == 0 &&
             group_has_room(s, bytes, it)) {
             rows += it->n;
@@ -230,7 +230,7 @@ static int extend_group(an_service *s, page *p, size_t i, size_t *k)
             (*k)++;
             continue;
         }
-        item_clear(it);
+        svc_item_clear(it);
         return rc;   /* 0: it starts the next group */
     }
     return 0;
@@ -264,13 +264,13 @@ static int form_group(an_service *s, page *p, size_t i, size_t *k)
         p->open[i] = p->open[i] && !gone;
         return rc;
     }
-    rc = intake(s, e, &p->items[0]);
+    rc = svc_intake(s, e, &p->items[0]);
     if (rc)
         return rc;
     if (p->items[0].oc == INF_POISON) {
         rc = svc_complete_in_redis(s, e, p->items[0].reason, p->items[0].reason_class);
         p->open[i] = p->open[i] && rc != 0;
-        item_clear(&p->items[0]);
+        svc_item_clear(&p->items[0]);
         return rc;
     }
     if (alone) {
@@ -331,7 +331,7 @@ int take_entries(an_service *s, const an_entry *v, size_t n, const svc_holder *h
         if (!rc && k)
             rc = run_group(s, &p, i, k);
         for (size_t j = 0; j < k; j++)
-            item_clear(&p.items[j]);
+            svc_item_clear(&p.items[j]);
         i += k ? k : 1;
     }
     page_close(s, &p, true);
@@ -352,10 +352,10 @@ int svc_take_one(an_service *s, const an_entry *e, bool force, svc_one_result *r
     if (rc || gone)
         return rc;
     item it;
-    rc = intake(s, e, &it);
+    rc = svc_intake(s, e, &it);
     if (!rc && it.oc == INF_POISON) {
         rc = svc_complete_in_redis(s, e, it.reason, it.reason_class);
-        item_clear(&it);
+        svc_item_clear(&it);
         return rc;
     }
     bool done = false;
@@ -367,7 +367,7 @@ int svc_take_one(an_service *s, const an_entry *e, bool force, svc_one_result *r
             *res = SVC_ONE_WAITING;
         }
         done = it.done;
-        item_clear(&it);
+        svc_item_clear(&it);
     }
     if (!done) {
         bool open = true;
