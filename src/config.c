@@ -539,6 +539,25 @@ static int set_string(char **slot, const char *v)
     return 0;
 }
 
+/* The value of name v among the names of enum key k into *val. false when
+ * v is none of them. */
+static bool parse_enum(const keydef *k, const char *v, int *val)
+{
+    if (k->names == variant_names) {
+        an_variant var;
+        if (an_variant_parse(v, &var) != 0)
+            return false;
+        *val = (int)var;
+        return true;
+    }
+    for (const enum_name *e = k->names; e->name; e++)
+        if (!strcmp(e->name, v)) {
+            *val = e->value;
+            return true;
+        }
+    return false;
+}
+
 /* Parses text for key k and stores it. where: "file:line" / env name /
  * "default". */
 static int apply_value(an_config *cfg, const keydef *k, const char *raw, const char *where,
@@ -620,22 +639,7 @@ static int apply_value(an_config *cfg, const keydef *k, const char *raw, const c
     }
     case K_ENUM: {
         int val = -1;
-        bool found = false;
-        if (k->names == variant_names) {
-            an_variant var;
-            if (an_variant_parse(v, &var) == 0) {
-                val = (int)var;
-                found = true;
-            }
-        } else {
-            for (const enum_name *e = k->names; e->name; e++)
-                if (!strcmp(e->name, v)) {
-                    val = e->value;
-                    found = true;
-                    break;
-                }
-        }
-        if (!found) {
+        if (!parse_enum(k, v, &val)) {
             list_names(k->names, what, sizeof what);
             FAIL("'%s' is not one of: %s", vs, what);
         }

@@ -525,10 +525,8 @@ static int parse_args(actx *c, names *nm, int argc, char **argv)
 static int setup(actx *c, const names *nm)
 {
     char err[1024];
-    if (an_config_load(&c->cfg, nm->config, err, sizeof err)) {
-        fprintf(stderr, "anomalyctl alerts: configuration error: %s\n", err);
+    if (ctl_config_load("alerts", nm->config, &c->cfg))
         return 2;
-    }
     an_log_set_level(c->cfg.log.level);
     c->group = nm->group ? nm->group : c->cfg.alerts.group;
     c->consumer = nm->consumer ? nm->consumer : c->cfg.streams.consumer;

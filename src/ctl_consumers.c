@@ -395,10 +395,8 @@ int ctl_consumers(int argc, char **argv)
 
     an_config cfg;
     char err[512];
-    if (an_config_load(&cfg, config, err, sizeof err)) {
-        fprintf(stderr, "anomalyctl consumers: configuration error: %s\n", err);
+    if (ctl_config_load("consumers", config, &cfg))
         return 2;
-    }
     an_redis *rd = NULL;
     an_redis_opts ro = an_redis_opts_default();
     ro.connect_timeout_ms = cfg.redis.connect_timeout_ms;

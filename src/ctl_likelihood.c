@@ -240,49 +240,70 @@ static void put_row(outbuf *o, const an_csv *csv, size_t i, const an_row *r)
 
 /* ---- the command ------------------------------------------------------- */
 
-int ctl_likelihood(int argc, char **argv)
-{
-    const char *csv_path = NULL, *variant_name = NULL, *config_path = NULL;
-    const char *batch_arg = NULL, *schedule_arg = NULL;
+/* The command line of anomalyctl likelihood; NULL: not given. */
+typedef struct lk_args {
+    const char *csv_path, *variant_name, *config_path;
+    const char *batch_arg, *schedule_arg;
+    bool help; /* -h/--help: the usage was printed on stdout */
+} lk_args;
 
+/* Fills a from argv. 0 (a->help: stop with status 0), or 2 (usage error,
+ * printed). */
+static int parse_args(int argc, char **argv, lk_args *a)
+{
+    *a = (lk_args){0};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *o = argv[i];
         const char **slot = NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
             fputs(usage_text, stdout);
+            a->help = true;
             return 0;
-        } else if (!strcmp(a, "--csv")) {
-            slot = &csv_path;
-        } else if (!strcmp(a, "--batch-size")) {
-            slot = &batch_arg;
-        } else if (!strcmp(a, "--schedule")) {
-            slot = &schedule_arg;
-        } else if (!strcmp(a, "--variant")) {
-            slot = &variant_name;
-        } else if (!strcmp(a, "--config")) {
-            slot = &config_path;
+        } else if (!strcmp(o, "--csv")) {
+            slot = &a->csv_path;
+        } else if (!strcmp(o, "--batch-size")) {
+            slot = &a->batch_arg;
+        } else if (!strcmp(o, "--schedule")) {
+            slot = &a->schedule_arg;
+        } else if (!strcmp(o, "--variant")) {
+            slot = &a->variant_name;
+        } else if (!strcmp(o, "--config")) {
+            slot = &a->config_path;
         } else {
-            return usage_error("unknown argument '%s'", a);
+            return usage_error("unknown argument '%s'", o);
         }
         if (i + 1 >= argc)
-            return usage_error("%s needs a value", a);
+            return usage_error("%s needs a value", o);
         if (*slot)
-            return usage_error("%s given twice", a);
+            return usage_error("%s given twice", o);
         *slot = argv[++i];
     }
-    if (!csv_path)
+    if (!a->csv_path)
         return usage_error("%s", "--csv FILE is required");
-    if (batch_arg && schedule_arg)
+    if (a->batch_arg && a->schedule_arg)
         return usage_error("%s", "--batch-size and --schedule exclude each other");
+    return 0;
+}
 
-    size_t one = 1;
-    size_t *sched = &one, *sched_owned = NULL;
-    size_t nsched = 1;
-    if (batch_arg && !parse_size(batch_arg, strlen(batch_arg), &one))
+/* The batch sizes: v[0..n), the last one repeating. v points at one (a
+ * single size) or at owned (--schedule, malloc'd; the caller frees owned). */
+typedef struct schedule {
+    size_t one;
+    size_t *v, n;
+    size_t *owned;
+} schedule;
+
+/* s from --batch-size or --schedule (default: batches of 1). 0, 1 (out of
+ * memory, printed) or 2 (usage error, printed). */
+static int parse_sched(const lk_args *a, schedule *s)
+{
+    *s = (schedule){.one = 1, .n = 1};
+    s->v = &s->one;
+    if (a->batch_arg && !parse_size(a->batch_arg, strlen(a->batch_arg), &s->one))
         return usage_error("--batch-size: '%s' is not an integer from 1 to 100000000",
-                           batch_arg);
-    if (schedule_arg) {
-        long k = parse_schedule(schedule_arg, &sched_owned);
+                           a->batch_arg);
+    if (a->schedule_arg) {
+        long k = parse_schedule(a->schedule_arg, &s->owned);
         if (k < 0) {
             fputs("anomalyctl likelihood: out of memory\n", stderr);
             return 1;
@@ -290,53 +311,133 @@ int ctl_likelihood(int argc, char **argv)
         if (k == 0)
             return usage_error("--schedule: '%s' is not a comma-separated list of "
                                "integers from 1 to 100000000",
-                               schedule_arg);
-        sched = sched_owned;
-        nsched = (size_t)k;
+                               a->schedule_arg);
+        s->v = s->owned;
+        s->n = (size_t)k;
     }
+    return 0;
+}
 
+/* The helper's configuration: the defaults, or [anomaly_likelihood] of
+ * --config, then --variant. 0, 1 (bad configuration, printed) or 2 (usage
+ * error, printed). */
+static int helper_config(const lk_args *a, an_helper_config *hcfg)
+{
     char err[512];
-    an_helper_config hcfg = an_helper_config_default();
-    if (config_path) {
+    *hcfg = an_helper_config_default();
+    if (a->config_path) {
         an_config cfg;
-        int crc = an_config_load(&cfg, config_path, err, sizeof err);
+        int crc = an_config_load(&cfg, a->config_path, err, sizeof err);
         if (crc != 0) {
             fprintf(stderr, "anomalyctl likelihood: %s\n", err);
             an_config_free(&cfg);
-            free(sched_owned);
             return 1;
         }
-        hcfg = an_config_helper(&cfg);
+        *hcfg = an_config_helper(&cfg);
         an_config_free(&cfg);
     }
-    if (variant_name && an_variant_parse(variant_name, &hcfg.variant) != 0) {
-        free(sched_owned);
+    if (a->variant_name && an_variant_parse(a->variant_name, &hcfg->variant) != 0)
         return usage_error("--variant: unknown variant '%s' (htmengine or nupic-1.0)",
-                           variant_name);
-    }
-    if (an_helper_config_validate(&hcfg, err, sizeof err) != 0) {
+                           a->variant_name);
+    if (an_helper_config_validate(hcfg, err, sizeof err) != 0) {
         fprintf(stderr, "anomalyctl likelihood: %s\n", err);
-        free(sched_owned);
         return 1;
     }
+    return 0;
+}
 
-    int status = 1;
+/* The largest batch of s that the n rows of the file can fill (at least 1). */
+static size_t max_batch(const schedule *s, size_t n)
+{
+    size_t maxb = 1;
+    for (size_t k = 0; k < s->n; k++)
+        if (s->v[k] > maxb)
+            maxb = s->v[k];
+    if (maxb > n)
+        maxb = n ? n : 1;
+    return maxb;
+}
+
+/* Feeds the rows of csv to h in the batches of s, through rows (room for
+ * max_batch rows), and writes each scored row to o. Stops early when o
+ * failed (the caller reports it). 0, or -1 on a helper failure (printed). */
+static int score_rows(an_helper *h, const an_csv *csv, const schedule *s, an_row *rows,
+                      outbuf *o)
+{
+    char err[512];
+    mem_source ms = {.csv = csv, .done = 0};
+    const an_sample_source src = {.ctx = &ms, .processed_count = mem_count,
+                                  .tail = mem_tail};
+    an_helper_state state;
+    memset(&state, 0, sizeof state);
+    const double *values = an_csv_values(csv);
+    const double *raws = an_csv_raws(csv);
+    const size_t n = an_csv_rows(csv);
+    size_t next = 0, k = 0;
+    while (next < n) {
+        size_t m = s->v[k < s->n ? k : s->n - 1];
+        k++;
+        if (m > n - next)
+            m = n - next;
+        for (size_t j = 0; j < m; j++) {
+            rows[j].rowid = (int64_t)(next + j + 1);
+            rows[j].value = values[next + j];
+            rows[j].raw = raws[next + j];
+        }
+        ms.done = next;
+        int rc = an_helper_update(h, &src, &state, rows, m, err, sizeof err);
+        if (rc != 0) {
+            fprintf(stderr, "anomalyctl likelihood: rows %zu..%zu: %s\n", next + 1,
+                    next + m, err);
+            return -1;
+        }
+        for (size_t j = 0; j < m; j++)
+            put_row(o, csv, next + j, &rows[j]);
+        next += m;
+        if (o->failed)
+            break; /* reported by the caller */
+    }
+    return 0;
+}
+
+/* Flushes o and stdout. 0, or -1 when a write failed (printed). */
+static int finish_output(outbuf *o)
+{
+    out_flush(o);
+    if (!o->failed && (fflush(stdout) != 0 || ferror(stdout))) {
+        o->failed = true;
+        o->err = errno;
+    }
+    if (o->failed) {
+        fprintf(stderr, "anomalyctl likelihood: write error: %s\n",
+                o->err ? strerror(o->err) : "unknown");
+        return -1;
+    }
+    return 0;
+}
+
+int ctl_likelihood(int argc, char **argv)
+{
+    lk_args a;
+    schedule sched;
+    an_helper_config hcfg;
+    char err[512];
     an_csv *csv = NULL;
     an_helper *h = NULL;
     an_row *rows = NULL;
     outbuf o = {.buf = NULL, .len = 0, .fp = stdout, .failed = false, .err = 0};
+    int status = parse_args(argc, argv, &a);
+    if (status || a.help)
+        return status;
+    if ((status = parse_sched(&a, &sched)) || (status = helper_config(&a, &hcfg)))
+        goto done;
 
-    if (an_csv_load(csv_path, &csv, err, sizeof err) != 0) {
+    status = 1;
+    if (an_csv_load(a.csv_path, &csv, err, sizeof err) != 0) {
         fprintf(stderr, "anomalyctl likelihood: %s\n", err);
         goto done;
     }
-    const size_t n = an_csv_rows(csv);
-    size_t maxb = 1;
-    for (size_t k = 0; k < nsched; k++)
-        if (sched[k] > maxb)
-            maxb = sched[k];
-    if (maxb > n)
-        maxb = n ? n : 1;
+    size_t maxb = max_batch(&sched, an_csv_rows(csv));
     h = an_helper_new(&hcfg, NULL, NULL);
     if (h) /* the rows of earlier batches are exactly the source's rows */
         an_helper_set_exclusive_source(h, true);
@@ -351,54 +452,13 @@ int ctl_likelihood(int argc, char **argv)
         "rowid,timestamp,value,raw_score,anomaly_score,display_value\n";
     memcpy(out_reserve(&o, sizeof header), header, sizeof header - 1);
     o.len += sizeof header - 1;
-
-    mem_source ms = {.csv = csv, .done = 0};
-    const an_sample_source src = {.ctx = &ms, .processed_count = mem_count,
-                                  .tail = mem_tail};
-    an_helper_state state;
-    memset(&state, 0, sizeof state);
-    const double *values = an_csv_values(csv);
-    const double *raws = an_csv_raws(csv);
-    size_t next = 0, k = 0;
-    while (next < n) {
-        size_t m = sched[k < nsched ? k : nsched - 1];
-        k++;
-        if (m > n - next)
-            m = n - next;
-        for (size_t j = 0; j < m; j++) {
-            rows[j].rowid = (int64_t)(next + j + 1);
-            rows[j].value = values[next + j];
-            rows[j].raw = raws[next + j];
-        }
-        ms.done = next;
-        int rc = an_helper_update(h, &src, &state, rows, m, err, sizeof err);
-        if (rc != 0) {
-            fprintf(stderr, "anomalyctl likelihood: rows %zu..%zu: %s\n", next + 1,
-                    next + m, err);
-            goto done;
-        }
-        for (size_t j = 0; j < m; j++)
-            put_row(&o, csv, next + j, &rows[j]);
-        next += m;
-        if (o.failed)
-            break; /* reported below */
-    }
-    out_flush(&o);
-    if (!o.failed && (fflush(stdout) != 0 || ferror(stdout))) {
-        o.failed = true;
-        o.err = errno;
-    }
-    if (o.failed) {
-        fprintf(stderr, "anomalyctl likelihood: write error: %s\n",
-                o.err ? strerror(o.err) : "unknown");
-        goto done;
-    }
-    status = 0;
+    if (score_rows(h, csv, &sched, rows, &o) == 0 && finish_output(&o) == 0)
+        status = 0;
 done:
     free(o.buf);
     free(rows);
     an_helper_free(h);
     an_csv_free(csv);
-    free(sched_owned);
+    free(sched.owned);
     return status;
 }

@@ -212,11 +212,8 @@ int ctl_plot(int argc, char **argv)
     if (status)
         return status;
     an_config cfg;
-    char err[1024];
-    if (an_config_load(&cfg, a.config, err, sizeof err)) {
-        fprintf(stderr, "anomalyctl plot: configuration error: %s\n", err);
+    if (ctl_config_load("plot", a.config, &cfg))
         return 2;
-    }
     an_repo_options opt = an_repo_options_from_config(&cfg);
     opt.application_name = "anomalyctl";
     an_repo *repo = an_repo_new(&opt);

@@ -140,123 +140,130 @@ static int send_entry(an_redis *rd, const an_config *cfg, const char *uid,
     return rc;
 }
 
-int ctl_replay(int argc, char **argv)
-{
-    const char *csv_path = NULL, *metric = NULL, *config = NULL, *uid_opt = NULL;
-    long batch_size = 1, live_after = -1; /* -1: never go live */
-    an_encoding enc = AN_ENC_JSON;
-    int progress = -1; /* --progress: -1 auto (stderr is a tty), 0 never, 1 always */
-    an_config cfg;
-    an_csv *csv = NULL;
-    an_repo *repo = NULL;
-    an_redis *rd = NULL;
-    double *ts = NULL;
-    an_result *res = NULL;
-    char *ptext = NULL;   /* the metric's parameters JSON */
-    char err[512];
-    int status = 1;
+/* The command line of anomalyctl replay. */
+typedef struct replay_args {
+    const char *csv_path, *metric, *config, *uid_opt;
+    long batch_size, live_after; /* live_after -1: never go live */
+    an_encoding enc;
+    int progress; /* --progress: -1 auto (stderr is a tty), 0 never, 1 always */
+} replay_args;
 
-    memset(&cfg, 0, sizeof cfg);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (i + 1 >= argc) {
-            fprintf(stderr, "anomalyctl replay: '%s' needs a value\n", a);
-            usage();
-            return 2;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(a, "--csv")) csv_path = v;
-        else if (!strcmp(a, "--metric")) metric = v;
-        else if (!strcmp(a, "--config")) config = v;
-        else if (!strcmp(a, "--uid")) uid_opt = v;
-        else if (!strcmp(a, "--batch-size")) {
-            if (parse_count(a, v, &batch_size, 1)) return 2;
-        } else if (!strcmp(a, "--live-after")) {
-            if (parse_count(a, v, &live_after, 0)) return 2;
-        } else if (!strcmp(a, "--progress")) {
-            if (!strcmp(v, "auto") || !strcmp(v, "always") || !strcmp(v, "never")) {
-                progress = !strcmp(v, "auto") ? -1 : !strcmp(v, "always");
-            } else {
-                fprintf(stderr, "anomalyctl replay: --progress: '%s' is not auto, always or "
-                        "never\n", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--encoding")) {
-            if (an_encoding_parse(v, strlen(v), &enc)) {
-                fprintf(stderr, "anomalyctl replay: --encoding: '%s' is not json or zlib\n", v);
-                return 2;
-            }
+/* Applies option o with its value v to a. 0, or 2 (usage error, printed). */
+static int parse_option(replay_args *a, const char *o, const char *v)
+{
+    if (!strcmp(o, "--csv")) a->csv_path = v;
+    else if (!strcmp(o, "--metric")) a->metric = v;
+    else if (!strcmp(o, "--config")) a->config = v;
+    else if (!strcmp(o, "--uid")) a->uid_opt = v;
+    else if (!strcmp(o, "--batch-size")) {
+        if (parse_count(o, v, &a->batch_size, 1)) return 2;
+    } else if (!strcmp(o, "--live-after")) {
+        if (parse_count(o, v, &a->live_after, 0)) return 2;
+    } else if (!strcmp(o, "--progress")) {
+        if (!strcmp(v, "auto") || !strcmp(v, "always") || !strcmp(v, "never")) {
+            a->progress = !strcmp(v, "auto") ? -1 : !strcmp(v, "always");
         } else {
-            fprintf(stderr, "anomalyctl replay: unknown option '%s'\n", a);
-            usage();
+            fprintf(stderr, "anomalyctl replay: --progress: '%s' is not auto, always or "
+                    "never\n", v);
             return 2;
         }
-    }
-    if (!csv_path || !metric) {
+    } else if (!strcmp(o, "--encoding")) {
+        if (an_encoding_parse(v, strlen(v), &a->enc)) {
+            fprintf(stderr, "anomalyctl replay: --encoding: '%s' is not json or zlib\n", v);
+            return 2;
+        }
+    } else {
+        fprintf(stderr, "anomalyctl replay: unknown option '%s'\n", o);
         usage();
         return 2;
     }
-    char uid[AN_UID_MAX + 1];
+    return 0;
+}
+
+/* Fills a from argv (every option takes a value). 0, or 2 (usage error,
+ * printed). */
+static int parse_args(int argc, char **argv, replay_args *a)
+{
+    *a = (replay_args){.batch_size = 1, .live_after = -1, .enc = AN_ENC_JSON,
+                       .progress = -1};
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (i + 1 >= argc) {
+            fprintf(stderr, "anomalyctl replay: '%s' needs a value\n", o);
+            usage();
+            return 2;
+        }
+        if (parse_option(a, o, argv[++i]))
+            return 2;
+    }
+    if (!a->csv_path || !a->metric) {
+        usage();
+        return 2;
+    }
+    return 0;
+}
+
+/* The metric uid: --uid when given, else a random one. 0, 1 (no random
+ * source) or 2 (--uid too long); the failure is printed. */
+static int make_uid(const char *uid_opt, char uid[AN_UID_MAX + 1])
+{
     if (uid_opt) {
         if (strlen(uid_opt) > AN_UID_MAX) {
             fprintf(stderr, "anomalyctl replay: --uid is longer than %d\n", AN_UID_MAX);
             return 2;
         }
-        snprintf(uid, sizeof uid, "%s", uid_opt);
+        snprintf(uid, AN_UID_MAX + 1, "%s", uid_opt);
     } else if (random_uid(uid)) {
         fprintf(stderr, "anomalyctl replay: cannot read /dev/urandom\n");
         return 1;
     }
+    return 0;
+}
 
-    if (an_config_load(&cfg, config, err, sizeof err)) {
-        fprintf(stderr, "anomalyctl replay: configuration error: %s\n", err);
-        return 2;
-    }
-    if (an_csv_load(csv_path, &csv, err, sizeof err)) {
+/* Loads the CSV, its timestamps (*ts, n entries) and a batch buffer (*res,
+ * batch_size entries); the caller frees all three, also on failure. 0 or -1
+ * (printed). */
+static int load_input(const replay_args *a, an_csv **csv, double **ts, an_result **res)
+{
+    char err[512];
+    if (an_csv_load(a->csv_path, csv, err, sizeof err)) {
         fprintf(stderr, "anomalyctl replay: %s\n", err);
-        goto out;
+        return -1;
     }
-    size_t n = an_csv_rows(csv);
+    size_t n = an_csv_rows(*csv);
     if (n == 0) {
-        fprintf(stderr, "anomalyctl replay: %s has no data rows\n", csv_path);
-        goto out;
+        fprintf(stderr, "anomalyctl replay: %s has no data rows\n", a->csv_path);
+        return -1;
     }
-    ts = malloc(n * sizeof *ts);
-    res = calloc((size_t)batch_size, sizeof *res);
-    if (!ts || !res) {
+    *ts = malloc(n * sizeof **ts);
+    *res = calloc((size_t)a->batch_size, sizeof **res);
+    if (!*ts || !*res) {
         fprintf(stderr, "anomalyctl replay: out of memory\n");
-        goto out;
+        return -1;
     }
     for (size_t i = 0; i < n; i++) {
         size_t len;
-        const char *t = an_csv_timestamp(csv, i, &len);
-        if (parse_ts(t, len, &ts[i])) {
+        const char *t = an_csv_timestamp(*csv, i, &len);
+        if (parse_ts(t, len, &(*ts)[i])) {
             fprintf(stderr, "anomalyctl replay: %s: row %zu: timestamp '%.*s' is "
-                    "not YYYY-MM-DD HH:MM:SS\n", csv_path, i + 1, (int)len, t);
-            goto out;
+                    "not YYYY-MM-DD HH:MM:SS\n", a->csv_path, i + 1, (int)len, t);
+            return -1;
         }
     }
+    return 0;
+}
 
-    an_repo_options ro = an_repo_options_from_config(&cfg);
-    ro.application_name = "anomalyctl-replay";
-    repo = an_repo_new(&ro);
-    if (!repo || an_repo_connect(repo)) {
-        fprintf(stderr, "anomalyctl replay: postgres: %s\n",
-                repo ? an_repo_errstr(repo) : "out of memory");
-        goto out;
-    }
-    an_redis_opts rop = an_redis_opts_default();
-    if (an_redis_connect(cfg.redis.url, &rop, &rd, err, sizeof err)) {
-        fprintf(stderr, "anomalyctl replay: redis: %s\n", err);
-        goto out;
-    }
-
-    /* 1. the metric-ingest role */
+/* 1. The metric-ingest role: creates the metric (CREATE_PENDING) and
+ * inserts the CSV's rows (timestamps ts). 0 or -1 (printed). */
+static int create_metric(an_repo *repo, const char *uid, const char *metric,
+                         const an_csv *csv, const double *ts)
+{
     json_t *pj = json_pack("{s:s, s:{s:s, s:s, s:{}}, s:{}}", "datasource", "custom",
                            "metricSpec", "metric", metric, "resource", "replay",
                            "userInfo", "modelParams");
-    ptext = pj ? an_json_dumps(pj, NULL) : NULL;
+    char *ptext = pj ? an_json_dumps(pj, NULL) : NULL; /* the parameters JSON */
     json_decref(pj);
+    int rc = -1;
     if (!ptext) {
         fprintf(stderr, "anomalyctl replay: out of memory\n");
         goto out;
@@ -272,6 +279,7 @@ int ctl_replay(int argc, char **argv)
                 an_repo_errstr(repo));
         goto out;
     }
+    size_t n = an_csv_rows(csv);
     for (size_t off = 0; off < n; off += INSERT_CHUNK) {
         size_t k = n - off < INSERT_CHUNK ? n - off : INSERT_CHUNK;
         if (an_repo_add_rows(repo, uid, ts + off, an_csv_values(csv) + off, k, NULL)) {
@@ -279,31 +287,45 @@ int ctl_replay(int argc, char **argv)
             goto out;
         }
     }
+    rc = 0;
+out:
+    free(ptext);
+    return rc;
+}
 
-    /* 2. the model runner's defineModel result */
+/* 2. The model runner's defineModel result. 0 or an AN_E* code (printed). */
+static int send_define(an_redis *rd, const an_config *cfg, const char *uid, an_encoding enc)
+{
     char cmd_id[64];
     snprintf(cmd_id, sizeof cmd_id, "define-%s", uid);
     json_t *args = json_pack("{s:s}", "modelId", uid);
     an_result def = {.kind = AN_RES_COMMAND};
     def.u.cmd = (an_command_result){.command_id = cmd_id, .method = "defineModel",
                                     .status = 0, .args = args, .error = NULL};
-    int rc = send_entry(rd, &cfg, uid, &def, 1, enc);
+    int rc = send_entry(rd, cfg, uid, &def, 1, enc);
     json_decref(args);
-    if (rc)
-        goto out;
+    return rc;
+}
 
-    /* 3. inference batches */
+/* 3. The inference batches with the CSV's raw scores, in res (batch_size
+ * slots): batch_size rows until live_after rows were sent, then one row per
+ * entry. *entries counts the entries sent, the defineModel one included.
+ * 0 or an AN_E* code (printed). */
+static int send_batches(an_redis *rd, const an_config *cfg, const char *uid,
+                        const an_csv *csv, const replay_args *a, an_result *res,
+                        size_t *entries)
+{
     const double *raws = an_csv_raws(csv);
-    size_t sent = 0, entries = 1;
-    if (live_after < 0)
-        live_after = (long)n;
+    size_t n = an_csv_rows(csv), sent = 0;
+    size_t live_after = a->live_after < 0 ? n : (size_t)a->live_after;
+    *entries = 1;
     an_progress pg;
-    an_progress_start(&pg, stderr, progress < 0 ? isatty(STDERR_FILENO) : progress, "replay",
-                      (int64_t)n, NULL);
+    an_progress_start(&pg, stderr, a->progress < 0 ? isatty(STDERR_FILENO) : a->progress,
+                      "replay", (int64_t)n, NULL);
     while (sent < n) {
-        size_t bs = sent < (size_t)live_after ? (size_t)batch_size : 1;
-        if (sent < (size_t)live_after && sent + bs > (size_t)live_after)
-            bs = (size_t)live_after - sent;
+        size_t bs = sent < live_after ? (size_t)a->batch_size : 1;
+        if (sent < live_after && sent + bs > live_after)
+            bs = live_after - sent;
         if (bs > n - sent)
             bs = n - sent;
         for (size_t j = 0; j < bs; j++) {
@@ -312,18 +334,61 @@ int ctl_replay(int argc, char **argv)
                 .rowid = (int64_t)(sent + j + 1), .status = 0, .has_score = true,
                 .score = raws[sent + j]};
         }
-        if (send_entry(rd, &cfg, uid, res, bs, enc))
-            goto out;
+        int rc = send_entry(rd, cfg, uid, res, bs, a->enc);
+        if (rc)
+            return rc;
         sent += bs;
-        entries++;
-        an_progress_update(&pg, (int64_t)sent, (int64_t)entries);
+        (*entries)++;
+        an_progress_update(&pg, (int64_t)sent, (int64_t)*entries);
     }
-    an_progress_finish(&pg, (int64_t)sent, (int64_t)entries);
-    printf("metric uid=%s name=%s rows=%zu entries=%zu stream=%s\n", uid, metric,
-           n, entries, cfg.streams.input);
+    an_progress_finish(&pg, (int64_t)sent, (int64_t)*entries);
+    return 0;
+}
+
+int ctl_replay(int argc, char **argv)
+{
+    replay_args a;
+    char uid[AN_UID_MAX + 1];
+    int rc = parse_args(argc, argv, &a);
+    if (rc || (rc = make_uid(a.uid_opt, uid)))
+        return rc;
+    an_config cfg;
+    an_csv *csv = NULL;
+    an_repo *repo = NULL;
+    an_redis *rd = NULL;
+    double *ts = NULL;
+    an_result *res = NULL;
+    char err[512];
+    int status = 1;
+
+    memset(&cfg, 0, sizeof cfg);
+    if (ctl_config_load("replay", a.config, &cfg))
+        return 2;
+    if (load_input(&a, &csv, &ts, &res))
+        goto out;
+
+    an_repo_options ro = an_repo_options_from_config(&cfg);
+    ro.application_name = "anomalyctl-replay";
+    repo = an_repo_new(&ro);
+    if (!repo || an_repo_connect(repo)) {
+        fprintf(stderr, "anomalyctl replay: postgres: %s\n",
+                repo ? an_repo_errstr(repo) : "out of memory");
+        goto out;
+    }
+    an_redis_opts rop = an_redis_opts_default();
+    if (an_redis_connect(cfg.redis.url, &rop, &rd, err, sizeof err)) {
+        fprintf(stderr, "anomalyctl replay: redis: %s\n", err);
+        goto out;
+    }
+
+    size_t entries = 0;
+    if (create_metric(repo, uid, a.metric, csv, ts) || send_define(rd, &cfg, uid, a.enc) ||
+        send_batches(rd, &cfg, uid, csv, &a, res, &entries))
+        goto out;
+    printf("metric uid=%s name=%s rows=%zu entries=%zu stream=%s\n", uid, a.metric,
+           an_csv_rows(csv), entries, cfg.streams.input);
     status = 0;
 out:
-    free(ptext);
     free(ts);
     free(res);
     an_csv_free(csv);

@@ -194,11 +194,8 @@ int ctl_report(int argc, char **argv)
         return 2;
     }
     an_config cfg;
-    char err[1024];
-    if (an_config_load(&cfg, config, err, sizeof err)) {
-        fprintf(stderr, "anomalyctl report: configuration error: %s\n", err);
+    if (ctl_config_load("report", config, &cfg))
         return 2;
-    }
     char path[4096];
     snprintf(path, sizeof path, "%s/index.html", dir);
     int status = 1;

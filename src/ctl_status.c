@@ -257,10 +257,8 @@ int ctl_status(int argc, char **argv)
         count = 1;
     an_config cfg;
     char err[512];
-    if (an_config_load(&cfg, config, err, sizeof err)) {
-        fprintf(stderr, "anomalyctl status: configuration error: %s\n", err);
+    if (ctl_config_load("status", config, &cfg))
         return 2;
-    }
     an_redis *rd = NULL;
     an_redis_opts ro = an_redis_opts_default();
     json_t *prev = NULL;

@@ -82,10 +82,8 @@ int ctl_tail(int argc, char **argv)
     }
     an_config cfg;
     char err[512];
-    if (an_config_load(&cfg, config, err, sizeof err)) {
-        fprintf(stderr, "anomalyctl tail: configuration error: %s\n", err);
+    if (ctl_config_load("tail", config, &cfg))
         return 2;
-    }
     if (!stream)
         stream = cfg.streams.output;
     bool output_format = !strcmp(stream, cfg.streams.output);

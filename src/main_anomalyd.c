@@ -93,66 +93,78 @@ static int start_reporting(const an_config *cfg, an_metrics **metrics, an_http *
     return 0;
 }
 
-int main(int argc, char **argv)
-{
-    const char *config_path = NULL, *consumer = NULL;
-    long long idle_ms = -1;
-    bool print_config = false, check_only = false;
+/* The command line of anomalyd. */
+typedef struct daemon_args {
+    const char *config_path, *consumer;
+    long long idle_ms; /* --exit-when-idle; -1: never */
+    bool print_config, check_only;
+    bool done; /* --version or --help was printed: exit with status 0 */
+} daemon_args;
 
+/* Fills a from argv. 0 (a->done: stop with status 0), or 2 (usage error,
+ * printed). */
+static int parse_args(int argc, char **argv, daemon_args *a)
+{
+    *a = (daemon_args){.idle_ms = -1};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *o = argv[i];
         bool has_val = i + 1 < argc;
-        if (!strcmp(a, "--config") && has_val) {
-            config_path = argv[++i];
-        } else if (!strcmp(a, "--consumer") && has_val) {
-            consumer = argv[++i];
-        } else if (!strcmp(a, "--exit-when-idle") && has_val) {
+        if (!strcmp(o, "--config") && has_val) {
+            a->config_path = argv[++i];
+        } else if (!strcmp(o, "--consumer") && has_val) {
+            a->consumer = argv[++i];
+        } else if (!strcmp(o, "--exit-when-idle") && has_val) {
             char *end;
             errno = 0;
-            idle_ms = strtoll(argv[++i], &end, 10);
-            if (errno || *end || idle_ms < 0) {
+            a->idle_ms = strtoll(argv[++i], &end, 10);
+            if (errno || *end || a->idle_ms < 0) {
                 fprintf(stderr, "anomalyd: --exit-when-idle: '%s' is not a "
                         "number of milliseconds\n", argv[i]);
                 return 2;
             }
-        } else if (!strcmp(a, "--print-config")) {
-            print_config = true;
-        } else if (!strcmp(a, "--check-config")) {
-            check_only = true;
-        } else if (!strcmp(a, "--version")) {
+        } else if (!strcmp(o, "--print-config")) {
+            a->print_config = true;
+        } else if (!strcmp(o, "--check-config")) {
+            a->check_only = true;
+        } else if (!strcmp(o, "--version")) {
             printf("anomalyd %s\n", an_version());
+            a->done = true;
             return 0;
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        } else if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
             usage(stdout);
+            a->done = true;
             return 0;
         } else {
-            fprintf(stderr, "anomalyd: unknown or incomplete option '%s'\n", a);
+            fprintf(stderr, "anomalyd: unknown or incomplete option '%s'\n", o);
             usage(stderr);
             return 2;
         }
     }
+    return 0;
+}
 
-    an_config cfg;
+/* Loads the configuration of a into cfg (--consumer applied). 0, or 2
+ * (configuration error, printed; cfg is freed). */
+static int load_config(const daemon_args *a, an_config *cfg)
+{
     char err[512];
-    if (an_config_load(&cfg, config_path, err, sizeof err)) {
+    if (an_config_load(cfg, a->config_path, err, sizeof err)) {
         fprintf(stderr, "anomalyd: configuration error: %s\n", err);
         return 2;
     }
-    if (consumer && an_config_set(&cfg, "streams", "consumer", consumer,
-                                  "--consumer", err, sizeof err)) {
+    if (a->consumer && an_config_set(cfg, "streams", "consumer", a->consumer,
+                                     "--consumer", err, sizeof err)) {
         fprintf(stderr, "anomalyd: configuration error: %s\n", err);
-        an_config_free(&cfg);
+        an_config_free(cfg);
         return 2;
     }
-    if (print_config || check_only) {
-        if (print_config)
-            an_config_print(&cfg, stdout);
-        an_config_free(&cfg);
-        return 0;
-    }
-    an_log_set_level(cfg.log.level);
-    an_log_set_tag(cfg.streams.consumer);
+    return 0;
+}
 
+/* SIGTERM/SIGINT stop the service, SIGUSR1 logs its counters, SIGPIPE is
+ * ignored (a closed socket is an error return, not a death). */
+static void install_signals(void)
+{
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -166,26 +178,32 @@ int main(int argc, char **argv)
     su.sa_flags = SA_RESTART;
     sigemptyset(&su.sa_mask);
     sigaction(SIGUSR1, &su, NULL);
+}
 
+/* Runs the service on cfg until it stops. The exit status: 0 stopped
+ * cleanly, 1 failed or aborted, 2 bad [http] listen (printed or logged). */
+static int run_service(const an_config *cfg, long long idle_ms)
+{
+    char err[512];
     /* What the service reports to (an_service_opts borrows them). */
     an_metrics *metrics = NULL;
     an_http *http = NULL;
     an_notify *notify = NULL;
     an_service *svc = NULL;
-    int code = start_reporting(&cfg, &metrics, &http, &notify);
+    int code = start_reporting(cfg, &metrics, &http, &notify);
     if (code)
         goto out;
     code = 1;
     an_service_opts opts = {.exit_when_idle_ms = idle_ms, .stop = &g_stop, .stats = &g_stats,
                             .metrics = metrics, .notify = notify};
-    if (an_service_new(&cfg, &opts, &svc, err, sizeof err)) {
+    if (an_service_new(cfg, &opts, &svc, err, sizeof err)) {
         fprintf(stderr, "anomalyd: %s\n", err);
         goto out;
     }
     an_info("{TAG:ANOM.START} anomalyd %s starting", an_version());
     if (http)
         an_info("http: /metrics, /livez, /readyz on port %d ([http] listen %s)",
-                an_http_port(http), cfg.http.listen);
+                an_http_port(http), cfg->http.listen);
     int rc = an_service_run(svc);
     if (rc == 0)
         an_info("{TAG:ANOM.STOP.OK}");
@@ -197,6 +215,28 @@ out:
     an_http_stop(http);   /* before the metrics it reads */
     an_metrics_free(metrics);
     an_notify_free(notify);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    daemon_args a;
+    an_config cfg;
+    int code = parse_args(argc, argv, &a);
+    if (code || a.done)
+        return code;
+    if ((code = load_config(&a, &cfg)))
+        return code;
+    if (a.print_config || a.check_only) {
+        if (a.print_config)
+            an_config_print(&cfg, stdout);
+        an_config_free(&cfg);
+        return 0;
+    }
+    an_log_set_level(cfg.log.level);
+    an_log_set_tag(cfg.streams.consumer);
+    install_signals();
+    code = run_service(&cfg, a.idle_ms);
     an_config_free(&cfg);
     return code;
 }

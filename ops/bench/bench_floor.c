@@ -139,307 +139,438 @@ static void uid_set_add(uid_set *u, const char *uid)
     }
 }
 
-int main(int argc, char **argv)
+/* The command line. */
+typedef struct floor_args {
+    const char *params_path, *consumer;
+    long long idle_ms;
+    bool no_tail, every_refresh;
+} floor_args;
+
+/* Everything one run holds: connections, the per-group buffers (room for
+ * read_count entries) and the tallies. */
+typedef struct floor_ctx {
+    floor_args a;
+    an_config cfg;
+    const char *input, *group, *me;
+    char *lk, *model_params; /* the params text and its model_params wrapping */
+    an_redis *rd;
+    an_repo *repo;
+    size_t cap;
+    ent *all;
+    const char **uids;
+    char **keys;
+    char **cached;
+    int64_t *cached_wm;
+    an_group_range *ranges;
+    an_group_metric_update *mu;
+    an_publish_entry *pe;
+    an_out_msg *msgs;
+    char (*rowtext)[48];
+    int *status;
+    const char **ids;
+    int64_t *counts;
+    size_t rcap;
+    const char **row_uids;
+    an_score_update *upd;
+    an_group_read g;
+    double score;
+    int64_t disp;
+    int64_t n_entries, n_rows, n_groups, retries, n_tail;
+    size_t tail_n;
+    an_sample *tail;
+    int64_t refresh;
+    int64_t t_start, idle_since;
+    uid_set windowed;
+} floor_ctx;
+
+/* Fills a from argv; exits with status 2 on a usage error. */
+static void parse_args(int argc, char **argv, floor_args *a)
 {
-    const char *params_path = NULL, *consumer = NULL;
-    long long idle_ms = 1000;
-    bool no_tail = false, every_refresh = false;
+    *a = (floor_args){.idle_ms = 1000};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--params") && i + 1 < argc)
-            params_path = argv[++i];
+            a->params_path = argv[++i];
         else if (!strcmp(argv[i], "--consumer") && i + 1 < argc)
-            consumer = argv[++i];
+            a->consumer = argv[++i];
         else if (!strcmp(argv[i], "--exit-when-idle") && i + 1 < argc)
-            idle_ms = strtoll(argv[++i], NULL, 10);
+            a->idle_ms = strtoll(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--no-tail"))
-            no_tail = true;
+            a->no_tail = true;
         else if (!strcmp(argv[i], "--tail-every-refresh"))
-            every_refresh = true;
+            a->every_refresh = true;
         else {
             fprintf(stderr, "usage: bench_floor --params FILE [--consumer NAME] "
                             "[--exit-when-idle MS] [--no-tail | --tail-every-refresh]\n");
-            return 2;
+            exit(2);
         }
     }
-    if (!params_path)
+    if (!a->params_path)
         die("usage", "--params FILE is required");
-    an_config cfg;
-    char err[512];
-    if (an_config_load(&cfg, NULL, err, sizeof err))
-        die("config", err);
-    if (consumer && an_config_set(&cfg, "streams", "consumer", consumer, "--consumer", err,
-                                  sizeof err))
-        die("config", err);
-    const char *input = cfg.streams.input, *group = cfg.streams.group;
-    const char *me = cfg.streams.consumer;
+}
 
-    char *lk = slurp(params_path);
-    size_t mplen = strlen(lk) + 64;
-    char *model_params = xcalloc(mplen, 1);
-    snprintf(model_params, mplen, "{\"anomalyLikelihoodParams\":%s}", lk);
+/* Configuration, params text, connections and the input group; dies on
+ * failure. */
+static void floor_connect(floor_ctx *c)
+{
+    char err[512];
+    if (an_config_load(&c->cfg, NULL, err, sizeof err))
+        die("config", err);
+    if (c->a.consumer && an_config_set(&c->cfg, "streams", "consumer", c->a.consumer,
+                                       "--consumer", err, sizeof err))
+        die("config", err);
+    c->input = c->cfg.streams.input;
+    c->group = c->cfg.streams.group;
+    c->me = c->cfg.streams.consumer;
+
+    c->lk = slurp(c->a.params_path);
+    size_t mplen = strlen(c->lk) + 64;
+    c->model_params = xcalloc(mplen, 1);
+    snprintf(c->model_params, mplen, "{\"anomalyLikelihoodParams\":%s}", c->lk);
 
     an_redis_opts ro = an_redis_opts_default();
-    an_redis *rd;
-    if (an_redis_connect(cfg.redis.url, &ro, &rd, err, sizeof err))
+    if (an_redis_connect(c->cfg.redis.url, &ro, &c->rd, err, sizeof err))
         die("redis", err);
-    an_repo_options po = an_repo_options_from_config(&cfg);
+    an_repo_options po = an_repo_options_from_config(&c->cfg);
     po.application_name = "bench_floor";
-    an_repo *repo = an_repo_new(&po);
-    if (!repo || an_repo_connect(repo))
-        die("postgres", repo ? an_repo_errstr(repo) : "out of memory");
-    if (an_group_create(rd, input, group, "0", NULL))
-        die("XGROUP CREATE", an_redis_errstr(rd));
+    c->repo = an_repo_new(&po);
+    if (!c->repo || an_repo_connect(c->repo))
+        die("postgres", c->repo ? an_repo_errstr(c->repo) : "out of memory");
+    if (an_group_create(c->rd, c->input, c->group, "0", NULL))
+        die("XGROUP CREATE", an_redis_errstr(c->rd));
+}
 
-    const size_t cap = (size_t)cfg.streams.read_count;
-    ent *all = xcalloc(cap, sizeof *all);
-    const char **uids = xcalloc(cap, sizeof *uids);
-    char **keys = xcalloc(cap, sizeof *keys);
-    char **cached = xcalloc(cap, sizeof *cached);
-    int64_t *cached_wm = xcalloc(cap, sizeof *cached_wm);
-    an_group_range *ranges = xcalloc(cap, sizeof *ranges);
-    an_group_metric_update *mu = xcalloc(cap, sizeof *mu);
-    an_publish_entry *pe = xcalloc(cap, sizeof *pe);
-    an_out_msg *msgs = xcalloc(cap, sizeof *msgs);
-    char (*rowtext)[48] = xcalloc(cap, sizeof *rowtext);
-    int *status = xcalloc(cap, sizeof *status);
-    const char **ids = xcalloc(cap, sizeof *ids);
-    int64_t *counts = xcalloc(cap, sizeof *counts);
-    size_t rcap = 0;
-    const char **row_uids = NULL;
-    an_score_update *upd = NULL;
-    an_group_read g;
-    memset(&g, 0, sizeof g);
+/* The per-group buffers and the run's constants. */
+static void floor_alloc(floor_ctx *c)
+{
+    const size_t cap = c->cap = (size_t)c->cfg.streams.read_count;
+    c->all = xcalloc(cap, sizeof *c->all);
+    c->uids = xcalloc(cap, sizeof *c->uids);
+    c->keys = xcalloc(cap, sizeof *c->keys);
+    c->cached = xcalloc(cap, sizeof *c->cached);
+    c->cached_wm = xcalloc(cap, sizeof *c->cached_wm);
+    c->ranges = xcalloc(cap, sizeof *c->ranges);
+    c->mu = xcalloc(cap, sizeof *c->mu);
+    c->pe = xcalloc(cap, sizeof *c->pe);
+    c->msgs = xcalloc(cap, sizeof *c->msgs);
+    c->rowtext = xcalloc(cap, sizeof *c->rowtext);
+    c->status = xcalloc(cap, sizeof *c->status);
+    c->ids = xcalloc(cap, sizeof *c->ids);
+    c->counts = xcalloc(cap, sizeof *c->counts);
+    memset(&c->g, 0, sizeof c->g);
+    c->score = 0.5;
+    c->disp = an_display_value(c->score, true);
+    c->tail_n = (size_t)c->cfg.anomaly_likelihood.statistics_sample_size;
+    c->tail = xcalloc(c->tail_n, sizeof *c->tail);
+    c->refresh = c->cfg.anomaly_likelihood.statistics_refresh_rate;
+    c->t_start = -1;
+    c->idle_since = mono_ms();
+}
 
-    const double score = 0.5;
-    const int64_t disp = an_display_value(score, true);
-    int64_t n_entries = 0, n_rows = 0, n_groups = 0, retries = 0, n_tail = 0;
-    const size_t tail_n = (size_t)cfg.anomaly_likelihood.statistics_sample_size;
-    an_sample *tail = xcalloc(tail_n, sizeof *tail);
-    const int64_t refresh = cfg.anomaly_likelihood.statistics_refresh_rate;
-    int64_t t_start = -1, idle_since = mono_ms();
-    uid_set windowed = {0};
+/* XREADGROUP into l. 1: entries read; 0: none; -1: the server is
+ * restarting, read again (l is empty and freed unless 1). */
+static int read_entries(floor_ctx *c, an_entry_list *l)
+{
+    memset(l, 0, sizeof *l);
+    double tp = mono_us();
+    int rc = an_read_group(c->rd, c->input, c->group, c->me, ">", c->cap, 100, l);
+    if (rc == AN_ENOGROUP)
+        rc = an_group_create(c->rd, c->input, c->group, "0", NULL);
+    if (rc == AN_ETRANSIENT) {
+        /* server restarted under us (shared stack): wait and go on */
+        usleep(100000);
+        an_entry_list_free(l);
+        return -1;
+    }
+    if (rc)
+        die("XREADGROUP", an_redis_errstr(c->rd));
+    if (l->n == 0) {
+        an_entry_list_free(l);
+        return 0;
+    }
+    if (c->t_start < 0)
+        c->t_start = mono_ms();
+    g_ph[PH_READ] += mono_us() - tp;
+    return 1;
+}
 
-    for (;;) {
-        an_entry_list l;
-        memset(&l, 0, sizeof l);
-        double tp = mono_us();
-        int rc = an_read_group(rd, input, group, me, ">", cap, 100, &l);
-        if (rc == AN_ENOGROUP)
-            rc = an_group_create(rd, input, group, "0", NULL);
-        if (rc == AN_ETRANSIENT) {
-            /* server restarted under us (shared stack): wait and go on */
-            usleep(100000);
-            an_entry_list_free(&l);
+/* The model and rowids of every entry of l into c->all (entries without
+ * them are acked and left out). Returns how many. */
+static size_t pick_entries(floor_ctx *c, const an_entry_list *l)
+{
+    size_t nall = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const an_field *m = an_entry_field(&l->v[i], "model");
+        const an_field *b = an_entry_field(&l->v[i], "batch");
+        int64_t f, la;
+        if (!m || !b || !pick_rowids(b->value, b->value_len, &f, &la)) {
+            const char *id = l->v[i].id;
+            an_xack(c->rd, c->input, c->group, &id, 1, NULL);
             continue;
         }
-        if (rc)
-            die("XREADGROUP", an_redis_errstr(rd));
-        if (l.n == 0) {
-            an_entry_list_free(&l);
-            if (mono_ms() - idle_since >= idle_ms)
+        c->all[nall++] = (ent){.e = &l->v[i], .uid = m->value, .first = f, .last = la};
+    }
+    return nall;
+}
+
+/* The group's distinct uids, sorted, into c->uids (each entry's index in
+ * ents[].u), its ranges and its params keys. Returns the uid count. */
+static size_t group_uids(floor_ctx *c, ent *ents, size_t ne)
+{
+    const char **uids = c->uids;
+    size_t nu = 0;
+    for (size_t i = 0; i < ne; i++)
+        uids[nu++] = ents[i].uid;
+    qsort(uids, nu, sizeof *uids, cmp_str);
+    size_t k = 0;
+    for (size_t i = 0; i < nu; i++)
+        if (k == 0 || strcmp(uids[k - 1], uids[i]))
+            uids[k++] = uids[i];
+    nu = k;
+    for (size_t i = 0; i < ne; i++) {
+        const char **hit = bsearch(&ents[i].uid, uids, nu, sizeof *uids, cmp_str);
+        ents[i].u = (size_t)(hit - uids);
+        c->ranges[i] = (an_group_range){.uid = ents[i].uid,
+                                        .first = ents[i].first,
+                                        .last = ents[i].last,
+                                        .entry_id = ents[i].e->id};
+    }
+    for (size_t u = 0; u < nu; u++) {
+        free(c->keys[u]);
+        if (asprintf(&c->keys[u], "%s%s", c->cfg.streams.params_prefix, uids[u]) < 0)
+            die("memory", "out of memory");
+    }
+    return nu;
+}
+
+/* The params hashes of the group's nu metrics: one pipelined round trip. */
+static void fetch_params(floor_ctx *c, size_t nu)
+{
+    int rc;
+    double tp = mono_us();
+    while ((rc = an_params_cache_get_many(c->rd, (const char *const *)c->keys, nu, c->cached,
+                                          c->cached_wm, NULL)) == AN_ETRANSIENT)
+        usleep(100000);
+    if (rc)
+        die("HMGET", an_redis_errstr(c->rd));
+    for (size_t u = 0; u < nu; u++) {
+        free(c->cached[u]);
+        c->cached[u] = NULL;
+    }
+    g_ph[PH_HMGET] += mono_us() - tp;
+}
+
+/* The processing attempts of the group's entries (attempts.lua). */
+static void begin_attempts(floor_ctx *c, const ent *ents, size_t ne)
+{
+    bool split = false;
+    for (size_t i = 0; i < ne; i++)
+        c->ids[i] = ents[i].e->id;
+    int arc = an_attempts_begin(c->rd, c->input, c->ids, ne, ne > 1, c->counts, &split);
+    if (arc)
+        die("attempts", an_redis_errstr(c->rd));
+}
+
+/* The helper's sample query, at the rate the live and catch-up regimes
+ * issue it: a 1-row batch re-estimates every statistics_refresh_rate (24)
+ * rows, a multi-row batch reads the tail once per call. 0 or the first
+ * failure's code. */
+static int read_tails(floor_ctx *c, const ent *ents, size_t ne)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && !c->a.no_tail && i < ne; i++) {
+        bool one = ents[i].first == ents[i].last;
+        if (one && ents[i].first % c->refresh != 0)
+            continue;
+        if (!c->a.every_refresh && uid_set_has(&c->windowed, ents[i].uid))
+            continue; /* anomalyd answers it from the metric's window */
+        size_t got = 0;
+        rc = an_repo_processed_tail(c->repo, ents[i].uid, ents[i].first, c->tail_n, c->tail,
+                                    &got);
+        c->n_tail++;
+    }
+    return rc;
+}
+
+/* The fixed scores of every row read and the metric updates (watermark and
+ * source: each metric's last entry), written and committed. 0 or the
+ * failure's code; *updated: rows written. */
+static int write_group(floor_ctx *c, const ent *ents, size_t ne, size_t nu, int64_t *updated)
+{
+    an_group_read *g = &c->g;
+    if (g->rows.n > c->rcap) {
+        c->rcap = g->rows.n * 2;
+        free(c->row_uids);
+        free(c->upd);
+        c->row_uids = xcalloc(c->rcap, sizeof *c->row_uids);
+        c->upd = xcalloc(c->rcap, sizeof *c->upd);
+    }
+    for (size_t r = 0; r < g->rows.n; r++) {
+        c->row_uids[r] = c->ranges[g->row_range[r]].uid;
+        c->upd[r] = (an_score_update){.rowid = g->rows.v[r].rowid,
+                                      .raw = c->score,
+                                      .anomaly_score = c->score,
+                                      .display_value = c->disp,
+                                      .predictions = "null"};
+    }
+    for (size_t u = 0; u < nu; u++)
+        c->mu[u] = (an_group_metric_update){.uid = c->uids[u],
+                                            .set_model_params = true,
+                                            .model_params = c->model_params,
+                                            .watermark = 0,
+                                            .status = -1};
+    for (size_t i = 0; i < ne; i++) {
+        an_group_metric_update *x = &c->mu[ents[i].u];
+        if (ents[i].last > x->watermark) {
+            x->watermark = ents[i].last;
+            x->source = ents[i].e->id;
+        }
+    }
+    double tp = mono_us();
+    int rc = an_repo_group_write_commit(c->repo, c->row_uids, c->upd, g->rows.n, c->mu, nu,
+                                        c->ranges, ne, updated);
+    g_ph[PH_GWRITE] += mono_us() - tp;
+    return rc;
+}
+
+/* The transaction: two round trips, retried whole when transient. Returns
+ * the rows written; dies on a lasting failure. */
+static int64_t run_transaction(floor_ctx *c, const ent *ents, size_t ne, size_t nu)
+{
+    int64_t updated = 0;
+    for (int attempt = 1;; attempt++) {
+        int64_t t0 = an_repo_now_ms(c->repo);
+        double tp = mono_us();
+        int rc = an_repo_group_read(c->repo, c->uids, nu, c->ranges, ne, &c->g);
+        g_ph[PH_GREAD] += mono_us() - tp;
+        tp = mono_us();
+        if (!rc)
+            begin_attempts(c, ents, ne);
+        g_ph[PH_ATTEMPTS] += mono_us() - tp;
+        tp = mono_us();
+        if (!rc)
+            rc = read_tails(c, ents, ne);
+        g_ph[PH_TAIL] += mono_us() - tp;
+        if (!rc)
+            rc = write_group(c, ents, ne, nu, &updated);
+        if (!rc)
+            return updated;
+        if (rc != AN_ETRANSIENT)
+            die("group transaction", an_repo_errstr(c->repo));
+        c->retries++;
+        if (an_repo_retry_policy(c->repo, attempt, t0))
+            die("group transaction", an_repo_errstr(c->repo));
+    }
+}
+
+/* Publish + cache + ack of the group: one Lua call. */
+static void publish_group(floor_ctx *c, const ent *ents, size_t ne, size_t nu)
+{
+    an_encoding enc = c->cfg.streams.output_encoding;
+    for (size_t i = 0; i < ne; i++) {
+        const body *bd = body_for((size_t)(ents[i].last - ents[i].first + 1), enc);
+        snprintf(c->rowtext[i], sizeof c->rowtext[i], "%" PRId64 "-%" PRId64, ents[i].first,
+                 ents[i].last);
+        c->msgs[i] = (an_out_msg){.data_type = AN_DATATYPE_INFERENCE,
+                                  .model = ents[i].uid,
+                                  .rows = c->rowtext[i],
+                                  .encoding = enc,
+                                  .body = bd->p,
+                                  .body_len = bd->len};
+        bool carries = c->mu[ents[i].u].source == ents[i].e->id;
+        c->pe[i] = (an_publish_entry){.entry_id = ents[i].e->id,
+                                      .msgs = &c->msgs[i],
+                                      .nmsgs = 1,
+                                      .key_index = carries ? ents[i].u + 1 : 0,
+                                      .params_json = carries ? c->lk : NULL,
+                                      .watermark = ents[i].last};
+    }
+    an_publish_group pg = {.input = c->input,
+                           .group = c->group,
+                           .owner = c->me,
+                           .output = c->cfg.streams.output,
+                           .output_maxlen = c->cfg.streams.output_maxlen,
+                           .keys = (const char *const *)c->keys,
+                           .nkeys = nu,
+                           .entries = c->pe,
+                           .nentries = ne};
+    double tp = mono_us();
+    int rc;
+    while ((rc = an_publish_many(c->rd, &pg, c->status)) == AN_ETRANSIENT) {
+        c->retries++;
+        usleep(100000);
+    }
+    if (rc)
+        die("publish_many", an_redis_errstr(c->rd));
+    /* committed: the metrics whose tail was read now have a window */
+    for (size_t i = 0; !c->a.every_refresh && !c->a.no_tail && i < ne; i++)
+        if (ents[i].first == ents[i].last ? ents[i].first % c->refresh == 0 : true)
+            uid_set_add(&c->windowed, ents[i].uid);
+    g_ph[PH_PUBLISH] += mono_us() - tp;
+}
+
+/* One group (ne entries from ents), as the service commits it. */
+static void process_group(floor_ctx *c, ent *ents, size_t ne)
+{
+    size_t nu = group_uids(c, ents, ne);
+    fetch_params(c, nu);
+    int64_t updated = run_transaction(c, ents, ne, nu);
+    publish_group(c, ents, ne, nu);
+    c->n_entries += (int64_t)ne;
+    c->n_rows += updated;
+    c->n_groups++;
+}
+
+/* The entries of l in groups as the service forms them: entries are added
+ * until the group holds AN_SERVICE_GROUP_MAX_ROWS rows (src/service.c). */
+static void process_entries(floor_ctx *c, const an_entry_list *l)
+{
+    size_t nall = pick_entries(c, l);
+    for (size_t s0 = 0, s1; s0 < nall; s0 = s1) {
+        int64_t grows = c->all[s0].last - c->all[s0].first + 1;
+        for (s1 = s0 + 1; s1 < nall && grows < AN_SERVICE_GROUP_MAX_ROWS; s1++)
+            grows += c->all[s1].last - c->all[s1].first + 1;
+        process_group(c, c->all + s0, s1 - s0);
+    }
+}
+
+/* The summary lines. */
+static void print_summary(const floor_ctx *c)
+{
+    double wall = c->t_start < 0 ? 0.0 : (double)(c->idle_since - c->t_start) / 1000.0;
+    printf("floor: entries=%" PRId64 " rows=%" PRId64 " groups=%" PRId64 " tail_reads=%" PRId64
+           " retries=%" PRId64 " wall_s=%.3f\n",
+           c->n_entries, c->n_rows, c->n_groups, c->n_tail, c->retries, wall);
+    printf("floor: ms per group:");
+    for (int i = 0; i < NPH; i++)
+        printf(" %s=%.2f", PH_NAME[i],
+               c->n_groups ? g_ph[i] / 1000.0 / (double)c->n_groups : 0.0);
+    printf("\n");
+}
+
+int main(int argc, char **argv)
+{
+    static floor_ctx c; /* large; zeroed */
+    parse_args(argc, argv, &c.a);
+    floor_connect(&c);
+    floor_alloc(&c);
+    for (;;) {
+        an_entry_list l;
+        int got = read_entries(&c, &l);
+        if (got < 0)
+            continue;
+        if (got == 0) {
+            if (mono_ms() - c.idle_since >= c.a.idle_ms)
                 break;
             continue;
         }
-        if (t_start < 0)
-            t_start = mono_ms();
-        g_ph[PH_READ] += mono_us() - tp;
-
-        /* pick model and rowids */
-        size_t nall = 0;
-        for (size_t i = 0; i < l.n; i++) {
-            const an_field *m = an_entry_field(&l.v[i], "model");
-            const an_field *b = an_entry_field(&l.v[i], "batch");
-            int64_t f, la;
-            if (!m || !b || !pick_rowids(b->value, b->value_len, &f, &la)) {
-                const char *id = l.v[i].id;
-                an_xack(rd, input, group, &id, 1, NULL);
-                continue;
-            }
-            all[nall++] = (ent){.e = &l.v[i], .uid = m->value, .first = f, .last = la};
-        }
-        /* Groups as the service forms them: entries are added until the
-         * group holds AN_SERVICE_GROUP_MAX_ROWS rows (src/service.c). */
-        for (size_t s0 = 0, s1; s0 < nall; s0 = s1) {
-            int64_t grows = all[s0].last - all[s0].first + 1;
-            for (s1 = s0 + 1; s1 < nall && grows < AN_SERVICE_GROUP_MAX_ROWS; s1++)
-                grows += all[s1].last - all[s1].first + 1;
-            ent *ents = all + s0;
-            size_t ne = s1 - s0;
-            size_t nu = 0;
-            for (size_t i = 0; i < ne; i++)
-                uids[nu++] = ents[i].uid;
-            qsort(uids, nu, sizeof *uids, cmp_str);
-            size_t k = 0;
-            for (size_t i = 0; i < nu; i++)
-                if (k == 0 || strcmp(uids[k - 1], uids[i]))
-                    uids[k++] = uids[i];
-            nu = k;
-            for (size_t i = 0; i < ne; i++) {
-                const char **hit = bsearch(&ents[i].uid, uids, nu, sizeof *uids, cmp_str);
-                ents[i].u = (size_t)(hit - uids);
-                ranges[i] = (an_group_range){.uid = ents[i].uid,
-                                             .first = ents[i].first,
-                                             .last = ents[i].last,
-                                             .entry_id = ents[i].e->id};
-            }
-            for (size_t u = 0; u < nu; u++) {
-                free(keys[u]);
-                if (asprintf(&keys[u], "%s%s", cfg.streams.params_prefix, uids[u]) < 0)
-                    die("memory", "out of memory");
-            }
-
-            /* the params hashes: one pipelined round trip */
-            tp = mono_us();
-            while ((rc = an_params_cache_get_many(rd, (const char *const *)keys, nu, cached,
-                                                  cached_wm, NULL)) == AN_ETRANSIENT)
-                usleep(100000);
-            if (rc)
-                die("HMGET", an_redis_errstr(rd));
-            for (size_t u = 0; u < nu; u++) {
-                free(cached[u]);
-                cached[u] = NULL;
-            }
-            g_ph[PH_HMGET] += mono_us() - tp;
-
-            /* the transaction: two round trips, retried whole when transient */
-            int64_t updated = 0;
-            for (int attempt = 1;; attempt++) {
-                int64_t t0 = an_repo_now_ms(repo);
-                tp = mono_us();
-                rc = an_repo_group_read(repo, uids, nu, ranges, ne, &g);
-                g_ph[PH_GREAD] += mono_us() - tp;
-                /* the processing attempts of the group's entries (attempts.lua) */
-                tp = mono_us();
-                if (!rc) {
-                    bool split = false;
-                    for (size_t i = 0; i < ne; i++)
-                        ids[i] = ents[i].e->id;
-                    int arc = an_attempts_begin(rd, input, ids, ne, ne > 1, counts, &split);
-                    if (arc)
-                        die("attempts", an_redis_errstr(rd));
-                }
-                g_ph[PH_ATTEMPTS] += mono_us() - tp;
-                /* The helper's sample query, at the rate the live and catch-up
-                 * regimes issue it: a 1-row batch re-estimates every
-                 * statistics_refresh_rate (24) rows, a multi-row batch reads
-                 * the tail once per call. */
-                tp = mono_us();
-                for (size_t i = 0; !rc && !no_tail && i < ne; i++) {
-                    bool one = ents[i].first == ents[i].last;
-                    if (one && ents[i].first % refresh != 0)
-                        continue;
-                    if (!every_refresh && uid_set_has(&windowed, ents[i].uid))
-                        continue; /* anomalyd answers it from the metric's window */
-                    size_t got = 0;
-                    rc = an_repo_processed_tail(repo, ents[i].uid, ents[i].first, tail_n, tail,
-                                                &got);
-                    n_tail++;
-                }
-                g_ph[PH_TAIL] += mono_us() - tp;
-                if (!rc) {
-                    if (g.rows.n > rcap) {
-                        rcap = g.rows.n * 2;
-                        free(row_uids);
-                        free(upd);
-                        row_uids = xcalloc(rcap, sizeof *row_uids);
-                        upd = xcalloc(rcap, sizeof *upd);
-                    }
-                    for (size_t r = 0; r < g.rows.n; r++) {
-                        row_uids[r] = ranges[g.row_range[r]].uid;
-                        upd[r] = (an_score_update){.rowid = g.rows.v[r].rowid,
-                                                   .raw = score,
-                                                   .anomaly_score = score,
-                                                   .display_value = disp,
-                                                   .predictions = "null"};
-                    }
-                    for (size_t u = 0; u < nu; u++)
-                        mu[u] = (an_group_metric_update){.uid = uids[u],
-                                                         .set_model_params = true,
-                                                         .model_params = model_params,
-                                                         .watermark = 0,
-                                                         .status = -1};
-                    for (size_t i = 0; i < ne; i++) {
-                        an_group_metric_update *x = &mu[ents[i].u];
-                        if (ents[i].last > x->watermark) {
-                            x->watermark = ents[i].last;
-                            x->source = ents[i].e->id;
-                        }
-                    }
-                    tp = mono_us();
-                    rc = an_repo_group_write_commit(repo, row_uids, upd, g.rows.n, mu, nu,
-                                                    ranges, ne, &updated);
-                    g_ph[PH_GWRITE] += mono_us() - tp;
-                }
-                if (!rc)
-                    break;
-                if (rc != AN_ETRANSIENT)
-                    die("group transaction", an_repo_errstr(repo));
-                retries++;
-                if (an_repo_retry_policy(repo, attempt, t0))
-                    die("group transaction", an_repo_errstr(repo));
-            }
-
-            /* publish + cache + ack: one Lua call */
-            size_t nk = 0;
-            for (size_t i = 0; i < ne; i++) {
-                const body *bd = body_for((size_t)(ents[i].last - ents[i].first + 1),
-                                          cfg.streams.output_encoding);
-                snprintf(rowtext[i], sizeof rowtext[i], "%" PRId64 "-%" PRId64, ents[i].first,
-                         ents[i].last);
-                msgs[i] = (an_out_msg){.data_type = AN_DATATYPE_INFERENCE,
-                                       .model = ents[i].uid,
-                                       .rows = rowtext[i],
-                                       .encoding = cfg.streams.output_encoding,
-                                       .body = bd->p,
-                                       .body_len = bd->len};
-                bool carries = mu[ents[i].u].source == ents[i].e->id;
-                pe[i] = (an_publish_entry){.entry_id = ents[i].e->id,
-                                           .msgs = &msgs[i],
-                                           .nmsgs = 1,
-                                           .key_index = carries ? ents[i].u + 1 : 0,
-                                           .params_json = carries ? lk : NULL,
-                                           .watermark = ents[i].last};
-                nk += carries;
-            }
-            an_publish_group pg = {.input = input,
-                                   .group = group,
-                                   .owner = me,
-                                   .output = cfg.streams.output,
-                                   .output_maxlen = cfg.streams.output_maxlen,
-                                   .keys = (const char *const *)keys,
-                                   .nkeys = nu,
-                                   .entries = pe,
-                                   .nentries = ne};
-            tp = mono_us();
-            while ((rc = an_publish_many(rd, &pg, status)) == AN_ETRANSIENT) {
-                retries++;
-                usleep(100000);
-            }
-            if (rc)
-                die("publish_many", an_redis_errstr(rd));
-            /* committed: the metrics whose tail was read now have a window */
-            for (size_t i = 0; !every_refresh && !no_tail && i < ne; i++)
-                if (ents[i].first == ents[i].last ? ents[i].first % refresh == 0 : true)
-                    uid_set_add(&windowed, ents[i].uid);
-            g_ph[PH_PUBLISH] += mono_us() - tp;
-            n_entries += (int64_t)ne;
-            n_rows += updated;
-            n_groups++;
-        }
+        process_entries(&c, &l);
         an_entry_list_free(&l);
-        idle_since = mono_ms();
+        c.idle_since = mono_ms();
     }
-    double wall = t_start < 0 ? 0.0 : (double)(idle_since - t_start) / 1000.0;
-    printf("floor: entries=%" PRId64 " rows=%" PRId64 " groups=%" PRId64 " tail_reads=%" PRId64
-           " retries=%" PRId64 " wall_s=%.3f\n",
-           n_entries, n_rows, n_groups, n_tail, retries, wall);
-    printf("floor: ms per group:");
-    for (int i = 0; i < NPH; i++)
-        printf(" %s=%.2f", PH_NAME[i], n_groups ? g_ph[i] / 1000.0 / (double)n_groups : 0.0);
-    printf("\n");
-    an_group_read_free(&g);
-    an_repo_free(repo);
-    an_redis_free(rd);
-    an_config_free(&cfg);
+    print_summary(&c);
+    an_group_read_free(&c.g);
+    an_repo_free(c.repo);
+    an_redis_free(c.rd);
+    an_config_free(&c.cfg);
     return 0;
 }

@@ -89,72 +89,62 @@ static int ms_tail(void *ctx, size_t n, an_sample *out, size_t *got, char *err,
     return 0;
 }
 
-static int micro(const char *path)
+enum { REPS = 7 }; /* timed runs per measurement; the median is reported */
+
+/* Online update: REPS runs of ~20M updates of variant var from p0 over the
+ * n real raw scores (each result added to *sink); prints the timing. */
+static void micro_update(an_variant var, const an_lk_params *p0, const double *raws, size_t n,
+                         double *sink)
 {
-    an_csv *c = load(path);
-    size_t n = an_csv_rows(c);
-    if (n < 8640) {
-        fprintf(stderr, "bench: %s has %zu rows, need >= 8640\n", path, n);
-        return 1;
-    }
-    an_sample *recs = malloc(n * sizeof *recs);
-    for (size_t i = 0; i < n; i++) {
-        recs[i].rowid = (int64_t)i + 1;
-        recs[i].value = an_csv_values(c)[i];
-        recs[i].raw = an_csv_raws(c)[i];
-    }
-    const double *raws = an_csv_raws(c);
-    enum { REPS = 7 };
-
-    for (int v = 0; v < 2; v++) {
-        an_variant var = v ? AN_VARIANT_NUPIC10 : AN_VARIANT_HTMENGINE;
-        an_lk_params p0;
-        if (an_estimate(var, recs, 8640, 10, 288, &p0, NULL, NULL, NULL) != 0) {
-            fprintf(stderr, "bench: an_estimate failed\n");
-            return 1;
+    const size_t per = 2000 * n;
+    double t[REPS];
+    for (int r = 0; r < REPS; r++) {
+        an_lk_params p = *p0;
+        double t0 = now();
+        size_t k = 0;
+        for (size_t i = 0; i < per; i++) {
+            *sink += an_update_one(var, &p, raws[k], NULL);
+            if (++k == n)
+                k = 0;
         }
-        /* online update: REPS runs of ~20M updates over the real raw scores */
-        const size_t per = 2000 * n;
-        double t[REPS], sink = 0.0;
-        for (int r = 0; r < REPS; r++) {
-            an_lk_params p = p0;
-            double t0 = now();
-            size_t k = 0;
-            for (size_t i = 0; i < per; i++) {
-                sink += an_update_one(var, &p, raws[k], NULL);
-                if (++k == n)
-                    k = 0;
-            }
-            t[r] = (now() - t0) * 1e9 / (double)per;
-        }
-        qsort(t, REPS, sizeof t[0], cmp_double);
-        printf("an_update_one[%s]: %.1f ns/row (median of %d x %zu rows; min %.1f, max %.1f)"
-               " [sink %g]\n",
-               an_variant_name(var), t[REPS / 2], REPS, per, t[0], t[REPS - 1], sink);
-
-        /* an_estimate over 8640 samples, sliding through the file, with a
-         * caller scratch buffer (as the helper calls it) */
-        double *avg = malloc(8640 * sizeof *avg);
-        const int calls = 400;
-        for (int r = 0; r < REPS; r++) {
-            double t0 = now();
-            for (int i = 0; i < calls; i++) {
-                size_t off = (size_t)i * 4 % (n - 8640 + 1);
-                an_lk_params p;
-                an_estimate(var, recs + off, 8640, 10, 288, &p, NULL, avg, NULL);
-                sink += p.dist.mean;
-            }
-            t[r] = (now() - t0) * 1e3 / calls;
-        }
-        qsort(t, REPS, sizeof t[0], cmp_double);
-        printf("an_estimate[%s] 8640 samples: %.4f ms/call (median of %d x %d; min %.4f)"
-               " [sink %g]\n",
-               an_variant_name(var), t[REPS / 2], REPS, calls, t[0], sink);
-        free(avg);
+        t[r] = (now() - t0) * 1e9 / (double)per;
     }
+    qsort(t, REPS, sizeof t[0], cmp_double);
+    printf("an_update_one[%s]: %.1f ns/row (median of %d x %zu rows; min %.1f, max %.1f)"
+           " [sink %g]\n",
+           an_variant_name(var), t[REPS / 2], REPS, per, t[0], t[REPS - 1], *sink);
+}
 
-    /* the helper in-process, 1-row batches (the offline tool's default),
-     * over the file repeated to 200000 rows */
+/* an_estimate of variant var over 8640 samples, sliding through the n
+ * records, with a caller scratch buffer (as the helper calls it); each mean
+ * added to *sink; prints the timing. */
+static void micro_estimate(an_variant var, const an_sample *recs, size_t n, double *sink)
+{
+    double t[REPS];
+    double *avg = malloc(8640 * sizeof *avg);
+    const int calls = 400;
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now();
+        for (int i = 0; i < calls; i++) {
+            size_t off = (size_t)i * 4 % (n - 8640 + 1);
+            an_lk_params p;
+            an_estimate(var, recs + off, 8640, 10, 288, &p, NULL, avg, NULL);
+            *sink += p.dist.mean;
+        }
+        t[r] = (now() - t0) * 1e3 / calls;
+    }
+    qsort(t, REPS, sizeof t[0], cmp_double);
+    printf("an_estimate[%s] 8640 samples: %.4f ms/call (median of %d x %d; min %.4f)"
+           " [sink %g]\n",
+           an_variant_name(var), t[REPS / 2], REPS, calls, t[0], *sink);
+    free(avg);
+}
+
+/* The helper in-process, 1-row batches (the offline tool's default), over
+ * the n records repeated to 200000 rows, with and without the exclusive
+ * source; prints rows/s. 0, or 1 on a helper failure (printed). */
+static int micro_helper(const an_sample *recs, size_t n)
+{
     size_t total = 200000;
     an_sample *big = malloc(total * sizeof *big);
     for (size_t i = 0; i < total; i++) {
@@ -186,6 +176,38 @@ static int micro(const char *path)
         an_helper_free(h);
     }
     free(big);
+    return 0;
+}
+
+static int micro(const char *path)
+{
+    an_csv *c = load(path);
+    size_t n = an_csv_rows(c);
+    if (n < 8640) {
+        fprintf(stderr, "bench: %s has %zu rows, need >= 8640\n", path, n);
+        return 1;
+    }
+    an_sample *recs = malloc(n * sizeof *recs);
+    for (size_t i = 0; i < n; i++) {
+        recs[i].rowid = (int64_t)i + 1;
+        recs[i].value = an_csv_values(c)[i];
+        recs[i].raw = an_csv_raws(c)[i];
+    }
+    const double *raws = an_csv_raws(c);
+
+    for (int v = 0; v < 2; v++) {
+        an_variant var = v ? AN_VARIANT_NUPIC10 : AN_VARIANT_HTMENGINE;
+        an_lk_params p0;
+        if (an_estimate(var, recs, 8640, 10, 288, &p0, NULL, NULL, NULL) != 0) {
+            fprintf(stderr, "bench: an_estimate failed\n");
+            return 1;
+        }
+        double sink = 0.0;
+        micro_update(var, &p0, raws, n, &sink);
+        micro_estimate(var, recs, n, &sink);
+    }
+    if (micro_helper(recs, n))
+        return 1;
     free(recs);
     an_csv_free(c);
     return 0;

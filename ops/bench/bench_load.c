@@ -420,161 +420,206 @@ static void copy_end(PGconn *c, buf *b, const char *what)
     }
 }
 
-static int cmd_setup(const args *a)
-{
-    const char *prefix = need(a, "--prefix");
-    long m = opt_ll(a, "--metrics", 1000);
-    int64_t w = opt_ll(a, "--prewarm", 400);
-    int64_t nrows = opt_ll(a, "--rows", 0);
-    bool sparse = opt(a, "--sparse", NULL) != NULL;
-    const char *pp = opt(a, "--params-prefix", NULL);
-    const char *write_params = opt(a, "--write-params", NULL);
-    if (m < 1 || w < 0 || nrows < w || nrows < 1)
-        die("setup: need --metrics >= 1, 0 <= --prewarm <= --rows, --rows >= 1");
-    double t0 = mono();
+/* What setup creates. */
+typedef struct setup_plan {
+    const char *prefix;
+    long m;            /* metrics */
+    int64_t w, nrows;  /* rows processed (prewarmed), rows per metric */
+    bool sparse;       /* insert only the unprocessed rows */
+    const char *pp;    /* the params cache prefix, or NULL */
+} setup_plan;
 
+/* Scores rows 1..w of metric i with a fresh helper state in batches of up
+ * to maxb (rows: room for maxb), the scores into score[0..w). Returns the
+ * final state as JSON text (malloc'd; the caller frees). */
+static char *prewarm_metric(an_helper *h, long i, int64_t w, an_row *rows, size_t maxb,
+                            double *score)
+{
+    an_helper_state st;
+    memset(&st, 0, sizeof st);
+    memsrc ms = {.i = i, .done = 0};
+    an_sample_source src = {.ctx = &ms, .processed_count = ms_count, .tail = ms_tail};
+    for (int64_t next = 1; next <= w;) {
+        size_t k = (size_t)(w - next + 1) < maxb ? (size_t)(w - next + 1) : maxb;
+        for (size_t j = 0; j < k; j++) {
+            rows[j].rowid = next + (int64_t)j;
+            row_data(i, rows[j].rowid, &rows[j].value, &rows[j].raw);
+            rows[j].anomaly_score = 0;
+            rows[j].scored = false;
+        }
+        ms.done = next - 1;
+        char err[256];
+        if (an_helper_update(h, &src, &st, rows, k, err, sizeof err))
+            die("helper (metric %ld): %s", i, err);
+        for (size_t j = 0; j < k; j++)
+            score[next - 1 + (int64_t)j] = rows[j].anomaly_score;
+        next += (int64_t)k;
+    }
+    json_t *sj = an_helper_state_to_json(&st);
+    char *text = sj ? an_json_dumps(sj, NULL) : NULL;
+    json_decref(sj);
+    if (!text)
+        die("state json");
+    return text;
+}
+
+/* One COPY metric line for uid (state_text: its helper state, or NULL). */
+static void copy_metric_line(buf *b, const setup_plan *p, const char *uid,
+                             const char *state_text)
+{
+    b_copy_text(b, uid);
+    b_adds(b, "\tcustom\tbench metric ");
+    b_copy_text(b, uid);
+    b_adds(b, "\tanomalyd throughput benchmark\tbench-host\t\\N\t");
+    char params[512];
+    snprintf(params, sizeof params,
+             "{\"datasource\":\"custom\",\"metricSpec\":{\"metric\":\"bench metric %s\","
+             "\"resource\":\"bench-host\",\"uid\":\"%s\",\"unit\":\"Count\"},"
+             "\"modelParams\":{\"min\":0,\"max\":100}}",
+             uid, uid);
+    b_copy_text(b, params);
+    b_adds(b, "\t1\t");
+    if (state_text) {
+        b_adds(b, "{\"anomalyLikelihoodParams\":");
+        b_copy_text(b, state_text);
+        b_adds(b, "}");
+    } else {
+        b_adds(b, "{}");
+    }
+    b_printf(b, "\t%" PRId64 "\t%" PRId64 "\n", p->nrows, p->w);
+}
+
+/* COPY metric: the m metrics, each prewarmed over w rows when w > 0: its
+ * state into state_text[i] (else NULL), its scores into scores[i]. */
+static void copy_metrics(PGconn *pg, buf *b, const setup_plan *p, char **state_text,
+                         double **scores)
+{
     an_helper_config hcfg = an_helper_config_default();
     an_helper *h = an_helper_new(&hcfg, NULL, NULL);
     if (!h)
         die("helper");
     const size_t maxb = 1440;
     an_row *rows = xmalloc(maxb * sizeof *rows);
-    double *score = xmalloc((size_t)(w ? w : 1) * sizeof *score);
-    char **state_text = xmalloc((size_t)m * sizeof *state_text);
-    double **scores = calloc((size_t)m, sizeof *scores);
-    if (!scores)
-        die("out of memory");
-
-    PGconn *pg = pg_connect();
-    redisContext *rc = (w > 0 && pp) ? redis_connect() : NULL;
-    pg_exec(pg, "BEGIN");
-
-    /* metrics first (metric_data references them) */
-    buf b = {0};
+    double *score = xmalloc((size_t)(p->w ? p->w : 1) * sizeof *score);
     PGresult *r = PQexec(pg, "COPY metric (uid, datasource, name, description, server, "
                              "location, parameters, status, model_params, last_rowid, "
                              "scored_rowid) FROM STDIN");
     pg_ok(pg, r, "COPY metric");
     PQclear(r);
     char uid[64];
-    for (long i = 0; i < m; i++) {
-        uid_of(uid, sizeof uid, prefix, i);
+    for (long i = 0; i < p->m; i++) {
+        uid_of(uid, sizeof uid, p->prefix, i);
         state_text[i] = NULL;
-        if (w > 0) {
-            an_helper_state st;
-            memset(&st, 0, sizeof st);
-            memsrc ms = {.i = i, .done = 0};
-            an_sample_source src = {.ctx = &ms, .processed_count = ms_count, .tail = ms_tail};
-            for (int64_t next = 1; next <= w;) {
-                size_t k = (size_t)(w - next + 1) < maxb ? (size_t)(w - next + 1) : maxb;
-                for (size_t j = 0; j < k; j++) {
-                    rows[j].rowid = next + (int64_t)j;
-                    row_data(i, rows[j].rowid, &rows[j].value, &rows[j].raw);
-                    rows[j].anomaly_score = 0;
-                    rows[j].scored = false;
-                }
-                ms.done = next - 1;
-                char err[256];
-                if (an_helper_update(h, &src, &st, rows, k, err, sizeof err))
-                    die("helper (metric %ld): %s", i, err);
-                for (size_t j = 0; j < k; j++)
-                    score[next - 1 + (int64_t)j] = rows[j].anomaly_score;
-                next += (int64_t)k;
-            }
-            json_t *sj = an_helper_state_to_json(&st);
-            state_text[i] = sj ? an_json_dumps(sj, NULL) : NULL;
-            json_decref(sj);
-            if (!state_text[i])
-                die("state json");
-        }
-        b_copy_text(&b, uid);
-        b_adds(&b, "\tcustom\tbench metric ");
-        b_copy_text(&b, uid);
-        b_adds(&b, "\tanomalyd throughput benchmark\tbench-host\t\\N\t");
-        char params[512];
-        snprintf(params, sizeof params,
-                 "{\"datasource\":\"custom\",\"metricSpec\":{\"metric\":\"bench metric %s\","
-                 "\"resource\":\"bench-host\",\"uid\":\"%s\",\"unit\":\"Count\"},"
-                 "\"modelParams\":{\"min\":0,\"max\":100}}",
-                 uid, uid);
-        b_copy_text(&b, params);
-        b_adds(&b, "\t1\t");
-        if (state_text[i]) {
-            b_adds(&b, "{\"anomalyLikelihoodParams\":");
-            b_copy_text(&b, state_text[i]);
-            b_adds(&b, "}");
-        } else {
-            b_adds(&b, "{}");
-        }
-        b_printf(&b, "\t%" PRId64 "\t%" PRId64 "\n", nrows, w);
-        copy_flush(pg, &b, false);
+        if (p->w > 0)
+            state_text[i] = prewarm_metric(h, i, p->w, rows, maxb, score);
+        copy_metric_line(b, p, uid, state_text[i]);
+        copy_flush(pg, b, false);
 
-        if (w > 0) {
-            scores[i] = xmalloc((size_t)w * sizeof **scores);
-            memcpy(scores[i], score, (size_t)w * sizeof *score);
+        if (p->w > 0) {
+            scores[i] = xmalloc((size_t)p->w * sizeof **scores);
+            memcpy(scores[i], score, (size_t)p->w * sizeof *score);
         }
     }
-    copy_end(pg, &b, "COPY metric");
+    copy_end(pg, b, "COPY metric");
+}
 
-    r = PQexec(pg, "COPY metric_data (uid, rowid, timestamp, metric_value, raw_anomaly_score, "
-                   "anomaly_score, display_value, multi_step_best_predictions) FROM STDIN");
+/* COPY metric_data: every metric's rows, the first w scored with
+ * scores[i]. Returns the rows inserted. */
+static size_t copy_metric_data(PGconn *pg, buf *b, const setup_plan *p, double **scores)
+{
+    PGresult *r = PQexec(pg, "COPY metric_data (uid, rowid, timestamp, metric_value, "
+                             "raw_anomaly_score, anomaly_score, display_value, "
+                             "multi_step_best_predictions) FROM STDIN");
     pg_ok(pg, r, "COPY metric_data");
     PQclear(r);
     size_t nins = 0;
-    for (long i = 0; i < m; i++) {
-        uid_of(uid, sizeof uid, prefix, i);
-        for (int64_t rowid = sparse ? w + 1 : 1; rowid <= nrows; rowid++) {
+    char uid[64];
+    for (long i = 0; i < p->m; i++) {
+        uid_of(uid, sizeof uid, p->prefix, i);
+        for (int64_t rowid = p->sparse ? p->w + 1 : 1; rowid <= p->nrows; rowid++) {
             double v, raw;
             row_data(i, rowid, &v, &raw);
-            b_copy_text(&b, uid);
-            b_printf(&b, "\t%" PRId64 "\t", rowid);
-            b_ts(&b, row_ts(rowid));
-            b_adds(&b, "\t");
-            b_double(&b, v);
-            if (rowid <= w) {
+            b_copy_text(b, uid);
+            b_printf(b, "\t%" PRId64 "\t", rowid);
+            b_ts(b, row_ts(rowid));
+            b_adds(b, "\t");
+            b_double(b, v);
+            if (rowid <= p->w) {
                 double s = scores[i][rowid - 1];
-                b_adds(&b, "\t");
-                b_double(&b, raw);
-                b_adds(&b, "\t");
-                b_double(&b, s);
-                b_printf(&b, "\t%" PRId64 "\tnull\n", an_display_value(s, true));
+                b_adds(b, "\t");
+                b_double(b, raw);
+                b_adds(b, "\t");
+                b_double(b, s);
+                b_printf(b, "\t%" PRId64 "\tnull\n", an_display_value(s, true));
             } else {
-                b_adds(&b, "\t\\N\t\\N\t\\N\t\\N\n");
+                b_adds(b, "\t\\N\t\\N\t\\N\t\\N\n");
             }
             nins++;
-            copy_flush(pg, &b, false);
+            copy_flush(pg, b, false);
         }
     }
-    copy_end(pg, &b, "COPY metric_data");
+    copy_end(pg, b, "COPY metric_data");
+    return nins;
+}
+
+/* The params cache, as the service leaves it after scoring row w. */
+static void fill_params_cache(redisContext *rc, const setup_plan *p, char **state_text)
+{
+    char key[256], wm[32], upd[32], uid[64];
+    snprintf(upd, sizeof upd, "%" PRId64, redis_now_ms(rc));
+    snprintf(wm, sizeof wm, "%" PRId64, p->w);
+    long pending = 0;
+    for (long i = 0; i < p->m; i++) {
+        uid_of(uid, sizeof uid, p->prefix, i);
+        snprintf(key, sizeof key, "%s%s", p->pp, uid);
+        const char *argv[] = {"HSET", key, "params", state_text[i], "watermark", wm,
+                              "updated", upd};
+        rappend(rc, 8, argv, NULL);
+        if (++pending == 500 || i == p->m - 1) {
+            while (pending--)
+                freeReplyObject(rget(rc));
+            pending = 0;
+        }
+    }
+}
+
+static int cmd_setup(const args *a)
+{
+    setup_plan p = {.prefix = need(a, "--prefix"),
+                    .m = opt_ll(a, "--metrics", 1000),
+                    .w = opt_ll(a, "--prewarm", 400),
+                    .nrows = opt_ll(a, "--rows", 0),
+                    .sparse = opt(a, "--sparse", NULL) != NULL,
+                    .pp = opt(a, "--params-prefix", NULL)};
+    const char *write_params = opt(a, "--write-params", NULL);
+    if (p.m < 1 || p.w < 0 || p.nrows < p.w || p.nrows < 1)
+        die("setup: need --metrics >= 1, 0 <= --prewarm <= --rows, --rows >= 1");
+    double t0 = mono();
+
+    char **state_text = xmalloc((size_t)p.m * sizeof *state_text);
+    double **scores = calloc((size_t)p.m, sizeof *scores);
+    if (!scores)
+        die("out of memory");
+
+    PGconn *pg = pg_connect();
+    redisContext *rc = (p.w > 0 && p.pp) ? redis_connect() : NULL;
+    pg_exec(pg, "BEGIN");
+    /* metrics first (metric_data references them) */
+    buf b = {0};
+    copy_metrics(pg, &b, &p, state_text, scores);
+    size_t nins = copy_metric_data(pg, &b, &p, scores);
     pg_exec(pg, "COMMIT");
 
-    /* the params cache, as the service leaves it after scoring row W */
-    if (rc) {
-        char key[256], wm[32], upd[32];
-        snprintf(upd, sizeof upd, "%" PRId64, redis_now_ms(rc));
-        snprintf(wm, sizeof wm, "%" PRId64, w);
-        long pending = 0;
-        for (long i = 0; i < m; i++) {
-            uid_of(uid, sizeof uid, prefix, i);
-            snprintf(key, sizeof key, "%s%s", pp, uid);
-            const char *argv[] = {"HSET", key, "params", state_text[i], "watermark", wm,
-                                  "updated", upd};
-            rappend(rc, 8, argv, NULL);
-            if (++pending == 500 || i == m - 1) {
-                while (pending--)
-                    freeReplyObject(rget(rc));
-                pending = 0;
-            }
-        }
-    }
-    if (write_params && m > 0 && state_text[0]) {
+    if (rc)
+        fill_params_cache(rc, &p, state_text);
+    if (write_params && p.m > 0 && state_text[0]) {
         FILE *f = fopen(write_params, "w");
         if (!f || fputs(state_text[0], f) < 0 || fclose(f))
             die("%s: %s", write_params, strerror(errno));
     }
     printf("setup %s: %ld metrics, %zu rows inserted (%" PRId64 " per metric, %" PRId64
            " processed%s) in %.1f s\n",
-           prefix, m, nins, nrows, w, sparse ? ", sparse" : "", mono() - t0);
+           p.prefix, p.m, nins, p.nrows, p.w, p.sparse ? ", sparse" : "", mono() - t0);
     PQfinish(pg);
     return 0;
 }
@@ -1015,6 +1060,120 @@ static int cmp_dbl(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
+/* The sizes of a hotcheck run. */
+typedef struct hot_plan {
+    long m, groups, g, cm, rounds;
+    long per_round; /* live rows per metric per round */
+    long cfirst;    /* catch-up rows start after them */
+    long rows;      /* rows per metric */
+    const char *prefix;
+} hot_plan;
+
+/* The private table of variant v (table name t), filled with the plan's
+ * rows, and its update statement prepared as "hot_upd_<v>". */
+static void hot_create(PGconn *c, const hot_plan *p, size_t v, const char *t)
+{
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "DROP TABLE IF EXISTS %s; "
+             "CREATE TABLE %s (LIKE metric_data INCLUDING DEFAULTS) WITH (fillfactor = %d, "
+             "autovacuum_enabled = false); "
+             "ALTER TABLE %s ADD PRIMARY KEY (uid, rowid); "
+             "CREATE INDEX ON %s (timestamp)",
+             t, t, HOT_V[v].ff, t, t);
+    pg_exec(c, sql);
+    if (HOT_V[v].all_idx) {
+        snprintf(sql, sizeof sql,
+                 "CREATE INDEX ON %s (anomaly_score); "
+                 "CREATE INDEX ON %s (uid, rowid) WHERE raw_anomaly_score IS NOT NULL",
+                 t, t);
+        pg_exec(c, sql);
+    }
+    snprintf(sql, sizeof sql,
+             "INSERT INTO %s (uid, rowid, timestamp, metric_value) "
+             "SELECT '%s' || lpad(i::text, 5, '0'), r, "
+             "timestamp '2014-01-01' + r * interval '5 minutes', (i * r) %% 97 "
+             "FROM generate_series(0, %ld) i, generate_series(1, %ld) r",
+             t, p->prefix, p->m - 1, p->rows);
+    pg_exec(c, sql);
+    snprintf(sql, sizeof sql, "VACUUM (ANALYZE) %s", t);
+    pg_exec(c, sql);
+    char name[32];
+    snprintf(name, sizeof name, "hot_upd_%zu", v);
+    snprintf(sql, sizeof sql, HOT_UPDATE, t);
+    PGresult *res = PQprepare(c, name, sql, 6, NULL);
+    pg_ok(c, res, "prepare");
+    PQclear(res);
+}
+
+/* One round of variant v: the live pattern's and the catch-up pattern's
+ * rows/s into *live and *catchup (u, r: room for max(g, 1400)). */
+static void hot_round(PGconn *c, const hot_plan *p, size_t v, long round, long *u,
+                      int64_t *r, double *live, double *catchup)
+{
+    char name[32];
+    snprintf(name, sizeof name, "hot_upd_%zu", v);
+    double t0 = mono();
+    long next = round * p->per_round * p->m;
+    for (long q = 0; q < p->groups; q++) {
+        for (long i = 0; i < p->g; i++, next++) {
+            u[i] = next % p->m;
+            r[i] = next / p->m + 1;
+        }
+        hot_tx(c, name, p->prefix, u, r, (size_t)p->g);
+    }
+    *live = (double)(p->groups * p->g) / (mono() - t0);
+    t0 = mono();
+    for (long i = 0; i < p->cm; i++) {
+        for (long q = 0; q < 1400; q++) {
+            u[q] = round * p->cm + i;
+            r[q] = p->cfirst + q;
+        }
+        hot_tx(c, name, p->prefix, u, r, 1400);
+    }
+    *catchup = (double)(p->cm * 1400) / (mono() - t0);
+}
+
+/* The HOT share and size of variant v's table t (waiting for the
+ * statistics to count want updates), printed with the medians of live and
+ * catchup (sorted here); then the table is dropped. */
+static void hot_report(PGconn *c, const hot_plan *p, size_t v, const char *t, int64_t want,
+                       double *live, double *catchup)
+{
+    char sql[2048];
+    int64_t upd = 0, hot = 0;
+    snprintf(sql, sizeof sql,
+             "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = '%s'",
+             t);
+    for (int tries = 0; tries < 40; tries++) {
+        PGresult *res = PQexec(c, sql);
+        pg_ok(c, res, "stats");
+        if (PQntuples(res) == 1) {
+            upd = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+            hot = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        }
+        PQclear(res);
+        if (upd >= want)
+            break;
+        pg_exec(c, "SELECT pg_stat_clear_snapshot()");
+        usleep(100000);
+    }
+    snprintf(sql, sizeof sql, "SELECT pg_relation_size('%s')", t);
+    PGresult *res = PQexec(c, sql);
+    pg_ok(c, res, "size");
+    double mib = (double)strtoll(PQgetvalue(res, 0, 0), NULL, 10) / 1048576.0;
+    PQclear(res);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", t);
+    pg_exec(c, sql);
+    qsort(live, (size_t)p->rounds, sizeof live[0], cmp_dbl);
+    qsort(catchup, (size_t)p->rounds, sizeof catchup[0], cmp_dbl);
+    printf("hot variant=%s fillfactor=%d score_indexes=%s live_rows_s=%.0f "
+           "catchup_rows_s=%.0f hot_pct=%.0f heap_mib_after=%.1f rounds=%ld\n",
+           HOT_V[v].name, HOT_V[v].ff, HOT_V[v].all_idx ? "yes" : "no",
+           live[p->rounds / 2], catchup[p->rounds / 2],
+           upd > 0 ? 100.0 * (double)hot / (double)upd : 0.0, mib, p->rounds);
+}
+
 /* Updates on private copies of metric_data's schema, per variant of
  * fillfactor and of the two indexes that involve the updated columns
  * (anomaly_score_idx, metric_data_processed_idx): rows/s for the live
@@ -1024,118 +1183,39 @@ static int cmp_dbl(const void *x, const void *y)
  * share of HOT updates (pg_stat_user_tables of the private table). */
 static int cmd_hotcheck(const args *a)
 {
-    const long m = opt_ll(a, "--metrics", 200);
-    const long groups = opt_ll(a, "--groups", 200);
-    const long g = opt_ll(a, "--group", 64);
-    const long cm = opt_ll(a, "--catchup-metrics", 20);
-    const long rounds = opt_ll(a, "--rounds", 3);
-    const long per_round = (groups * g + m - 1) / m; /* live rows per metric per round */
-    const long cfirst = per_round * rounds + 1;      /* catch-up rows start after them */
-    const long rows = cfirst + 1400 - 1;
-    if (m < g || cm * rounds > m || rounds < 1 || rounds > 9)
+    hot_plan p = {.m = opt_ll(a, "--metrics", 200),
+                  .groups = opt_ll(a, "--groups", 200),
+                  .g = opt_ll(a, "--group", 64),
+                  .cm = opt_ll(a, "--catchup-metrics", 20),
+                  .rounds = opt_ll(a, "--rounds", 3),
+                  .prefix = "bench:hot:"};
+    p.per_round = (p.groups * p.g + p.m - 1) / p.m;
+    p.cfirst = p.per_round * p.rounds + 1;
+    p.rows = p.cfirst + 1400 - 1;
+    if (p.m < p.g || p.cm * p.rounds > p.m || p.rounds < 1 || p.rounds > 9)
         die("hotcheck: need --metrics >= --group and >= --catchup-metrics x --rounds");
-    const char *prefix = "bench:hot:";
-    char sql[2048], t[64];
+    char t[64];
     PGconn *c = pg_connect();
     for (size_t v = 0; v < HOT_NV; v++) {
         snprintf(t, sizeof t, "bench_hot_%s", HOT_V[v].name);
-        snprintf(sql, sizeof sql,
-                 "DROP TABLE IF EXISTS %s; "
-                 "CREATE TABLE %s (LIKE metric_data INCLUDING DEFAULTS) WITH (fillfactor = %d, "
-                 "autovacuum_enabled = false); "
-                 "ALTER TABLE %s ADD PRIMARY KEY (uid, rowid); "
-                 "CREATE INDEX ON %s (timestamp)",
-                 t, t, HOT_V[v].ff, t, t);
-        pg_exec(c, sql);
-        if (HOT_V[v].all_idx) {
-            snprintf(sql, sizeof sql,
-                     "CREATE INDEX ON %s (anomaly_score); "
-                     "CREATE INDEX ON %s (uid, rowid) WHERE raw_anomaly_score IS NOT NULL",
-                     t, t);
-            pg_exec(c, sql);
-        }
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO %s (uid, rowid, timestamp, metric_value) "
-                 "SELECT '%s' || lpad(i::text, 5, '0'), r, "
-                 "timestamp '2014-01-01' + r * interval '5 minutes', (i * r) %% 97 "
-                 "FROM generate_series(0, %ld) i, generate_series(1, %ld) r",
-                 t, prefix, m - 1, rows);
-        pg_exec(c, sql);
-        snprintf(sql, sizeof sql, "VACUUM (ANALYZE) %s", t);
-        pg_exec(c, sql);
-        char name[32];
-        snprintf(name, sizeof name, "hot_upd_%zu", v);
-        snprintf(sql, sizeof sql, HOT_UPDATE, t);
-        PGresult *res = PQprepare(c, name, sql, 6, NULL);
-        pg_ok(c, res, "prepare");
-        PQclear(res);
+        hot_create(c, &p, v, t);
     }
     double live[HOT_NV][9], catchup[HOT_NV][9];
-    long *u = xmalloc((size_t)(g > 1400 ? g : 1400) * sizeof *u);
-    int64_t *r = xmalloc((size_t)(g > 1400 ? g : 1400) * sizeof *r);
-    for (long round = 0; round < rounds; round++) {
+    long *u = xmalloc((size_t)(p.g > 1400 ? p.g : 1400) * sizeof *u);
+    int64_t *r = xmalloc((size_t)(p.g > 1400 ? p.g : 1400) * sizeof *r);
+    for (long round = 0; round < p.rounds; round++) {
         for (size_t k = 0; k < HOT_NV; k++) {
             size_t v = (k + (size_t)round) % HOT_NV; /* rotate the order */
-            char name[32];
-            snprintf(name, sizeof name, "hot_upd_%zu", v);
-            double t0 = mono();
-            long next = round * per_round * m;
-            for (long q = 0; q < groups; q++) {
-                for (long i = 0; i < g; i++, next++) {
-                    u[i] = next % m;
-                    r[i] = next / m + 1;
-                }
-                hot_tx(c, name, prefix, u, r, (size_t)g);
-            }
-            live[v][round] = (double)(groups * g) / (mono() - t0);
-            t0 = mono();
-            for (long i = 0; i < cm; i++) {
-                for (long q = 0; q < 1400; q++) {
-                    u[q] = round * cm + i;
-                    r[q] = cfirst + q;
-                }
-                hot_tx(c, name, prefix, u, r, 1400);
-            }
-            catchup[v][round] = (double)(cm * 1400) / (mono() - t0);
+            hot_round(c, &p, v, round, u, r, &live[v][round], &catchup[v][round]);
         }
     }
     PQfinish(c); /* flushes this backend's table statistics */
 
     c = pg_connect();
-    const int64_t want = rounds * (groups * g + cm * 1400);
+    const int64_t want = p.rounds * (p.groups * p.g + p.cm * 1400);
     for (size_t v = 0; v < HOT_NV; v++) {
         snprintf(t, sizeof t, "bench_hot_%s", HOT_V[v].name);
-        int64_t upd = 0, hot = 0;
-        snprintf(sql, sizeof sql,
-                 "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = '%s'",
-                 t);
-        for (int tries = 0; tries < 40; tries++) {
-            PGresult *res = PQexec(c, sql);
-            pg_ok(c, res, "stats");
-            if (PQntuples(res) == 1) {
-                upd = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-                hot = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-            }
-            PQclear(res);
-            if (upd >= want)
-                break;
-            pg_exec(c, "SELECT pg_stat_clear_snapshot()");
-            usleep(100000);
-        }
-        snprintf(sql, sizeof sql, "SELECT pg_relation_size('%s')", t);
-        PGresult *res = PQexec(c, sql);
-        pg_ok(c, res, "size");
-        double mib = (double)strtoll(PQgetvalue(res, 0, 0), NULL, 10) / 1048576.0;
-        PQclear(res);
-        snprintf(sql, sizeof sql, "DROP TABLE %s", t);
-        pg_exec(c, sql);
-        qsort(live[v], (size_t)rounds, sizeof live[v][0], cmp_dbl);
-        qsort(catchup[v], (size_t)rounds, sizeof catchup[v][0], cmp_dbl);
-        printf("hot variant=%s fillfactor=%d score_indexes=%s live_rows_s=%.0f "
-               "catchup_rows_s=%.0f hot_pct=%.0f heap_mib_after=%.1f rounds=%ld\n",
-               HOT_V[v].name, HOT_V[v].ff, HOT_V[v].all_idx ? "yes" : "no",
-               live[v][rounds / 2], catchup[v][rounds / 2],
-               upd > 0 ? 100.0 * (double)hot / (double)upd : 0.0, mib, rounds);
+        hot_report(c, &p, v, t, want, live[v], catchup[v]);
     }
     PQfinish(c);
     free(u);

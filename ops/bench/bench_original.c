@@ -217,6 +217,122 @@ fail:
     return -1;
 }
 
+/* One run: configuration, connection and tallies. */
+typedef struct orig_ctx {
+    an_config cfg;
+    const char *input, *group, *me;
+    char *model_params;
+    char disp[32], maxlen[32];
+    const char *enc;
+    an_redis *rd;
+    int64_t n_entries, n_rows, retries;
+} orig_ctx;
+
+/* Configuration (--consumer over the ANOMALYD_* environment), the fixed
+ * texts and both connections; dies on failure. params_path: the params
+ * text. */
+static void orig_connect(orig_ctx *c, const char *params_path, const char *consumer)
+{
+    char err[512];
+    if (an_config_load(&c->cfg, NULL, err, sizeof err))
+        die("config", err);
+    if (consumer && an_config_set(&c->cfg, "streams", "consumer", consumer, "--consumer", err,
+                                  sizeof err))
+        die("config", err);
+    c->input = c->cfg.streams.input;
+    c->group = c->cfg.streams.group;
+    c->me = c->cfg.streams.consumer;
+    char *lk = slurp(params_path);
+    size_t mplen = strlen(lk) + 64;
+    c->model_params = xcalloc(mplen, 1);
+    snprintf(c->model_params, mplen, "{\"anomalyLikelihoodParams\":%s}", lk);
+    snprintf(c->disp, sizeof c->disp, "%" PRId64, an_display_value(0.5, true));
+    snprintf(c->maxlen, sizeof c->maxlen, "%" PRId64, c->cfg.streams.output_maxlen);
+    c->enc = an_encoding_name(c->cfg.streams.output_encoding);
+
+    g_refresh = c->cfg.anomaly_likelihood.statistics_refresh_rate;
+    snprintf(g_sample_size, sizeof g_sample_size, "%d",
+             c->cfg.anomaly_likelihood.statistics_sample_size);
+    g_dsn = c->cfg.postgres.dsn;
+    if (!pg_connect())
+        die("postgres", PQerrorMessage(g_pg));
+    an_redis_opts ro = an_redis_opts_default();
+    if (an_redis_connect(c->cfg.redis.url, &ro, &c->rd, err, sizeof err))
+        die("redis", err);
+    if (an_group_create(c->rd, c->input, c->group, "0", NULL))
+        die("XGROUP CREATE", an_redis_errstr(c->rd));
+}
+
+/* Pipelines the output entry (when publish: model m, rows first..last) and
+ * the XACK of e; one attempt. false when the connection failed. */
+static bool send_once(orig_ctx *c, redisContext *rc, const an_entry *e, const an_field *m,
+                      bool publish, int64_t first, int64_t last, const char *rows)
+{
+    bool sent = true;
+    if (publish) {
+        const body *bd = body_for((size_t)(last - first + 1), c->cfg.streams.output_encoding);
+        const char *xa[] = {"XADD", c->cfg.streams.output, "MAXLEN", "~", c->maxlen, "*",
+                            "dataType", AN_DATATYPE_INFERENCE, "model", m->value,
+                            "rows", rows, "source", e->id, "encoding", c->enc,
+                            "body", bd->p};
+        size_t xl[18];
+        for (int k = 0; k < 17; k++)
+            xl[k] = strlen(xa[k]);
+        xl[17] = bd->len;
+        sent = redisAppendCommandArgv(rc, 18, xa, xl) == REDIS_OK;
+    }
+    const char *ack[] = {"XACK", c->input, c->group, e->id};
+    sent = sent && redisAppendCommandArgv(rc, 4, ack, NULL) == REDIS_OK;
+    int want = publish ? 2 : 1;
+    for (int k = 0; sent && k < want; k++) {
+        void *rep = NULL;
+        if (redisGetReply(rc, &rep) != REDIS_OK || !rep)
+            sent = false;
+        else {
+            if (((redisReply *)rep)->type == REDIS_REPLY_ERROR)
+                die("XADD/XACK", ((redisReply *)rep)->str);
+            freeReplyObject(rep);
+        }
+    }
+    return sent;
+}
+
+/* One entry as the original handles it: its rows scored in their own
+ * transaction (retried until done), then its output entry and its XACK
+ * (resent after a reconnect until done). */
+static void process_entry(orig_ctx *c, const an_entry *e)
+{
+    const an_field *m = an_entry_field(e, "model");
+    const an_field *b = an_entry_field(e, "batch");
+    int64_t first, last, n = 0;
+    bool ok = m && b && pick_rowids(b->value, b->value_len, &first, &last);
+    if (ok) {
+        while ((n = process(m->value, first, last, c->model_params, c->disp)) < 0) {
+            c->retries++;
+            usleep(100000);
+            if (PQstatus(g_pg) != CONNECTION_OK)
+                pg_connect();
+        }
+    }
+    char rows[48];
+    snprintf(rows, sizeof rows, "%" PRId64 "-%" PRId64, ok ? first : 0, ok ? last : 0);
+    for (;;) {
+        redisContext *rc = an_redis_ctx(c->rd);
+        if (!rc) {
+            an_redis_reconnect(c->rd);
+            usleep(100000);
+            continue;
+        }
+        if (send_once(c, rc, e, m, ok && n > 0, first, last, rows))
+            break;
+        c->retries++;
+        an_redis_reconnect(c->rd);
+        usleep(100000);
+    }
+    c->n_entries++;
+    c->n_rows += n;
+}
+
 int main(int argc, char **argv)
 {
     const char *params_path = NULL, *consumer = NULL;
@@ -236,51 +352,21 @@ int main(int argc, char **argv)
     }
     if (!params_path)
         die("usage", "--params FILE is required");
-    an_config cfg;
-    char err[512];
-    if (an_config_load(&cfg, NULL, err, sizeof err))
-        die("config", err);
-    if (consumer && an_config_set(&cfg, "streams", "consumer", consumer, "--consumer", err,
-                                  sizeof err))
-        die("config", err);
-    const char *input = cfg.streams.input, *group = cfg.streams.group;
-    const char *me = cfg.streams.consumer;
-    char *lk = slurp(params_path);
-    size_t mplen = strlen(lk) + 64;
-    char *model_params = xcalloc(mplen, 1);
-    snprintf(model_params, mplen, "{\"anomalyLikelihoodParams\":%s}", lk);
-    char disp[32];
-    snprintf(disp, sizeof disp, "%" PRId64, an_display_value(0.5, true));
-    char maxlen[32];
-    snprintf(maxlen, sizeof maxlen, "%" PRId64, cfg.streams.output_maxlen);
-    const char *enc = an_encoding_name(cfg.streams.output_encoding);
+    static orig_ctx c; /* zeroed */
+    orig_connect(&c, params_path, consumer);
 
-    g_refresh = cfg.anomaly_likelihood.statistics_refresh_rate;
-    snprintf(g_sample_size, sizeof g_sample_size, "%d",
-             cfg.anomaly_likelihood.statistics_sample_size);
-    g_dsn = cfg.postgres.dsn;
-    if (!pg_connect())
-        die("postgres", PQerrorMessage(g_pg));
-    an_redis_opts ro = an_redis_opts_default();
-    an_redis *rd;
-    if (an_redis_connect(cfg.redis.url, &ro, &rd, err, sizeof err))
-        die("redis", err);
-    if (an_group_create(rd, input, group, "0", NULL))
-        die("XGROUP CREATE", an_redis_errstr(rd));
-
-    int64_t n_entries = 0, n_rows = 0, retries = 0;
     int64_t t_start = -1, idle_since = mono_ms();
     for (;;) {
         an_entry_list l;
         memset(&l, 0, sizeof l);
-        int rc = an_read_group(rd, input, group, me, ">", (size_t)cfg.streams.read_count, 100,
-                               &l);
+        int rc = an_read_group(c.rd, c.input, c.group, c.me, ">",
+                               (size_t)c.cfg.streams.read_count, 100, &l);
         if (rc == AN_ETRANSIENT) {
             usleep(100000);
             continue;
         }
         if (rc)
-            die("XREADGROUP", an_redis_errstr(rd));
+            die("XREADGROUP", an_redis_errstr(c.rd));
         if (l.n == 0) {
             an_entry_list_free(&l);
             if (mono_ms() - idle_since >= idle_ms)
@@ -289,74 +375,17 @@ int main(int argc, char **argv)
         }
         if (t_start < 0)
             t_start = mono_ms();
-        for (size_t i = 0; i < l.n; i++) {
-            const an_entry *e = &l.v[i];
-            const an_field *m = an_entry_field(e, "model");
-            const an_field *b = an_entry_field(e, "batch");
-            int64_t first, last, n = 0;
-            bool ok = m && b && pick_rowids(b->value, b->value_len, &first, &last);
-            if (ok) {
-                while ((n = process(m->value, first, last, model_params, disp)) < 0) {
-                    retries++;
-                    usleep(100000);
-                    if (PQstatus(g_pg) != CONNECTION_OK)
-                        pg_connect();
-                }
-            }
-            char rows[48];
-            snprintf(rows, sizeof rows, "%" PRId64 "-%" PRId64, ok ? first : 0, ok ? last : 0);
-            for (;;) {
-                redisContext *c = an_redis_ctx(rd);
-                if (!c) {
-                    an_redis_reconnect(rd);
-                    usleep(100000);
-                    continue;
-                }
-                bool sent = true;
-                if (ok && n > 0) {
-                    const body *bd = body_for((size_t)(last - first + 1),
-                                              cfg.streams.output_encoding);
-                    const char *xa[] = {"XADD", cfg.streams.output, "MAXLEN", "~", maxlen, "*",
-                                        "dataType", AN_DATATYPE_INFERENCE, "model", m->value,
-                                        "rows", rows, "source", e->id, "encoding", enc,
-                                        "body", bd->p};
-                    size_t xl[18];
-                    for (int k = 0; k < 17; k++)
-                        xl[k] = strlen(xa[k]);
-                    xl[17] = bd->len;
-                    sent = redisAppendCommandArgv(c, 18, xa, xl) == REDIS_OK;
-                }
-                const char *ack[] = {"XACK", input, group, e->id};
-                sent = sent && redisAppendCommandArgv(c, 4, ack, NULL) == REDIS_OK;
-                int want = (ok && n > 0) ? 2 : 1;
-                for (int k = 0; sent && k < want; k++) {
-                    void *rep = NULL;
-                    if (redisGetReply(c, &rep) != REDIS_OK || !rep)
-                        sent = false;
-                    else {
-                        if (((redisReply *)rep)->type == REDIS_REPLY_ERROR)
-                            die("XADD/XACK", ((redisReply *)rep)->str);
-                        freeReplyObject(rep);
-                    }
-                }
-                if (sent)
-                    break;
-                retries++;
-                an_redis_reconnect(rd);
-                usleep(100000);
-            }
-            n_entries++;
-            n_rows += n;
-        }
+        for (size_t i = 0; i < l.n; i++)
+            process_entry(&c, &l.v[i]);
         an_entry_list_free(&l);
         idle_since = mono_ms();
     }
     double wall = t_start < 0 ? 0.0 : (double)(idle_since - t_start) / 1000.0;
     printf("original: entries=%" PRId64 " rows=%" PRId64 " retries=%" PRId64
            " counts=%" PRId64 " tail_reads=%" PRId64 " wall_s=%.3f\n",
-           n_entries, n_rows, retries, g_counts, g_tails, wall);
+           c.n_entries, c.n_rows, c.retries, g_counts, g_tails, wall);
     PQfinish(g_pg);
-    an_redis_free(rd);
-    an_config_free(&cfg);
+    an_redis_free(c.rd);
+    an_config_free(&c.cfg);
     return 0;
 }

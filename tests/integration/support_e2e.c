@@ -687,6 +687,35 @@ void e2e_csv_head(const char *src, const char *dst, size_t n)
     ck_assert_msg(k == n + 1, "%s has fewer than %zu rows", src, n);
 }
 
+long e2e_csv_rows(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    long n = -1; /* header */
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) >= 0)
+        if (line[0] != '\n' && line[0] != '\r')
+            n++;
+    free(line);
+    fclose(f);
+    return n;
+}
+
+long e2e_model_csv(e2e *t, const char *file, long rows, int i, char *csv, size_t csvlen)
+{
+    char rel[400];
+    snprintf(rel, sizeof rel, "likelihood/htmengine/%s", file);
+    const char *full = e2e_data(rel);
+    if (rows > 0) {
+        snprintf(csv, csvlen, "%s/model%d.csv", t->tmpdir, i);
+        e2e_csv_head(full, csv, (size_t)rows);
+        return rows;
+    }
+    snprintf(csv, csvlen, "%s", full);
+    return e2e_csv_rows(full);
+}
+
 /* ------------------------------------------------------------ PostgreSQL */
 
 const char *e2e_parameters(const char *name)

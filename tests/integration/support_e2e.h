@@ -164,6 +164,13 @@ void e2e_csv_load(const char *path, e2e_csv *out);
 void e2e_csv_free(e2e_csv *c);
 /* Writes the header and the first n data rows of src to dst. */
 void e2e_csv_head(const char *src, const char *dst, size_t n);
+/* The data rows of the CSV at path (non-blank lines after the header). */
+long e2e_csv_rows(const char *path);
+/* The input CSV of model i of a multi-model run, into csv (csvlen bytes):
+ * with rows > 0 the header and first rows rows of
+ * $AN_TEST_DATA/likelihood/htmengine/<file>, copied to t's tmpdir as
+ * model<i>.csv; else that file itself. Returns its data row count. */
+long e2e_model_csv(e2e *t, const char *file, long rows, int i, char *csv, size_t csvlen);
 
 /* ---- PostgreSQL ---- */
 

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 static const char *UID;
@@ -317,6 +318,132 @@ static size_t repeats_and_set(const alist *got, const alist *want, const char *w
     return rep;
 }
 
+#define KILLS 3 /* kill_restart_republish: the consumer is killed this often */
+
+/* Waits for the next gated delivery of consumer p (its rowid in
+ * gate/marker) and releases it; the first delivery of every 3rd alert
+ * (until KILLS were done, *done counts them, *firsts the first deliveries)
+ * is a SIGKILL of p first, its rowid into killed. Returns true when p was
+ * killed, false when p exited by itself. */
+static bool gate_until_kill(e2e_proc *p, const char *gate, double deadline, long *killed,
+                            int *done, size_t *firsts)
+{
+    while (!e2e_poll(&T, p)) {
+        ck_assert_msg(e2e_now() < deadline, "the gated deliveries did not finish");
+        char marker[PATH_MAX + 64], taken[PATH_MAX + 64], release[PATH_MAX + 64];
+        snprintf(marker, sizeof marker, "%s/marker", gate);
+        snprintf(taken, sizeof taken, "%s/taken", gate);
+        if (rename(marker, taken) != 0) { /* atomic: a later marker stays */
+            e2e_sleep_ms(1);
+            continue;
+        }
+        char *txt = e2e_slurp(taken, NULL);
+        long r = atol(txt);
+        free(txt);
+        snprintf(release, sizeof release, "%s/release.%ld", gate, r);
+        if (access(release, F_OK) == 0)
+            continue; /* a redelivery: it does not wait */
+        /* the first delivery of alert r, waiting: kill at every 3rd */
+        bool was_killed = false;
+        if (*done < KILLS && (*firsts)++ % 3 == 0) {
+            kill(p->pid, SIGKILL);
+            e2e_wait(&T, p, 30000);
+            ck_assert_int_eq(p->code, 128 + SIGKILL);
+            ck_assert_int_lt(entries_read("g-kill"), NOUT);
+            killed[(*done)++] = r;
+            was_killed = true;
+        }
+        FILE *f = fopen(release, "w");
+        ck_assert_ptr_nonnull(f);
+        fclose(f);
+        if (was_killed)
+            return true;
+    }
+    return false;
+}
+
+/* Runs anomalyctl alerts on stream with the gated exec_cmd until it exits
+ * by itself after KILLS kills (their rowids into killed); every alert it
+ * printed, over all runs, into all. */
+static void run_with_kills(const char *stream, const char *exec_cmd, const char *gate,
+                           long killed[KILLS], alist *all)
+{
+    alist got;
+    int done = 0;
+    size_t firsts = 0;
+    double deadline = e2e_now() + 300;
+    memset(all, 0, sizeof *all);
+    for (int k = 0; k <= KILLS; k++) {
+        const char *argv[] = {e2e_bin("anomalyctl"), "alerts", "--group", "g-kill", "--stream",
+                              stream, "--exit-when-idle", "1000", "--max-age", "0",
+                              "--threshold", "0.99", "--min-rowid", "400", "--exec", exec_cmd,
+                              NULL};
+        e2e_proc p;
+        e2e_spawn(&T, &p, "anomalyctl alerts (killed)", argv);
+        bool was_killed = gate_until_kill(&p, gate, deadline, killed, &done, &firsts);
+        if (!was_killed) {
+            e2e_wait(&T, &p, 300000);
+            E2E_EXPECT_EXIT0(&p);
+        }
+        stdout_alerts(&p, &got);
+        for (size_t i = 0; i < got.n; i++)
+            snprintf(all->key[all->n++], 64, "%s", got.key[i]);
+        if (!was_killed)
+            break;
+    }
+    ck_assert_int_eq(done, KILLS);
+}
+
+/* How many alerts of want are delivered again after the kills in the
+ * deliveries of killed: a killed entry is handled again, so every alert it
+ * had recorded (those of its rows up to the killed one) repeats. */
+static size_t expected_repeats(const alist *want, const long killed[KILLS])
+{
+    size_t want_rep = 0;
+    an_entry_list out = {0};
+    e2e_xrange_all(&T, T.output, &out);
+    for (int k = 0; k < KILLS; k++)
+        for (size_t i = 0; i < out.n; i++) {
+            const an_field *rows = an_entry_field(&out.v[i], "rows");
+            long first, last;
+            if (!rows || sscanf(rows->value, "%ld-%ld", &first, &last) != 2 ||
+                killed[k] < first || killed[k] > last)
+                continue;
+            for (size_t a = 0; a < want->n; a++) {
+                long r = atol(strchr(want->key[a], ' ') + 1);
+                want_rep += r >= first && r <= killed[k];
+            }
+        }
+    an_entry_list_free(&out);
+    return want_rep;
+}
+
+/* Re-publishes copies of the output entries that carried alerts of want,
+ * and of every 50th entry, with their fields (the same source). Returns
+ * how many. */
+static size_t republish_copies(const alist *want)
+{
+    an_entry_list l = {0};
+    e2e_xrange_all(&T, T.output, &l);
+    size_t copies = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        const an_field *rows = an_entry_field(&l.v[i], "rows");
+        bool carries = false;
+        long first = 0, last = 0;
+        if (rows && sscanf(rows->value, "%ld-%ld", &first, &last) == 2)
+            for (size_t k = 0; k < want->n; k++) {
+                long r = atol(strchr(want->key[k], ' ') + 1);
+                carries |= r >= first && r <= last;
+            }
+        if (!carries && i % 50)
+            continue;
+        xadd_tmp(l.v[i].fields, l.v[i].nfields);
+        copies++;
+    }
+    an_entry_list_free(&l);
+    return copies;
+}
+
 START_TEST(kill_restart_republish)
 {
     const char *stream = alert_stream("kill");
@@ -336,82 +463,13 @@ START_TEST(kill_restart_republish)
              "mv m.tmp marker && while [ ! -e release.$r ]; do sleep 0.005; done",
              gate, execfile, execfile);
     e2e_setenv(&T, "ANOMALYD_STREAMS_READ_COUNT", "4");
-    memset(&all, 0, sizeof all);
-    const int kills = 3;
-    long killed[3];
-    int done = 0;
-    size_t firsts = 0;
-    double deadline = e2e_now() + 300;
-    for (int k = 0; k <= kills; k++) {
-        const char *argv[] = {e2e_bin("anomalyctl"), "alerts", "--group", "g-kill", "--stream",
-                              stream, "--exit-when-idle", "1000", "--max-age", "0",
-                              "--threshold", "0.99", "--min-rowid", "400", "--exec", exec_cmd,
-                              NULL};
-        e2e_proc p;
-        e2e_spawn(&T, &p, "anomalyctl alerts (killed)", argv);
-        bool was_killed = false;
-        while (!was_killed && !e2e_poll(&T, &p)) {
-            ck_assert_msg(e2e_now() < deadline, "the gated deliveries did not finish");
-            char marker[PATH_MAX + 64], taken[PATH_MAX + 64], release[PATH_MAX + 64];
-            snprintf(marker, sizeof marker, "%s/marker", gate);
-            snprintf(taken, sizeof taken, "%s/taken", gate);
-            if (rename(marker, taken) != 0) { /* atomic: a later marker stays */
-                e2e_sleep_ms(1);
-                continue;
-            }
-            char *txt = e2e_slurp(taken, NULL);
-            long r = atol(txt);
-            free(txt);
-            snprintf(release, sizeof release, "%s/release.%ld", gate, r);
-            if (access(release, F_OK) == 0)
-                continue; /* a redelivery: it does not wait */
-            /* the first delivery of alert r, waiting: kill at every 3rd */
-            if (done < kills && firsts++ % 3 == 0) {
-                kill(p.pid, SIGKILL);
-                e2e_wait(&T, &p, 30000);
-                ck_assert_int_eq(p.code, 128 + SIGKILL);
-                ck_assert_int_lt(entries_read("g-kill"), NOUT);
-                killed[done++] = r;
-                was_killed = true;
-            }
-            FILE *f = fopen(release, "w");
-            ck_assert_ptr_nonnull(f);
-            fclose(f);
-        }
-        if (!was_killed) {
-            e2e_wait(&T, &p, 300000);
-            E2E_EXPECT_EXIT0(&p);
-        }
-        stdout_alerts(&p, &got);
-        for (size_t i = 0; i < got.n; i++)
-            snprintf(all.key[all.n++], 64, "%s", got.key[i]);
-        if (!was_killed)
-            break;
-    }
-    ck_assert_int_eq(done, kills);
+    long killed[KILLS];
+    run_with_kills(stream, exec_cmd, gate, killed, &all);
     e2e_setenv(&T, "ANOMALYD_STREAMS_READ_COUNT", "64");
     ck_assert_int_eq(group_pending("g-kill"), 0);
     stream_alerts(stream, &in_stream);
     expect_same(&in_stream, &want, "alerts stream after kills");
-    /* A killed entry is handled again: every alert it had recorded is
-     * delivered again, i.e. (printed and run before the kill) those of its
-     * rows up to the killed one. */
-    size_t want_rep = 0;
-    an_entry_list out = {0};
-    e2e_xrange_all(&T, T.output, &out);
-    for (int k = 0; k < kills; k++)
-        for (size_t i = 0; i < out.n; i++) {
-            const an_field *rows = an_entry_field(&out.v[i], "rows");
-            long first, last;
-            if (!rows || sscanf(rows->value, "%ld-%ld", &first, &last) != 2 ||
-                killed[k] < first || killed[k] > last)
-                continue;
-            for (size_t a = 0; a < want.n; a++) {
-                long r = atol(strchr(want.key[a], ' ') + 1);
-                want_rep += r >= first && r <= killed[k];
-            }
-        }
-    an_entry_list_free(&out);
+    size_t want_rep = expected_repeats(&want, killed);
     size_t rep = repeats_and_set(&all, &want, "stdout over all runs");
     char *text = e2e_slurp(execfile, NULL);
     parse_lines(text, &execd);
@@ -423,26 +481,8 @@ START_TEST(kill_restart_republish)
     ck_assert_uint_eq(rep, want_rep);
     ck_assert_uint_eq(exec_rep, want_rep);
 
-    /* Re-publish: copies of the entries that carried alerts, and of every
-     * 50th entry, with their fields (the same source). */
-    an_entry_list l = {0};
-    e2e_xrange_all(&T, T.output, &l);
-    size_t copies = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        const an_field *rows = an_entry_field(&l.v[i], "rows");
-        bool carries = false;
-        long first = 0, last = 0;
-        if (rows && sscanf(rows->value, "%ld-%ld", &first, &last) == 2)
-            for (size_t k = 0; k < want.n; k++) {
-                long r = atol(strchr(want.key[k], ' ') + 1);
-                carries |= r >= first && r <= last;
-            }
-        if (!carries && i % 50)
-            continue;
-        xadd_tmp(l.v[i].fields, l.v[i].nfields);
-        copies++;
-    }
-    an_entry_list_free(&l);
+    /* Re-publish: nothing alerts again. */
+    size_t copies = republish_copies(&want);
     ck_assert_uint_gt(copies, want.n);
     e2e_proc p;
     const char *argv[] = {e2e_bin("anomalyctl"), "alerts", "--group", "g-kill", "--stream",
@@ -627,9 +667,5 @@ static Suite *alerts_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(alerts_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(alerts_suite(), CK_NORMAL);
 }

@@ -15,6 +15,7 @@
 #include <hiredis/hiredis.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -328,9 +329,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return an_check_run(suite(), CK_NORMAL);
 }

@@ -10,6 +10,7 @@
 #include <hiredis/hiredis.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -114,9 +115,5 @@ int main(void)
     tcase_add_test(tc, replay_progress_only_when_asked);
     tcase_add_test(tc, status_watch_refreshes_with_rates);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(s, CK_NORMAL);
 }

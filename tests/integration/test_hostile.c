@@ -47,6 +47,7 @@
 #include <hiredis/hiredis.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 #define MAX_MODELS 4
 #define K 2
@@ -121,15 +122,6 @@ static long envl(const char *name, long def)
     return v && *v ? strtol(v, NULL, 10) : def;
 }
 
-static long csv_rows(const char *path)
-{
-    e2e_csv c;
-    e2e_csv_load(path, &c);
-    long n = (long)c.n;
-    e2e_csv_free(&c);
-    return n;
-}
-
 static void run_init(run *R, bool clean, const model *models, int n)
 {
     memset(R, 0, sizeof *R);
@@ -142,17 +134,8 @@ static void run_init(run *R, bool clean, const model *models, int n)
     if (clean)
         e2e_setenv(&R->t, "ANOMALYD_ANOMALY_LIKELIHOOD_STATE_CACHE_METRICS", "0");
     for (int i = 0; i < n; i++) {
-        char rel[400];
-        snprintf(rel, sizeof rel, "likelihood/htmengine/%s", models[i].file);
-        const char *full = e2e_data(rel);
-        if (models[i].rows > 0) {
-            snprintf(R->csv[i], sizeof R->csv[i], "%s/model%d.csv", R->t.tmpdir, i);
-            e2e_csv_head(full, R->csv[i], (size_t)models[i].rows);
-            R->nrows[i] = models[i].rows;
-        } else {
-            snprintf(R->csv[i], sizeof R->csv[i], "%s", full);
-            R->nrows[i] = csv_rows(full);
-        }
+        R->nrows[i] = e2e_model_csv(&R->t, models[i].file, models[i].rows, i, R->csv[i],
+                                    sizeof R->csv[i]);
         char tag[16];
         snprintf(tag, sizeof tag, "m%d", i);
         snprintf(R->uids[i], sizeof R->uids[i], "%s", e2e_uid(&R->t, tag));
@@ -439,19 +422,12 @@ static void add_wide(e2e *t, bad *b, size_t n)
     free(names);
 }
 
-/* Injects catalogue entry i (0-based) into the hostile run; false past the
- * end. healthy = a healthy metric's uid. */
-static bool inject(run *R, int i)
+/* Entries whose fields, signature, uid or rowID are wrong (catalogue
+ * entries 0..15); false for any other i. */
+static bool inject_structure(e2e *t, int i, const char *healthy)
 {
-    /* the watermark jump (case 1) goes in early, among the healthy batches */
-    if (i == 2 || i == 37)
-        i = i == 2 ? 37 : 2;
-    e2e *t = &R->t;
-    const char *healthy = R->uids[0];
     const char *unknown = "hostile-no-such-model";
     bad *b;
-    size_t len = 0;
-    char *text;
     switch (i) {
     case 0:
         add_json(t, cat("not JSON", X_DEAD, "batch: invalid JSON", 0), healthy, "{\"x");
@@ -527,6 +503,19 @@ static bool inject(run *R, int i)
         add_json(t, cat("rowID 1e30 (a real)", X_DEAD, "rowID must be an integer, got real", 0),
                  healthy, "[[\"iRv2\",1e30,0,0.5,null,null]]");
         break;
+    default:
+        return false;
+    }
+    return true;
+}
+
+/* Entries whose values or nesting are wrong (catalogue entries 16..27);
+ * false for any other i. */
+static bool inject_values(e2e *t, int i, const char *healthy)
+{
+    size_t len = 0;
+    char *text;
+    switch (i) {
     case 16:
         add_json(t, cat("score 1e200 on a healthy row (case 4)", X_DEAD,
                         "anomalyScore 1e+200 is outside [0, 1]", 0),
@@ -579,6 +568,21 @@ static bool inject(run *R, int i)
         add_json(t, cat("nesting 3000 deep", X_DEAD, "batch: invalid JSON", 0), healthy, text);
         free(text);
         break;
+    default:
+        return false;
+    }
+    return true;
+}
+
+/* Oversized entries, and entries rejected or published rather than
+ * dead-lettered (catalogue entries 28..39); false for any other i. */
+static bool inject_sizes(e2e *t, int i, const char *healthy)
+{
+    const char *unknown = "hostile-no-such-model";
+    bad *b;
+    size_t len = 0;
+    char *text;
+    switch (i) {
     case 28:
         text = repeat("", " ", (size_t)100 << 20, "", &len);
         add_zlib(t, cat("zlib bomb (100 MiB of spaces)", X_DEAD,
@@ -649,6 +653,18 @@ static bool inject(run *R, int i)
         return false;
     }
     return true;
+}
+
+/* Injects catalogue entry i (0-based) into the hostile run; false past the
+ * end. */
+static bool inject(run *R, int i)
+{
+    /* the watermark jump (case 1) goes in early, among the healthy batches */
+    if (i == 2 || i == 37)
+        i = i == 2 ? 37 : 2;
+    const char *healthy = R->uids[0]; /* a healthy metric's uid */
+    return inject_structure(&R->t, i, healthy) || inject_values(&R->t, i, healthy) ||
+           inject_sizes(&R->t, i, healthy);
 }
 
 /* ------------------------------------------------------------ checks */
@@ -962,9 +978,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(suite(), CK_NORMAL);
 }

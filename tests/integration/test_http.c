@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 static bool pg_stopped;
@@ -401,9 +402,5 @@ static Suite *http_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(http_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(http_suite(), CK_NORMAL);
 }

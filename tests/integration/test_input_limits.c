@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 /* Decoded bytes of an entry of n plain inference results (no strings):
  * what an_batch.decoded_bytes counts. */
@@ -113,9 +114,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(suite(), CK_NORMAL);
 }

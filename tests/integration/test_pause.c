@@ -42,6 +42,7 @@
 
 #include "an_redis_url.h"
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -266,24 +267,43 @@ typedef struct figures {
     int paused;
 } figures;
 
-static void run_fault(const fault *f, figures *fig)
+/* One fault's run: its models, consumers, proxy and the times of its
+ * phases (0: not yet). */
+typedef struct pause_run {
+    const fault *f;
+    model ms[2];
+    const char *cons[2];
+    e2e_proc d[2];
+    pid_t proxy;    /* 0: no proxy */
+    int64_t live_sent;
+    double next;    /* when the next live row is due */
+    double t_inject, t_paused, t_repair, t_resumed;
+    size_t npaused[2], nresumed[2]; /* PAUSED / RESUMED lines before the fault / repair */
+} pause_run;
+
+/* Two CREATE_PENDING metrics with FIRST + LIVE rows each, their defineModel
+ * results and their first FIRST rows sent. */
+static void pause_models(pause_run *R)
 {
-    memset(fig, 0, sizeof *fig);
-    repair_all();
-    model ms[2] = {{.uid = e2e_uid(&T, "pa")}, {.uid = e2e_uid(&T, "pb")}};
-    e2e_csv_load(e2e_data(JUMPSUP), &ms[0].csv);
-    e2e_csv_load(e2e_data(EC2), &ms[1].csv);
+    R->ms[0] = (model){.uid = e2e_uid(&T, "pa")};
+    R->ms[1] = (model){.uid = e2e_uid(&T, "pb")};
+    e2e_csv_load(e2e_data(JUMPSUP), &R->ms[0].csv);
+    e2e_csv_load(e2e_data(EC2), &R->ms[1].csv);
     const int64_t N = FIRST + LIVE;
     for (int i = 0; i < 2; i++) {
-        e2e_create_metric(&T, ms[i].uid, "e2e.pause", AN_METRIC_CREATE_PENDING);
-        e2e_add_rows(&T, ms[i].uid, ms[i].csv.ts, ms[i].csv.value, (size_t)N);
+        e2e_create_metric(&T, R->ms[i].uid, "e2e.pause", AN_METRIC_CREATE_PENDING);
+        e2e_add_rows(&T, R->ms[i].uid, R->ms[i].csv.ts, R->ms[i].csv.value, (size_t)N);
         an_result def = e2e_cmd("define-pause", "defineModel", 0, NULL);
         char id[AN_ID_MAX];
-        e2e_xadd_results(&T, ms[i].uid, &def, 1, AN_ENC_JSON, id);
-        send_upto(&ms[i], FIRST);
+        e2e_xadd_results(&T, R->ms[i].uid, &def, 1, AN_ENC_JSON, id);
+        send_upto(&R->ms[i], FIRST);
     }
+}
 
-    /* the consumers' settings for this fault */
+/* The consumers' settings for fault f; with a proxy, it is started and
+ * the consumers connect through it. Returns the proxy's pid, 0 for none. */
+static pid_t pause_settings(const fault *f)
+{
     pid_t proxy = 0;
     int pport = 0;
     e2e_setenv(&T, "ANOMALYD_POSTGRES_RETRY_BUDGET_MS", "3000");
@@ -320,154 +340,200 @@ static void run_fault(const fault *f, figures *fig)
         e2e_setenv(&T, "ANOMALYD_REDIS_URL", url);
         an_redis_url_free(&u);
     }
+    return proxy;
+}
 
-    const char *cons[2] = {"p1", "p2"};
-    e2e_proc d[2];
-    for (int i = 0; i < 2; i++) {
-        const char *argv[] = {e2e_bin("anomalyd"), "--consumer", cons[i], NULL};
-        e2e_spawn(&T, &d[i], cons[i], argv);
+/* The fault, once healthy traffic flows (20 live rows sent, row FIRST + 10
+ * of the first model scored). */
+static void pause_inject(pause_run *R)
+{
+    const fault *f = R->f;
+    /* the lines logged so far (before the fault: a consumer may
+     * pause within a millisecond of it) */
+    for (int i = 0; i < 2; i++)
+        R->npaused[i] = e2e_count_lines(R->d[i].err_path, "PAUSED: ");
+    for (int i = 0; f->inject[i]; i++)
+        sql(f->inject[i]);
+    if (f->terminate)
+        terminate_consumers();
+    if (f->wrongtype) {
+        for (int i = 0; i < 2; i++) {
+            void *r = e2e_redis_cmd(&T, "DEL %s", e2e_params_key(&T, R->ms[i].uid));
+            freeReplyObject(r);
+            r = e2e_redis_cmd(&T, "SET %s not-a-hash", e2e_params_key(&T, R->ms[i].uid));
+            freeReplyObject(r);
+        }
     }
+    if (R->proxy)
+        kill(R->proxy, SIGUSR1);
+    R->t_inject = e2e_now();
+}
 
-    /* healthy traffic, then the fault while it flows */
-    double step = 0.04, next = e2e_now();
-    int64_t live_sent = 0;
-    double t_inject = 0, t_paused = 0, t_repair = 0, t_resumed = 0;
+/* Both consumers logged their pause: it is visible to anomalyctl status
+ * too (when Redis can take it). */
+static void pause_seen(pause_run *R)
+{
+    R->t_paused = e2e_now();
+    if (R->f->proxy == 2)
+        return;
+    for (int i = 0; i < 2; i++) {
+        /* written just after the log line: wait for it (bounded) */
+        char st[32] = "";
+        double hd = e2e_now() + 10;
+        do {
+            health(R->cons[i], st, sizeof st);
+        } while (strcmp(st, "paused") && e2e_now() < hd && (e2e_sleep_ms(20), 1));
+        ck_assert_msg(!strcmp(st, "paused"), "%s: %s health %s", R->f->name, R->cons[i], st);
+    }
+}
+
+/* The repair, a second into the pause (the dead letters so far into fig). */
+static void pause_repair(pause_run *R, figures *fig)
+{
+    const fault *f = R->f;
+    fig->dead = e2e_xlen(&T, T.dead);
+    for (int i = 0; i < 2; i++)
+        R->nresumed[i] = e2e_count_lines(R->d[i].err_path, "RESUMED after");
+    for (int i = 0; f->repair[i]; i++)
+        sql(f->repair[i]);
+    if (f->wrongtype)
+        for (int i = 0; i < 2; i++) {
+            void *r = e2e_redis_cmd(&T, "DEL %s", e2e_params_key(&T, R->ms[i].uid));
+            freeReplyObject(r);
+        }
+    if (R->proxy)
+        kill(R->proxy, SIGUSR2);
+    R->t_repair = e2e_now();
+}
+
+/* Healthy traffic, then the fault while it flows, the pause, the repair and
+ * the resume, until every row is scored and nothing is pending. */
+static void pause_drive(pause_run *R, figures *fig)
+{
+    const int64_t N = FIRST + LIVE;
+    double step = 0.04;
     double deadline = e2e_now() + 300;   /* generous: a wait bound, not a figure */
-    size_t npaused[2] = {0, 0}, nresumed[2] = {0, 0};
+    R->next = e2e_now();
     for (;;) {
         double now = e2e_now();
         ck_assert_msg(now < deadline, "%s: stuck (inject %.1f paused %.1f repair %.1f); p1:\n%s",
-                      f->name, t_inject, t_paused, t_repair, e2e_tail(d[0].err_path, 3000));
+                      R->f->name, R->t_inject, R->t_paused, R->t_repair,
+                      e2e_tail(R->d[0].err_path, 3000));
         for (int i = 0; i < 2; i++)
-            ck_assert_msg(!e2e_poll(&T, &d[i]), "%s exited %d; stderr:\n%s", cons[i], d[i].code,
-                          e2e_tail(d[i].err_path, 3000));
-        if (now >= next && live_sent < LIVE) {
-            live_sent++;
+            ck_assert_msg(!e2e_poll(&T, &R->d[i]), "%s exited %d; stderr:\n%s", R->cons[i],
+                          R->d[i].code, e2e_tail(R->d[i].err_path, 3000));
+        if (now >= R->next && R->live_sent < LIVE) {
+            R->live_sent++;
             for (int i = 0; i < 2; i++)
-                send_upto(&ms[i], FIRST + live_sent);
-            next = now + step;
+                send_upto(&R->ms[i], FIRST + R->live_sent);
+            R->next = now + step;
         }
-        if (!t_inject && live_sent >= 20 && e2e_scored_rowid(&T, ms[0].uid) >= FIRST + 10) {
-            /* the lines logged so far (before the fault: a consumer may
-             * pause within a millisecond of it) */
-            for (int i = 0; i < 2; i++)
-                npaused[i] = e2e_count_lines(d[i].err_path, "PAUSED: ");
-            for (int i = 0; f->inject[i]; i++)
-                sql(f->inject[i]);
-            if (f->terminate)
-                terminate_consumers();
-            if (f->wrongtype) {
-                for (int i = 0; i < 2; i++) {
-                    void *r = e2e_redis_cmd(&T, "DEL %s", e2e_params_key(&T, ms[i].uid));
-                    freeReplyObject(r);
-                    r = e2e_redis_cmd(&T, "SET %s not-a-hash", e2e_params_key(&T, ms[i].uid));
-                    freeReplyObject(r);
-                }
-            }
-            if (proxy)
-                kill(proxy, SIGUSR1);
-            t_inject = e2e_now();
-        }
-        if (t_inject && !t_paused && all_logged(d, "PAUSED: ", npaused)) {
-            t_paused = e2e_now();
-            /* visible to anomalyctl status too (when Redis can take it) */
-            if (f->proxy != 2)
-                for (int i = 0; i < 2; i++) {
-                    /* written just after the log line: wait for it (bounded) */
-                    char st[32] = "";
-                    double hd = e2e_now() + 10;
-                    do {
-                        health(cons[i], st, sizeof st);
-                    } while (strcmp(st, "paused") && e2e_now() < hd && (e2e_sleep_ms(20), 1));
-                    ck_assert_msg(!strcmp(st, "paused"), "%s: %s health %s", f->name, cons[i],
-                                  st);
-                }
-        }
-        if (t_paused && !t_repair && e2e_now() - t_paused > 1.0) {
-            fig->dead = e2e_xlen(&T, T.dead);
-            for (int i = 0; i < 2; i++)
-                nresumed[i] = e2e_count_lines(d[i].err_path, "RESUMED after");
-            for (int i = 0; f->repair[i]; i++)
-                sql(f->repair[i]);
-            if (f->wrongtype)
-                for (int i = 0; i < 2; i++) {
-                    void *r = e2e_redis_cmd(&T, "DEL %s", e2e_params_key(&T, ms[i].uid));
-                    freeReplyObject(r);
-                }
-            if (proxy)
-                kill(proxy, SIGUSR2);
-            t_repair = e2e_now();
-        }
-        if (t_repair && !t_resumed && all_logged(d, "RESUMED after", nresumed))
-            t_resumed = e2e_now();
-        if (t_resumed && live_sent == LIVE && e2e_scored_rowid(&T, ms[0].uid) == N &&
-            e2e_scored_rowid(&T, ms[1].uid) == N && e2e_pending(&T) == 0)
+        if (!R->t_inject && R->live_sent >= 20 &&
+            e2e_scored_rowid(&T, R->ms[0].uid) >= FIRST + 10)
+            pause_inject(R);
+        if (R->t_inject && !R->t_paused && all_logged(R->d, "PAUSED: ", R->npaused))
+            pause_seen(R);
+        if (R->t_paused && !R->t_repair && e2e_now() - R->t_paused > 1.0)
+            pause_repair(R, fig);
+        if (R->t_repair && !R->t_resumed && all_logged(R->d, "RESUMED after", R->nresumed))
+            R->t_resumed = e2e_now();
+        if (R->t_resumed && R->live_sent == LIVE && e2e_scored_rowid(&T, R->ms[0].uid) == N &&
+            e2e_scored_rowid(&T, R->ms[1].uid) == N && e2e_pending(&T) == 0)
             break;
         e2e_sleep_ms(10);
     }
-    fig->paused = 2;
-    fig->pause_s = t_paused - t_inject;
-    fig->resume_s = t_resumed - t_repair;
+}
+
+/* Stops both consumers (each must exit 0 and have logged its pause) and
+ * the proxy. */
+static void pause_stop(pause_run *R)
+{
     for (int i = 0; i < 2; i++) {
-        kill(d[i].pid, SIGTERM);
-        e2e_wait(&T, &d[i], 15000);
-        ck_assert_msg(d[i].code == 0, "%s: exit %d; stderr:\n%s", cons[i], d[i].code,
-                      e2e_tail(d[i].err_path, 3000));
-        ck_assert_msg(e2e_count_lines(d[i].err_path, "PAUSED: ") >= 1,
-                      "%s never logged its pause; stderr:\n%s", cons[i],
-                      e2e_tail(d[i].err_path, 3000));
+        kill(R->d[i].pid, SIGTERM);
+        e2e_wait(&T, &R->d[i], 15000);
+        ck_assert_msg(R->d[i].code == 0, "%s: exit %d; stderr:\n%s", R->cons[i], R->d[i].code,
+                      e2e_tail(R->d[i].err_path, 3000));
+        ck_assert_msg(e2e_count_lines(R->d[i].err_path, "PAUSED: ") >= 1,
+                      "%s never logged its pause; stderr:\n%s", R->cons[i],
+                      e2e_tail(R->d[i].err_path, 3000));
     }
-    if (proxy) {
-        kill(proxy, SIGKILL);
-        waitpid(proxy, NULL, 0);
+    if (R->proxy) {
+        kill(R->proxy, SIGKILL);
+        waitpid(R->proxy, NULL, 0);
     }
+}
+
+/* Model i of R: every row as the offline scoring of the same batches, each
+ * of its input entries (in) published once with exactly its rows (outs). */
+static void pause_check_model(pause_run *R, int i, const json_t *outs, const an_entry_list *in)
+{
+    const int64_t N = FIRST + LIVE;
+    const model *mo = &R->ms[i];
+    e2e_offline off;
+    char sched[32];
+    snprintf(sched, sizeof sched, "%d,1", FIRST);
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/head%d.csv", T.tmpdir, i);
+    e2e_csv_head(e2e_data(i ? EC2 : JUMPSUP), path, (size_t)N);
+    e2e_offline_run(&T, path, "--schedule", sched, &off);
+    e2e_expect_rows_match_offline(&T, mo->uid, &off);
+    e2e_offline_free(&off);
+    e2e_expect_params_cache(&T, mo->uid, N);
+    an_metric m;
+    e2e_get_metric(&T, mo->uid, &m);
+    an_data_rows rows = {0};
+    e2e_get_rows(&T, mo->uid, 1, N, &rows);
+    int64_t next_row = 1;
+    bool define = true;   /* each model's first entry: the defineModel result */
+    for (size_t k = 0; k < in->n; k++) {
+        const an_field *mf = an_entry_field(&in->v[k], "model");
+        if (!mf || strlen(mo->uid) != mf->value_len ||
+            strncmp(mf->value, mo->uid, mf->value_len))
+            continue;
+        json_t *o = e2e_outputs_for(outs, in->v[k].id);
+        ck_assert_msg(json_array_size(o) == 1, "%s: entry %s has %zu outputs", R->f->name,
+                      in->v[k].id, json_array_size(o));
+        if (!define)
+            e2e_expect_inference_entry(json_array_get(o, 0), &m, &rows, &next_row,
+                                       in->v[k].id, "zlib");
+        define = false;
+        json_decref(o);
+    }
+    ck_assert_msg(next_row == N + 1, "%s: model %d published rows up to %" PRId64, R->f->name,
+                  i, next_row - 1);
+    an_data_rows_free(&rows);
+    an_metric_clear(&m);
+}
+
+static void run_fault(const fault *f, figures *fig)
+{
+    memset(fig, 0, sizeof *fig);
+    repair_all();
+    static pause_run R;
+    R = (pause_run){.f = f, .cons = {"p1", "p2"}};
+    pause_models(&R);
+    R.proxy = pause_settings(f);
+    for (int i = 0; i < 2; i++) {
+        const char *argv[] = {e2e_bin("anomalyd"), "--consumer", R.cons[i], NULL};
+        e2e_spawn(&T, &R.d[i], R.cons[i], argv);
+    }
+    pause_drive(&R, fig);
+    fig->paused = 2;
+    fig->pause_s = R.t_paused - R.t_inject;
+    fig->resume_s = R.t_resumed - R.t_repair;
+    pause_stop(&R);
 
     /* nothing dead-lettered, then or since */
     int64_t dead = e2e_xlen(&T, T.dead);
     fig->dead = fig->dead > dead ? fig->dead : dead;
     ck_assert_msg(fig->dead == 0, "%s: %" PRId64 " dead letters", f->name, fig->dead);
 
-    /* every row as the offline scoring of the same batches, each input
-     * entry published once with exactly its rows */
     json_t *outs = e2e_outputs(&T);
     an_entry_list in;
     e2e_xrange_all(&T, T.input, &in);
     for (int i = 0; i < 2; i++) {
-        e2e_offline off;
-        char sched[32];
-        snprintf(sched, sizeof sched, "%d,1", FIRST);
-        char path[PATH_MAX + 64];
-        snprintf(path, sizeof path, "%s/head%d.csv", T.tmpdir, i);
-        e2e_csv_head(e2e_data(i ? EC2 : JUMPSUP), path, (size_t)N);
-        e2e_offline_run(&T, path, "--schedule", sched, &off);
-        e2e_expect_rows_match_offline(&T, ms[i].uid, &off);
-        e2e_offline_free(&off);
-        e2e_expect_params_cache(&T, ms[i].uid, N);
-        an_metric m;
-        e2e_get_metric(&T, ms[i].uid, &m);
-        an_data_rows rows = {0};
-        e2e_get_rows(&T, ms[i].uid, 1, N, &rows);
-        int64_t next_row = 1;
-        bool define = true;   /* each model's first entry: the defineModel result */
-        for (size_t k = 0; k < in.n; k++) {
-            const an_field *mf = an_entry_field(&in.v[k], "model");
-            if (!mf || strlen(ms[i].uid) != mf->value_len ||
-                strncmp(mf->value, ms[i].uid, mf->value_len))
-                continue;
-            json_t *o = e2e_outputs_for(outs, in.v[k].id);
-            ck_assert_msg(json_array_size(o) == 1, "%s: entry %s has %zu outputs", f->name,
-                          in.v[k].id, json_array_size(o));
-            if (!define)
-                e2e_expect_inference_entry(json_array_get(o, 0), &m, &rows, &next_row,
-                                           in.v[k].id, "zlib");
-            define = false;
-            json_decref(o);
-        }
-        ck_assert_msg(next_row == N + 1, "%s: model %d published rows up to %" PRId64, f->name,
-                      i, next_row - 1);
-        an_data_rows_free(&rows);
-        an_metric_clear(&m);
-        e2e_csv_free(&ms[i].csv);
+        pause_check_model(&R, i, outs, &in);
+        e2e_csv_free(&R.ms[i].csv);
     }
     an_entry_list_free(&in);
     json_decref(outs);
@@ -513,9 +579,5 @@ int main(void)
     tcase_set_timeout(tc, 1200);
     tcase_add_test(tc, lasting_faults);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_VERBOSE);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return an_check_run(s, CK_VERBOSE);
 }

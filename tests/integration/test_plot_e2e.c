@@ -22,6 +22,7 @@
 #include <zlib.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 static const char *UID;
@@ -409,9 +410,5 @@ static Suite *plot_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(plot_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(plot_suite(), CK_NORMAL);
 }

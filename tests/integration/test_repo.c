@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "an_repo.h"
+#include "check_main.h"
 
 static const char *dsn;
 static int uid_counter;
@@ -972,9 +973,5 @@ int main(void)
     }
     an_repo_free(r);
 
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return an_check_run(suite(), CK_NORMAL);
 }

@@ -25,6 +25,7 @@
 
 #include "an_retention.h"
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -507,27 +508,14 @@ START_TEST(deferral_list_is_bounded)
 }
 END_TEST
 
-static void add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
 int main(void)
 {
     Suite *s = suite_create("retention");
-    add_case(s, "trim_respects_every_group", trim_respects_every_group);
-    add_case(s, "trim_limit_per_call", trim_limit_per_call);
-    add_case(s, "retention_window_and_pins", retention_window_and_pins);
-    add_case(s, "attempts_gc_removes_orphans", attempts_gc_removes_orphans);
-    add_case(s, "service_trims_beside_slow_group", service_trims_beside_slow_group);
-    add_case(s, "deferral_list_is_bounded", deferral_list_is_bounded);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    an_check_add_case(s, "trim_respects_every_group", trim_respects_every_group, setup, teardown, 600);
+    an_check_add_case(s, "trim_limit_per_call", trim_limit_per_call, setup, teardown, 600);
+    an_check_add_case(s, "retention_window_and_pins", retention_window_and_pins, setup, teardown, 600);
+    an_check_add_case(s, "attempts_gc_removes_orphans", attempts_gc_removes_orphans, setup, teardown, 600);
+    an_check_add_case(s, "service_trims_beside_slow_group", service_trims_beside_slow_group, setup, teardown, 600);
+    an_check_add_case(s, "deferral_list_is_bounded", deferral_list_is_bounded, setup, teardown, 600);
+    return an_check_run(s, CK_NORMAL);
 }

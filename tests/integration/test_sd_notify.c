@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 static int rx = -1;
@@ -179,9 +180,5 @@ static Suite *notify_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(notify_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(notify_suite(), CK_NORMAL);
 }

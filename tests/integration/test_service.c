@@ -21,6 +21,7 @@
 #include <zlib.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -165,6 +166,67 @@ static json_t *load_helper_case(const char *path)
     return found;
 }
 
+/* XADDs the batches of the helper vector (nb of them) for metric uid, in
+ * alternating encodings, through res; every row's raw score must be the
+ * CSV's; the vector's anomaly score of each row into expected[rowid]. */
+static void send_vector_batches(const char *uid, const json_t *batches, size_t nb,
+                                const e2e_csv *csv, double *expected, an_result *res)
+{
+    char id[AN_ID_MAX];
+    int64_t next = 1;
+    for (size_t b = 0; b < nb; b++) {
+        json_t *bj = json_array_get(batches, b);
+        json_t *rj = json_object_get(bj, "rows");
+        size_t n = json_array_size(rj);
+        ck_assert_int_eq(json_integer_value(json_object_get(bj, "firstRowid")), next);
+        ck_assert_int_eq(json_integer_value(json_object_get(bj, "count")), (json_int_t)n);
+        for (size_t i = 0; i < n; i++) {
+            json_t *r = json_array_get(rj, i);
+            int64_t rowid = json_integer_value(json_array_get(r, 0));
+            ck_assert_int_eq(rowid, next + (int64_t)i);
+            double raw = json_number_value(json_array_get(r, 1));
+            ck_assert_msg(e2e_same_double(raw, csv->raw[rowid - 1]),
+                          "vector raw of row %" PRId64 " is not the CSV's", rowid);
+            expected[rowid] = json_number_value(json_array_get(r, 2)); /* int 0 -> 0.0 */
+            res[i] = e2e_inf(rowid, raw);
+        }
+        /* alternate the input encodings */
+        e2e_xadd_results(&T, uid, res, n, b % 2 ? AN_ENC_ZLIB : AN_ENC_JSON, id);
+        next += (int64_t)n;
+    }
+}
+
+/* The rows of metric uid (total) against the vector's expected scores and
+ * the CSV's raw scores (csv); the first difference is reported. */
+static void check_vector_rows(const char *uid, size_t total, const e2e_csv *csv,
+                              const double *expected)
+{
+    an_data_rows rows = {0};
+    e2e_get_rows(&T, uid, 1, (int64_t)total, &rows);
+    ck_assert_uint_eq(rows.n, total);
+    size_t bad = 0;
+    char first[400] = "";
+    for (size_t i = 0; i < rows.n; i++) {
+        const an_data_row *r = &rows.v[i];
+        char why[300] = "";
+        if (!r->has_raw || !r->has_score || !r->has_display)
+            snprintf(why, sizeof why, "not processed");
+        else if (!e2e_same_double(r->raw, csv->raw[i]))
+            snprintf(why, sizeof why, "raw %.17g, sent %.17g", r->raw, csv->raw[i]);
+        else if (!e2e_same_double(r->anomaly_score, expected[r->rowid]))
+            snprintf(why, sizeof why, "anomaly_score %.17g, vector %.17g", r->anomaly_score,
+                     expected[r->rowid]);
+        else if (r->display_value != an_display_value(expected[r->rowid], true))
+            snprintf(why, sizeof why, "display_value %" PRId64 ", expected %" PRId64,
+                     r->display_value, an_display_value(expected[r->rowid], true));
+        if (why[0] && !bad++)
+            snprintf(first, sizeof first, "rowid %" PRId64 ": %s", r->rowid, why);
+    }
+    an_data_rows_free(&rows);
+    ck_assert_msg(bad == 0, "%zu of %zu rows differ from the helper vectors; first %s", bad,
+                  total, first);
+}
+
 START_TEST(helper_vectors_schedule)
 {
     double t0 = e2e_now();
@@ -196,57 +258,14 @@ START_TEST(helper_vectors_schedule)
     double *expected = calloc(total + 1, sizeof *expected);
     an_result *res = calloc(total, sizeof *res);
     ck_assert(expected && res);
-    int64_t next = 1;
-    for (size_t b = 0; b < nb; b++) {
-        json_t *bj = json_array_get(batches, b);
-        json_t *rj = json_object_get(bj, "rows");
-        size_t n = json_array_size(rj);
-        ck_assert_int_eq(json_integer_value(json_object_get(bj, "firstRowid")), next);
-        ck_assert_int_eq(json_integer_value(json_object_get(bj, "count")), (json_int_t)n);
-        for (size_t i = 0; i < n; i++) {
-            json_t *r = json_array_get(rj, i);
-            int64_t rowid = json_integer_value(json_array_get(r, 0));
-            ck_assert_int_eq(rowid, next + (int64_t)i);
-            double raw = json_number_value(json_array_get(r, 1));
-            ck_assert_msg(e2e_same_double(raw, csv.raw[rowid - 1]),
-                          "vector raw of row %" PRId64 " is not the CSV's", rowid);
-            expected[rowid] = json_number_value(json_array_get(r, 2)); /* int 0 -> 0.0 */
-            res[i] = e2e_inf(rowid, raw);
-        }
-        /* alternate the input encodings */
-        e2e_xadd_results(&T, uid, res, n, b % 2 ? AN_ENC_ZLIB : AN_ENC_JSON, id);
-        next += (int64_t)n;
-    }
+    send_vector_batches(uid, batches, nb, &csv, expected, res);
     free(res);
 
     e2e_proc d;
     e2e_run_anomalyd(&T, &d, "c1", 1500, 300000);
 
-    an_data_rows rows = {0};
-    e2e_get_rows(&T, uid, 1, (int64_t)total, &rows);
-    ck_assert_uint_eq(rows.n, total);
-    size_t bad = 0;
-    char first[400] = "";
-    for (size_t i = 0; i < rows.n; i++) {
-        const an_data_row *r = &rows.v[i];
-        char why[300] = "";
-        if (!r->has_raw || !r->has_score || !r->has_display)
-            snprintf(why, sizeof why, "not processed");
-        else if (!e2e_same_double(r->raw, csv.raw[i]))
-            snprintf(why, sizeof why, "raw %.17g, sent %.17g", r->raw, csv.raw[i]);
-        else if (!e2e_same_double(r->anomaly_score, expected[r->rowid]))
-            snprintf(why, sizeof why, "anomaly_score %.17g, vector %.17g", r->anomaly_score,
-                     expected[r->rowid]);
-        else if (r->display_value != an_display_value(expected[r->rowid], true))
-            snprintf(why, sizeof why, "display_value %" PRId64 ", expected %" PRId64,
-                     r->display_value, an_display_value(expected[r->rowid], true));
-        if (why[0] && !bad++)
-            snprintf(first, sizeof first, "rowid %" PRId64 ": %s", r->rowid, why);
-    }
-    an_data_rows_free(&rows);
+    check_vector_rows(uid, total, &csv, expected);
     free(expected);
-    ck_assert_msg(bad == 0, "%zu of %zu rows differ from the helper vectors; first %s", bad,
-                  total, first);
 
     an_metric m;
     e2e_get_metric(&T, uid, &m);
@@ -355,6 +374,290 @@ static json_t *outputs_of(const json_t *outs, const char *id, size_t n, const ch
 
 #define ORIG_MP "{\"modelConfig\": {}, \"anomalyLikelihoodParams\": null}"
 
+/* The entries and metrics of the rejections test: which entry id (id_*)
+ * each case was added as, and its metric (u_*). */
+typedef struct rej_case {
+    char id_unknown[AN_ID_MAX], id_pending[AN_ID_MAX], id_c0[AN_ID_MAX], id_c[AN_ID_MAX],
+        id_gap[AN_ID_MAX], id_d0[AN_ID_MAX], id_more[AN_ID_MAX], id_e0[AN_ID_MAX],
+        id_none[AN_ID_MAX], id_dup[AN_ID_MAX], id_fail[AN_ID_MAX], id_fail2[AN_ID_MAX],
+        id_deff[AN_ID_MAX], id_defok[AN_ID_MAX], id_del[AN_ID_MAX], id_delf[AN_ID_MAX],
+        id_err2[AN_ID_MAX], id_unk_def[AN_ID_MAX], id_unk_fail[AN_ID_MAX], id_mixed[AN_ID_MAX],
+        id_redef[AN_ID_MAX];
+    const char *u_unknown, *u_pending, *u_mis, *u_gap, *u_more, *u_none, *u_dup, *u_fail,
+        *u_deff, *u_defok, *u_del, *u_err, *u_unk, *u_mixed, *u_redef;
+    char fail_msg[256];
+} rej_case;
+
+/* The inference batches the service must reject (or partly accept). */
+static void rej_feed_inference(rej_case *c)
+{
+    /* unknown model */
+    c->u_unknown = e2e_uid(&T, "unknown");
+    an_result r2[] = {e2e_inf(1, 0.5), e2e_inf(2, 0.5)};
+    e2e_xadd_results(&T, c->u_unknown, r2, 2, AN_ENC_JSON, c->id_unknown);
+
+    /* CREATE_PENDING metric (no defineModel result yet) */
+    c->u_pending = e2e_uid(&T, "pending");
+    e2e_create_metric(&T, c->u_pending, "e2e.pending", AN_METRIC_CREATE_PENDING);
+    e2e_add_simple_rows(&T, c->u_pending, 10);
+    an_result r123[] = {e2e_inf(1, 0.25), e2e_inf(2, 0.25), e2e_inf(3, 0.25)};
+    e2e_xadd_results(&T, c->u_pending, r123, 3, AN_ENC_JSON, c->id_pending);
+
+    /* rowid mismatch: rows 1..4 scored, then results for rows 5 and 7 */
+    c->u_mis = e2e_uid(&T, "mismatch");
+    e2e_create_metric(&T, c->u_mis, "e2e.mismatch", AN_METRIC_ACTIVE);
+    e2e_add_simple_rows(&T, c->u_mis, 10);
+    an_result r1234[] = {e2e_inf(1, 0.125), e2e_inf(2, 0.125), e2e_inf(3, 0.125),
+                         e2e_inf(4, 0.125)};
+    e2e_xadd_results(&T, c->u_mis, r1234, 4, AN_ENC_JSON, c->id_c0);
+    an_result r57[] = {e2e_inf(5, 0.5), e2e_inf(7, 0.5)};
+    e2e_xadd_results(&T, c->u_mis, r57, 2, AN_ENC_JSON, c->id_c);
+
+    /* gapped batch: rows 1, 2, 4 */
+    c->u_gap = e2e_uid(&T, "gapped");
+    e2e_create_metric(&T, c->u_gap, "e2e.gapped", AN_METRIC_ACTIVE);
+    e2e_add_simple_rows(&T, c->u_gap, 10);
+    an_result r124[] = {e2e_inf(1, 0.5), e2e_inf(2, 0.5), e2e_inf(4, 0.5)};
+    e2e_xadd_results(&T, c->u_gap, r124, 3, AN_ENC_JSON, c->id_gap);
+
+    /* more results than rows: rows 1..8 scored, then 9..12 of a 10-row metric */
+    c->u_more = e2e_uid(&T, "beyond");
+    e2e_create_metric(&T, c->u_more, "e2e.beyond", AN_METRIC_ACTIVE);
+    e2e_add_simple_rows(&T, c->u_more, 10);
+    an_result r1to8[8];
+    for (int i = 0; i < 8; i++)
+        r1to8[i] = e2e_inf(i + 1, 0.0625);
+    e2e_xadd_results(&T, c->u_more, r1to8, 8, AN_ENC_JSON, c->id_d0);
+    an_result r9to12[] = {e2e_inf(9, 0.5), e2e_inf(10, 0.5), e2e_inf(11, 0.5), e2e_inf(12, 0.5)};
+    e2e_xadd_results(&T, c->u_more, r9to12, 4, AN_ENC_JSON, c->id_more);
+
+    /* no matching rows: rows 1..10 scored, then 11..12 */
+    c->u_none = e2e_uid(&T, "norows");
+    e2e_create_metric(&T, c->u_none, "e2e.norows", AN_METRIC_ACTIVE);
+    e2e_add_simple_rows(&T, c->u_none, 10);
+    an_result r1to10[10];
+    for (int i = 0; i < 10; i++)
+        r1to10[i] = e2e_inf(i + 1, 0.0625);
+    e2e_xadd_results(&T, c->u_none, r1to10, 10, AN_ENC_JSON, c->id_e0);
+    an_result r1112[] = {e2e_inf(11, 0.5), e2e_inf(12, 0.5)};
+    e2e_xadd_results(&T, c->u_none, r1112, 2, AN_ENC_JSON, c->id_none);
+
+    /* duplicate rowid in one batch: 1, 1 */
+    c->u_dup = e2e_uid(&T, "duprow");
+    e2e_create_metric(&T, c->u_dup, "e2e.duprow", AN_METRIC_ACTIVE);
+    e2e_add_simple_rows(&T, c->u_dup, 10);
+    an_result r11[] = {e2e_inf(1, 0.5), e2e_inf(1, 0.5)};
+    e2e_xadd_results(&T, c->u_dup, r11, 2, AN_ENC_JSON, c->id_dup);
+
+    /* failed inference result: row 1 ok, row 2 failed -> ERROR, whole batch
+     * rejected; a later batch for the ERROR metric is rejected too */
+    c->u_fail = e2e_uid(&T, "inffail");
+    e2e_create_metric(&T, c->u_fail, "e2e.inffail", AN_METRIC_ACTIVE);
+    e2e_add_simple_rows(&T, c->u_fail, 10);
+    snprintf(c->fail_msg, sizeof c->fail_msg,
+             "2026-01-01T00:00:00.000000 - Inference failed for rowID=2 of modelID=%s "
+             "(ValueError('boom')): (tb: ...)",
+             c->u_fail);
+    an_result rfail[] = {e2e_inf(1, 0.5), e2e_inf_fail(2, c->fail_msg)};
+    e2e_xadd_results(&T, c->u_fail, rfail, 2, AN_ENC_JSON, c->id_fail);
+    e2e_xadd_results(&T, c->u_fail, r2, 2, AN_ENC_JSON, c->id_fail2);
+}
+
+/* The command results, successful and failed, for every metric state. */
+static void rej_feed_commands(rej_case *c)
+{
+    /* failed defineModel -> ERROR with its message; published */
+    c->u_deff = e2e_uid(&T, "deffail");
+    e2e_create_metric(&T, c->u_deff, "e2e.deffail", AN_METRIC_CREATE_PENDING);
+    an_result cdeff = e2e_cmd("cmd-deff", "defineModel", 4, "define failed: bad swarm params");
+    e2e_xadd_results(&T, c->u_deff, &cdeff, 1, AN_ENC_JSON, c->id_deff);
+
+    /* successful defineModel: CREATE_PENDING -> ACTIVE, message cleared */
+    c->u_defok = e2e_uid(&T, "defok");
+    e2e_create_metric(&T, c->u_defok, "e2e.defok", AN_METRIC_CREATE_PENDING);
+    ck_assert_int_eq(an_repo_set_metric_status(T.repo, c->u_defok, AN_METRIC_CREATE_PENDING,
+                                               "stale message", AN_REPO_ANY_STATUS),
+                     0);
+    an_result cdefok = e2e_cmd("cmd-defok", "defineModel", 0, NULL);
+    e2e_xadd_results(&T, c->u_defok, &cdefok, 1, AN_ENC_JSON, c->id_defok);
+
+    /* deleteModel results (ok and failed): published, no DB change */
+    c->u_del = e2e_uid(&T, "delete");
+    e2e_create_metric(&T, c->u_del, "e2e.delete", AN_METRIC_ACTIVE);
+    e2e_add_simple_rows(&T, c->u_del, 3);
+    an_result cdel = e2e_cmd("cmd-del", "deleteModel", 0, NULL);
+    e2e_xadd_results(&T, c->u_del, &cdel, 1, AN_ENC_JSON, c->id_del);
+    an_result cdelf = e2e_cmd("cmd-delf", "deleteModel", 3, "no such model");
+    e2e_xadd_results(&T, c->u_del, &cdelf, 1, AN_ENC_JSON, c->id_delf);
+
+    /* failed command for a metric already in ERROR: message kept */
+    c->u_err = e2e_uid(&T, "inerror");
+    e2e_create_metric(&T, c->u_err, "e2e.inerror", AN_METRIC_ERROR);
+    ck_assert_int_eq(an_repo_set_metric_status(T.repo, c->u_err, AN_METRIC_ERROR,
+                                               "first failure", AN_REPO_ANY_STATUS),
+                     0);
+    an_result cerr2 = e2e_cmd("cmd-err2", "defineModel", 1, "second failure");
+    e2e_xadd_results(&T, c->u_err, &cerr2, 1, AN_ENC_JSON, c->id_err2);
+
+    /* command results for an unknown model: a successful defineModel is not
+     * published (its message needs the metric), a failed one is */
+    c->u_unk = e2e_uid(&T, "unkcmd");
+    an_result cunk = e2e_cmd("cmd-unk", "defineModel", 0, NULL);
+    e2e_xadd_results(&T, c->u_unk, &cunk, 1, AN_ENC_JSON, c->id_unk_def);
+    an_result cunkf = e2e_cmd("cmd-unkf", "defineModel", 1, "failed for nobody");
+    e2e_xadd_results(&T, c->u_unk, &cunkf, 1, AN_ENC_JSON, c->id_unk_fail);
+
+    /* defineModel + inference in one entry: command first, then inference */
+    c->u_mixed = e2e_uid(&T, "mixed");
+    e2e_create_metric(&T, c->u_mixed, "e2e.mixed", AN_METRIC_CREATE_PENDING);
+    e2e_add_simple_rows(&T, c->u_mixed, 10);
+    an_result rmixed[] = {e2e_cmd("cmd-mixed", "defineModel", 0, NULL), e2e_inf(1, 0.75),
+                          e2e_inf(2, 0.75)};
+    e2e_xadd_results(&T, c->u_mixed, rmixed, 3, AN_ENC_ZLIB, c->id_mixed);
+
+    /* defineModel for an ACTIVE metric (duplicate): stays ACTIVE, published */
+    c->u_redef = e2e_uid(&T, "redefine");
+    e2e_create_metric(&T, c->u_redef, "e2e.redefine", AN_METRIC_ACTIVE);
+    an_result credef = e2e_cmd("cmd-redef", "defineModel", 0, NULL);
+    e2e_xadd_results(&T, c->u_redef, &credef, 1, AN_ENC_JSON, c->id_redef);
+}
+
+/* What became of the inference batches of rej_feed_inference. */
+static void rej_check_inference(const json_t *outs, const rej_case *c)
+{
+    /* unknown model */
+    expect_no_output(outs, c->id_unknown, "inference for an unknown model");
+    ck_assert(!e2e_metric_exists(&T, c->u_unknown));
+
+    /* CREATE_PENDING */
+    expect_no_output(outs, c->id_pending, "inference for a CREATE_PENDING metric");
+    expect_rows_unprocessed(c->u_pending, 1, 10);
+    expect_metric(c->u_pending, AN_METRIC_CREATE_PENDING, NULL, ORIG_MP);
+
+    /* mismatch */
+    an_metric m;
+    an_data_rows rows = {0};
+    json_t *o = outputs_of(outs, c->id_c0, 1, "rows 1..4");
+    e2e_get_metric(&T, c->u_mis, &m);
+    e2e_get_rows(&T, c->u_mis, 1, 10, &rows);
+    int64_t next = 1;
+    e2e_expect_inference_entry(json_array_get(o, 0), &m, &rows, &next, c->id_c0, "json");
+    json_decref(o);
+    an_data_rows_free(&rows);
+    an_metric_clear(&m);
+    expect_no_output(outs, c->id_c, "rowid mismatch (results for rows 5 and 7)");
+    expect_rows_processed(c->u_mis, 1, 4, 0.125);
+    expect_rows_unprocessed(c->u_mis, 5, 10);
+    expect_metric(c->u_mis, AN_METRIC_ACTIVE, NULL, NULL);
+
+    /* gapped */
+    expect_no_output(outs, c->id_gap, "gapped batch (rows 1, 2, 4)");
+    expect_rows_unprocessed(c->u_gap, 1, 10);
+    expect_metric(c->u_gap, AN_METRIC_ACTIVE, NULL, ORIG_MP);
+
+    /* more results than rows */
+    o = outputs_of(outs, c->id_d0, 1, "rows 1..8");
+    json_decref(o);
+    expect_no_output(outs, c->id_more, "results for rows 9..12 of a 10-row metric");
+    expect_rows_processed(c->u_more, 1, 8, 0.0625);
+    expect_rows_unprocessed(c->u_more, 9, 10);
+
+    /* no matching rows */
+    o = outputs_of(outs, c->id_e0, 1, "rows 1..10");
+    json_decref(o);
+    expect_no_output(outs, c->id_none, "results for rows 11..12 of a 10-row metric");
+    expect_rows_processed(c->u_none, 1, 10, 0.0625);
+
+    /* duplicate rowid */
+    expect_no_output(outs, c->id_dup, "batch with rowid 1 twice");
+    expect_rows_unprocessed(c->u_dup, 1, 10);
+    expect_metric(c->u_dup, AN_METRIC_ACTIVE, NULL, ORIG_MP);
+
+    /* failed inference */
+    expect_no_output(outs, c->id_fail, "batch with a failed inference result");
+    expect_no_output(outs, c->id_fail2, "batch for a metric in ERROR");
+    expect_rows_unprocessed(c->u_fail, 1, 10);
+    expect_metric(c->u_fail, AN_METRIC_ERROR, c->fail_msg, ORIG_MP);
+}
+
+/* The one output entry of id, a command result of uid (m: the metric the
+ * entry must describe, NULL: none). */
+static void rej_expect_command(const json_t *outs, const char *id, const char *what,
+                               const char *uid, const char *method, const char *cmd_id,
+                               int status, const char *message, const an_metric *m)
+{
+    json_t *o = outputs_of(outs, id, 1, what);
+    e2e_expect_command_entry(json_array_get(o, 0), uid, method, cmd_id, status, message, m,
+                             id, "json");
+    json_decref(o);
+}
+
+/* What became of the command results of rej_feed_commands, but for the
+ * mixed entry (rej_check_mixed). */
+static void rej_check_commands(const json_t *outs, const rej_case *c)
+{
+    /* failed defineModel */
+    rej_expect_command(outs, c->id_deff, "failed defineModel", c->u_deff, "defineModel",
+                       "cmd-deff", 4, "define failed: bad swarm params", NULL);
+    expect_metric(c->u_deff, AN_METRIC_ERROR, "define failed: bad swarm params", ORIG_MP);
+
+    /* successful defineModel */
+    expect_metric(c->u_defok, AN_METRIC_ACTIVE, NULL, ORIG_MP);
+    an_metric m;
+    e2e_get_metric(&T, c->u_defok, &m);
+    rej_expect_command(outs, c->id_defok, "successful defineModel", c->u_defok, "defineModel",
+                       "cmd-defok", 0, NULL, &m);
+    an_metric_clear(&m);
+
+    /* deleteModel */
+    rej_expect_command(outs, c->id_del, "deleteModel", c->u_del, "deleteModel", "cmd-del", 0,
+                       NULL, NULL);
+    rej_expect_command(outs, c->id_delf, "failed deleteModel", c->u_del, "deleteModel",
+                       "cmd-delf", 3, "no such model", NULL);
+    expect_metric(c->u_del, AN_METRIC_ACTIVE, NULL, ORIG_MP);
+    expect_rows_unprocessed(c->u_del, 1, 3);
+
+    /* failed command on a metric already in ERROR */
+    rej_expect_command(outs, c->id_err2, "failed defineModel of a metric in ERROR", c->u_err,
+                       "defineModel", "cmd-err2", 1, "second failure", NULL);
+    expect_metric(c->u_err, AN_METRIC_ERROR, "first failure", ORIG_MP);
+
+    /* unknown model commands */
+    expect_no_output(outs, c->id_unk_def, "successful defineModel for an unknown model");
+    rej_expect_command(outs, c->id_unk_fail, "failed defineModel for an unknown model",
+                       c->u_unk, "defineModel", "cmd-unkf", 1, "failed for nobody", NULL);
+    ck_assert(!e2e_metric_exists(&T, c->u_unk));
+
+    /* duplicate defineModel */
+    e2e_get_metric(&T, c->u_redef, &m);
+    rej_expect_command(outs, c->id_redef, "defineModel for an ACTIVE metric", c->u_redef,
+                       "defineModel", "cmd-redef", 0, NULL, &m);
+    an_metric_clear(&m);
+    expect_metric(c->u_redef, AN_METRIC_ACTIVE, NULL, ORIG_MP);
+}
+
+/* The mixed entry: its defineModel result, then its inference result. */
+static void rej_check_mixed(const json_t *outs, const rej_case *c)
+{
+    an_metric m;
+    an_data_rows rows = {0};
+    json_t *o = outputs_of(outs, c->id_mixed, 2, "defineModel + inference in one entry");
+    e2e_get_metric(&T, c->u_mixed, &m);
+    ck_assert_msg(m.status == AN_METRIC_ACTIVE, "mixed: status %s",
+                  an_metric_status_name(m.status));
+    e2e_expect_command_entry(json_array_get(o, 0), c->u_mixed, "defineModel", "cmd-mixed", 0,
+                             NULL, &m, c->id_mixed, "json");
+    e2e_get_rows(&T, c->u_mixed, 1, 10, &rows);
+    int64_t next = 1;
+    e2e_expect_inference_entry(json_array_get(o, 1), &m, &rows, &next, c->id_mixed, "json");
+    ck_assert_int_eq(next, 3);
+    an_data_rows_free(&rows);
+    an_metric_clear(&m);
+    json_decref(o);
+    expect_rows_processed(c->u_mixed, 1, 2, 0.75);
+    expect_rows_unprocessed(c->u_mixed, 3, 10);
+}
+
 START_TEST(rejections)
 {
     double t0 = e2e_now();
@@ -365,267 +668,18 @@ START_TEST(rejections)
      * rejected as the original did; keep that wait short here (it must be
      * >= claim_idle_ms, 2000 in every e2e context). */
     e2e_setenv(&T, "ANOMALYD_STREAMS_DEFER_MAX_MS", "2000");
-    char id_unknown[AN_ID_MAX], id_pending[AN_ID_MAX], id_c0[AN_ID_MAX], id_c[AN_ID_MAX],
-        id_gap[AN_ID_MAX], id_d0[AN_ID_MAX], id_more[AN_ID_MAX], id_e0[AN_ID_MAX],
-        id_none[AN_ID_MAX], id_dup[AN_ID_MAX], id_fail[AN_ID_MAX], id_fail2[AN_ID_MAX],
-        id_deff[AN_ID_MAX], id_defok[AN_ID_MAX], id_del[AN_ID_MAX], id_delf[AN_ID_MAX],
-        id_err2[AN_ID_MAX], id_unk_def[AN_ID_MAX], id_unk_fail[AN_ID_MAX], id_mixed[AN_ID_MAX],
-        id_redef[AN_ID_MAX];
-
-    /* unknown model */
-    const char *u_unknown = e2e_uid(&T, "unknown");
-    an_result r2[] = {e2e_inf(1, 0.5), e2e_inf(2, 0.5)};
-    e2e_xadd_results(&T, u_unknown, r2, 2, AN_ENC_JSON, id_unknown);
-
-    /* CREATE_PENDING metric (no defineModel result yet) */
-    const char *u_pending = e2e_uid(&T, "pending");
-    e2e_create_metric(&T, u_pending, "e2e.pending", AN_METRIC_CREATE_PENDING);
-    e2e_add_simple_rows(&T, u_pending, 10);
-    an_result r123[] = {e2e_inf(1, 0.25), e2e_inf(2, 0.25), e2e_inf(3, 0.25)};
-    e2e_xadd_results(&T, u_pending, r123, 3, AN_ENC_JSON, id_pending);
-
-    /* rowid mismatch: rows 1..4 scored, then results for rows 5 and 7 */
-    const char *u_mis = e2e_uid(&T, "mismatch");
-    e2e_create_metric(&T, u_mis, "e2e.mismatch", AN_METRIC_ACTIVE);
-    e2e_add_simple_rows(&T, u_mis, 10);
-    an_result r1234[] = {e2e_inf(1, 0.125), e2e_inf(2, 0.125), e2e_inf(3, 0.125),
-                         e2e_inf(4, 0.125)};
-    e2e_xadd_results(&T, u_mis, r1234, 4, AN_ENC_JSON, id_c0);
-    an_result r57[] = {e2e_inf(5, 0.5), e2e_inf(7, 0.5)};
-    e2e_xadd_results(&T, u_mis, r57, 2, AN_ENC_JSON, id_c);
-
-    /* gapped batch: rows 1, 2, 4 */
-    const char *u_gap = e2e_uid(&T, "gapped");
-    e2e_create_metric(&T, u_gap, "e2e.gapped", AN_METRIC_ACTIVE);
-    e2e_add_simple_rows(&T, u_gap, 10);
-    an_result r124[] = {e2e_inf(1, 0.5), e2e_inf(2, 0.5), e2e_inf(4, 0.5)};
-    e2e_xadd_results(&T, u_gap, r124, 3, AN_ENC_JSON, id_gap);
-
-    /* more results than rows: rows 1..8 scored, then 9..12 of a 10-row metric */
-    const char *u_more = e2e_uid(&T, "beyond");
-    e2e_create_metric(&T, u_more, "e2e.beyond", AN_METRIC_ACTIVE);
-    e2e_add_simple_rows(&T, u_more, 10);
-    an_result r1to8[8];
-    for (int i = 0; i < 8; i++)
-        r1to8[i] = e2e_inf(i + 1, 0.0625);
-    e2e_xadd_results(&T, u_more, r1to8, 8, AN_ENC_JSON, id_d0);
-    an_result r9to12[] = {e2e_inf(9, 0.5), e2e_inf(10, 0.5), e2e_inf(11, 0.5), e2e_inf(12, 0.5)};
-    e2e_xadd_results(&T, u_more, r9to12, 4, AN_ENC_JSON, id_more);
-
-    /* no matching rows: rows 1..10 scored, then 11..12 */
-    const char *u_none = e2e_uid(&T, "norows");
-    e2e_create_metric(&T, u_none, "e2e.norows", AN_METRIC_ACTIVE);
-    e2e_add_simple_rows(&T, u_none, 10);
-    an_result r1to10[10];
-    for (int i = 0; i < 10; i++)
-        r1to10[i] = e2e_inf(i + 1, 0.0625);
-    e2e_xadd_results(&T, u_none, r1to10, 10, AN_ENC_JSON, id_e0);
-    an_result r1112[] = {e2e_inf(11, 0.5), e2e_inf(12, 0.5)};
-    e2e_xadd_results(&T, u_none, r1112, 2, AN_ENC_JSON, id_none);
-
-    /* duplicate rowid in one batch: 1, 1 */
-    const char *u_dup = e2e_uid(&T, "duprow");
-    e2e_create_metric(&T, u_dup, "e2e.duprow", AN_METRIC_ACTIVE);
-    e2e_add_simple_rows(&T, u_dup, 10);
-    an_result r11[] = {e2e_inf(1, 0.5), e2e_inf(1, 0.5)};
-    e2e_xadd_results(&T, u_dup, r11, 2, AN_ENC_JSON, id_dup);
-
-    /* failed inference result: row 1 ok, row 2 failed -> ERROR, whole batch
-     * rejected; a later batch for the ERROR metric is rejected too */
-    const char *u_fail = e2e_uid(&T, "inffail");
-    e2e_create_metric(&T, u_fail, "e2e.inffail", AN_METRIC_ACTIVE);
-    e2e_add_simple_rows(&T, u_fail, 10);
-    char fail_msg[256];
-    snprintf(fail_msg, sizeof fail_msg,
-             "2026-01-01T00:00:00.000000 - Inference failed for rowID=2 of modelID=%s "
-             "(ValueError('boom')): (tb: ...)",
-             u_fail);
-    an_result rfail[] = {e2e_inf(1, 0.5), e2e_inf_fail(2, fail_msg)};
-    e2e_xadd_results(&T, u_fail, rfail, 2, AN_ENC_JSON, id_fail);
-    e2e_xadd_results(&T, u_fail, r2, 2, AN_ENC_JSON, id_fail2);
-
-    /* failed defineModel -> ERROR with its message; published */
-    const char *u_deff = e2e_uid(&T, "deffail");
-    e2e_create_metric(&T, u_deff, "e2e.deffail", AN_METRIC_CREATE_PENDING);
-    an_result cdeff = e2e_cmd("cmd-deff", "defineModel", 4, "define failed: bad swarm params");
-    e2e_xadd_results(&T, u_deff, &cdeff, 1, AN_ENC_JSON, id_deff);
-
-    /* successful defineModel: CREATE_PENDING -> ACTIVE, message cleared */
-    const char *u_defok = e2e_uid(&T, "defok");
-    e2e_create_metric(&T, u_defok, "e2e.defok", AN_METRIC_CREATE_PENDING);
-    ck_assert_int_eq(an_repo_set_metric_status(T.repo, u_defok, AN_METRIC_CREATE_PENDING,
-                                               "stale message", AN_REPO_ANY_STATUS),
-                     0);
-    an_result cdefok = e2e_cmd("cmd-defok", "defineModel", 0, NULL);
-    e2e_xadd_results(&T, u_defok, &cdefok, 1, AN_ENC_JSON, id_defok);
-
-    /* deleteModel results (ok and failed): published, no DB change */
-    const char *u_del = e2e_uid(&T, "delete");
-    e2e_create_metric(&T, u_del, "e2e.delete", AN_METRIC_ACTIVE);
-    e2e_add_simple_rows(&T, u_del, 3);
-    an_result cdel = e2e_cmd("cmd-del", "deleteModel", 0, NULL);
-    e2e_xadd_results(&T, u_del, &cdel, 1, AN_ENC_JSON, id_del);
-    an_result cdelf = e2e_cmd("cmd-delf", "deleteModel", 3, "no such model");
-    e2e_xadd_results(&T, u_del, &cdelf, 1, AN_ENC_JSON, id_delf);
-
-    /* failed command for a metric already in ERROR: message kept */
-    const char *u_err = e2e_uid(&T, "inerror");
-    e2e_create_metric(&T, u_err, "e2e.inerror", AN_METRIC_ERROR);
-    ck_assert_int_eq(an_repo_set_metric_status(T.repo, u_err, AN_METRIC_ERROR, "first failure",
-                                               AN_REPO_ANY_STATUS),
-                     0);
-    an_result cerr2 = e2e_cmd("cmd-err2", "defineModel", 1, "second failure");
-    e2e_xadd_results(&T, u_err, &cerr2, 1, AN_ENC_JSON, id_err2);
-
-    /* command results for an unknown model: a successful defineModel is not
-     * published (its message needs the metric), a failed one is */
-    const char *u_unk = e2e_uid(&T, "unkcmd");
-    an_result cunk = e2e_cmd("cmd-unk", "defineModel", 0, NULL);
-    e2e_xadd_results(&T, u_unk, &cunk, 1, AN_ENC_JSON, id_unk_def);
-    an_result cunkf = e2e_cmd("cmd-unkf", "defineModel", 1, "failed for nobody");
-    e2e_xadd_results(&T, u_unk, &cunkf, 1, AN_ENC_JSON, id_unk_fail);
-
-    /* defineModel + inference in one entry: command first, then inference */
-    const char *u_mixed = e2e_uid(&T, "mixed");
-    e2e_create_metric(&T, u_mixed, "e2e.mixed", AN_METRIC_CREATE_PENDING);
-    e2e_add_simple_rows(&T, u_mixed, 10);
-    an_result rmixed[] = {e2e_cmd("cmd-mixed", "defineModel", 0, NULL), e2e_inf(1, 0.75),
-                          e2e_inf(2, 0.75)};
-    e2e_xadd_results(&T, u_mixed, rmixed, 3, AN_ENC_ZLIB, id_mixed);
-
-    /* defineModel for an ACTIVE metric (duplicate): stays ACTIVE, published */
-    const char *u_redef = e2e_uid(&T, "redefine");
-    e2e_create_metric(&T, u_redef, "e2e.redefine", AN_METRIC_ACTIVE);
-    an_result credef = e2e_cmd("cmd-redef", "defineModel", 0, NULL);
-    e2e_xadd_results(&T, u_redef, &credef, 1, AN_ENC_JSON, id_redef);
+    static rej_case c;
+    memset(&c, 0, sizeof c);
+    rej_feed_inference(&c);
+    rej_feed_commands(&c);
 
     e2e_proc d;
     e2e_run_anomalyd(&T, &d, "c1", 1500, 120000);
     expect_clean_group();
     json_t *outs = e2e_outputs(&T);
-
-    /* unknown model */
-    expect_no_output(outs, id_unknown, "inference for an unknown model");
-    ck_assert(!e2e_metric_exists(&T, u_unknown));
-
-    /* CREATE_PENDING */
-    expect_no_output(outs, id_pending, "inference for a CREATE_PENDING metric");
-    expect_rows_unprocessed(u_pending, 1, 10);
-    expect_metric(u_pending, AN_METRIC_CREATE_PENDING, NULL, ORIG_MP);
-
-    /* mismatch */
-    an_metric m;
-    an_data_rows rows = {0};
-    json_t *o = outputs_of(outs, id_c0, 1, "rows 1..4");
-    e2e_get_metric(&T, u_mis, &m);
-    e2e_get_rows(&T, u_mis, 1, 10, &rows);
-    int64_t next = 1;
-    e2e_expect_inference_entry(json_array_get(o, 0), &m, &rows, &next, id_c0, "json");
-    json_decref(o);
-    an_data_rows_free(&rows);
-    an_metric_clear(&m);
-    expect_no_output(outs, id_c, "rowid mismatch (results for rows 5 and 7)");
-    expect_rows_processed(u_mis, 1, 4, 0.125);
-    expect_rows_unprocessed(u_mis, 5, 10);
-    expect_metric(u_mis, AN_METRIC_ACTIVE, NULL, NULL);
-
-    /* gapped */
-    expect_no_output(outs, id_gap, "gapped batch (rows 1, 2, 4)");
-    expect_rows_unprocessed(u_gap, 1, 10);
-    expect_metric(u_gap, AN_METRIC_ACTIVE, NULL, ORIG_MP);
-
-    /* more results than rows */
-    o = outputs_of(outs, id_d0, 1, "rows 1..8");
-    json_decref(o);
-    expect_no_output(outs, id_more, "results for rows 9..12 of a 10-row metric");
-    expect_rows_processed(u_more, 1, 8, 0.0625);
-    expect_rows_unprocessed(u_more, 9, 10);
-
-    /* no matching rows */
-    o = outputs_of(outs, id_e0, 1, "rows 1..10");
-    json_decref(o);
-    expect_no_output(outs, id_none, "results for rows 11..12 of a 10-row metric");
-    expect_rows_processed(u_none, 1, 10, 0.0625);
-
-    /* duplicate rowid */
-    expect_no_output(outs, id_dup, "batch with rowid 1 twice");
-    expect_rows_unprocessed(u_dup, 1, 10);
-    expect_metric(u_dup, AN_METRIC_ACTIVE, NULL, ORIG_MP);
-
-    /* failed inference */
-    expect_no_output(outs, id_fail, "batch with a failed inference result");
-    expect_no_output(outs, id_fail2, "batch for a metric in ERROR");
-    expect_rows_unprocessed(u_fail, 1, 10);
-    expect_metric(u_fail, AN_METRIC_ERROR, fail_msg, ORIG_MP);
-
-    /* failed defineModel */
-    o = outputs_of(outs, id_deff, 1, "failed defineModel");
-    e2e_expect_command_entry(json_array_get(o, 0), u_deff, "defineModel", "cmd-deff", 4,
-                             "define failed: bad swarm params", NULL, id_deff, "json");
-    json_decref(o);
-    expect_metric(u_deff, AN_METRIC_ERROR, "define failed: bad swarm params", ORIG_MP);
-
-    /* successful defineModel */
-    expect_metric(u_defok, AN_METRIC_ACTIVE, NULL, ORIG_MP);
-    o = outputs_of(outs, id_defok, 1, "successful defineModel");
-    e2e_get_metric(&T, u_defok, &m);
-    e2e_expect_command_entry(json_array_get(o, 0), u_defok, "defineModel", "cmd-defok", 0, NULL,
-                             &m, id_defok, "json");
-    an_metric_clear(&m);
-    json_decref(o);
-
-    /* deleteModel */
-    o = outputs_of(outs, id_del, 1, "deleteModel");
-    e2e_expect_command_entry(json_array_get(o, 0), u_del, "deleteModel", "cmd-del", 0, NULL,
-                             NULL, id_del, "json");
-    json_decref(o);
-    o = outputs_of(outs, id_delf, 1, "failed deleteModel");
-    e2e_expect_command_entry(json_array_get(o, 0), u_del, "deleteModel", "cmd-delf", 3,
-                             "no such model", NULL, id_delf, "json");
-    json_decref(o);
-    expect_metric(u_del, AN_METRIC_ACTIVE, NULL, ORIG_MP);
-    expect_rows_unprocessed(u_del, 1, 3);
-
-    /* failed command on a metric already in ERROR */
-    o = outputs_of(outs, id_err2, 1, "failed defineModel of a metric in ERROR");
-    e2e_expect_command_entry(json_array_get(o, 0), u_err, "defineModel", "cmd-err2", 1,
-                             "second failure", NULL, id_err2, "json");
-    json_decref(o);
-    expect_metric(u_err, AN_METRIC_ERROR, "first failure", ORIG_MP);
-
-    /* unknown model commands */
-    expect_no_output(outs, id_unk_def, "successful defineModel for an unknown model");
-    o = outputs_of(outs, id_unk_fail, 1, "failed defineModel for an unknown model");
-    e2e_expect_command_entry(json_array_get(o, 0), u_unk, "defineModel", "cmd-unkf", 1,
-                             "failed for nobody", NULL, id_unk_fail, "json");
-    json_decref(o);
-    ck_assert(!e2e_metric_exists(&T, u_unk));
-
-    /* mixed entry */
-    o = outputs_of(outs, id_mixed, 2, "defineModel + inference in one entry");
-    e2e_get_metric(&T, u_mixed, &m);
-    ck_assert_msg(m.status == AN_METRIC_ACTIVE, "mixed: status %s",
-                  an_metric_status_name(m.status));
-    e2e_expect_command_entry(json_array_get(o, 0), u_mixed, "defineModel", "cmd-mixed", 0, NULL,
-                             &m, id_mixed, "json");
-    e2e_get_rows(&T, u_mixed, 1, 10, &rows);
-    next = 1;
-    e2e_expect_inference_entry(json_array_get(o, 1), &m, &rows, &next, id_mixed, "json");
-    ck_assert_int_eq(next, 3);
-    an_data_rows_free(&rows);
-    an_metric_clear(&m);
-    json_decref(o);
-    expect_rows_processed(u_mixed, 1, 2, 0.75);
-    expect_rows_unprocessed(u_mixed, 3, 10);
-
-    /* duplicate defineModel */
-    o = outputs_of(outs, id_redef, 1, "defineModel for an ACTIVE metric");
-    e2e_get_metric(&T, u_redef, &m);
-    e2e_expect_command_entry(json_array_get(o, 0), u_redef, "defineModel", "cmd-redef", 0, NULL,
-                             &m, id_redef, "json");
-    an_metric_clear(&m);
-    json_decref(o);
-    expect_metric(u_redef, AN_METRIC_ACTIVE, NULL, ORIG_MP);
+    rej_check_inference(outs, &c);
+    rej_check_commands(outs, &c);
+    rej_check_mixed(outs, &c);
 
     /* nothing else was published */
     size_t expected_outputs = 3 /* c0, d0, e0 */ + 1 /* deff */ + 1 /* defok */ + 2 /* del */ +
@@ -690,6 +744,173 @@ typedef struct poison {
     char id[AN_ID_MAX];
 } poison;
 
+/* An otherwise valid entry whose processing keeps failing: XADDed first,
+ * read by a consumer "ghost" that never acks, with 5 unfinished processing
+ * attempts on record (as if 5 consumers had crashed while scoring it); also
+ * re-claimed 5 times, which alone must not count. anomalyd takes it over
+ * after claim_idle_ms, counts its 6th attempt and dead-letters it: over
+ * max_deliveries (5). Its metric into *umd, its entry id into md_id. */
+static void dl_feed_over_delivered(const char **umd, char md_id[AN_ID_MAX])
+{
+    *umd = e2e_uid(&T, "maxdeliv");
+    e2e_create_metric(&T, *umd, "e2e.maxdeliveries", AN_METRIC_ACTIVE);
+    e2e_add_simple_rows(&T, *umd, 2);
+    an_result mdr[] = {e2e_inf(1, 0.5), e2e_inf(2, 0.5)};
+    e2e_xadd_results(&T, *umd, mdr, 2, AN_ENC_JSON, md_id);
+    ck_assert_int_eq(an_group_create(T.rd, T.input, E2E_GROUP, "0", NULL), 0);
+    an_entry_list ghost = {0};
+    ck_assert_int_eq(an_read_group(T.rd, T.input, E2E_GROUP, "ghost", ">", 1, -1, &ghost), 0);
+    ck_assert_msg(ghost.n == 1 && !strcmp(ghost.v[0].id, md_id), "ghost read %zu entries",
+                  ghost.n);
+    an_entry_list_free(&ghost);
+    for (int i = 0; i < 5; i++)
+        freeReplyObject(e2e_redis_cmd(&T, "XCLAIM %s %s ghost 0 %s", T.input, E2E_GROUP, md_id));
+    freeReplyObject(e2e_redis_cmd(&T, "HSET %s:attempts %s 5", T.input, md_id));
+}
+
+/* Stored params that do not load: the batch is dead-lettered too. */
+static const char *const DL_BAD_MP[2] = {
+    "{\"modelConfig\": {}, \"anomalyLikelihoodParams\": \"garbage\"}",
+    "{\"modelConfig\": {}, \"anomalyLikelihoodParams\": "};
+
+/* The two metrics with params DL_BAD_MP[k] (uids into ubad) and one batch
+ * for each (its entry id into bad_id, its text into bad_batch). */
+static void dl_feed_bad_params(const char *ubad[2], char bad_id[2][AN_ID_MAX],
+                               char bad_batch[2][128])
+{
+    for (int k = 0; k < 2; k++) {
+        ubad[k] = e2e_uid(&T, k ? "mpnotjson" : "mpbad");
+        an_new_metric nm;
+        memset(&nm, 0, sizeof nm);
+        nm.uid = ubad[k];
+        nm.name = "e2e.badparams";
+        nm.server = "e2e-server";
+        nm.datasource = "custom";
+        nm.parameters = e2e_parameters("e2e.badparams");
+        nm.status = AN_METRIC_ACTIVE;
+        nm.model_params = DL_BAD_MP[k];
+        ck_assert_int_eq(an_repo_create_metric(T.repo, &nm), 0);
+        e2e_add_simple_rows(&T, ubad[k], 3);
+        snprintf(bad_batch[k], sizeof bad_batch[k], "[[\"iRv2\",1,0,0.5,null,null]]");
+        an_field bf[2] = {e2e_field("model", ubad[k]), e2e_field("batch", bad_batch[k])};
+        e2e_xadd_fields(&T, bf, 2, bad_id[k]);
+    }
+}
+
+/* The dead letter mde of the over-delivered entry md_id of metric umd. */
+static void dl_check_over_delivered(const an_entry *mde, const char *md_id, const char *umd)
+{
+    const an_field *mds = an_entry_field(mde, "source");
+    const an_field *mdreason = an_entry_field(mde, "reason");
+    const an_field *mddeliv = an_entry_field(mde, "deliveries");
+    ck_assert_msg(mds && !strcmp(mds->value, md_id), "last dead letter: source %s, expected %s",
+                  mds ? mds->value : "(missing)", md_id);
+    ck_assert_msg(mdreason && strcasestr(mdreason->value, "max_deliveries"),
+                  "over-delivered entry: reason '%s' does not mention max_deliveries",
+                  mdreason ? mdreason->value : "(missing)");
+    ck_assert_msg(mddeliv && atoi(mddeliv->value) > 1,
+                  "over-delivered entry: deliveries %s, expected > 1",
+                  mddeliv ? mddeliv->value : "(missing)");
+    ck_assert_msg(strstr(mdreason->value, "attempted 6 times"),
+                  "over-delivered entry: reason '%s', expected 6 attempts", mdreason->value);
+    ck_assert_msg(an_entry_field(mde, "batch") && an_entry_field(mde, "model") &&
+                      mde->nfields == 6,
+                  "over-delivered entry: %zu fields, expected model, batch + 4", mde->nfields);
+    expect_rows_unprocessed(umd, 1, 2);
+}
+
+/* The dead letters e[0..1] of the stored-params cases of dl_feed_bad_params;
+ * their metrics unchanged. */
+static void dl_check_bad_params(const an_entry *dl, const char *const ubad[2],
+                                char bad_id[2][AN_ID_MAX], char bad_batch[2][128])
+{
+    for (int k = 0; k < 2; k++) {
+        const an_entry *e = &dl[k];
+        const an_field *src = an_entry_field(e, "source");
+        const an_field *reason = an_entry_field(e, "reason");
+        const an_field *model = an_entry_field(e, "model");
+        const an_field *batch = an_entry_field(e, "batch");
+        ck_assert_msg(src && !strcmp(src->value, bad_id[k]) && model &&
+                          !strcmp(model->value, ubad[k]) && batch &&
+                          !strcmp(batch->value, bad_batch[k]) && e->nfields == 6,
+                      "dead letter for stored params case %d: source %s model %s, %zu fields", k,
+                      src ? src->value : "-", model ? model->value : "-", e->nfields);
+        ck_assert_msg(reason && strcasestr(reason->value, "params"),
+                      "dead letter for unloadable stored params (%s): reason '%s' does not "
+                      "mention params",
+                      DL_BAD_MP[k], reason ? reason->value : "(missing)");
+        expect_rows_unprocessed(ubad[k], 1, 3);
+        an_metric bm;
+        e2e_get_metric(&T, ubad[k], &bm);
+        bool same = bm.status == AN_METRIC_ACTIVE && bm.model_params &&
+                    !strcmp(bm.model_params, DL_BAD_MP[k]);
+        an_metric_clear(&bm);
+        ck_assert_msg(same, "metric with unloadable params was changed");
+    }
+}
+
+/* Dead letter e (number i) of poison entry p: the original fields, then
+ * reason (mentioning p->keyword), source, deliveries 1, consumer c1. */
+static void dl_check_poison(const an_entry *e, size_t i, const poison *p)
+{
+    const an_field *src = an_entry_field(e, "source");
+    ck_assert_msg(src && !strcmp(src->value, p->id),
+                  "dead letter %zu (%s): source %s, expected %s", i, p->what,
+                  src ? src->value : "(missing)", p->id);
+    ck_assert_msg(e->nfields == p->nf + 4,
+                  "dead letter of '%s' has %zu fields, expected the %zu original ones + 4",
+                  p->what, e->nfields, p->nf);
+    for (size_t k = 0; k < p->nf; k++) {
+        const an_field *a = &e->fields[k], *b = &p->f[k];
+        ck_assert_msg(a->name_len == b->name_len && !memcmp(a->name, b->name, b->name_len) &&
+                          a->value_len == b->value_len &&
+                          !memcmp(a->value, b->value, b->value_len),
+                      "dead letter of '%s': field %zu is '%.*s' (%zu bytes), expected the "
+                      "original '%s' (%zu bytes)",
+                      p->what, k, (int)a->name_len, a->name, a->value_len, b->name,
+                      b->value_len);
+    }
+    const char *names[] = {"reason", "source", "deliveries", "consumer"};
+    for (size_t k = 0; k < 4; k++) {
+        const an_field *f = &e->fields[p->nf + k];
+        ck_assert_msg(f->name_len == strlen(names[k]) && !memcmp(f->name, names[k], f->name_len),
+                      "dead letter of '%s': field %zu is '%.*s', expected '%s'", p->what,
+                      p->nf + k, (int)f->name_len, f->name, names[k]);
+    }
+    const an_field *reason = an_entry_field(e, "reason");
+    ck_assert_msg(reason && reason->value_len > 0 && strcasestr(reason->value, p->keyword),
+                  "dead letter of '%s': reason '%s' does not mention '%s'", p->what,
+                  reason ? reason->value : "(missing)", p->keyword);
+    const an_field *dv = an_entry_field(e, "deliveries");
+    ck_assert_msg(dv && !strcmp(dv->value, "1"), "dead letter of '%s': deliveries %s",
+                  p->what, dv ? dv->value : "(missing)");
+    const an_field *cons = an_entry_field(e, "consumer");
+    ck_assert_msg(cons && !strcmp(cons->value, "c1"), "dead letter of '%s': consumer %s",
+                  p->what, cons ? cons->value : "(missing)");
+}
+
+/* The good batch good_id of metric u after the poison entries was
+ * processed and is the only output; nothing is left pending. */
+static void dl_check_good(const char *u, const char *good_id)
+{
+    json_t *outs = e2e_outputs(&T);
+    ck_assert_msg(json_array_size(outs) == 1, "output stream holds %zu entries, expected 1",
+                  json_array_size(outs));
+    an_metric m;
+    an_data_rows rows = {0};
+    e2e_get_metric(&T, u, &m);
+    e2e_get_rows(&T, u, 1, 3, &rows);
+    int64_t next = 1;
+    e2e_expect_inference_entry(json_array_get(outs, 0), &m, &rows, &next, good_id, "zlib");
+    ck_assert_int_eq(m.scored_rowid, 3);
+    an_data_rows_free(&rows);
+    an_metric_clear(&m);
+    json_decref(outs);
+    expect_rows_processed(u, 1, 3, 0.5);
+    int64_t pending = e2e_pending(&T);
+    ck_assert_msg(pending == 0, "%" PRId64 " entries still pending", pending);
+}
+
 START_TEST(dead_letters)
 {
     double t0 = e2e_now();
@@ -710,27 +931,9 @@ START_TEST(dead_letters)
     memcpy(big, head, strlen(head));
     big[big_len - 1] = ']';
 
-    /* An otherwise valid entry whose processing keeps failing: XADDed
-     * first, read by a consumer "ghost" that never acks, with 5 unfinished
-     * processing attempts on record (as if 5 consumers had crashed while
-     * scoring it); also re-claimed 5 times, which alone must not count.
-     * anomalyd takes it over after claim_idle_ms, counts its 6th attempt
-     * and dead-letters it: over max_deliveries (5). */
-    const char *umd = e2e_uid(&T, "maxdeliv");
-    e2e_create_metric(&T, umd, "e2e.maxdeliveries", AN_METRIC_ACTIVE);
-    e2e_add_simple_rows(&T, umd, 2);
+    const char *umd;
     char md_id[AN_ID_MAX];
-    an_result mdr[] = {e2e_inf(1, 0.5), e2e_inf(2, 0.5)};
-    e2e_xadd_results(&T, umd, mdr, 2, AN_ENC_JSON, md_id);
-    ck_assert_int_eq(an_group_create(T.rd, T.input, E2E_GROUP, "0", NULL), 0);
-    an_entry_list ghost = {0};
-    ck_assert_int_eq(an_read_group(T.rd, T.input, E2E_GROUP, "ghost", ">", 1, -1, &ghost), 0);
-    ck_assert_msg(ghost.n == 1 && !strcmp(ghost.v[0].id, md_id), "ghost read %zu entries",
-                  ghost.n);
-    an_entry_list_free(&ghost);
-    for (int i = 0; i < 5; i++)
-        freeReplyObject(e2e_redis_cmd(&T, "XCLAIM %s %s ghost 0 %s", T.input, E2E_GROUP, md_id));
-    freeReplyObject(e2e_redis_cmd(&T, "HSET %s:attempts %s 5", T.input, md_id));
+    dl_feed_over_delivered(&umd, md_id);
 
     poison p[] = {
         {"batch not JSON", "JSON", {e2e_field("model", u), e2e_field("batch", "[[\"iRv2\",1,0,0.5,null,null]")}, 2, ""},
@@ -749,29 +952,10 @@ START_TEST(dead_letters)
     const size_t np = sizeof p / sizeof p[0];
     for (size_t i = 0; i < np; i++)
         e2e_xadd_fields(&T, p[i].f, p[i].nf, p[i].id);
-    /* stored params that do not load: the batch is dead-lettered too */
-    const char *bad_mp[2] = {"{\"modelConfig\": {}, \"anomalyLikelihoodParams\": \"garbage\"}",
-                             "{\"modelConfig\": {}, \"anomalyLikelihoodParams\": "};
     const char *ubad[2];
     char bad_id[2][AN_ID_MAX];
     char bad_batch[2][128];
-    for (int k = 0; k < 2; k++) {
-        ubad[k] = e2e_uid(&T, k ? "mpnotjson" : "mpbad");
-        an_new_metric nm;
-        memset(&nm, 0, sizeof nm);
-        nm.uid = ubad[k];
-        nm.name = "e2e.badparams";
-        nm.server = "e2e-server";
-        nm.datasource = "custom";
-        nm.parameters = e2e_parameters("e2e.badparams");
-        nm.status = AN_METRIC_ACTIVE;
-        nm.model_params = bad_mp[k];
-        ck_assert_int_eq(an_repo_create_metric(T.repo, &nm), 0);
-        e2e_add_simple_rows(&T, ubad[k], 3);
-        snprintf(bad_batch[k], sizeof bad_batch[k], "[[\"iRv2\",1,0,0.5,null,null]]");
-        an_field bf[2] = {e2e_field("model", ubad[k]), e2e_field("batch", bad_batch[k])};
-        e2e_xadd_fields(&T, bf, 2, bad_id[k]);
-    }
+    dl_feed_bad_params(ubad, bad_id, bad_batch);
 
     char good_id[AN_ID_MAX];
     an_result good[] = {e2e_inf(1, 0.5), e2e_inf(2, 0.5), e2e_inf(3, 0.5)};
@@ -785,105 +969,15 @@ START_TEST(dead_letters)
     ck_assert_msg(dl.n == np + 3, "dead-letter stream holds %zu entries, expected %zu", dl.n,
                   np + 3);
     /* the over-delivered entry (claimed last, so dead-lettered last) */
-    const an_entry *mde = &dl.v[np + 2];
-    const an_field *mds = an_entry_field(mde, "source");
-    const an_field *mdreason = an_entry_field(mde, "reason");
-    const an_field *mddeliv = an_entry_field(mde, "deliveries");
-    ck_assert_msg(mds && !strcmp(mds->value, md_id), "last dead letter: source %s, expected %s",
-                  mds ? mds->value : "(missing)", md_id);
-    ck_assert_msg(mdreason && strcasestr(mdreason->value, "max_deliveries"),
-                  "over-delivered entry: reason '%s' does not mention max_deliveries",
-                  mdreason ? mdreason->value : "(missing)");
-    ck_assert_msg(mddeliv && atoi(mddeliv->value) > 1,
-                  "over-delivered entry: deliveries %s, expected > 1",
-                  mddeliv ? mddeliv->value : "(missing)");
-    ck_assert_msg(strstr(mdreason->value, "attempted 6 times"),
-                  "over-delivered entry: reason '%s', expected 6 attempts", mdreason->value);
-    ck_assert_msg(an_entry_field(mde, "batch") && an_entry_field(mde, "model") &&
-                      mde->nfields == 6,
-                  "over-delivered entry: %zu fields, expected model, batch + 4", mde->nfields);
-    expect_rows_unprocessed(umd, 1, 2);
-    for (int k = 0; k < 2; k++) {
-        const an_entry *e = &dl.v[np + (size_t)k];
-        const an_field *src = an_entry_field(e, "source");
-        const an_field *reason = an_entry_field(e, "reason");
-        const an_field *model = an_entry_field(e, "model");
-        const an_field *batch = an_entry_field(e, "batch");
-        ck_assert_msg(src && !strcmp(src->value, bad_id[k]) && model &&
-                          !strcmp(model->value, ubad[k]) && batch &&
-                          !strcmp(batch->value, bad_batch[k]) && e->nfields == 6,
-                      "dead letter for stored params case %d: source %s model %s, %zu fields", k,
-                      src ? src->value : "-", model ? model->value : "-", e->nfields);
-        ck_assert_msg(reason && strcasestr(reason->value, "params"),
-                      "dead letter for unloadable stored params (%s): reason '%s' does not "
-                      "mention params",
-                      bad_mp[k], reason ? reason->value : "(missing)");
-        expect_rows_unprocessed(ubad[k], 1, 3);
-        an_metric bm;
-        e2e_get_metric(&T, ubad[k], &bm);
-        bool same = bm.status == AN_METRIC_ACTIVE && bm.model_params &&
-                    !strcmp(bm.model_params, bad_mp[k]);
-        an_metric_clear(&bm);
-        ck_assert_msg(same, "metric with unloadable params was changed");
-    }
-    for (size_t i = 0; i < np; i++) {
-        const an_entry *e = &dl.v[i];
-        const an_field *src = an_entry_field(e, "source");
-        ck_assert_msg(src && !strcmp(src->value, p[i].id),
-                      "dead letter %zu (%s): source %s, expected %s", i, p[i].what,
-                      src ? src->value : "(missing)", p[i].id);
-        ck_assert_msg(e->nfields == p[i].nf + 4,
-                      "dead letter of '%s' has %zu fields, expected the %zu original ones + 4",
-                      p[i].what, e->nfields, p[i].nf);
-        for (size_t k = 0; k < p[i].nf; k++) {
-            const an_field *a = &e->fields[k], *b = &p[i].f[k];
-            ck_assert_msg(a->name_len == b->name_len && !memcmp(a->name, b->name, b->name_len) &&
-                              a->value_len == b->value_len &&
-                              !memcmp(a->value, b->value, b->value_len),
-                          "dead letter of '%s': field %zu is '%.*s' (%zu bytes), expected the "
-                          "original '%s' (%zu bytes)",
-                          p[i].what, k, (int)a->name_len, a->name, a->value_len, b->name,
-                          b->value_len);
-        }
-        const char *names[] = {"reason", "source", "deliveries", "consumer"};
-        for (size_t k = 0; k < 4; k++) {
-            const an_field *f = &e->fields[p[i].nf + k];
-            ck_assert_msg(f->name_len == strlen(names[k]) && !memcmp(f->name, names[k], f->name_len),
-                          "dead letter of '%s': field %zu is '%.*s', expected '%s'", p[i].what,
-                          p[i].nf + k, (int)f->name_len, f->name, names[k]);
-        }
-        const an_field *reason = an_entry_field(e, "reason");
-        ck_assert_msg(reason && reason->value_len > 0 && strcasestr(reason->value, p[i].keyword),
-                      "dead letter of '%s': reason '%s' does not mention '%s'", p[i].what,
-                      reason ? reason->value : "(missing)", p[i].keyword);
-        const an_field *dv = an_entry_field(e, "deliveries");
-        ck_assert_msg(dv && !strcmp(dv->value, "1"), "dead letter of '%s': deliveries %s",
-                      p[i].what, dv ? dv->value : "(missing)");
-        const an_field *cons = an_entry_field(e, "consumer");
-        ck_assert_msg(cons && !strcmp(cons->value, "c1"), "dead letter of '%s': consumer %s",
-                      p[i].what, cons ? cons->value : "(missing)");
-    }
+    dl_check_over_delivered(&dl.v[np + 2], md_id, umd);
+    dl_check_bad_params(&dl.v[np], ubad, bad_id, bad_batch);
+    for (size_t i = 0; i < np; i++)
+        dl_check_poison(&dl.v[i], i, &p[i]);
     an_entry_list_free(&dl);
     free(bomb);
     free(big);
 
-    /* the good batch after them was processed and is the only output */
-    json_t *outs = e2e_outputs(&T);
-    ck_assert_msg(json_array_size(outs) == 1, "output stream holds %zu entries, expected 1",
-                  json_array_size(outs));
-    an_metric m;
-    an_data_rows rows = {0};
-    e2e_get_metric(&T, u, &m);
-    e2e_get_rows(&T, u, 1, 3, &rows);
-    int64_t next = 1;
-    e2e_expect_inference_entry(json_array_get(outs, 0), &m, &rows, &next, good_id, "zlib");
-    ck_assert_int_eq(m.scored_rowid, 3);
-    an_data_rows_free(&rows);
-    an_metric_clear(&m);
-    json_decref(outs);
-    expect_rows_processed(u, 1, 3, 0.5);
-    int64_t pending = e2e_pending(&T);
-    ck_assert_msg(pending == 0, "%" PRId64 " entries still pending", pending);
+    dl_check_good(u, good_id);
     report_time("dead_letters", t0);
 }
 END_TEST
@@ -1178,35 +1272,22 @@ START_TEST(deleted_model_params)
 }
 END_TEST
 
-/* One TCase per test, so that CK_RUN_CASE=<test name> runs just that one. */
-static void add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
 
 static Suite *service_suite(void)
 {
     Suite *s = suite_create("service");
-    add_case(s, "replay_matches_offline", replay_matches_offline);
-    add_case(s, "helper_vectors_schedule", helper_vectors_schedule);
-    add_case(s, "rejections", rejections);
-    add_case(s, "dead_letters", dead_letters);
-    add_case(s, "params_cache_repair", params_cache_repair);
-    add_case(s, "deleted_model_params", deleted_model_params);
-    add_case(s, "predictions_and_legacy", predictions_and_legacy);
-    add_case(s, "no_leaks_10k", no_leaks_10k);
+    an_check_add_case(s, "replay_matches_offline", replay_matches_offline, setup, teardown, 600);
+    an_check_add_case(s, "helper_vectors_schedule", helper_vectors_schedule, setup, teardown, 600);
+    an_check_add_case(s, "rejections", rejections, setup, teardown, 600);
+    an_check_add_case(s, "dead_letters", dead_letters, setup, teardown, 600);
+    an_check_add_case(s, "params_cache_repair", params_cache_repair, setup, teardown, 600);
+    an_check_add_case(s, "deleted_model_params", deleted_model_params, setup, teardown, 600);
+    an_check_add_case(s, "predictions_and_legacy", predictions_and_legacy, setup, teardown, 600);
+    an_check_add_case(s, "no_leaks_10k", no_leaks_10k, setup, teardown, 600);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(service_suite());
-    srunner_run_all(sr, CK_VERBOSE);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return an_check_run(service_suite(), CK_VERBOSE);
 }

@@ -17,6 +17,7 @@
 #include <hiredis/hiredis.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -534,37 +535,24 @@ START_TEST(command_flood)
 }
 END_TEST
 
-/* One TCase per test, so that CK_RUN_CASE=<test name> runs just that one. */
-static void add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
 
 static Suite *bounds_suite(void)
 {
     Suite *s = suite_create("service_bounds");
-    add_case(s, "watermark_only_on_matched_rows", watermark_only_on_matched_rows);
-    add_case(s, "watermark_repair_migration", watermark_repair_migration);
-    add_case(s, "attempts_page_and_end", attempts_page_and_end);
-    add_case(s, "attempts_before_decoding", attempts_before_decoding);
-    add_case(s, "waiting_is_not_an_attempt", waiting_is_not_an_attempt);
-    add_case(s, "deferral_bound_entries_at", deferral_bound_entries_at);
-    add_case(s, "deferral_bound_entries_past", deferral_bound_entries_past);
-    add_case(s, "deferral_bound_bytes_at", deferral_bound_bytes_at);
-    add_case(s, "deferral_bound_bytes_past", deferral_bound_bytes_past);
-    add_case(s, "command_flood", command_flood);
+    an_check_add_case(s, "watermark_only_on_matched_rows", watermark_only_on_matched_rows, setup, teardown, 600);
+    an_check_add_case(s, "watermark_repair_migration", watermark_repair_migration, setup, teardown, 600);
+    an_check_add_case(s, "attempts_page_and_end", attempts_page_and_end, setup, teardown, 600);
+    an_check_add_case(s, "attempts_before_decoding", attempts_before_decoding, setup, teardown, 600);
+    an_check_add_case(s, "waiting_is_not_an_attempt", waiting_is_not_an_attempt, setup, teardown, 600);
+    an_check_add_case(s, "deferral_bound_entries_at", deferral_bound_entries_at, setup, teardown, 600);
+    an_check_add_case(s, "deferral_bound_entries_past", deferral_bound_entries_past, setup, teardown, 600);
+    an_check_add_case(s, "deferral_bound_bytes_at", deferral_bound_bytes_at, setup, teardown, 600);
+    an_check_add_case(s, "deferral_bound_bytes_past", deferral_bound_bytes_past, setup, teardown, 600);
+    an_check_add_case(s, "command_flood", command_flood, setup, teardown, 600);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(bounds_suite());
-    srunner_run_all(sr, CK_VERBOSE);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return an_check_run(bounds_suite(), CK_VERBOSE);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -189,23 +190,10 @@ START_TEST(signals_idle)
 }
 END_TEST
 
-static void add_case(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
 int main(void)
 {
     Suite *s = suite_create("service_faults");
-    add_case(s, "signals_idle", signals_idle);
-    add_case(s, "restarts", restarts);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_VERBOSE);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    an_check_add_case(s, "signals_idle", signals_idle, setup, teardown, 600);
+    an_check_add_case(s, "restarts", restarts, setup, teardown, 600);
+    return an_check_run(s, CK_VERBOSE);
 }

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 
@@ -172,9 +173,5 @@ static Suite *window_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(window_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(window_suite(), CK_NORMAL);
 }

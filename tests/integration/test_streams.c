@@ -15,6 +15,7 @@
 #include "an_codec.h"
 #include "an_config.h"
 #include "an_streams.h"
+#include "check_main.h"
 
 static an_redis *R;
 static char prefix[128];
@@ -1043,9 +1044,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(suite(), CK_NORMAL);
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "support_e2e.h"
+#include "check_main.h"
 
 static e2e T;
 static char tls_ca[1024], pg_tls_dsn[2048];
@@ -253,9 +254,5 @@ int main(void)
     tcase_add_test(tc, replay_through_tls);
     tcase_add_test(tc, wrong_ca_is_refused);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(s, CK_NORMAL);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "an_alerts.h"
+#include "check_main.h"
 
 /* ---- a memory store ---- */
 
@@ -392,9 +393,5 @@ static Suite *alerts_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(alerts_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(alerts_suite(), CK_NORMAL);
 }

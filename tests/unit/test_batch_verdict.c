@@ -20,6 +20,7 @@
 
 #include "an_batch_verdict.h"
 #include "an_repo.h"
+#include "check_main.h"
 
 #define MAXR 8
 
@@ -183,9 +184,5 @@ int main(void)
     tcase_add_test(tc, predecessor);
     tcase_add_test(tc, read_bound);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(s, CK_NORMAL);
 }

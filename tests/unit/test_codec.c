@@ -11,6 +11,7 @@
 
 #include "an_codec.h"
 #include "an_log.h"
+#include "check_main.h"
 
 static char reason[512];
 
@@ -565,20 +566,11 @@ static void assert_keys(const json_t *o, const char *const *keys, size_t n)
                       keys[i]);
 }
 
-START_TEST(inference_message)
+/* The inference message msg of the three rows of inference_message:
+ * its keys, its metric (spec) and each row's values and predictions
+ * (pred). */
+static void check_inference_shape(const json_t *msg, const json_t *spec, const json_t *pred)
 {
-    json_t *spec = json_pack("{s:s,s:{s:s}}", "uid", "u1", "userInfo",
-                             "symbol", "X");
-    an_metric_info m = {"u1", "cpu", NULL, "server1", "loc", "custom", spec,
-                        NULL};
-    json_t *pred = json_pack("{s:f}", "1", 12.5);
-    an_out_row rows[3] = {
-        {101, 1431648000.123456, 12.0, 0.5, 0.25, pred, NULL, false},
-        {102, 1431648300.0, 13.0, 1.0, 0.99999, NULL, "{\"1\": 3.5}", false},
-        {103, 1431648600.0, 14.0, 0.0, 0.0, NULL, "null", false},
-    };
-    json_t *msg = an_msg_inference(&m, rows, 3, reason, sizeof reason);
-    ck_assert_msg(msg != NULL, "%s", reason);
     static const char *top[] = {"metric", "results"};
     static const char *mk[] = {"uid",      "name",       "description",
                                "resource", "location",   "datasource",
@@ -586,29 +578,32 @@ START_TEST(inference_message)
     static const char *rk[] = {"rowid",      "ts",      "value",
                                "rawAnomaly", "anomaly", "multiStepBestPredictions"};
     assert_keys(msg, top, 2);
-    json_t *metric = json_object_get(msg, "metric");
+    const json_t *metric = json_object_get(msg, "metric");
     assert_keys(metric, mk, 7);
     ck_assert_str_eq(json_string_value(json_object_get(metric, "resource")),
                      "server1");
     ck_assert(json_is_null(json_object_get(metric, "description")));
     ck_assert(json_equal(json_object_get(metric, "spec"), spec));
-    json_t *results = json_object_get(msg, "results");
+    const json_t *results = json_object_get(msg, "results");
     ck_assert_uint_eq(json_array_size(results), 3);
     for (size_t i = 0; i < 3; i++)
         assert_keys(json_array_get(results, i), rk, 6);
-    json_t *r0 = json_array_get(results, 0);
+    const json_t *r0 = json_array_get(results, 0);
     ck_assert_int_eq(json_integer_value(json_object_get(r0, "rowid")), 101);
     ck_assert(json_real_value(json_object_get(r0, "ts")) == 1431648000.123456);
     ck_assert(json_equal(json_object_get(r0, "multiStepBestPredictions"),
                          pred));
-    json_t *r1 = json_array_get(results, 1);
+    const json_t *r1 = json_array_get(results, 1);
     ck_assert(json_real_value(json_object_get(
                   json_object_get(r1, "multiStepBestPredictions"), "1")) ==
               3.5);
     ck_assert(json_is_null(json_object_get(json_array_get(results, 2),
                                            "multiStepBestPredictions")));
+}
 
-    /* body encodings: json text and zlib, decoded back via an output entry */
+/* msg as a json body: the exact text. */
+static void check_body_json(const json_t *msg)
+{
     char *body = NULL;
     size_t blen = 0;
     ck_assert_int_eq(an_body_encode(msg, AN_ENC_JSON, &body, &blen, reason,
@@ -629,6 +624,14 @@ START_TEST(inference_message)
                      "\"rawAnomaly\":0.0,\"anomaly\":0.0,"
                      "\"multiStepBestPredictions\":null}]}");
     free(body);
+}
+
+/* msg as a zlib body, decoded back through an output entry; a truncated or
+ * missing body is refused. */
+static void check_body_zlib(json_t *msg)
+{
+    char *body = NULL;
+    size_t blen = 0;
     ck_assert_int_eq(an_body_encode(msg, AN_ENC_ZLIB, &body, &blen, reason,
                                     sizeof reason),
                      0);
@@ -661,18 +664,25 @@ START_TEST(inference_message)
                      AN_EINVAL);
     ck_assert_str_eq(reason, "missing field 'body'");
     free(body);
-    json_decref(msg);
+}
 
+/* an_msg_inference refuses non-finite values, predictions text that is not
+ * an object and a metric without spec; the spec may come from the
+ * parameters column or from its text. m and rows are the ones of
+ * inference_message (changed here). */
+static void check_inference_errors(an_metric_info *m, an_out_row *rows)
+{
+    json_t *msg;
     /* errors: non-finite, bad predictions text, no spec */
     rows[0].value = NAN;
-    ck_assert_ptr_null(an_msg_inference(&m, rows, 1, reason, sizeof reason));
+    ck_assert_ptr_null(an_msg_inference(m, rows, 1, reason, sizeof reason));
     ck_assert_ptr_nonnull(strstr(reason, "non-finite"));
     rows[0].value = 1;
     rows[1].predictions_json = "[1]";
-    ck_assert_ptr_null(an_msg_inference(&m, rows, 2, reason, sizeof reason));
+    ck_assert_ptr_null(an_msg_inference(m, rows, 2, reason, sizeof reason));
     ck_assert_ptr_nonnull(strstr(reason, "must be a JSON object"));
-    m.spec = NULL;
-    ck_assert_ptr_null(an_msg_inference(&m, rows, 1, reason, sizeof reason));
+    m->spec = NULL;
+    ck_assert_ptr_null(an_msg_inference(m, rows, 1, reason, sizeof reason));
     ck_assert_str_eq(reason, "metric.spec: required");
     /* spec from the parameters column */
     json_t *sp = NULL;
@@ -680,20 +690,42 @@ START_TEST(inference_message)
                          "{\"metricSpec\":{\"uid\":\"u1\"},\"modelParams\":{}}",
                          &sp, reason, sizeof reason),
                      0);
-    m.spec = sp;
-    msg = an_msg_inference(&m, rows, 0, reason, sizeof reason);
+    m->spec = sp;
+    msg = an_msg_inference(m, rows, 0, reason, sizeof reason);
     ck_assert_ptr_nonnull(msg);
     ck_assert_uint_eq(json_array_size(json_object_get(msg, "results")), 0);
     json_decref(msg);
     json_decref(sp);
-    m.spec = NULL;
-    m.spec_json = "{\"uid\":\"u1\"}";
-    msg = an_msg_inference(&m, rows, 0, reason, sizeof reason);
+    m->spec = NULL;
+    m->spec_json = "{\"uid\":\"u1\"}";
+    msg = an_msg_inference(m, rows, 0, reason, sizeof reason);
     ck_assert_ptr_nonnull(msg);
     json_decref(msg);
     ck_assert_int_eq(an_metric_spec_from_parameters("{}", &sp, reason,
                                                     sizeof reason),
                      AN_EINVAL);
+}
+
+START_TEST(inference_message)
+{
+    json_t *spec = json_pack("{s:s,s:{s:s}}", "uid", "u1", "userInfo",
+                             "symbol", "X");
+    an_metric_info m = {"u1", "cpu", NULL, "server1", "loc", "custom", spec,
+                        NULL};
+    json_t *pred = json_pack("{s:f}", "1", 12.5);
+    an_out_row rows[3] = {
+        {101, 1431648000.123456, 12.0, 0.5, 0.25, pred, NULL, false},
+        {102, 1431648300.0, 13.0, 1.0, 0.99999, NULL, "{\"1\": 3.5}", false},
+        {103, 1431648600.0, 14.0, 0.0, 0.0, NULL, "null", false},
+    };
+    json_t *msg = an_msg_inference(&m, rows, 3, reason, sizeof reason);
+    ck_assert_msg(msg != NULL, "%s", reason);
+    check_inference_shape(msg, spec, pred);
+    /* body encodings: json text and zlib, decoded back via an output entry */
+    check_body_json(msg);
+    check_body_zlib(msg);
+    json_decref(msg);
+    check_inference_errors(&m, rows);
     json_decref(pred);
     json_decref(spec);
 }
@@ -1066,9 +1098,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(suite(), CK_NORMAL);
 }

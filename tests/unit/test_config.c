@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "an_config.h"
+#include "check_main.h"
 
 extern char **environ;
 
@@ -642,13 +643,10 @@ int main(void)
         perror("mkdtemp");
         return 1;
     }
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int status = an_check_run(suite(), CK_NORMAL);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", tmpdir);
-    return failed ? 1 : 0;
+    return status;
 }

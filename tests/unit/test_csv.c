@@ -11,6 +11,7 @@
 
 #include "an_csv.h"
 #include "an_error.h"
+#include "check_main.h"
 
 static char tmpdir[256];
 static int nfile;
@@ -437,9 +438,5 @@ static Suite *csv_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(csv_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(csv_suite(), CK_NORMAL);
 }

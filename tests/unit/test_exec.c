@@ -10,6 +10,7 @@
 
 #include "an_error.h"
 #include "an_exec.h"
+#include "check_main.h"
 
 typedef struct vclock {
     int64_t now;
@@ -134,9 +135,5 @@ static Suite *exec_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(exec_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(exec_suite(), CK_NORMAL);
 }

@@ -10,6 +10,7 @@
 #include "an_error.h"
 #include "an_fault.h"
 #include "an_redis_url.h"
+#include "check_main.h"
 
 START_TEST(pg_classes)
 {
@@ -173,9 +174,5 @@ static Suite *fault_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(fault_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(fault_suite(), CK_NORMAL);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "an_helper.h"
+#include "check_main.h"
 
 /* ---- fixtures ----------------------------------------------------------- */
 
@@ -160,6 +161,100 @@ static char *state_text(const an_helper_state *s)
 
 /* ---- config, interval, names ------------------------------------------- */
 
+/* A helper with config c whose events are recorded in a new log (*l);
+ * free both with free_logged. */
+static an_helper *new_logged(const an_helper_config *c, evlog **l)
+{
+    *l = calloc(1, sizeof **l);
+    ck_assert_ptr_nonnull(*l);
+    an_helper *h = an_helper_new(c, record, *l);
+    ck_assert_ptr_nonnull(h);
+    return h;
+}
+
+static void free_logged(an_helper *h, evlog *l)
+{
+    an_helper_free(h);
+    free(l);
+}
+
+/* The null state (no anomalyLikelihoodParams yet). */
+static an_helper_state null_state(void)
+{
+    an_helper_state s;
+    memset(&s, 0, sizeof s);
+    return s;
+}
+
+/* One batch scenario: a logged helper (new_logged), an in-memory source
+ * and the state the batches update. */
+typedef struct scenario {
+    an_helper *h;
+    evlog *l;
+    memsrc ms;
+    an_sample_source src; /* reads ms: a scenario must not be copied */
+    an_helper_state st;
+    char err[256];
+} scenario;
+
+/* s: a helper with config c over the processed rows rows[0..processed),
+ * state st. End it with sc_end. */
+static void sc_start(scenario *s, const an_helper_config *c, an_sample *rows, size_t processed,
+                     an_helper_state st)
+{
+    memset(s, 0, sizeof *s);
+    s->h = new_logged(c, &s->l);
+    s->ms = (memsrc){.rows = rows, .n = processed};
+    s->src = source_of(&s->ms);
+    s->st = st;
+}
+
+/* Updates s with the batch rows[0..n), filled from batch; it must succeed. */
+static void sc_update(scenario *s, const an_sample *batch, an_row *rows, size_t n)
+{
+    rows_from(rows, batch, n);
+    ck_assert_int_eq(an_helper_update(s->h, &s->src, &s->st, rows, n, s->err, sizeof s->err), 0);
+}
+
+static void sc_end(scenario *s)
+{
+    free_logged(s->h, s->l);
+}
+
+/* rows[from..to) are scored, each exactly score. */
+static void ck_scored(const an_row *rows, int from, int to, double score)
+{
+    for (int i = from; i < to; i++) {
+        ck_assert_msg(rows[i].scored, "row %d not scored", i);
+        ck_assert_msg(rows[i].anomaly_score == score, "row %d: score %.17g, want %.17g", i,
+                      rows[i].anomaly_score, score);
+    }
+}
+
+/* rows[from..to) are not scored and their score is 0. */
+static void ck_unscored(const an_row *rows, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        ck_assert_msg(!rows[i].scored, "row %d scored", i);
+        ck_assert_msg(rows[i].anomaly_score == 0.0, "row %d: score %.17g, want 0", i,
+                      rows[i].anomaly_score);
+    }
+}
+
+/* Feeds rows [from, to) of all to h as 1-row batches over *st from src,
+ * each with the rows before it processed (ms->n); each must succeed. */
+static void feed_singles(an_helper *h, const an_sample_source *src, memsrc *ms,
+                         an_helper_state *st, const an_sample *all, size_t from, size_t to)
+{
+    char err[256];
+    an_row row;
+    for (size_t i = from; i < to; i++) {
+        rows_from(&row, all + i, 1);
+        ms->n = i;
+        ck_assert_int_eq(an_helper_update(h, src, st, &row, 1, err, sizeof err), 0);
+    }
+}
+
 START_TEST(test_config_default_and_validate)
 {
     an_helper_config c = an_helper_config_default();
@@ -235,75 +330,50 @@ END_TEST
 START_TEST(test_fewer_than_min_rows)
 {
     an_helper_config c = an_helper_config_default();
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
-    ck_assert_ptr_nonnull(h);
     an_sample all[99];
     gen_rows(all, 99, 1);
-    memsrc ms = {.rows = all};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st;
-    memset(&st, 0, sizeof st);
+    scenario s;
+    sc_start(&s, &c, all, 0, null_state());
     an_row rows[50];
-    char err[256];
     /* 50 + 49 = 99 < 100: nothing scored, state stays null, no events */
-    rows_from(rows, all, 50);
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 50, err, sizeof err), 0);
-    ms.n = 50;
-    rows_from(rows, all + 50, 49);
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 49, err, sizeof err), 0);
-    ck_assert(!st.present);
-    for (int i = 0; i < 49; i++) {
-        ck_assert(!rows[i].scored);
-        ck_assert(rows[i].anomaly_score == 0.0);
-    }
-    ck_assert_int_eq(l->n, 0);
-    ck_assert_int_eq(ms.count_calls, 2);
-    ck_assert_int_eq(ms.tail_calls, 0);
-    json_t *j = an_helper_state_to_json(&st);
+    sc_update(&s, all, rows, 50);
+    s.ms.n = 50;
+    sc_update(&s, all + 50, rows, 49);
+    ck_assert(!s.st.present);
+    ck_unscored(rows, 0, 49);
+    ck_assert_int_eq(s.l->n, 0);
+    ck_assert_int_eq(s.ms.count_calls, 2);
+    ck_assert_int_eq(s.ms.tail_calls, 0);
+    json_t *j = an_helper_state_to_json(&s.st);
     ck_assert(json_is_null(j));
     json_decref(j);
-    an_helper_free(h);
-    free(l);
+    sc_end(&s);
 }
 END_TEST
 
 START_TEST(test_init_inside_batch)
 {
     an_helper_config c = an_helper_config_default();
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
     an_sample all[120];
     gen_rows(all, 120, 1);
-    memsrc ms = {.rows = all, .n = 80};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st;
-    memset(&st, 0, sizeof st);
+    scenario s;
+    sc_start(&s, &c, all, 80, null_state());
     an_row rows[40];
-    rows_from(rows, all + 80, 40);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 40, err, sizeof err), 0);
+    sc_update(&s, all + 80, rows, 40);
     /* rows 81..100 consumed to build the model, unscored; 101..120 scored
      * under the null distribution (<= 288 samples): exactly 0.5 */
-    for (int i = 0; i < 20; i++) {
-        ck_assert(!rows[i].scored);
-        ck_assert(rows[i].anomaly_score == 0.0);
-    }
-    for (int i = 20; i < 40; i++) {
-        ck_assert(rows[i].scored);
-        ck_assert(rows[i].anomaly_score == 0.5);
-    }
-    ck_assert(st.present);
-    ck_assert_int_eq(st.last_rowid_for_stats, 100);
-    ck_assert(st.params.dist.mean == 0.5 && st.params.dist.stdev == 1000.0);
-    ck_assert_int_eq(ms.tail_calls, 1);
-    ck_assert_uint_eq(ms.last_tail_n, 8640 - 20);
-    ck_assert_int_eq(l->n, 3);
-    EV(l, 0, AN_EV_REFRESH, 100, 1, 100);
-    EV(l, 1, AN_EV_INIT, 100, 1, 100);
-    EV(l, 2, AN_EV_RUN, 20, 40, 101, 124, 100, 24);
-    an_helper_free(h);
-    free(l);
+    ck_unscored(rows, 0, 20);
+    ck_scored(rows, 20, 40, 0.5);
+    ck_assert(s.st.present);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 100);
+    ck_assert(s.st.params.dist.mean == 0.5 && s.st.params.dist.stdev == 1000.0);
+    ck_assert_int_eq(s.ms.tail_calls, 1);
+    ck_assert_uint_eq(s.ms.last_tail_n, 8640 - 20);
+    ck_assert_int_eq(s.l->n, 3);
+    EV(s.l, 0, AN_EV_REFRESH, 100, 1, 100);
+    EV(s.l, 1, AN_EV_INIT, 100, 1, 100);
+    EV(s.l, 2, AN_EV_RUN, 20, 40, 101, 124, 100, 24);
+    sc_end(&s);
 }
 END_TEST
 
@@ -312,27 +382,20 @@ START_TEST(test_init_exactly_at_batch_start)
     /* 100 processed rows, null state (e.g. state lost): k0 = 0, the model
      * is built from the tail alone and every row of the batch is scored. */
     an_helper_config c = an_helper_config_default();
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
     an_sample all[101];
     gen_rows(all, 101, 1);
-    memsrc ms = {.rows = all, .n = 100};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st;
-    memset(&st, 0, sizeof st);
+    scenario s;
+    sc_start(&s, &c, all, 100, null_state());
     an_row rows[1];
-    rows_from(rows, all + 100, 1);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 1, err, sizeof err), 0);
+    sc_update(&s, all + 100, rows, 1);
     ck_assert(rows[0].scored);
     ck_assert(rows[0].anomaly_score == 0.5);
-    ck_assert_int_eq(st.last_rowid_for_stats, 100);
-    EV(l, 0, AN_EV_REFRESH, 100, 1, 100);
-    EV(l, 1, AN_EV_INIT, 100, 1, 100);
-    EV(l, 2, AN_EV_RUN, 0, 1, 101, 124, 100, 24);
-    ck_assert_int_eq(l->n, 3);
-    an_helper_free(h);
-    free(l);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 100);
+    EV(s.l, 0, AN_EV_REFRESH, 100, 1, 100);
+    EV(s.l, 1, AN_EV_INIT, 100, 1, 100);
+    EV(s.l, 2, AN_EV_RUN, 0, 1, 101, 124, 100, 24);
+    ck_assert_int_eq(s.l->n, 3);
+    sc_end(&s);
 }
 END_TEST
 
@@ -342,32 +405,23 @@ START_TEST(test_gap_forces_refresh)
      * processed elsewhere / a gap): the cutoff 124 precedes 200, so the
      * run is empty and the params are refreshed before scoring. */
     an_helper_config c = an_helper_config_default();
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
     an_sample all[205];
     gen_rows(all, 205, 1);
-    memsrc ms = {.rows = all, .n = 199};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(100);
+    scenario s;
+    sc_start(&s, &c, all, 199, sharp_state(100));
     an_row rows[5];
-    rows_from(rows, all + 199, 5);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 5, err, sizeof err), 0);
-    EV(l, 0, AN_EV_CUTOFF_PRECEDES, 200, 124);
-    EV(l, 1, AN_EV_BYPASS_REFRESH, 200, 124);
-    EV(l, 2, AN_EV_RUN, 0, 0, 200, 124, 100, 24);
-    EV(l, 3, AN_EV_REFRESH, 199, 1, 199);
-    EV(l, 4, AN_EV_RUN, 0, 5, 200, 223, 199, 24);
-    ck_assert_int_eq(l->n, 5);
-    ck_assert_int_eq(ms.tail_calls, 1);
-    ck_assert_uint_eq(ms.last_tail_n, 8640);
-    ck_assert_int_eq(st.last_rowid_for_stats, 199);
-    for (int i = 0; i < 5; i++) {
-        ck_assert(rows[i].scored);
-        ck_assert(rows[i].anomaly_score == 0.5); /* 199 samples: null distribution */
-    }
-    an_helper_free(h);
-    free(l);
+    sc_update(&s, all + 199, rows, 5);
+    EV(s.l, 0, AN_EV_CUTOFF_PRECEDES, 200, 124);
+    EV(s.l, 1, AN_EV_BYPASS_REFRESH, 200, 124);
+    EV(s.l, 2, AN_EV_RUN, 0, 0, 200, 124, 100, 24);
+    EV(s.l, 3, AN_EV_REFRESH, 199, 1, 199);
+    EV(s.l, 4, AN_EV_RUN, 0, 5, 200, 223, 199, 24);
+    ck_assert_int_eq(s.l->n, 5);
+    ck_assert_int_eq(s.ms.tail_calls, 1);
+    ck_assert_uint_eq(s.ms.last_tail_n, 8640);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 199);
+    ck_scored(rows, 0, 5, 0.5); /* 199 samples: null distribution */
+    sc_end(&s);
 }
 END_TEST
 
@@ -378,29 +432,23 @@ START_TEST(test_gap_in_processed_rows_advances_cutoff)
      * rows up to 150, whose cutoff 174 still precedes 200, so the cutoff is
      * advanced to 200 (the original's "Advanced anomaly run cutoff"). */
     an_helper_config c = an_helper_config_default();
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
     an_sample all[205];
     gen_rows(all, 205, 1);
-    memsrc ms = {.rows = all, .n = 150};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(100);
+    scenario s;
+    sc_start(&s, &c, all, 150, sharp_state(100));
     an_row rows[5];
-    rows_from(rows, all + 199, 5);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 5, err, sizeof err), 0);
-    EV(l, 0, AN_EV_CUTOFF_PRECEDES, 200, 124);
-    EV(l, 1, AN_EV_BYPASS_REFRESH, 200, 124);
-    EV(l, 2, AN_EV_RUN, 0, 0, 200, 124, 100, 24);
-    EV(l, 3, AN_EV_REFRESH, 150, 1, 150);
-    EV(l, 4, AN_EV_CUTOFF_PRECEDES, 200, 174);
-    EV(l, 5, AN_EV_RUN, 0, 1, 200, 200, 150, 24);
-    EV(l, 6, AN_EV_REFRESH, 151, 1, 200);
-    EV(l, 7, AN_EV_RUN, 1, 5, 201, 224, 200, 24);
-    ck_assert_int_eq(l->n, 8);
-    ck_assert_int_eq(st.last_rowid_for_stats, 200);
-    an_helper_free(h);
-    free(l);
+    sc_update(&s, all + 199, rows, 5);
+    EV(s.l, 0, AN_EV_CUTOFF_PRECEDES, 200, 124);
+    EV(s.l, 1, AN_EV_BYPASS_REFRESH, 200, 124);
+    EV(s.l, 2, AN_EV_RUN, 0, 0, 200, 124, 100, 24);
+    EV(s.l, 3, AN_EV_REFRESH, 150, 1, 150);
+    EV(s.l, 4, AN_EV_CUTOFF_PRECEDES, 200, 174);
+    EV(s.l, 5, AN_EV_RUN, 0, 1, 200, 200, 150, 24);
+    EV(s.l, 6, AN_EV_REFRESH, 151, 1, 200);
+    EV(s.l, 7, AN_EV_RUN, 1, 5, 201, 224, 200, 24);
+    ck_assert_int_eq(s.l->n, 8);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 200);
+    sc_end(&s);
 }
 END_TEST
 
@@ -408,8 +456,8 @@ START_TEST(test_extreme_last_rowid)
 {
     /* Stored rowids at the int64 limits: saturating arithmetic, no UB. */
     an_helper_config c = an_helper_config_default();
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
+    evlog *l;
+    an_helper *h = new_logged(&c, &l);
     an_sample all[205];
     gen_rows(all, 205, 1);
     memsrc ms = {.rows = all, .n = 200};
@@ -431,8 +479,7 @@ START_TEST(test_extreme_last_rowid)
     EV(l, 0, AN_EV_CUTOFF_PRECEDES, 201, INT64_MIN + 24);
     EV(l, 1, AN_EV_BYPASS_REFRESH, 201, INT64_MIN + 24);
     ck_assert_int_eq(st.last_rowid_for_stats, 200);
-    an_helper_free(h);
-    free(l);
+    free_logged(h, l);
 }
 END_TEST
 
@@ -451,36 +498,27 @@ static void greedy_setup(an_sample *all, size_t n)
 START_TEST(test_greedy_break_mid_batch)
 {
     an_helper_config c = an_helper_config_default();
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
     static an_sample all[1010];
     greedy_setup(all, 1010);
-    memsrc ms = {.rows = all, .n = 1000};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(1000);
+    scenario s;
+    sc_start(&s, &c, all, 1000, sharp_state(1000));
     an_row rows[10];
-    rows_from(rows, all + 1000, 10);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 10, err, sizeof err), 0);
+    sc_update(&s, all + 1000, rows, 10);
     for (int i = 0; i < 4; i++) {
         ck_assert(rows[i].scored);
         ck_assert_msg(rows[i].anomaly_score > 0.99, "row %d: %.17g", i, rows[i].anomaly_score);
     }
-    EV(l, 0, AN_EV_RUN, 0, 10, 1001, 1024, 1000, 24);
-    EV(l, 1, AN_EV_GREEDY_BREAK, 1004);
-    EV(l, 2, AN_EV_REFRESH, 1004, 1, 1004);
-    EV(l, 3, AN_EV_RUN, 4, 10, 1005, 1028, 1004, 24);
-    ck_assert_int_eq(l->n, 4);
-    ck_assert_int_eq(ms.tail_calls, 1);
-    ck_assert_uint_eq(ms.last_tail_n, 8640 - 4);
+    EV(s.l, 0, AN_EV_RUN, 0, 10, 1001, 1024, 1000, 24);
+    EV(s.l, 1, AN_EV_GREEDY_BREAK, 1004);
+    EV(s.l, 2, AN_EV_REFRESH, 1004, 1, 1004);
+    EV(s.l, 3, AN_EV_RUN, 4, 10, 1005, 1028, 1004, 24);
+    ck_assert_int_eq(s.l->n, 4);
+    ck_assert_int_eq(s.ms.tail_calls, 1);
+    ck_assert_uint_eq(s.ms.last_tail_n, 8640 - 4);
     /* re-estimated on constant 1.0 averages: the rest score exactly 0.5 */
-    for (int i = 4; i < 10; i++) {
-        ck_assert(rows[i].scored);
-        ck_assert(rows[i].anomaly_score == 0.5);
-    }
-    ck_assert_int_eq(st.last_rowid_for_stats, 1004);
-    an_helper_free(h);
-    free(l);
+    ck_scored(rows, 4, 10, 0.5);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 1004);
+    sc_end(&s);
 }
 END_TEST
 
@@ -489,27 +527,23 @@ START_TEST(test_greedy_break_on_last_row)
     /* The break lands on the batch's last row, before the cutoff: no
      * re-estimate (the tail is never read: the source would fail). */
     an_helper_config c = an_helper_config_default();
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
     static an_sample all[1004];
     greedy_setup(all, 1004);
-    memsrc ms = {.rows = all, .n = 1000, .fail_tail = true, .fail_count = true};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(1000);
+    scenario s;
+    sc_start(&s, &c, all, 1000, sharp_state(1000));
+    s.ms.fail_tail = true;
+    s.ms.fail_count = true;
     an_row rows[4];
-    rows_from(rows, all + 1000, 4);
-    char err[256] = "";
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 4, err, sizeof err), 0);
-    EV(l, 0, AN_EV_RUN, 0, 4, 1001, 1024, 1000, 24);
-    EV(l, 1, AN_EV_GREEDY_BREAK, 1004);
-    ck_assert_int_eq(l->n, 2);
-    ck_assert_int_eq(ms.tail_calls, 0);
-    ck_assert_int_eq(ms.count_calls, 0);
-    ck_assert_int_eq(st.last_rowid_for_stats, 1000);
-    ck_assert_int_eq(st.params.ma.len, 10);
-    ck_assert(st.params.ma.total == 4.0); /* online update advanced the params */
-    an_helper_free(h);
-    free(l);
+    sc_update(&s, all + 1000, rows, 4);
+    EV(s.l, 0, AN_EV_RUN, 0, 4, 1001, 1024, 1000, 24);
+    EV(s.l, 1, AN_EV_GREEDY_BREAK, 1004);
+    ck_assert_int_eq(s.l->n, 2);
+    ck_assert_int_eq(s.ms.tail_calls, 0);
+    ck_assert_int_eq(s.ms.count_calls, 0);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 1000);
+    ck_assert_int_eq(s.st.params.ma.len, 10);
+    ck_assert(s.st.params.ma.total == 4.0); /* online update advanced the params */
+    sc_end(&s);
 }
 END_TEST
 
@@ -519,24 +553,18 @@ START_TEST(test_greedy_break_on_last_row_at_cutoff)
      * refresh happens. */
     an_helper_config c = an_helper_config_default();
     c.refresh_rate = 4;
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
     static an_sample all[1004];
     greedy_setup(all, 1004);
-    memsrc ms = {.rows = all, .n = 1000};
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(1000);
+    scenario s;
+    sc_start(&s, &c, all, 1000, sharp_state(1000));
     an_row rows[4];
-    rows_from(rows, all + 1000, 4);
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 4, err, sizeof err), 0);
-    EV(l, 0, AN_EV_RUN, 0, 4, 1001, 1004, 1000, 4);
-    EV(l, 1, AN_EV_GREEDY_BREAK, 1004);
-    EV(l, 2, AN_EV_REFRESH, 1004, 1, 1004);
-    ck_assert_int_eq(l->n, 3);
-    ck_assert_int_eq(st.last_rowid_for_stats, 1004);
-    an_helper_free(h);
-    free(l);
+    sc_update(&s, all + 1000, rows, 4);
+    EV(s.l, 0, AN_EV_RUN, 0, 4, 1001, 1004, 1000, 4);
+    EV(s.l, 1, AN_EV_GREEDY_BREAK, 1004);
+    EV(s.l, 2, AN_EV_REFRESH, 1004, 1, 1004);
+    ck_assert_int_eq(s.l->n, 3);
+    ck_assert_int_eq(s.st.last_rowid_for_stats, 1004);
+    sc_end(&s);
 }
 END_TEST
 
@@ -551,8 +579,7 @@ START_TEST(test_source_fails_state_unchanged)
     /* null state: the count fails */
     memsrc ms = {.rows = all, .n = 1000, .fail_count = true};
     an_sample_source src = source_of(&ms);
-    an_helper_state st;
-    memset(&st, 0, sizeof st);
+    an_helper_state st = null_state();
     an_row rows[10];
     rows_from(rows, all + 1000, 10);
     err[0] = '\0';
@@ -597,8 +624,7 @@ START_TEST(test_missing_source)
     memsrc ms = {.rows = all, .n = 90};
     an_sample_source src = source_of(&ms);
     src.processed_count = NULL;
-    an_helper_state st;
-    memset(&st, 0, sizeof st);
+    an_helper_state st = null_state();
     an_row rows[10];
     rows_from(rows, all + 90, 10);
     char err[256];
@@ -648,8 +674,7 @@ START_TEST(test_source_misbehaves)
     an_sample all[200];
     gen_rows(all, 200, 1);
     memsrc ms = {.rows = all, .n = 150};
-    an_helper_state st;
-    memset(&st, 0, sizeof st);
+    an_helper_state st = null_state();
     an_row rows[10];
     rows_from(rows, all + 150, 10);
     char err[256];
@@ -668,14 +693,13 @@ END_TEST
 START_TEST(test_count_tail_disagree)
 {
     an_helper_config c = an_helper_config_default();
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
+    evlog *l;
+    an_helper *h = new_logged(&c, &l);
     an_sample all[100];
     gen_rows(all, 100, 1);
     memsrc ms = {.rows = all, .n = 5};
     an_sample_source src = {.ctx = &ms, .processed_count = count90, .tail = ms_tail};
-    an_helper_state st;
-    memset(&st, 0, sizeof st);
+    an_helper_state st = null_state();
     an_row rows[10];
     rows_from(rows, all + 90, 10);
     char err[256];
@@ -684,8 +708,7 @@ START_TEST(test_count_tail_disagree)
     ck_assert(!st.present);
     ck_assert_int_eq(l->n, 1);
     EV(l, 0, AN_EV_NOT_ENOUGH, 15, 100);
-    an_helper_free(h);
-    free(l);
+    free_logged(h, l);
 }
 END_TEST
 
@@ -695,32 +718,26 @@ START_TEST(test_small_cache_after_refresh)
      * the forced refresh has too few samples (not_enough, params kept),
      * then runs fill the cache up to MIN before the next estimate. */
     an_helper_config c = an_helper_config_default();
-    evlog *l = calloc(1, sizeof *l);
-    an_helper *h = an_helper_new(&c, record, l);
     static an_sample all[600];
     gen_rows(all, 600, 1);
-    memsrc ms = {.rows = all + 470, .n = 30}; /* rows 471..500 */
-    an_sample_source src = source_of(&ms);
-    an_helper_state st = sharp_state(100);
+    scenario s;
+    sc_start(&s, &c, all + 470, 30, sharp_state(100)); /* rows 471..500 */
     static an_row rows[100];
-    rows_from(rows, all + 500, 100); /* 501..600 */
-    char err[256];
-    ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 100, err, sizeof err), 0);
-    EV(l, 0, AN_EV_CUTOFF_PRECEDES, 501, 124);
-    EV(l, 1, AN_EV_BYPASS_REFRESH, 501, 124);
-    EV(l, 2, AN_EV_RUN, 0, 0, 501, 124, 100, 24);
-    EV(l, 3, AN_EV_NOT_ENOUGH, 30, 100);
+    sc_update(&s, all + 500, rows, 100); /* 501..600 */
+    EV(s.l, 0, AN_EV_CUTOFF_PRECEDES, 501, 124);
+    EV(s.l, 1, AN_EV_BYPASS_REFRESH, 501, 124);
+    EV(s.l, 2, AN_EV_RUN, 0, 0, 501, 124, 100, 24);
+    EV(s.l, 3, AN_EV_NOT_ENOUGH, 30, 100);
     /* cache of 30 < MIN: endRowID = 501 + (100 - 30 - 1) = 570 */
-    ck_assert_int_ge(l->n, 5);
-    ck_assert(l->ev[4].kind == AN_EV_RUN);
-    ck_assert_int_eq(l->ev[4].args[0], 0);
-    ck_assert_int_eq(l->ev[4].args[2], 501);
-    ck_assert_int_eq(l->ev[4].args[3], 570);
-    ck_assert_int_eq(l->ev[4].args[4], 100);
+    ck_assert_int_ge(s.l->n, 5);
+    ck_assert(s.l->ev[4].kind == AN_EV_RUN);
+    ck_assert_int_eq(s.l->ev[4].args[0], 0);
+    ck_assert_int_eq(s.l->ev[4].args[2], 501);
+    ck_assert_int_eq(s.l->ev[4].args[3], 570);
+    ck_assert_int_eq(s.l->ev[4].args[4], 100);
     for (int i = 0; i < 100; i++)
         ck_assert(rows[i].scored);
-    an_helper_free(h);
-    free(l);
+    sc_end(&s);
 }
 END_TEST
 
@@ -730,8 +747,7 @@ START_TEST(test_bad_batches)
     an_helper *h = an_helper_new(&c, NULL, NULL);
     memsrc ms = {0};
     an_sample_source src = source_of(&ms);
-    an_helper_state st;
-    memset(&st, 0, sizeof st);
+    an_helper_state st = null_state();
     an_row rows[3] = {{.rowid = 5}, {.rowid = 6}, {.rowid = 8}};
     char err[256];
     ck_assert_int_eq(an_helper_update(h, &src, &st, rows, 0, err, sizeof err), AN_EINVAL);
@@ -793,8 +809,7 @@ START_TEST(test_state_json_roundtrip)
     snprintf(text, sizeof text,
              "{\"last_rowid_for_stats\": 4242, \"params\": %s, \"extra\": [1, 2]}",
              good_params);
-    an_helper_state s;
-    memset(&s, 0, sizeof s);
+    an_helper_state s = null_state();
     char err[256] = "";
     ck_assert_int_eq(from_text(text, &s, err, sizeof err), 0);
     ck_assert(s.present);
@@ -811,8 +826,7 @@ START_TEST(test_state_json_roundtrip)
     ck_assert(json_is_integer(json_object_get(j, "last_rowid_for_stats")));
     ck_assert_int_eq(json_integer_value(json_object_get(j, "last_rowid_for_stats")), 4242);
     char *t = json_dumps(j, JSON_COMPACT);
-    an_helper_state s2;
-    memset(&s2, 0, sizeof s2);
+    an_helper_state s2 = null_state();
     ck_assert_int_eq(from_text(t, &s2, err, sizeof err), 0);
     char *a = state_text(&s), *b = state_text(&s2);
     ck_assert_str_eq(a, b);
@@ -863,8 +877,7 @@ START_TEST(test_state_json_errors)
     snprintf(text, sizeof text,
              "{\"last_rowid_for_stats\": 12, \"params\": {\"distribution\": "
              "{\"name\":\"normal\",\"mean\":0.5,\"variance\":1,\"stdev\":1}}}");
-    an_helper_state s;
-    memset(&s, 0, sizeof s);
+    an_helper_state s = null_state();
     char err[256] = "";
     ck_assert_int_eq(from_text(text, &s, err, sizeof err), AN_EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "movingAverage"));
@@ -887,15 +900,10 @@ START_TEST(test_exclusive_window_rules)
     gen_rows(all, 400, 1);
     memsrc ms = {.rows = all};
     an_sample_source src = source_of(&ms);
-    an_helper_state st;
-    memset(&st, 0, sizeof st);
+    an_helper_state st = null_state();
     char err[256];
     an_row row;
-    for (size_t i = 0; i < 200; i++) {
-        rows_from(&row, all + i, 1);
-        ms.n = i;
-        ck_assert_int_eq(an_helper_update(h, &src, &st, &row, 1, err, sizeof err), 0);
-    }
+    feed_singles(h, &src, &ms, &st, all, 0, 200);
     ck_assert_int_eq(ms.tail_calls, 1);
     ck_assert_uint_eq(ms.last_tail_n, 50);
 
@@ -907,22 +915,14 @@ START_TEST(test_exclusive_window_rules)
     ck_assert_int_eq(ms.tail_calls, 1); /* (no refresh in this call) */
     rows_from(&row, all + 200, 1);
     ms.n = 200;
-    for (size_t i = 200; i < 230; i++) {
-        rows_from(&row, all + i, 1);
-        ms.n = i;
-        ck_assert_int_eq(an_helper_update(h, &src, &st, &row, 1, err, sizeof err), 0);
-    }
+    feed_singles(h, &src, &ms, &st, all, 200, 230);
     ck_assert_int_eq(ms.tail_calls, 2);
 
     /* another source ctx -> read again */
     memsrc ms2 = ms;
     ms2.tail_calls = 0;
     an_sample_source src2 = source_of(&ms2);
-    for (size_t i = 230; i < 260; i++) {
-        rows_from(&row, all + i, 1);
-        ms2.n = i;
-        ck_assert_int_eq(an_helper_update(h, &src2, &st, &row, 1, err, sizeof err), 0);
-    }
+    feed_singles(h, &src2, &ms2, &st, all, 230, 260);
     ck_assert_int_eq(ms2.tail_calls, 1);
 
     /* an error drops the window */
@@ -1203,9 +1203,5 @@ static Suite *helper_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(helper_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(helper_suite(), CK_NORMAL);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "an_likelihood.h"
+#include "check_main.h"
 
 /* ---- helpers ---- */
 
@@ -680,10 +681,7 @@ static Suite *likelihood_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(likelihood_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failures = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failures != 0;
+int main(void)
+{
+    return an_check_run(likelihood_suite(), CK_NORMAL);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "an_streams.h"
+#include "check_main.h"
 
 static char *slurp(const char *path, size_t *len)
 {
@@ -83,9 +84,5 @@ int main(void)
     tcase_add_test(tc, embedded_equals_files);
     tcase_add_test(tc, every_file_embedded);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(s, CK_NORMAL);
 }

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "an_metrics.h"
+#include "check_main.h"
 
 /* ---- a virtual clock ---------------------------------------------------- */
 
@@ -515,9 +516,5 @@ static Suite *metrics_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(metrics_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(metrics_suite(), CK_NORMAL);
 }

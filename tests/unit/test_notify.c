@@ -18,6 +18,7 @@
 
 #include "an_error.h"
 #include "an_notify.h"
+#include "check_main.h"
 
 static int64_t vnow;
 static int64_t vclock_now(void *ud)
@@ -200,9 +201,5 @@ static Suite *notify_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(notify_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(notify_suite(), CK_NORMAL);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "an_progress.h"
+#include "check_main.h"
 
 START_TEST(format_text)
 {
@@ -89,9 +90,5 @@ int main(void)
     tcase_add_test(tc, format_text);
     tcase_add_test(tc, drawn_every_interval_and_at_the_end);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(s, CK_NORMAL);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "an_retention.h"
+#include "check_main.h"
 
 START_TEST(id_ms_parses_ids)
 {
@@ -92,9 +93,5 @@ static Suite *retention_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(retention_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(retention_suite(), CK_NORMAL);
 }

@@ -22,6 +22,7 @@
 
 #include "an_error.h"
 #include "an_sample_window.h"
+#include "check_main.h"
 
 static an_sample S(int64_t rowid)
 {
@@ -362,9 +363,5 @@ static Suite *sample_window_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(sample_window_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return an_check_run(sample_window_suite(), CK_NORMAL);
 }

@@ -24,6 +24,7 @@
 #include "an_codec.h"
 #include "an_helper.h"
 #include "an_state_cache.h"
+#include "check_main.h"
 
 #define KEY "anomalyLikelihoodParams"
 
@@ -750,6 +751,80 @@ START_TEST(test_null_state_with_garbage)
 }
 END_TEST
 
+/* Every single-byte change of the params text t (len bytes; its state at
+ * sp), outside and inside the span, and low-bit flips of a few bytes (the
+ * hash sees every bit) miss. t is restored. Returns the lookups made. */
+static size_t miss_byte_changes(an_state_cache *c, char *t, size_t len, an_state_span sp)
+{
+    size_t tried = 0;
+    for (size_t i = 0; i < len; i++) {
+        char keep = t[i];
+        t[i] = keep == 'x' ? 'y' : 'x';
+        ck_assert_msg(get_is_miss(c, "u", t), "byte %zu changed (span %zu+%zu): hit", i,
+                      sp.off, sp.len);
+        t[i] = keep;
+        tried++;
+    }
+    size_t pos[] = {0, 1, sp.off - 1, sp.off, sp.off + sp.len / 2, sp.off + sp.len - 1,
+                    sp.off + sp.len, len - 1};
+    for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
+        for (int bit = 0; bit < 7; bit++) {
+            t[pos[i]] ^= (char)(1 << bit);
+            ck_assert(get_is_miss(c, "u", t));
+            t[pos[i]] ^= (char)(1 << bit);
+            tried++;
+        }
+    return tried;
+}
+
+/* Texts made from the cached params text mp (len bytes; its state at sp)
+ * by moving bytes miss: two bytes swapped outside the span, other lengths,
+ * the rest of the text changed around an intact span. Returns the lookups
+ * made. */
+static size_t miss_other_texts(an_state_cache *c, const char *mp, size_t len, an_state_span sp)
+{
+    size_t tried = 0;
+    /* two bytes swapped outside the span: same multiset, other order */
+    char *s = strdup(mp);
+    char a = s[1];
+    s[1] = s[2];
+    s[2] = a;
+    if (strcmp(s, mp) != 0) {
+        ck_assert(get_is_miss(c, "u", s));
+        tried++;
+    }
+    free(s);
+    /* different lengths: a byte added at the end, the last one dropped,
+     * the state text moved by one (a space before it) */
+    s = malloc(len + 2);
+    memcpy(s, mp, len);
+    s[len] = ' ';
+    s[len + 1] = '\0';
+    ck_assert(get_is_miss(c, "u", s));
+    s[len - 1] = '\0';
+    ck_assert(get_is_miss(c, "u", s));
+    ck_assert(get_is_miss(c, "u", ""));
+    memcpy(s, mp, sp.off);
+    s[sp.off] = ' ';
+    memcpy(s + sp.off + 1, mp + sp.off, len - sp.off - 1); /* drops the last byte */
+    s[len] = '\0';
+    ck_assert(get_is_miss(c, "u", s));
+    free(s);
+    tried += 4;
+    /* a text of the same length whose state span is intact but the rest
+     * is another params text of the same length */
+    s = strdup(mp);
+    for (size_t i = 0; i < sp.off; i++)
+        if (s[i] == '1')
+            s[i] = '2';
+    if (strcmp(s, mp) != 0) {
+        ck_assert(get_is_miss(c, "u", s));
+        tried++;
+    }
+    free(s);
+    return tried;
+}
+
 START_TEST(test_get_misses_on_any_change)
 {
     states ss;
@@ -769,72 +844,10 @@ START_TEST(test_get_misses_on_any_change)
     ck_assert_int_eq(h0, 0);
     ck_assert_int_eq(m0, 0);
 
-    /* every single-byte change, outside and inside the span */
     char *t = strdup(mp);
-    size_t tried = 0;
-    for (size_t i = 0; i < len; i++) {
-        char keep = t[i];
-        t[i] = keep == 'x' ? 'y' : 'x';
-        ck_assert_msg(get_is_miss(c, "u", t), "byte %zu changed (span %zu+%zu): hit", i,
-                      sp.off, sp.len);
-        t[i] = keep;
-        tried++;
-    }
-    /* low-bit flips of a few bytes (the hash sees every bit) */
-    size_t pos[] = {0, 1, sp.off - 1, sp.off, sp.off + sp.len / 2, sp.off + sp.len - 1,
-                    sp.off + sp.len, len - 1};
-    for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
-        for (int bit = 0; bit < 7; bit++) {
-            t[pos[i]] ^= (char)(1 << bit);
-            ck_assert(get_is_miss(c, "u", t));
-            t[pos[i]] ^= (char)(1 << bit);
-            tried++;
-        }
+    size_t tried = miss_byte_changes(c, t, len, sp);
     ck_assert_str_eq(t, mp);
-    /* two bytes swapped outside the span: same multiset, other order */
-    {
-        char *s = strdup(mp);
-        char a = s[1];
-        s[1] = s[2];
-        s[2] = a;
-        if (strcmp(s, mp) != 0) {
-            ck_assert(get_is_miss(c, "u", s));
-            tried++;
-        }
-        free(s);
-    }
-    /* different lengths: a byte added at the end, the last one dropped,
-     * the state text moved by one (a space before it) */
-    {
-        char *s = malloc(len + 2);
-        memcpy(s, mp, len);
-        s[len] = ' ';
-        s[len + 1] = '\0';
-        ck_assert(get_is_miss(c, "u", s));
-        s[len - 1] = '\0';
-        ck_assert(get_is_miss(c, "u", s));
-        ck_assert(get_is_miss(c, "u", ""));
-        memcpy(s, mp, sp.off);
-        s[sp.off] = ' ';
-        memcpy(s + sp.off + 1, mp + sp.off, len - sp.off - 1); /* drops the last byte */
-        s[len] = '\0';
-        ck_assert(get_is_miss(c, "u", s));
-        free(s);
-        tried += 4;
-    }
-    /* a text of the same length whose state span is intact but the rest
-     * is another params text of the same length */
-    {
-        char *s = strdup(mp);
-        for (size_t i = 0; i < sp.off; i++)
-            if (s[i] == '1')
-                s[i] = '2';
-        if (strcmp(s, mp) != 0) {
-            ck_assert(get_is_miss(c, "u", s));
-            tried++;
-        }
-        free(s);
-    }
+    tried += miss_other_texts(c, mp, len, sp);
     ck_assert(get_is_miss(c, "u", NULL));
     ck_assert(get_is_miss(c, "unknown", mp));
     ck_assert(get_is_miss(c, "", mp));
@@ -1326,9 +1339,5 @@ static Suite *state_cache_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(state_cache_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(state_cache_suite(), CK_NORMAL);
 }

@@ -11,6 +11,7 @@
 #include "an_downsample.h"
 #include "an_error.h"
 #include "an_svg_plot.h"
+#include "check_main.h"
 
 static char *escaped(const char *s)
 {
@@ -228,9 +229,5 @@ static Suite *svg_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(svg_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(svg_suite(), CK_NORMAL);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "an_util.h"
+#include "check_main.h"
 
 START_TEST(seterr_truncates_and_tolerates_null)
 {
@@ -60,9 +61,5 @@ int main(void)
     tcase_add_test(tc, grow_doubles_and_refuses_overflow);
     tcase_add_test(tc, backoff_doubles_to_cap);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return an_check_run(s, CK_NORMAL);
 }
