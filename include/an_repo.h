@@ -183,10 +183,6 @@ int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx);
 /* Number of attempts the last an_repo_with_retry made (1 = no retry). */
 int an_repo_last_attempts(const an_repo *r);
 
-/* Session lock_timeout for this connection (ms; 0 = none); also kept for
- * later reconnects. */
-int an_repo_set_lock_timeout(an_repo *r, int ms);
-
 /* ---- metric ---- */
 
 typedef enum {
@@ -235,81 +231,11 @@ int an_repo_get_metric(an_repo *r, const char *uid, an_lock_mode lock,
 int an_repo_set_metric_status(an_repo *r, const char *uid, int status,
                               const char *message, int ref_status);
 
-/* Stores the likelihood params, the scored watermark and the input entry
- * that scored it:
- * UPDATE metric SET model_params=$2, scored_rowid=$3, scored_source=$4
- * WHERE uid=$1. NULL strings -> SQL NULL.
- * 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
-int an_repo_store_params(an_repo *r, const char *uid, const char *model_params,
-                         int64_t scored_rowid, const char *scored_source);
-
 /* ---- metric_data ---- */
 
-/* State of a batch's predecessor row (an_group_read.pred). */
+/* State of one metric_data row: absent, not scored yet, scored (e.g. a
+ * batch's predecessor row, an_group_read.pred in an_repo_group.h). */
 enum { AN_ROW_MISSING = 0, AN_ROW_UNPROCESSED = 1, AN_ROW_PROCESSED = 2 };
-
-
-
-typedef struct an_data_row {
-    int64_t rowid;
-    double ts;            /* epoch seconds, microseconds included */
-    double metric_value;
-    bool has_raw;         /* raw_anomaly_score IS NOT NULL */
-    double raw;           /* 0 when !has_raw */
-    bool has_score;
-    double anomaly_score; /* 0 when !has_score */
-    bool has_display;
-    int64_t display_value; /* 0 when !has_display */
-    const char *predictions; /* multi_step_best_predictions or NULL; points
-                                into the owning an_data_rows */
-} an_data_row;
-
-/* A reusable row buffer: an_repo_get_rows refills it, reusing its memory,
- * so steady-state batches allocate nothing. Zero-initialise before first
- * use; an_data_rows_free releases it. */
-typedef struct an_data_rows {
-    an_data_row *v;
-    size_t n;
-    size_t cap;
-    char *text;      /* storage of the predictions strings */
-    size_t text_cap;
-} an_data_rows;
-
-void an_data_rows_free(an_data_rows *rows);
-
-/* getMetricData(uid, first, last): rows with first <= rowid <= last,
- * ascending rowid, into *out (previous content discarded). An empty result
- * is 0 with out->n == 0 (the caller decides whether that is a reject).
- * 0 / AN_ETRANSIENT / AN_EDB / AN_ENOMEM. */
-int an_repo_get_rows(an_repo *r, const char *uid, int64_t first, int64_t last,
-                     an_data_rows *out);
-
-/* One scored row of a batch write. */
-typedef struct an_score_update {
-    int64_t rowid;
-    double raw;            /* raw_anomaly_score */
-    double anomaly_score;
-    int64_t display_value; /* already rounded (an_display_value) */
-    const char *predictions; /* JSON text ("null" for none, as the
-                                original); NULL -> SQL NULL */
-} an_score_update;
-
-/* The batch write as ONE statement:
- *   UPDATE metric_data AS d SET raw_anomaly_score=u.raw, anomaly_score=u.score,
- *     display_value=u.disp, multi_step_best_predictions=u.pred
- *   FROM unnest($2::int[], $3::float8[], $4::float8[], $5::int[], $6::text[])
- *     AS u(rowid, raw, score, disp, pred)
- *   WHERE d.uid=$1 AND d.rowid=u.rowid
- * Arrays go as text array literals (doubles %.17g, round-trip exact; NaN /
- * +-Infinity spelled for PostgreSQL; text elements quoted and escaped).
- * *updated (may be NULL) receives the number of rows updated (rowids
- * without a metric_data row are simply not counted). Does not begin a
- * transaction: call it inside one to make it atomic with the params.
- * 0 / AN_EINVAL (n == 0, display_value outside int) / AN_ETRANSIENT /
- * AN_EDB / AN_ENOMEM. */
-int an_repo_write_scores(an_repo *r, const char *uid,
-                         const an_score_update *rows, size_t n,
-                         int64_t *updated);
 
 /* getProcessedMetricDataCount: count of rows with raw_anomaly_score IS NOT
  * NULL; when before_rowid > 0 only rows with rowid < before_rowid count
@@ -322,19 +248,6 @@ int an_repo_processed_count(an_repo *r, const char *uid, int64_t before_rowid,
  * out[0..*got) in ASCENDING rowid order. out has room for n. */
 int an_repo_processed_tail(an_repo *r, const char *uid, int64_t before_rowid,
                            size_t n, an_sample *out, size_t *got);
-
-/* an_sample_source backed by the repository for one uid. Fill the struct,
- * then an_repo_sample_source(&rs) gives the source (ctx = &rs, which must
- * outlive it). The callbacks return the repo's code (so AN_ETRANSIENT
- * survives; an_repo_last_rc(repo) tells it too after the helper's AN_EIO)
- * and copy the repo's message into err. */
-typedef struct an_repo_source {
-    an_repo *repo;
-    const char *uid;
-    int64_t before_rowid; /* 0: all processed rows */
-} an_repo_source;
-
-an_sample_source an_repo_sample_source(an_repo_source *rs);
 
 /* ---- producer side (anomalyctl replay, tests) ---- */
 
@@ -365,94 +278,6 @@ int an_repo_create_metric(an_repo *r, const an_new_metric *m);
 int an_repo_add_rows(an_repo *r, const char *uid, const double *ts,
                      const double *values, size_t n, int64_t *first_rowid);
 
-/* deleteModel (docs/htmengine.md §4.3): metric -> parameters, model_params,
- * message NULL, status UNMONITORED, scored_rowid 0; every metric_data row of
- * uid -> raw_anomaly_score, anomaly_score, display_value,
- * multi_step_best_predictions NULL. In the caller's transaction if open,
- * else its own. 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
-int an_repo_delete_model(an_repo *r, const char *uid);
-
-/* DELETE FROM metric WHERE uid=$1 (metric_data rows go by cascade) and its
- * scored_entry rows (a sequential scan of that table). Tests' cleanup.
- * 0 / AN_ENOTFOUND / AN_ETRANSIENT / AN_EDB. */
-int an_repo_delete_metric(an_repo *r, const char *uid);
-
-/* ---- group commit: the entries of many metrics in one transaction ----
- *
- * Two round trips per group (libpq pipeline mode):
- *   an_repo_group_read:  BEGIN; lock the metrics FOR UPDATE (uid order);
- *                        read every batch's rows; read each batch's
- *                        predecessor row state.
- *   an_repo_group_write_commit: one statement writing every row of every
- *                        metric (UPDATE ... FROM unnest) and every metric's
- *                        params / watermark / status; COMMIT.
- * Between the two the caller decides everything in memory (the helper's
- * sample queries, when a refresh needs them, run in the same transaction).
- * Any failure leaves the transaction rolled back; AN_ETRANSIENT means run
- * the whole group again (an_repo_retry_policy paces that). */
-
-typedef struct an_group_range {
-    const char *uid;
-    int64_t first, last;   /* the batch's rowids */
-    const char *entry_id;  /* the input entry carrying the batch */
-} an_group_range;
-
-typedef struct an_group_read {
-    an_metric *metrics;   /* [nmetrics], aligned with the uids passed */
-    bool *found;          /* [nmetrics]: false = no such metric */
-    size_t nmetrics;
-    an_data_rows rows;    /* all ranges' rows, by range then rowid */
-    size_t *row_range;    /* [rows.n]: index of the range of each row */
-    size_t row_range_cap;
-    int *pred;            /* [nranges]: AN_ROW_* of row first-1 */
-    bool *seen;           /* [nranges]: entry_id is in scored_entry (it was
-                             committed before: a redelivery) */
-} an_group_read;
-
-/* uids: the group's distinct metric uids, sorted ascending (strcmp).
- * *g is refilled (zero-initialise before the first use; free with
- * an_group_read_free). Leaves a transaction open on success.
- * 0 / AN_ESTATE (transaction already open) / AN_EINVAL / AN_ETRANSIENT /
- * AN_EDB / AN_ENOMEM. */
-int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
-                       const an_group_range *ranges, size_t nranges,
-                       an_group_read *g);
-void an_group_read_free(an_group_read *g);
-
-/* One metric's final state after the group. */
-typedef struct an_group_metric_update {
-    const char *uid;
-    bool set_model_params;     /* false: keep model_params */
-    const char *model_params;
-    int64_t watermark;         /* scored_rowid = GREATEST(scored_rowid, this) */
-    const char *source;        /* scored_source, when the watermark moves */
-    int status;                /* < 0: keep; else status = this, message = message */
-    const char *message;
-} an_group_metric_update;
-
-/* Writes rows (row_uids[i] is rows[i]'s metric), metric updates and the
- * scored entries (scored_entry rows) in one statement, then COMMITs, in one
- * round trip. *rows_updated (may be NULL) = metric_data rows matched.
- * Closes the transaction either way. = _send then _finish. */
-int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
-                               const an_score_update *rows, size_t nrows,
-                               const an_group_metric_update *mu, size_t nmu,
-                               const an_group_range *scored, size_t nscored,
-                               int64_t *rows_updated);
-
-/* The same in two halves, so the caller can compute while the server
- * writes and flushes: _send puts the statement and COMMIT on the wire
- * (the arguments are not used after it returns); on failure the
- * transaction is closed and there is nothing to finish. Otherwise the
- * caller must call _finish, and no other function on r, before anything
- * else on r: it waits for the results, closes the transaction and returns
- * what an_repo_group_write_commit would. Until _finish returns 0 nothing
- * is known to be committed. */
-int an_repo_group_write_send(an_repo *r, const char *const *row_uids,
-                             const an_score_update *rows, size_t nrows,
-                             const an_group_metric_update *mu, size_t nmu,
-                             const an_group_range *scored, size_t nscored);
-int an_repo_group_write_finish(an_repo *r, int64_t *rows_updated);
 
 /* DELETE FROM scored_entry older than older_than_s seconds. */
 int an_repo_prune_scored_entries(an_repo *r, double older_than_s, int64_t *deleted);
@@ -465,38 +290,6 @@ int an_repo_prune_scored_entries(an_repo *r, double older_than_s, int64_t *delet
 int an_repo_retry_policy(an_repo *r, int attempt, int64_t started_ms);
 /* Monotonic ms on r's clock (an_repo_options.clock). */
 int64_t an_repo_now_ms(const an_repo *r);
-
-/* ---- schema (src/schema.c) ---- */
-
-/* Highest migration version compiled in. */
-int an_schema_latest(void);
-
-/* Called once per migration applied by an_schema_migrate. */
-typedef void (*an_schema_applied_fn)(void *ud, int version, const char *name);
-
-/* Creates or migrates the schema: each pending migration runs in its own
- * transaction holding pg_advisory_xact_lock(AN_SCHEMA_LOCK_KEY), which
- * serializes concurrent runs; versions already in schema_migrations are
- * skipped, so it is idempotent. *current (may be NULL) receives the schema
- * version afterwards. on_applied may be NULL. Must be called outside a
- * transaction (AN_ESTATE otherwise). 0 / AN_ETRANSIENT / AN_EDB /
- * AN_ESTATE (database schema newer than this build). */
-int an_schema_migrate(an_repo *r, an_schema_applied_fn on_applied, void *ud,
-                      int *current);
-
-/* The schema version the database holds (max of schema_migrations; 0 when
- * that table does not exist) into *version, in one statement outside any
- * transaction. 0 / AN_ETRANSIENT / AN_EDB / AN_ESTATE (a transaction is
- * open). A version below an_schema_latest() means `anomalyctl db init` has
- * not been run for this build. */
-int an_schema_version(an_repo *r, int *version);
-
-/* Writes every migration's SQL, in order, with a "-- migration N: name"
- * line before each (`anomalyctl db sql`). */
-void an_schema_print(FILE *out);
-
-/* The key of the advisory lock used by an_schema_migrate. */
-#define AN_SCHEMA_LOCK_KEY 0x616e6f6d616c79LL /* "anomaly" */
 
 #ifdef __cplusplus
 }

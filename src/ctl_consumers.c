@@ -204,26 +204,34 @@ static int move_pending(an_redis *rd, const an_config *cfg, const char *from,
     return -1;
 }
 
-static int do_prune(an_redis *rd, const an_config *cfg, int64_t idle_ms, const char *to,
-                    bool dry_run)
-{
-    an_consumer_info *cons = NULL;
-    size_t n = 0;
-    if (load_consumers(rd, cfg, "prune", &cons, &n))
-        return 1;
+/* What a prune did, for its summary line. */
+typedef struct {
+    size_t pruned, kept;
+    int64_t moved;   /* pending entries moved (with --dry-run: that would be) */
+    int failures;
+} prune_tally;
 
-    /* The target: --to, else the least idle consumer that stays. */
-    const char *target = to;
-    const an_consumer_info *tinfo = NULL;
+/* The target of the pending entries: --to, else the least idle consumer that
+ * stays (cons is sorted least idle first); NULL when there is none. *tinfo:
+ * the target's entry in cons (NULL when it is not a consumer yet). */
+static const char *prune_target(const an_consumer_info *cons, size_t n, int64_t idle_ms,
+                                const char *to, const an_consumer_info **tinfo)
+{
+    *tinfo = NULL;
     for (size_t i = 0; i < n; i++) {
         if (to ? !strcmp(cons[i].name, to) : cons[i].idle_ms <= idle_ms) {
-            tinfo = &cons[i];
+            *tinfo = &cons[i];
             break;   /* sorted least idle first */
         }
     }
-    if (!to && tinfo)
-        target = tinfo->name;
+    return to ? to : *tinfo ? (*tinfo)->name : NULL;
+}
 
+/* What the prune will do: the limit, dry run or not, the target and why. */
+static void print_prune_header(const an_config *cfg, int64_t idle_ms, bool dry_run,
+                               const char *to, const char *target,
+                               const an_consumer_info *tinfo)
+{
     printf("stream %s group %s: pruning consumers idle for more than %" PRId64 " ms%s\n",
            cfg->streams.input, cfg->streams.group, idle_ms, dry_run ? " (dry run)" : "");
     if (target)
@@ -234,111 +242,153 @@ static int do_prune(an_redis *rd, const an_config *cfg, int64_t idle_ms, const c
     else
         printf("target for pending entries: none (no consumer idle for %" PRId64
                " ms or less; use --to NAME)\n", idle_ms);
+}
 
-    int failures = 0;
-    size_t pruned = 0, kept = 0;
-    int64_t total_moved = 0;
-    for (size_t i = 0; i < n; i++) {
-        const an_consumer_info *c = &cons[i];
-        if (c->idle_ms <= idle_ms) {
-            kept++;
-            continue;
+/* Empties consumer c before its delete: its pending entries moved to target
+ * (which also catches entries that reached it after the count) or, without
+ * a target, a check that none arrived since the count. 0, or 1 after
+ * printing why it must not be deleted. */
+static int empty_consumer(an_redis *rd, const an_config *cfg, const an_consumer_info *c,
+                          const char *target, int64_t *moved, int64_t *gone)
+{
+    *moved = *gone = 0;
+    if (target) {
+        if (move_pending(rd, cfg, c->name, target, moved, gone)) {
+            printf("consumer %s: NOT deleted (moving its pending entries failed after "
+                   "%" PRId64 " moved)\n", c->name, *moved);
+            return 1;
         }
-        if (target && !strcmp(c->name, target)) {
-            printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: kept (it is the "
-                   "target)\n", c->name, c->idle_ms, c->pending);
-            kept++;
-            continue;
-        }
-        int64_t pending = count_pending(rd, cfg, c->name);
-        if (pending < 0) {
-            fprintf(stderr, "anomalyctl consumers prune: XPENDING for %s: %s\n", c->name,
-                    an_redis_errstr(rd));
-            failures++;
-            continue;
-        }
-        if (pending > 0 && !target) {
-            printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: NOT deleted: "
-                   "there is no live consumer to hand its pending entries to (deleting it "
-                   "would drop them from the group); start a consumer or use --to NAME\n",
-                   c->name, c->idle_ms, pending);
-            failures++;
-            continue;
-        }
-        if (dry_run) {
-            if (pending > 0)
-                printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: would move "
-                       "them to %s (still claimable), then delete it\n",
-                       c->name, c->idle_ms, pending, target);
-            else
-                printf("consumer %s: idle %" PRId64 " ms, nothing pending: would delete it\n",
-                       c->name, c->idle_ms);
-            total_moved += pending;
-            pruned++;
-            continue;
-        }
-        int64_t moved = 0, gone = 0;
-        if (target) {
-            /* Also catches entries that reached it after the count. */
-            if (move_pending(rd, cfg, c->name, target, &moved, &gone)) {
-                printf("consumer %s: NOT deleted (moving its pending entries failed after "
-                       "%" PRId64 " moved)\n", c->name, moved);
-                failures++;
-                continue;
-            }
-        } else {
-            int64_t late = count_pending(rd, cfg, c->name);
-            if (late != 0) {
-                printf("consumer %s: NOT deleted: %s\n", c->name,
-                       late < 0 ? an_redis_errstr(rd)
-                                : "it received entries during the prune (is it alive?) "
-                                  "and there is no consumer to hand them to");
-                failures++;
-                continue;
-            }
-        }
-        int64_t discarded = 0;
-        int rc = an_group_delconsumer(rd, cfg->streams.input, cfg->streams.group, c->name,
-                                      &discarded);
-        if (rc) {
-            fprintf(stderr, "anomalyctl consumers prune: XGROUP DELCONSUMER %s: %s\n",
-                    c->name, an_redis_errstr(rd));
-            printf("consumer %s: its %" PRId64 " pending entries were moved to %s, but it "
-                   "was NOT deleted\n", c->name, moved, target ? target : "-");
-            failures++;
-            continue;
-        }
-        total_moved += moved;
-        pruned++;
-        if (moved || gone)
-            printf("consumer %s: idle %" PRId64 " ms: moved %" PRId64 " pending entries to "
-                   "%s (still claimable); deleted\n", c->name, c->idle_ms, moved, target);
+        return 0;
+    }
+    int64_t late = count_pending(rd, cfg, c->name);
+    if (late != 0) {
+        printf("consumer %s: NOT deleted: %s\n", c->name,
+               late < 0 ? an_redis_errstr(rd)
+                        : "it received entries during the prune (is it alive?) "
+                          "and there is no consumer to hand them to");
+        return 1;
+    }
+    return 0;
+}
+
+/* The delete discarded entries: they reached c after they were moved. */
+static void report_discarded(const an_consumer_info *c, int64_t discarded)
+{
+    fprintf(stderr,
+            "anomalyctl consumers prune: ERROR: XGROUP DELCONSUMER %s discarded %"
+            PRId64 " pending entries: they were delivered to it after they were "
+            "moved, so %s is NOT dead. Those entries are no longer pending in the "
+            "group and will not be redelivered: re-submit them (see "
+            "docs/operations.md, \"Poison entries and re-submitting\")\n",
+            c->name, discarded, c->name);
+    printf("consumer %s: ERROR: %" PRId64 " pending entries were DISCARDED by the "
+           "delete\n", c->name, discarded);
+}
+
+/* Deletes the emptied consumer c (moved / gone: what emptying it did) and
+ * reports it, counting it in *t. */
+static void delete_consumer(an_redis *rd, const an_config *cfg, const an_consumer_info *c,
+                            const char *target, int64_t moved, int64_t gone, prune_tally *t)
+{
+    int64_t discarded = 0;
+    if (an_group_delconsumer(rd, cfg->streams.input, cfg->streams.group, c->name,
+                             &discarded)) {
+        fprintf(stderr, "anomalyctl consumers prune: XGROUP DELCONSUMER %s: %s\n",
+                c->name, an_redis_errstr(rd));
+        printf("consumer %s: its %" PRId64 " pending entries were moved to %s, but it "
+               "was NOT deleted\n", c->name, moved, target ? target : "-");
+        t->failures++;
+        return;
+    }
+    t->moved += moved;
+    t->pruned++;
+    if (moved || gone)
+        printf("consumer %s: idle %" PRId64 " ms: moved %" PRId64 " pending entries to "
+               "%s (still claimable); deleted\n", c->name, c->idle_ms, moved, target);
+    else
+        printf("consumer %s: idle %" PRId64 " ms, nothing pending: deleted\n", c->name,
+               c->idle_ms);
+    if (gone)
+        printf("consumer %s: %" PRId64 " of its entries were no longer pending when "
+               "claimed (acked or claimed by a live consumer, or trimmed)\n", c->name,
+               gone);
+    if (discarded) {
+        report_discarded(c, discarded);
+        t->failures++;
+    }
+}
+
+/* Prunes one consumer idle for longer than the limit (with dry_run: says
+ * what it would do), or says why not; counts it in *t. */
+static void prune_one(an_redis *rd, const an_config *cfg, const an_consumer_info *c,
+                      const char *target, bool dry_run, prune_tally *t)
+{
+    if (target && !strcmp(c->name, target)) {
+        printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: kept (it is the "
+               "target)\n", c->name, c->idle_ms, c->pending);
+        t->kept++;
+        return;
+    }
+    int64_t pending = count_pending(rd, cfg, c->name);
+    if (pending < 0) {
+        fprintf(stderr, "anomalyctl consumers prune: XPENDING for %s: %s\n", c->name,
+                an_redis_errstr(rd));
+        t->failures++;
+        return;
+    }
+    if (pending > 0 && !target) {
+        printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: NOT deleted: "
+               "there is no live consumer to hand its pending entries to (deleting it "
+               "would drop them from the group); start a consumer or use --to NAME\n",
+               c->name, c->idle_ms, pending);
+        t->failures++;
+        return;
+    }
+    if (dry_run) {
+        if (pending > 0)
+            printf("consumer %s: idle %" PRId64 " ms, %" PRId64 " pending: would move "
+                   "them to %s (still claimable), then delete it\n",
+                   c->name, c->idle_ms, pending, target);
         else
-            printf("consumer %s: idle %" PRId64 " ms, nothing pending: deleted\n", c->name,
-                   c->idle_ms);
-        if (gone)
-            printf("consumer %s: %" PRId64 " of its entries were no longer pending when "
-                   "claimed (acked or claimed by a live consumer, or trimmed)\n", c->name,
-                   gone);
-        if (discarded) {
-            fprintf(stderr,
-                    "anomalyctl consumers prune: ERROR: XGROUP DELCONSUMER %s discarded %"
-                    PRId64 " pending entries: they were delivered to it after they were "
-                    "moved, so %s is NOT dead. Those entries are no longer pending in the "
-                    "group and will not be redelivered: re-submit them (see "
-                    "docs/operations.md, \"Poison entries and re-submitting\")\n",
-                    c->name, discarded, c->name);
-            printf("consumer %s: ERROR: %" PRId64 " pending entries were DISCARDED by the "
-                   "delete\n", c->name, discarded);
-            failures++;
-        }
+            printf("consumer %s: idle %" PRId64 " ms, nothing pending: would delete it\n",
+                   c->name, c->idle_ms);
+        t->moved += pending;
+        t->pruned++;
+        return;
+    }
+    int64_t moved = 0, gone = 0;
+    if (empty_consumer(rd, cfg, c, target, &moved, &gone)) {
+        t->failures++;
+        return;
+    }
+    delete_consumer(rd, cfg, c, target, moved, gone, t);
+}
+
+/* anomalyctl consumers prune (see the top of this file). 0 when everything
+ * was done (or there was nothing to do), 1 when something could not be. */
+static int do_prune(an_redis *rd, const an_config *cfg, int64_t idle_ms, const char *to,
+                    bool dry_run)
+{
+    an_consumer_info *cons = NULL;
+    size_t n = 0;
+    if (load_consumers(rd, cfg, "prune", &cons, &n))
+        return 1;
+    const an_consumer_info *tinfo;
+    const char *target = prune_target(cons, n, idle_ms, to, &tinfo);
+    print_prune_header(cfg, idle_ms, dry_run, to, target, tinfo);
+    prune_tally t = {0, 0, 0, 0};
+    for (size_t i = 0; i < n; i++) {
+        if (cons[i].idle_ms <= idle_ms)
+            t.kept++;
+        else
+            prune_one(rd, cfg, &cons[i], target, dry_run, &t);
     }
     printf("%s%zu consumer%s %spruned, %" PRId64 " pending entries %smoved, %zu kept, %d "
-           "problem%s\n", dry_run ? "dry run: " : "", pruned, pruned == 1 ? "" : "s",
-           dry_run ? "would be " : "", total_moved, dry_run ? "would be " : "", kept,
-           failures, failures == 1 ? "" : "s");
+           "problem%s\n", dry_run ? "dry run: " : "", t.pruned, t.pruned == 1 ? "" : "s",
+           dry_run ? "would be " : "", t.moved, dry_run ? "would be " : "", t.kept,
+           t.failures, t.failures == 1 ? "" : "s");
     an_consumer_info_free(cons, n);
-    return failures ? 1 : 0;
+    return t.failures ? 1 : 0;
 }
 
 int ctl_consumers(int argc, char **argv)

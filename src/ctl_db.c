@@ -20,6 +20,7 @@
 #include "an_config.h"
 #include "an_log.h"
 #include "an_repo.h"
+#include "an_schema.h"
 #include "ctl.h"
 
 static const char usage_text[] = "usage: anomalyctl db init [--config FILE]\n"

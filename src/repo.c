@@ -1,13 +1,16 @@
 /*
  * repo.c: the PostgreSQL repository (see include/an_repo.h).
  *
- * Every statement with values is a prepared statement from stmts[] (no
- * value is ever spliced into SQL text). Constant commands without values
- * (BEGIN, COMMIT, ROLLBACK) go through PQexecParams with no parameters.
- * Arrays are passed as text array literals built by sb_* below.
+ * Every statement with values is a prepared statement (an_repo_stmt: this
+ * file's stmts[], the group's in repo_group.c; no value is ever spliced into
+ * SQL text). Constant commands without values (BEGIN, COMMIT, ROLLBACK) go
+ * through PQexecParams with no parameters. Arrays are passed as text array
+ * literals (repo_array.c).
  */
 #include "an_repo.h"
 #include "repo_internal.h"
+
+#include "an_util.h"
 
 #include "an_fault.h"
 
@@ -30,41 +33,23 @@
 
 enum {
     S_SESSION,
-    S_LOCK_TIMEOUT,
     S_GET_METRIC,
     S_GET_METRIC_SHARE,
     S_GET_METRIC_UPDATE,
     S_SET_STATUS,
     S_SET_STATUS_REF,
-    S_STORE_PARAMS,
-    S_GET_ROWS,
     S_COUNT,
     S_TAIL,
-    S_WRITE_SCORES,
     S_CREATE_METRIC,
     S_ALLOC_ROWIDS,
     S_INSERT_ROWS,
-    S_DELETE_MODEL_METRIC,
-    S_DELETE_MODEL_DATA,
-    S_DELETE_METRIC,
-    S_G_LOCK,
-    S_G_ROWS,
-    S_G_PRED,
-    S_G_WRITE,
-    S_G_SEEN,
     S_PRUNE_SCORED,
     NSTMT
 };
 
-#define METRIC_COLS                                                                           \
-    "uid, datasource, name, description, server, location, parameters, status, message, "    \
-    "model_params, last_rowid, scored_rowid, scored_source"
+#define METRIC_COLS AN_REPO_METRIC_COLS
 
-static const struct {
-    const char *name;
-    const char *sql;
-    int nparams;
-} stmts[NSTMT] = {
+static const an_repo_stmt stmts[NSTMT] = {
     [S_SESSION] = {"an_session",
                    "SELECT set_config('TimeZone', 'UTC', false), "
                    "set_config('extra_float_digits', '1', false), "
@@ -74,7 +59,6 @@ static const struct {
                     * custom plan per call costs more than it saves. */
                    "set_config('plan_cache_mode', 'force_generic_plan', false)",
                    2},
-    [S_LOCK_TIMEOUT] = {"an_lock_timeout", "SELECT set_config('lock_timeout', $1, false)", 1},
     [S_GET_METRIC] = {"an_get_metric", "SELECT " METRIC_COLS " FROM metric WHERE uid = $1", 1},
     [S_GET_METRIC_SHARE] = {"an_get_metric_share",
                             "SELECT " METRIC_COLS " FROM metric WHERE uid = $1 FOR SHARE", 1},
@@ -86,15 +70,6 @@ static const struct {
                           "UPDATE metric SET status = $2, message = $3 "
                           "WHERE uid = $1 AND status = $4",
                           4},
-    [S_STORE_PARAMS] = {"an_store_params",
-                        "UPDATE metric SET model_params = $2, scored_rowid = $3, scored_source = $4 "
-                        "WHERE uid = $1", 4},
-    [S_GET_ROWS] = {"an_get_rows",
-                    "SELECT rowid, extract(epoch FROM timestamp), metric_value, raw_anomaly_score, "
-                    "anomaly_score, display_value, multi_step_best_predictions "
-                    "FROM metric_data WHERE uid = $1 AND rowid >= $2::bigint AND rowid <= $3::bigint "
-                    "ORDER BY rowid ASC",
-                    3},
     [S_COUNT] = {"an_count",
                  "SELECT count(*) FROM metric_data "
                  "WHERE uid = $1 AND raw_anomaly_score IS NOT NULL AND rowid < $2::bigint",
@@ -104,14 +79,6 @@ static const struct {
                 "WHERE uid = $1 AND raw_anomaly_score IS NOT NULL AND rowid < $2::bigint "
                 "ORDER BY rowid DESC LIMIT $3",
                 3},
-    [S_WRITE_SCORES] = {"an_write_scores",
-                        "UPDATE metric_data AS d SET raw_anomaly_score = u.raw, "
-                        "anomaly_score = u.score, display_value = u.disp, "
-                        "multi_step_best_predictions = u.pred "
-                        "FROM unnest($2::int[], $3::float8[], $4::float8[], $5::int[], $6::text[]) "
-                        "AS u(rowid, raw, score, disp, pred) "
-                        "WHERE d.uid = $1 AND d.rowid = u.rowid",
-                        6},
     [S_CREATE_METRIC] = {"an_create_metric",
                          "INSERT INTO metric (uid, name, server, datasource, description, "
                          "location, parameters, status, model_params) "
@@ -128,196 +95,32 @@ static const struct {
                        "FROM unnest($3::timestamp[], $4::float8[]) WITH ORDINALITY "
                        "AS u(ts, val, ord)",
                        4},
-    [S_DELETE_MODEL_METRIC] = {"an_delete_model_metric",
-                               "UPDATE metric SET parameters = NULL, model_params = NULL, "
-                               "status = 0, message = NULL, scored_rowid = 0, scored_source = NULL WHERE uid = $1",
-                               1},
-    [S_DELETE_MODEL_DATA] = {"an_delete_model_data",
-                             "UPDATE metric_data SET anomaly_score = NULL, raw_anomaly_score = NULL, "
-                             "display_value = NULL, multi_step_best_predictions = NULL "
-                             "WHERE uid = $1",
-                             1},
-    [S_DELETE_METRIC] = {"an_delete_metric",
-                         "WITH e AS (DELETE FROM scored_entry WHERE uid = $1) "
-                         "DELETE FROM metric WHERE uid = $1",
-                         1},
-    /* Group commit: one transaction for the entries of many metrics. The
-     * metric rows are locked in uid order, so concurrent groups cannot
-     * deadlock on them. */
-    [S_G_LOCK] = {"an_g_lock",
-                  "SELECT " METRIC_COLS " FROM metric WHERE uid = ANY($1::text[]) "
-                  "ORDER BY uid FOR UPDATE",
-                  1},
-    [S_G_ROWS] = {"an_g_rows",
-                  "SELECT q.i, d.rowid, extract(epoch FROM d.timestamp), d.metric_value, "
-                  "d.raw_anomaly_score, d.anomaly_score, d.display_value, "
-                  "d.multi_step_best_predictions "
-                  "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY "
-                  "AS q(uid, f, l, i) "
-                  "JOIN metric_data d ON d.uid = q.uid AND d.rowid BETWEEN q.f AND q.l "
-                  "ORDER BY q.i, d.rowid",
-                  3},
-    [S_G_PRED] = {"an_g_pred",
-                  "SELECT q.i, d.raw_anomaly_score IS NOT NULL "
-                  "FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(uid, r, i) "
-                  "JOIN metric_data d ON d.uid = q.uid AND d.rowid = q.r",
-                  2},
-    [S_G_WRITE] = {"an_g_write",
-                   "WITH d AS (UPDATE metric_data AS d SET raw_anomaly_score = u.raw, "
-                   "anomaly_score = u.score, display_value = u.disp, "
-                   "multi_step_best_predictions = u.pred "
-                   "FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], "
-                   "$5::int[], $6::text[]) AS u(uid, rowid, raw, score, disp, pred) "
-                   "WHERE d.uid = u.uid AND d.rowid = u.rowid RETURNING 1), "
-                   "m AS (UPDATE metric AS m SET "
-                   "model_params = CASE WHEN u.set_mp THEN u.mp ELSE m.model_params END, "
-                   "scored_rowid = GREATEST(m.scored_rowid, u.wm), "
-                   "scored_source = CASE WHEN u.wm > m.scored_rowid THEN u.src "
-                   "ELSE m.scored_source END, "
-                   "status = COALESCE(u.st, m.status), "
-                   "message = CASE WHEN u.st IS NULL THEN m.message ELSE u.msg END "
-                   "FROM unnest($7::text[], $8::bool[], $9::text[], $10::bigint[], $11::text[], "
-                   "$12::int[], $13::text[]) AS u(uid, set_mp, mp, wm, src, st, msg) "
-                   "WHERE m.uid = u.uid RETURNING 1), "
-                   "e AS (INSERT INTO scored_entry (entry_id, uid, first_rowid, last_rowid) "
-                   "SELECT * FROM unnest($14::text[], $15::text[], $16::bigint[], "
-                   "$17::bigint[]) ON CONFLICT (entry_id) DO NOTHING RETURNING 1) "
-                   "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM m), "
-                   "(SELECT count(*) FROM e)",
-                   17},
-    [S_G_SEEN] = {"an_g_seen",
-                  "SELECT entry_id FROM scored_entry WHERE entry_id = ANY($1::text[])", 1},
     [S_PRUNE_SCORED] = {"an_prune_scored",
                         "DELETE FROM scored_entry "
                         "WHERE scored_at < now() - make_interval(secs => $1::float8)",
                         1},
 };
 
-/* ---------------------------------------------------------- string builder */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-} sb;
-
-static bool sb_reserve(sb *b, size_t extra)
-{
-    if (b->len + extra + 1 <= b->cap)
-        return true;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra + 1)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-        return false;
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-static bool sb_add(sb *b, const char *s, size_t n)
-{
-    if (!sb_reserve(b, n))
-        return false;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return true;
-}
-
-static bool sb_addc(sb *b, char c) { return sb_add(b, &c, 1); }
-static bool sb_adds(sb *b, const char *s) { return sb_add(b, s, strlen(s)); }
-
-static void sb_reset(sb *b)
-{
-    b->len = 0;
-    if (b->p)
-        b->p[0] = 0;
-}
-
-/* A double as an array element: round-trip exact (%.17g), with the
- * spellings PostgreSQL accepts for the non-finite values. */
-static bool sb_add_double(sb *b, double d)
-{
-    char buf[40];
-    if (isnan(d))
-        snprintf(buf, sizeof buf, "NaN");
-    else if (isinf(d))
-        snprintf(buf, sizeof buf, "%s", d > 0 ? "Infinity" : "-Infinity");
-    else
-        an_fmt_double(buf, sizeof buf, d);   /* shortest text float8in reads back exactly */
-    return sb_adds(b, buf);
-}
-
-static bool sb_add_int(sb *b, int64_t v)
-{
-    /* by hand: snprintf was a visible share of a catch-up group's CPU */
-    char buf[24];
-    char *p = buf + sizeof buf;
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    *--p = '\0';
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        *--p = '-';
-    return sb_adds(b, p);
-}
-
-/* A text array element: NULL -> NULL; else double-quoted with " and \
- * backslash-escaped (array literal rules: everything else, including
- * commas, braces, blanks and non-ASCII UTF-8, is literal inside quotes). */
-static bool sb_add_text_elem(sb *b, const char *s)
-{
-    if (!s)
-        return sb_adds(b, "NULL");
-    if (!sb_addc(b, '"'))
-        return false;
-    for (const char *p = s; *p; p++) {
-        if ((*p == '"' || *p == '\\') && !sb_addc(b, '\\'))
-            return false;
-        if (!sb_addc(b, *p))
-            return false;
-    }
-    return sb_addc(b, '"');
-}
-
 /* ------------------------------------------------------------------ repo */
-
-/* One query of a pipeline: a prepared statement (stmt >= 0) or a constant
- * command (sql, when stmt < 0). */
-typedef struct pq_step {
-    int stmt;
-    const char *sql;
-    const char *const *params;
-    PGresult *res; /* filled for statements that return rows */
-} pq_step;
 
 struct an_repo {
     PGconn *conn;
     char *dsn;
     char *appname;
-    int connect_timeout_ms;
-    int statement_timeout_ms;
-    int lock_timeout_ms;
-    int retry_budget_ms;
-    int retry_initial_ms;
-    int retry_max_delay_ms;
-    int keepalives_idle_s, keepalives_interval_s, keepalives_count, tcp_user_timeout_ms;
-    int response_timeout_ms;
-    an_repo_log_fn log;
-    void *log_ud;
+    /* the caller's options, copied; dsn and application_name point to the
+     * copies above, clock is NULL (the clock below) */
+    an_repo_options opt;
     an_clock clock; /* zeroed: the system clock (an_clock.h) */
     bool in_tx;
-    bool prepared[NSTMT];
+    const an_repo_stmt **prepared; /* on this connection */
+    size_t nprepared, prepared_cap;
     char errstr[1024];
     char sqlstate[6];
     int last_rc;
     int last_attempts;
-    sb arr[17]; /* reusable array-literal buffers */
-    bool write_pending; /* between group_write_send and _finish */
-    pq_step wsteps[2];
+    an_pgarr arr[AN_REPO_ARRAYS]; /* reusable array-literal buffers */
+    an_repo_step held[AN_REPO_HELD_MAX]; /* a pipeline sent, not yet received */
+    int nheld;
 };
 
 static void repo_log(an_repo *r, an_log_level level, const char *fmt, ...)
@@ -329,10 +132,19 @@ static void repo_log(an_repo *r, an_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (r->log)
-        r->log(r->log_ud, level, msg);
+    if (r->opt.log)
+        r->opt.log(r->opt.log_ud, level, msg);
     else
         an_log(level, "%s", msg);
+}
+
+/* Records an error without SQLSTATE; returns rc. */
+static int vfail(an_repo *r, int rc, const char *fmt, va_list ap)
+{
+    vsnprintf(r->errstr, sizeof r->errstr, fmt, ap);
+    r->sqlstate[0] = 0;
+    r->last_rc = rc;
+    return rc;
 }
 
 static int fail(an_repo *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -340,10 +152,8 @@ static int fail(an_repo *r, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->errstr, sizeof r->errstr, fmt, ap);
+    vfail(r, rc, fmt, ap);
     va_end(ap);
-    r->sqlstate[0] = 0;
-    r->last_rc = rc;
     return rc;
 }
 
@@ -423,30 +233,21 @@ an_repo *an_repo_new(const an_repo_options *opt)
         return NULL;
     }
     if (opt) {
-        r->connect_timeout_ms = opt->connect_timeout_ms;
-        r->statement_timeout_ms = opt->statement_timeout_ms;
-        r->lock_timeout_ms = opt->lock_timeout_ms;
-        r->retry_budget_ms = opt->retry_budget_ms;
-        r->retry_initial_ms = opt->retry_initial_ms;
-        r->retry_max_delay_ms = opt->retry_max_delay_ms;
-        r->keepalives_idle_s = opt->keepalives_idle_s;
-        r->keepalives_interval_s = opt->keepalives_interval_s;
-        r->keepalives_count = opt->keepalives_count;
-        r->tcp_user_timeout_ms = opt->tcp_user_timeout_ms;
-        r->response_timeout_ms = opt->response_timeout_ms;
-        r->log = opt->log;
-        r->log_ud = opt->log_ud;
+        r->opt = *opt;
         if (opt->clock)
             r->clock = *opt->clock;
     } else {
-        r->retry_budget_ms = 10000;
-        r->retry_initial_ms = 100;
-        r->retry_max_delay_ms = 10000;
+        r->opt.retry_budget_ms = 10000;
+        r->opt.retry_initial_ms = 100;
+        r->opt.retry_max_delay_ms = 10000;
     }
-    if (r->retry_initial_ms <= 0)
-        r->retry_initial_ms = 1;
-    if (r->retry_max_delay_ms < r->retry_initial_ms)
-        r->retry_max_delay_ms = r->retry_initial_ms;
+    r->opt.dsn = r->dsn;
+    r->opt.application_name = r->appname;
+    r->opt.clock = NULL;
+    if (r->opt.retry_initial_ms <= 0)
+        r->opt.retry_initial_ms = 1;
+    if (r->opt.retry_max_delay_ms < r->opt.retry_initial_ms)
+        r->opt.retry_max_delay_ms = r->opt.retry_initial_ms;
     return r;
 }
 
@@ -456,7 +257,7 @@ static void drop_conn(an_repo *r)
         PQfinish(r->conn);
     r->conn = NULL;
     r->in_tx = false;
-    memset(r->prepared, 0, sizeof r->prepared);
+    r->nprepared = 0;
 }
 
 void an_repo_free(an_repo *r)
@@ -466,8 +267,9 @@ void an_repo_free(an_repo *r)
     drop_conn(r);
     free(r->dsn);
     free(r->appname);
-    for (size_t i = 0; i < sizeof r->arr / sizeof r->arr[0]; i++)
-        free(r->arr[i].p);
+    for (size_t i = 0; i < AN_REPO_ARRAYS; i++)
+        an_pgarr_free(&r->arr[i]);
+    free(r->prepared);
     free(r);
 }
 
@@ -510,7 +312,7 @@ static void wd_alarm(int sig)
 static void wd_arm(an_repo *r)
 {
     static bool installed;
-    if (r->response_timeout_ms <= 0 || !r->conn || PQsocket(r->conn) < 0)
+    if (r->opt.response_timeout_ms <= 0 || !r->conn || PQsocket(r->conn) < 0)
         return;
     if (!installed) {
         struct sigaction sa;
@@ -522,8 +324,8 @@ static void wd_arm(an_repo *r)
     }
     wd_fired = 0;
     wd_fd = PQsocket(r->conn);
-    struct itimerval it = {{0, 0},
-                           {r->response_timeout_ms / 1000, (r->response_timeout_ms % 1000) * 1000}};
+    int ms = r->opt.response_timeout_ms;
+    struct itimerval it = {{0, 0}, {ms / 1000, (ms % 1000) * 1000}};
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
@@ -539,7 +341,7 @@ static void wd_disarm(an_repo *r)
         repo_log(r, AN_LOG_WARNING,
                  "PostgreSQL did not answer within %d ms ([postgres] response_timeout_ms): "
                  "connection closed",
-                 r->response_timeout_ms);
+                 r->opt.response_timeout_ms);
     }
 }
 
@@ -567,6 +369,33 @@ static int result_error(an_repo *r, const char *what, PGresult *res)
     snprintf(r->sqlstate, sizeof r->sqlstate, "%s", st ? st : "");
     r->last_rc = rc;
     return rc;
+}
+
+/* Keeps a result whose status is one the call expects (TUPLES_OK or
+ * COMMAND_OK; COMMAND_OK only with command_only): 0 and *out = res.
+ * Otherwise records its error under `what`, clears it, sets *out = NULL
+ * and returns the error's class. */
+static int keep_result(an_repo *r, const char *what, PGresult *res, bool command_only,
+                       PGresult **out)
+{
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || (!command_only && st == PGRES_TUPLES_OK)) {
+        *out = res;
+        return 0;
+    }
+    *out = NULL;
+    int rc = result_error(r, what, res);
+    PQclear(res);
+    return rc;
+}
+
+/* PQexecParams (text results) under the response watchdog. */
+static PGresult *exec_text(an_repo *r, const char *sql, int n, const char *const *params)
+{
+    wd_arm(r);
+    PGresult *res = PQexecParams(r->conn, sql, n, NULL, params, NULL, NULL, 0);
+    wd_disarm(r);
+    return res;
 }
 
 /* Classifies a failed connection attempt by the server's status, not by
@@ -622,18 +451,18 @@ static int conn_params(an_repo *r, PQconninfoOption **opts, const char **kw, con
             val[n++] = o->val;
         }
     int cto = 0;
-    if (r->connect_timeout_ms > 0) {
-        cto = (r->connect_timeout_ms + 999) / 1000;
+    if (r->opt.connect_timeout_ms > 0) {
+        cto = (r->opt.connect_timeout_ms + 999) / 1000;
         cto = cto < 2 ? 2 : cto;
     }
     struct {
         const char *kw;
         int v;
     } ours[] = {{"connect_timeout", cto},
-                {"keepalives_idle", r->keepalives_idle_s},
-                {"keepalives_interval", r->keepalives_interval_s},
-                {"keepalives_count", r->keepalives_count},
-                {"tcp_user_timeout", r->tcp_user_timeout_ms}};
+                {"keepalives_idle", r->opt.keepalives_idle_s},
+                {"keepalives_interval", r->opt.keepalives_interval_s},
+                {"keepalives_count", r->opt.keepalives_count},
+                {"tcp_user_timeout", r->opt.tcp_user_timeout_ms}};
     bool any_keepalive = false;
     for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++) {
         bool set = false;
@@ -690,16 +519,14 @@ static int do_connect(an_repo *r)
         return rc;
     }
     char st[24], lt[24];
-    snprintf(st, sizeof st, "%d", r->statement_timeout_ms > 0 ? r->statement_timeout_ms : 0);
-    snprintf(lt, sizeof lt, "%d", r->lock_timeout_ms > 0 ? r->lock_timeout_ms : 0);
+    int stmt_ms = r->opt.statement_timeout_ms, lock_ms = r->opt.lock_timeout_ms;
+    snprintf(st, sizeof st, "%d", stmt_ms > 0 ? stmt_ms : 0);
+    snprintf(lt, sizeof lt, "%d", lock_ms > 0 ? lock_ms : 0);
     const char *params[2] = {st, lt};
-    wd_arm(r);
-    PGresult *res =
-        PQexecParams(r->conn, stmts[S_SESSION].sql, 2, NULL, params, NULL, NULL, 0);
-    wd_disarm(r);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        int rc = result_error(r, "session settings", res);
-        PQclear(res);
+    PGresult *res;
+    rc = keep_result(r, "session settings", exec_text(r, stmts[S_SESSION].sql, 2, params), false,
+                     &res);
+    if (rc) {
         drop_conn(r);
         return rc;
     }
@@ -732,22 +559,26 @@ static int ensure_conn(an_repo *r)
     return rc;
 }
 
-static int ensure_prepared(an_repo *r, int s)
+/* Prepares s on this connection unless it already is (the connection's
+ * list is emptied by drop_conn: a new session has no statements). */
+static int ensure_prepared(an_repo *r, const an_repo_stmt *s)
 {
-    if (r->prepared[s])
-        return 0;
+    for (size_t i = 0; i < r->nprepared; i++)
+        if (r->prepared[i] == s)
+            return 0;
+    if (!an_grow((void **)&r->prepared, &r->prepared_cap, r->nprepared + 1,
+                 sizeof *r->prepared))
+        return fail(r, AN_ENOMEM, "prepare %s: out of memory", s->name);
+    char what[96];
+    snprintf(what, sizeof what, "prepare %s", s->name);
     wd_arm(r);
-    PGresult *res = PQprepare(r->conn, stmts[s].name, stmts[s].sql, stmts[s].nparams, NULL);
+    PGresult *res = PQprepare(r->conn, s->name, s->sql, s->nparams, NULL);
     wd_disarm(r);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        char what[96];
-        snprintf(what, sizeof what, "prepare %s", stmts[s].name);
-        int rc = result_error(r, what, res);
-        PQclear(res);
+    int rc = keep_result(r, what, res, true, &res);
+    if (rc)
         return rc;
-    }
     PQclear(res);
-    r->prepared[s] = true;
+    r->prepared[r->nprepared++] = s;
     return 0;
 }
 
@@ -761,22 +592,15 @@ static int exec_stmt_fmt(an_repo *r, int s, const char *const *params, bool bina
     *out = NULL;
     int rc = ensure_conn(r);
     if (!rc)
-        rc = ensure_prepared(r, s);
+        rc = ensure_prepared(r, &stmts[s]);
     if (rc)
         return rc;
     wd_arm(r);
     PGresult *res = PQexecPrepared(r->conn, stmts[s].name, stmts[s].nparams, params, NULL, NULL,
                                    binary_result ? 1 : 0);
     wd_disarm(r);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        rc = result_error(r, stmts[s].name + 3, res);
-        PQclear(res);
-        return rc;
-    }
-    *out = res;
-    ok(r);
-    return 0;
+    rc = keep_result(r, stmts[s].name + 3, res, false, out);
+    return rc ? rc : ok(r);
 }
 
 static int exec_stmt(an_repo *r, int s, const char *const *params, PGresult **out)
@@ -791,16 +615,7 @@ static int exec_cmd(an_repo *r, const char *sql, PGresult **out)
     int rc = ensure_conn(r);
     if (rc)
         return rc;
-    wd_arm(r);
-    PGresult *res = PQexecParams(r->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
-    wd_disarm(r);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        rc = result_error(r, sql, res);
-        PQclear(res);
-        return rc;
-    }
-    *out = res;
-    return 0;
+    return keep_result(r, sql, exec_text(r, sql, 0, NULL), true, out);
 }
 
 /* ----------------------------------------------------------- transactions */
@@ -841,6 +656,9 @@ int an_repo_commit(an_repo *r)
     return ok(r);
 }
 
+/* Sends ROLLBACK on the connection (no state change in r); its result. */
+static PGresult *send_rollback(an_repo *r) { return exec_text(r, "ROLLBACK", 0, NULL); }
+
 /* ROLLBACK that keeps the current error text/code (used after failures). */
 static void rollback_quiet(an_repo *r)
 {
@@ -849,9 +667,7 @@ static void rollback_quiet(an_repo *r)
     r->in_tx = false;
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
         return;
-    PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
-    wd_disarm(r);
-    PQclear(res);
+    PQclear(send_rollback(r));
 }
 
 int an_repo_rollback(an_repo *r)
@@ -863,8 +679,7 @@ int an_repo_rollback(an_repo *r)
     r->in_tx = false;
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK)
         return 0; /* the server rolls back on its own */
-    PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
-    wd_disarm(r);
+    PGresult *res = send_rollback(r);
     ExecStatusType st = PQresultStatus(res);
     int rc = 0;
     if (st != PGRES_COMMAND_OK) {
@@ -912,20 +727,6 @@ int an_repo_with_retry(an_repo *r, an_repo_tx_fn fn, void *ctx)
     }
 }
 
-int an_repo_set_lock_timeout(an_repo *r, int ms)
-{
-    r->lock_timeout_ms = ms > 0 ? ms : 0;
-    char v[24];
-    snprintf(v, sizeof v, "%d", r->lock_timeout_ms);
-    const char *p[1] = {v};
-    PGresult *res;
-    int rc = exec_stmt(r, S_LOCK_TIMEOUT, p, &res);
-    if (rc)
-        return rc;
-    PQclear(res);
-    return 0;
-}
-
 /* ------------------------------------------------------------------ metric */
 
 static char *dup_field(const PGresult *res, int row, int col, bool *oom)
@@ -938,16 +739,11 @@ static char *dup_field(const PGresult *res, int row, int col, bool *oom)
     return s;
 }
 
-static int64_t int_field(const PGresult *res, int row, int col, int64_t null_value)
+int64_t an_repo__int_field(const PGresult *res, int row, int col, int64_t null_value)
 {
     if (PQgetisnull(res, row, col))
         return null_value;
     return strtoll(PQgetvalue(res, row, col), NULL, 10);
-}
-
-static double double_field(const PGresult *res, int row, int col)
-{
-    return strtod(PQgetvalue(res, row, col), NULL);
 }
 
 /* A field of a binary-format result: a big-endian integer of 2, 4 or 8
@@ -1000,6 +796,27 @@ void an_metric_clear(an_metric *m)
     memset(m, 0, sizeof *m);
 }
 
+bool an_repo__metric_from_row(const PGresult *res, int row, an_metric *out)
+{
+    bool oom = false;
+    out->uid = dup_field(res, row, 0, &oom);
+    out->datasource = dup_field(res, row, 1, &oom);
+    out->name = dup_field(res, row, 2, &oom);
+    out->description = dup_field(res, row, 3, &oom);
+    out->server = dup_field(res, row, 4, &oom);
+    out->location = dup_field(res, row, 5, &oom);
+    out->parameters = dup_field(res, row, 6, &oom);
+    out->status = (int)an_repo__int_field(res, row, 7, -1);
+    out->message = dup_field(res, row, 8, &oom);
+    out->model_params = dup_field(res, row, 9, &oom);
+    out->last_rowid = an_repo__int_field(res, row, 10, 0);
+    out->scored_rowid = an_repo__int_field(res, row, 11, 0);
+    out->scored_source = dup_field(res, row, 12, &oom);
+    if (oom)
+        an_metric_clear(out);
+    return !oom;
+}
+
 static int check_uid(an_repo *r, const char *uid)
 {
     if (!uid)
@@ -1025,26 +842,9 @@ int an_repo_get_metric(an_repo *r, const char *uid, an_lock_mode lock, an_metric
         PQclear(res);
         return fail(r, AN_ENOTFOUND, "Metric not found for uid=%s", uid);
     }
-    bool oom = false;
-    out->uid = dup_field(res, 0, 0, &oom);
-    out->datasource = dup_field(res, 0, 1, &oom);
-    out->name = dup_field(res, 0, 2, &oom);
-    out->description = dup_field(res, 0, 3, &oom);
-    out->server = dup_field(res, 0, 4, &oom);
-    out->location = dup_field(res, 0, 5, &oom);
-    out->parameters = dup_field(res, 0, 6, &oom);
-    out->status = (int)int_field(res, 0, 7, -1);
-    out->message = dup_field(res, 0, 8, &oom);
-    out->model_params = dup_field(res, 0, 9, &oom);
-    out->last_rowid = int_field(res, 0, 10, 0);
-    out->scored_rowid = int_field(res, 0, 11, 0);
-    out->scored_source = dup_field(res, 0, 12, &oom);
+    bool filled = an_repo__metric_from_row(res, 0, out);
     PQclear(res);
-    if (oom) {
-        an_metric_clear(out);
-        return fail(r, AN_ENOMEM, "get_metric: out of memory");
-    }
-    return 0;
+    return filled ? 0 : fail(r, AN_ENOMEM, "get_metric: out of memory");
 }
 
 /* Runs an UPDATE/DELETE; AN_ENOTFOUND when it matched no row. */
@@ -1080,141 +880,7 @@ int an_repo_set_metric_status(an_repo *r, const char *uid, int status, const cha
     return rc;
 }
 
-int an_repo_store_params(an_repo *r, const char *uid, const char *model_params,
-                         int64_t scored_rowid, const char *scored_source)
-{
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    char w[24];
-    snprintf(w, sizeof w, "%" PRId64, scored_rowid);
-    const char *p[4] = {uid, model_params, w, scored_source};
-    return exec_update(r, S_STORE_PARAMS, p, uid, NULL);
-}
-
 /* ------------------------------------------------------------- metric_data */
-
-void an_data_rows_free(an_data_rows *rows)
-{
-    if (!rows)
-        return;
-    free(rows->v);
-    free(rows->text);
-    memset(rows, 0, sizeof *rows);
-}
-
-/* Fills out (reusing its memory) from a result whose columns, from col0
- * on, are rowid, epoch, metric_value, raw, score, display, predictions. */
-static int parse_rows(an_repo *r, PGresult *res, int col0, an_data_rows *out)
-{
-    size_t n = (size_t)PQntuples(res);
-    size_t text = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!PQgetisnull(res, (int)i, col0 + 6))
-            text += (size_t)PQgetlength(res, (int)i, col0 + 6) + 1;
-    if (n > out->cap) {
-        an_data_row *v = realloc(out->v, n * sizeof *v);
-        if (!v)
-            return fail(r, AN_ENOMEM, "rows: out of memory");
-        out->v = v;
-        out->cap = n;
-    }
-    if (text > out->text_cap) {
-        char *t = realloc(out->text, text);
-        if (!t)
-            return fail(r, AN_ENOMEM, "rows: out of memory");
-        out->text = t;
-        out->text_cap = text;
-    }
-    size_t used = 0;
-    for (size_t i = 0; i < n; i++) {
-        int row = (int)i, c = col0;
-        an_data_row *d = &out->v[i];
-        memset(d, 0, sizeof *d);
-        d->rowid = int_field(res, row, c, 0);
-        d->ts = double_field(res, row, c + 1);
-        d->metric_value = double_field(res, row, c + 2);
-        if ((d->has_raw = !PQgetisnull(res, row, c + 3)))
-            d->raw = double_field(res, row, c + 3);
-        if ((d->has_score = !PQgetisnull(res, row, c + 4)))
-            d->anomaly_score = double_field(res, row, c + 4);
-        if ((d->has_display = !PQgetisnull(res, row, c + 5)))
-            d->display_value = int_field(res, row, c + 5, 0);
-        if (!PQgetisnull(res, row, c + 6)) {
-            size_t len = (size_t)PQgetlength(res, row, c + 6);
-            memcpy(out->text + used, PQgetvalue(res, row, c + 6), len + 1);
-            d->predictions = out->text + used;
-            used += len + 1;
-        }
-    }
-    out->n = n;
-    return 0;
-}
-
-int an_repo_get_rows(an_repo *r, const char *uid, int64_t first, int64_t last,
-                     an_data_rows *out)
-{
-    out->n = 0;
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    char a[24], b[24];
-    snprintf(a, sizeof a, "%" PRId64, first);
-    snprintf(b, sizeof b, "%" PRId64, last);
-    const char *p[3] = {uid, a, b};
-    PGresult *res;
-    rc = exec_stmt(r, S_GET_ROWS, p, &res);
-    if (rc)
-        return rc;
-    rc = parse_rows(r, res, 0, out);
-    PQclear(res);
-    return rc;
-}
-
-int an_repo_write_scores(an_repo *r, const char *uid, const an_score_update *rows, size_t n,
-                         int64_t *updated)
-{
-    if (updated)
-        *updated = 0;
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    if (n == 0 || !rows)
-        return fail(r, AN_EINVAL, "write_scores: no rows");
-    sb *ids = &r->arr[0], *raw = &r->arr[1], *score = &r->arr[2], *disp = &r->arr[3],
-       *pred = &r->arr[4];
-    for (size_t i = 0; i < 5; i++)
-        sb_reset(&r->arr[i]);
-    bool okb = sb_addc(ids, '{') && sb_addc(raw, '{') && sb_addc(score, '{') &&
-               sb_addc(disp, '{') && sb_addc(pred, '{');
-    for (size_t i = 0; okb && i < n; i++) {
-        const an_score_update *u = &rows[i];
-        if (u->rowid < 1 || u->rowid > INT32_MAX)
-            return fail(r, AN_EINVAL, "write_scores: rowid %" PRId64 " out of range", u->rowid);
-        if (u->display_value < INT32_MIN || u->display_value > INT32_MAX)
-            return fail(r, AN_EINVAL, "write_scores: display_value %" PRId64 " out of range",
-                        u->display_value);
-        if (i > 0)
-            okb = sb_addc(ids, ',') && sb_addc(raw, ',') && sb_addc(score, ',') &&
-                  sb_addc(disp, ',') && sb_addc(pred, ',');
-        okb = okb && sb_add_int(ids, u->rowid) && sb_add_double(raw, u->raw) &&
-              sb_add_double(score, u->anomaly_score) && sb_add_int(disp, u->display_value) &&
-              sb_add_text_elem(pred, u->predictions);
-    }
-    okb = okb && sb_addc(ids, '}') && sb_addc(raw, '}') && sb_addc(score, '}') &&
-          sb_addc(disp, '}') && sb_addc(pred, '}');
-    if (!okb)
-        return fail(r, AN_ENOMEM, "write_scores: out of memory");
-    const char *p[6] = {uid, ids->p, raw->p, score->p, disp->p, pred->p};
-    PGresult *res;
-    rc = exec_stmt(r, S_WRITE_SCORES, p, &res);
-    if (rc)
-        return rc;
-    if (updated)
-        *updated = strtoll(PQcmdTuples(res), NULL, 10);
-    PQclear(res);
-    return 0;
-}
 
 static void before_param(int64_t before_rowid, char *buf, size_t len)
 {
@@ -1234,7 +900,7 @@ int an_repo_processed_count(an_repo *r, const char *uid, int64_t before_rowid, i
     rc = exec_stmt(r, S_COUNT, p, &res);
     if (rc)
         return rc;
-    *count = int_field(res, 0, 0, 0);
+    *count = an_repo__int_field(res, 0, 0, 0);
     PQclear(res);
     return 0;
 }
@@ -1270,33 +936,6 @@ int an_repo_processed_tail(an_repo *r, const char *uid, int64_t before_rowid, si
     *got = m;
     PQclear(res);
     return 0;
-}
-
-static int src_count(void *ctx, int64_t *count, char *err, size_t errlen)
-{
-    an_repo_source *rs = ctx;
-    int rc = an_repo_processed_count(rs->repo, rs->uid, rs->before_rowid, count);
-    if (rc && err && errlen)
-        snprintf(err, errlen, "%s", an_repo_errstr(rs->repo));
-    return rc;
-}
-
-static int src_tail(void *ctx, size_t n, an_sample *out, size_t *got, char *err, size_t errlen)
-{
-    an_repo_source *rs = ctx;
-    int rc = an_repo_processed_tail(rs->repo, rs->uid, rs->before_rowid, n, out, got);
-    if (rc && err && errlen)
-        snprintf(err, errlen, "%s", an_repo_errstr(rs->repo));
-    return rc;
-}
-
-an_sample_source an_repo_sample_source(an_repo_source *rs)
-{
-    an_sample_source s;
-    s.ctx = rs;
-    s.processed_count = src_count;
-    s.tail = src_tail;
-    return s;
 }
 
 /* ------------------------------------------------------------ producer side */
@@ -1375,22 +1014,17 @@ typedef struct {
 static int add_rows_body(an_repo *r, void *vctx)
 {
     add_rows_ctx *c = vctx;
-    sb *ts = &r->arr[0], *vals = &r->arr[1];
-    sb_reset(ts);
-    sb_reset(vals);
-    bool okb = sb_addc(ts, '{') && sb_addc(vals, '{');
+    an_pgarr *ts = &r->arr[0], *vals = &r->arr[1];
+    bool okb = an_pgarr_open(ts) && an_pgarr_open(vals);
     char buf[64], last_ts[64] = "";
     for (size_t i = 0; okb && i < c->n; i++) {
         if (!format_ts(c->ts[i], buf, sizeof buf))
             return fail(r, AN_EINVAL, "add_rows: timestamp %zu is not a finite epoch", i);
-        if (i > 0)
-            okb = sb_addc(ts, ',') && sb_addc(vals, ',');
-        okb = okb && sb_addc(ts, '"') && sb_adds(ts, buf) && sb_addc(ts, '"') &&
-              sb_add_double(vals, c->values[i]);
+        okb = an_pgarr_text(ts, buf) && an_pgarr_double(vals, c->values[i]);
         if (strcmp(buf, last_ts) > 0)
             snprintf(last_ts, sizeof last_ts, "%s", buf);
     }
-    okb = okb && sb_addc(ts, '}') && sb_addc(vals, '}');
+    okb = okb && an_pgarr_close(ts) && an_pgarr_close(vals);
     if (!okb)
         return fail(r, AN_ENOMEM, "add_rows: out of memory");
 
@@ -1405,7 +1039,7 @@ static int add_rows_body(an_repo *r, void *vctx)
         PQclear(res);
         return fail(r, AN_ENOTFOUND, "Metric not found for uid=%s", c->uid);
     }
-    int64_t last = int_field(res, 0, 0, 0);
+    int64_t last = an_repo__int_field(res, 0, 0, 0);
     PQclear(res);
     c->first = last - (int64_t)c->n + 1;
     char first[24];
@@ -1435,43 +1069,6 @@ int an_repo_add_rows(an_repo *r, const char *uid, const double *ts, const double
     return rc;
 }
 
-static int delete_model_body(an_repo *r, void *ctx)
-{
-    const char *uid = ctx;
-    const char *p[1] = {uid};
-    int rc = exec_update(r, S_DELETE_MODEL_METRIC, p, uid, NULL);
-    if (rc == AN_ENOTFOUND)
-        return fail(r, AN_ENOTFOUND, "Metric not found for uid=%s", uid);
-    if (rc)
-        return rc;
-    PGresult *res;
-    rc = exec_stmt(r, S_DELETE_MODEL_DATA, p, &res);
-    if (rc)
-        return rc;
-    PQclear(res);
-    return 0;
-}
-
-int an_repo_delete_model(an_repo *r, const char *uid)
-{
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    return in_some_tx(r, delete_model_body, (void *)uid);
-}
-
-int an_repo_delete_metric(an_repo *r, const char *uid)
-{
-    int rc = check_uid(r, uid);
-    if (rc)
-        return rc;
-    const char *p[1] = {uid};
-    rc = exec_update(r, S_DELETE_METRIC, p, uid, NULL);
-    if (rc == AN_ENOTFOUND)
-        return fail(r, AN_ENOTFOUND, "Metric not found for uid=%s", uid);
-    return rc;
-}
-
 /* ---------------------------------------------------- internal (schema.c) */
 
 int an_repo__exec_params(an_repo *r, const char *what, const char *sql, int nparams,
@@ -1481,18 +1078,8 @@ int an_repo__exec_params(an_repo *r, const char *what, const char *sql, int npar
     int rc = ensure_conn(r);
     if (rc)
         return rc;
-    wd_arm(r);
-    PGresult *res = PQexecParams(r->conn, sql, nparams, NULL, params, NULL, NULL, 0);
-    wd_disarm(r);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        rc = result_error(r, what, res);
-        PQclear(res);
-        return rc;
-    }
-    *out = res;
-    ok(r);
-    return 0;
+    rc = keep_result(r, what, exec_text(r, sql, nparams, params), false, out);
+    return rc ? rc : ok(r);
 }
 
 int an_repo__exec_script(an_repo *r, const char *what, const char *sql)
@@ -1502,13 +1089,10 @@ int an_repo__exec_script(an_repo *r, const char *what, const char *sql)
         return rc;
     /* Constant DDL text with no values: the simple protocol runs its
      * several statements inside the open transaction. */
-    PGresult *res = PQexec(r->conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        rc = result_error(r, what, res);
-        PQclear(res);
+    PGresult *res;
+    rc = keep_result(r, what, PQexec(r->conn, sql), false, &res);
+    if (rc)
         return rc;
-    }
     PQclear(res);
     return ok(r);
 }
@@ -1518,18 +1102,23 @@ int an_repo__fail(an_repo *r, int rc, const char *msg)
     return fail(r, rc, "%s", msg);
 }
 
-/* ------------------------------------------------------------ group commit */
+int an_repo__failf(an_repo *r, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(r, rc, fmt, ap);
+    va_end(ap);
+    return rc;
+}
 
+int an_repo__ok(an_repo *r) { return ok(r); }
 
-/* Sends the steps in libpq pipeline mode and reads every result: one round
- * trip for all of them. Statements must be prepared beforehand (PQprepare
- * cannot run inside a pipeline). On the first failure the server aborts
- * the rest (PGRES_PIPELINE_ABORTED); that failure is what is reported. The
- * caller PQclears the steps' results. */
+/* ---------------------------------------------------------------- pipelines */
+
 /* Sends the steps and the sync of one pipeline; the results are collected
  * by pipeline_recv. Between the two the caller may compute: the server
  * works meanwhile. On failure the pipeline is gone (nothing to receive). */
-static int pipeline_send(an_repo *r, pq_step *steps, int n)
+static int pipeline_send(an_repo *r, an_repo_step *steps, int n)
 {
     for (int i = 0; i < n; i++)
         steps[i].res = NULL;
@@ -1537,11 +1126,10 @@ static int pipeline_send(an_repo *r, pq_step *steps, int n)
         return fail(r, AN_ETRANSIENT, "cannot enter pipeline mode: %s", PQerrorMessage(r->conn));
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
-        int sent = steps[i].stmt >= 0
-                       ? PQsendQueryPrepared(r->conn, stmts[steps[i].stmt].name,
-                                             stmts[steps[i].stmt].nparams, steps[i].params, NULL,
-                                             NULL, 0)
-                       : PQsendQueryParams(r->conn, steps[i].sql, 0, NULL, NULL, NULL, NULL, 0);
+        const an_repo_stmt *st = steps[i].stmt;
+        int sent = st ? PQsendQueryPrepared(r->conn, st->name, st->nparams, steps[i].params, NULL,
+                                            NULL, 0)
+                      : PQsendQueryParams(r->conn, steps[i].sql, 0, NULL, NULL, NULL, NULL, 0);
         if (!sent)
             rc = result_error(r, "pipeline send", NULL);
     }
@@ -1558,7 +1146,7 @@ static int pipeline_send(an_repo *r, pq_step *steps, int n)
 
 /* Collects the results of a pipeline_send (TUPLES_OK results kept in
  * steps[i].res, the first error in r) and leaves pipeline mode. */
-static int pipeline_recv(an_repo *r, pq_step *steps, int n)
+static int pipeline_recv(an_repo *r, an_repo_step *steps, int n)
 {
     int rc = 0;
     /* Each step yields its result(s) then NULL; the sync yields
@@ -1574,8 +1162,7 @@ static int pipeline_recv(an_repo *r, pq_step *steps, int n)
                 continue;
             }
             if (st == PGRES_FATAL_ERROR && !rc) {
-                const char *what = steps[i].stmt >= 0 ? stmts[steps[i].stmt].name + 3
-                                                      : steps[i].sql;
+                const char *what = steps[i].stmt ? steps[i].stmt->name + 3 : steps[i].sql;
                 rc = result_error(r, what, res);
                 PQclear(res);
             } else if (st == PGRES_TUPLES_OK && !steps[i].res) {
@@ -1598,337 +1185,74 @@ synced:
     return rc;
 }
 
-static int pipeline_run(an_repo *r, pq_step *steps, int n)
+int an_repo__pipeline_run(an_repo *r, an_repo_step *steps, int n)
 {
     int rc = pipeline_send(r, steps, n);
     return rc ? rc : pipeline_recv(r, steps, n);
 }
 
-static int prepare_all(an_repo *r, const int *s, int n)
+int an_repo__held_send(an_repo *r, const an_repo_step *steps, int n)
+{
+    assert(n >= 1 && n <= AN_REPO_HELD_MAX && r->nheld == 0);
+    memcpy(r->held, steps, (size_t)n * sizeof *steps);
+    /* libpq copies the parameters into its buffer and PQpipelineSync
+     * flushes it: they are not needed after the send. */
+    int rc = pipeline_send(r, r->held, n);
+    for (int i = 0; i < n; i++)
+        r->held[i].params = NULL;
+    if (!rc)
+        r->nheld = n;
+    return rc;
+}
+
+bool an_repo__held(const an_repo *r) { return r->nheld > 0; }
+
+int an_repo__held_recv(an_repo *r, PGresult **res)
+{
+    int n = r->nheld;
+    int rc = pipeline_recv(r, r->held, n);
+    r->nheld = 0;
+    for (int i = 0; i < n; i++) {
+        res[i] = r->held[i].res;
+        r->held[i].res = NULL;
+    }
+    return rc;
+}
+
+int an_repo__prepare(an_repo *r, const an_repo_stmt *const *s, size_t n)
 {
     int rc = ensure_conn(r);
-    for (int i = 0; !rc && i < n; i++)
+    for (size_t i = 0; !rc && i < n; i++)
         rc = ensure_prepared(r, s[i]);
     return rc;
 }
 
-/* Appends "{a,b,...}" of n text elements (NULL -> NULL). */
-static bool sb_text_array(sb *b, const char *const *v, size_t n)
+an_pgarr *an_repo__arrays(an_repo *r) { return r->arr; }
+
+void an_repo__set_in_tx(an_repo *r, bool in_tx) { r->in_tx = in_tx; }
+
+void an_repo__rollback_quiet(an_repo *r) { rollback_quiet(r); }
+
+void an_repo__rollback_server(an_repo *r)
 {
-    sb_reset(b);
-    bool okb = sb_addc(b, '{');
-    for (size_t i = 0; okb && i < n; i++)
-        okb = (i == 0 || sb_addc(b, ',')) && sb_add_text_elem(b, v[i]);
-    return okb && sb_addc(b, '}');
-}
-
-void an_group_read_free(an_group_read *g)
-{
-    if (!g)
-        return;
-    for (size_t i = 0; i < g->nmetrics; i++)
-        an_metric_clear(&g->metrics[i]);
-    free(g->metrics);
-    free(g->found);
-    an_data_rows_free(&g->rows);
-    free(g->row_range);
-    free(g->pred);
-    free(g->seen);
-    memset(g, 0, sizeof *g);
-}
-
-/* Fills g->rows (and each row's range index) from an S_G_ROWS result. */
-static int take_rows(an_repo *r, PGresult *res, an_group_read *g, size_t nranges)
-{
-    size_t n = (size_t)PQntuples(res);
-    if (n > g->row_range_cap) {
-        size_t *rr = realloc(g->row_range, n * sizeof *rr);
-        if (!rr)
-            return fail(r, AN_ENOMEM, "group_read: out of memory");
-        g->row_range = rr;
-        g->row_range_cap = n;
+    if (r->conn && PQstatus(r->conn) == CONNECTION_OK &&
+        PQtransactionStatus(r->conn) != PQTRANS_IDLE) {
+        PQclear(send_rollback(r));
     }
-    for (size_t i = 0; i < n; i++) {
-        int64_t qi = int_field(res, (int)i, 0, 0);
-        assert(qi >= 1 && (size_t)qi <= nranges);
-        (void)nranges;
-        g->row_range[i] = (size_t)(qi - 1);
-    }
-    return parse_rows(r, res, 1, &g->rows);
-}
-
-int an_repo_group_read(an_repo *r, const char *const *uids, size_t nuids,
-                       const an_group_range *ranges, size_t nranges, an_group_read *g)
-{
-    static const int needed[] = {S_G_LOCK, S_G_ROWS, S_G_PRED, S_G_SEEN};
-    if (r->in_tx)
-        return fail(r, AN_ESTATE, "group_read: a transaction is already open");
-    if (nuids == 0)
-        return fail(r, AN_EINVAL, "group_read: no metrics");
-    for (size_t i = 0; i < g->nmetrics; i++)
-        an_metric_clear(&g->metrics[i]);
-    free(g->metrics);
-    free(g->found);
-    g->metrics = calloc(nuids, sizeof *g->metrics);
-    g->found = calloc(nuids, sizeof *g->found);
-    /* nmetrics only counts what can be cleared later */
-    g->nmetrics = g->metrics ? nuids : 0;
-    int *pred = realloc(g->pred, (nranges ? nranges : 1) * sizeof *pred);
-    if (pred)
-        g->pred = pred;
-    bool *seen = realloc(g->seen, (nranges ? nranges : 1) * sizeof *seen);
-    if (seen)
-        g->seen = seen;
-    g->rows.n = 0;
-    if (!g->metrics || !g->found || !pred || !seen)
-        return fail(r, AN_ENOMEM, "group_read: out of memory");
-
-    /* Arrays: uids (lock); range uid/first/last; predecessor uid/rowid. */
-    const char **ru = malloc((nranges ? nranges : 1) * sizeof *ru);
-    if (!ru)
-        return fail(r, AN_ENOMEM, "group_read: out of memory");
-    const char **rid = malloc((nranges ? nranges : 1) * sizeof *rid);
-    if (!rid) {
-        free(ru);
-        return fail(r, AN_ENOMEM, "group_read: out of memory");
-    }
-    for (size_t i = 0; i < nranges; i++) {
-        ru[i] = ranges[i].uid;
-        rid[i] = ranges[i].entry_id ? ranges[i].entry_id : "";
-        g->pred[i] = AN_ROW_MISSING;
-        g->seen[i] = false;
-    }
-    sb *a_uids = &r->arr[0], *a_ru = &r->arr[1], *a_f = &r->arr[2], *a_l = &r->arr[3],
-       *a_p = &r->arr[4];
-    sb *a_ids = &r->arr[5];
-    bool okb = sb_text_array(a_uids, uids, nuids) && sb_text_array(a_ru, ru, nranges) &&
-               sb_text_array(a_ids, rid, nranges);
-    free(ru);
-    free(rid);
-    sb_reset(a_f);
-    sb_reset(a_l);
-    sb_reset(a_p);
-    okb = okb && sb_addc(a_f, '{') && sb_addc(a_l, '{') && sb_addc(a_p, '{');
-    for (size_t i = 0; okb && i < nranges; i++)
-        okb = (i == 0 || (sb_addc(a_f, ',') && sb_addc(a_l, ',') && sb_addc(a_p, ','))) &&
-              sb_add_int(a_f, ranges[i].first) && sb_add_int(a_l, ranges[i].last) &&
-              /* the predecessor row; INT64_MIN has none (and no row) */
-              sb_add_int(a_p, ranges[i].first > INT64_MIN ? ranges[i].first - 1 : INT64_MIN);
-    okb = okb && sb_addc(a_f, '}') && sb_addc(a_l, '}') && sb_addc(a_p, '}');
-    if (!okb)
-        return fail(r, AN_ENOMEM, "group_read: out of memory");
-
-    int rc = prepare_all(r, needed, 4);
-    if (rc)
-        return rc;
-    const char *p_seen[1] = {a_ids->p};
-    const char *p_lock[1] = {a_uids->p};
-    const char *p_rows[3] = {a_ru->p, a_f->p, a_l->p};
-    const char *p_pred[2] = {a_ru->p, a_p->p};
-    pq_step steps[5] = {
-        {-1, "BEGIN", NULL, NULL},
-        {S_G_LOCK, NULL, p_lock, NULL},
-        {S_G_ROWS, NULL, p_rows, NULL},
-        {S_G_PRED, NULL, p_pred, NULL},
-        {S_G_SEEN, NULL, p_seen, NULL},
-    };
-    r->in_tx = true;
-    rc = pipeline_run(r, steps, 5);
-    if (!rc && (!steps[1].res || !steps[2].res || !steps[3].res || !steps[4].res))
-        rc = fail(r, AN_EDB, "group_read: a query returned no rows result");
-    if (!rc) {
-        /* metrics: the result is in uid order, as are uids[] (caller sorts) */
-        PGresult *m = steps[1].res;
-        int nm = PQntuples(m);
-        for (int k = 0; k < nm && !rc; k++) {
-            const char *uid = PQgetvalue(m, k, 0);
-            for (size_t i = 0; i < nuids; i++) {
-                if (strcmp(uids[i], uid))
-                    continue;
-                bool oom = false;
-                an_metric *out = &g->metrics[i];
-                out->uid = dup_field(m, k, 0, &oom);
-                out->datasource = dup_field(m, k, 1, &oom);
-                out->name = dup_field(m, k, 2, &oom);
-                out->description = dup_field(m, k, 3, &oom);
-                out->server = dup_field(m, k, 4, &oom);
-                out->location = dup_field(m, k, 5, &oom);
-                out->parameters = dup_field(m, k, 6, &oom);
-                out->status = (int)int_field(m, k, 7, -1);
-                out->message = dup_field(m, k, 8, &oom);
-                out->model_params = dup_field(m, k, 9, &oom);
-                out->last_rowid = int_field(m, k, 10, 0);
-                out->scored_rowid = int_field(m, k, 11, 0);
-                out->scored_source = dup_field(m, k, 12, &oom);
-                g->found[i] = true;
-                if (oom)
-                    rc = fail(r, AN_ENOMEM, "group_read: out of memory");
-                break;
-            }
-        }
-    }
-    if (!rc)
-        rc = take_rows(r, steps[2].res, g, nranges);
-    if (!rc) {
-        PGresult *pr = steps[3].res;
-        for (int k = 0; k < PQntuples(pr); k++) {
-            int64_t qi = int_field(pr, k, 0, 0);
-            if (qi >= 1 && (size_t)qi <= nranges)
-                g->pred[qi - 1] = PQgetvalue(pr, k, 1)[0] == 't' ? AN_ROW_PROCESSED
-                                                                 : AN_ROW_UNPROCESSED;
-        }
-        PGresult *sr = steps[4].res;
-        for (int k = 0; k < PQntuples(sr); k++)
-            for (size_t i = 0; i < nranges; i++)
-                if (ranges[i].entry_id && !strcmp(ranges[i].entry_id, PQgetvalue(sr, k, 0)))
-                    g->seen[i] = true;
-    }
-    for (int i = 0; i < 5; i++)
-        PQclear(steps[i].res);
-    if (rc) {
-        rollback_quiet(r);
-        return rc;
-    }
-    return ok(r);
-}
-
-int an_repo_group_write_send(an_repo *r, const char *const *row_uids,
-                             const an_score_update *rows, size_t nrows,
-                             const an_group_metric_update *mu, size_t nmu,
-                             const an_group_range *scored, size_t nscored)
-{
-    static const int needed[] = {S_G_WRITE};
-    if (r->write_pending)
-        return fail(r, AN_ESTATE, "group_write: a write is already in flight");
-    if (!r->in_tx)
-        return fail(r, AN_ESTATE, "group_write: no transaction is open");
-    sb *a = r->arr;   /* 17 arrays, in parameter order */
-    for (int i = 0; i < 17; i++) {
-        sb_reset(&a[i]);
-        if (!sb_addc(&a[i], '{'))
-            goto oom;
-    }
-    for (size_t i = 0; i < nrows; i++) {
-        const an_score_update *u = &rows[i];
-        if (u->display_value < INT32_MIN || u->display_value > INT32_MAX) {
-            rollback_quiet(r);
-            return fail(r, AN_EINVAL, "group_write: display_value %" PRId64 " out of range",
-                        u->display_value);
-        }
-        if (i > 0)
-            for (int k = 0; k < 6; k++)
-                if (!sb_addc(&a[k], ','))
-                    goto oom;
-        if (!sb_add_text_elem(&a[0], row_uids[i]) || !sb_add_int(&a[1], u->rowid) ||
-            !sb_add_double(&a[2], u->raw) || !sb_add_double(&a[3], u->anomaly_score) ||
-            !sb_add_int(&a[4], u->display_value) || !sb_add_text_elem(&a[5], u->predictions))
-            goto oom;
-    }
-    for (size_t i = 0; i < nmu; i++) {
-        const an_group_metric_update *m = &mu[i];
-        if (i > 0)
-            for (int k = 6; k < 13; k++)
-                if (!sb_addc(&a[k], ','))
-                    goto oom;
-        if (!sb_add_text_elem(&a[6], m->uid) || !sb_adds(&a[7], m->set_model_params ? "t" : "f") ||
-            !sb_add_text_elem(&a[8], m->model_params) || !sb_add_int(&a[9], m->watermark) ||
-            !sb_add_text_elem(&a[10], m->source) ||
-            !(m->status < 0 ? sb_adds(&a[11], "NULL") : sb_add_int(&a[11], m->status)) ||
-            !sb_add_text_elem(&a[12], m->message))
-            goto oom;
-    }
-    for (size_t i = 0; i < nscored; i++) {
-        const an_group_range *e = &scored[i];
-        if (i > 0)
-            for (int k = 13; k < 17; k++)
-                if (!sb_addc(&a[k], ','))
-                    goto oom;
-        if (!sb_add_text_elem(&a[13], e->entry_id) || !sb_add_text_elem(&a[14], e->uid) ||
-            !sb_add_int(&a[15], e->first) || !sb_add_int(&a[16], e->last))
-            goto oom;
-    }
-    for (int i = 0; i < 17; i++)
-        if (!sb_addc(&a[i], '}'))
-            goto oom;
-
-    int rc = prepare_all(r, needed, 1);
-    if (rc) {
-        rollback_quiet(r);
-        return rc;
-    }
-    const char *p[17];
-    for (int i = 0; i < 17; i++)
-        p[i] = a[i].p;
-    /* libpq copies the parameters into its buffer and PQpipelineSync
-     * flushes it: p and the arrays are not needed after the send. */
-    r->wsteps[0] = (pq_step){S_G_WRITE, NULL, p, NULL};
-    r->wsteps[1] = (pq_step){-1, "COMMIT", NULL, NULL};
-    rc = pipeline_send(r, r->wsteps, 2);
-    r->wsteps[0].params = NULL;
-    if (rc) {
-        r->in_tx = false;
-        return rc;
-    }
-    r->write_pending = true;
-    return 0;
-oom:
-    rollback_quiet(r);
-    return fail(r, AN_ENOMEM, "group_write: out of memory");
-}
-
-int an_repo_group_write_finish(an_repo *r, int64_t *rows_updated)
-{
-    if (!r->write_pending)
-        return fail(r, AN_ESTATE, "group_write_finish: no write in flight");
-    pq_step *steps = r->wsteps;
-    if (rows_updated)
-        *rows_updated = 0;
-    int rc = pipeline_recv(r, steps, 2);
-    r->write_pending = false;
-    r->in_tx = false;
-    if (!rc && steps[0].res && rows_updated)
-        *rows_updated = strtoll(PQgetvalue(steps[0].res, 0, 0), NULL, 10);
-    PQclear(steps[0].res);
-    PQclear(steps[1].res);
-    steps[0].res = steps[1].res = NULL;
-    if (rc) {
-        /* A failed COMMIT or statement leaves nothing applied; make sure
-         * the session is not left in an aborted transaction. */
-        if (r->conn && PQstatus(r->conn) == CONNECTION_OK &&
-            PQtransactionStatus(r->conn) != PQTRANS_IDLE) {
-            PGresult *res = (wd_arm(r), PQexecParams(r->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
-    wd_disarm(r);
-            PQclear(res);
-        }
-        return rc;
-    }
-    return ok(r);
-}
-
-int an_repo_group_write_commit(an_repo *r, const char *const *row_uids,
-                               const an_score_update *rows, size_t nrows,
-                               const an_group_metric_update *mu, size_t nmu,
-                               const an_group_range *scored, size_t nscored,
-                               int64_t *rows_updated)
-{
-    if (rows_updated)
-        *rows_updated = 0;
-    int rc = an_repo_group_write_send(r, row_uids, rows, nrows, mu, nmu, scored, nscored);
-    return rc ? rc : an_repo_group_write_finish(r, rows_updated);
 }
 
 int an_repo_retry_policy(an_repo *r, int attempt, int64_t started_ms)
 {
     rollback_quiet(r);
     int64_t elapsed = an_repo_now_ms(r) - started_ms;
-    if (elapsed >= r->retry_budget_ms) {
+    if (elapsed >= r->opt.retry_budget_ms) {
         repo_log(r, AN_LOG_WARNING, "sql-retry: giving up after %d attempts (%" PRId64 " ms): %s",
                  attempt, elapsed, r->errstr);
         return AN_ETRANSIENT;
     }
-    int delay = r->retry_initial_ms;
-    for (int i = 1; i < attempt && delay < r->retry_max_delay_ms; i++)
-        delay = delay > r->retry_max_delay_ms / 2 ? r->retry_max_delay_ms : delay * 2;
+    int delay = r->opt.retry_initial_ms;
+    for (int i = 1; i < attempt && delay < r->opt.retry_max_delay_ms; i++)
+        delay = an_backoff_next(delay, r->opt.retry_max_delay_ms);
     repo_log(r, attempt == 1 ? AN_LOG_WARNING : AN_LOG_DEBUG,
              "sql-retry: transient error (attempt %d), retrying in %d ms: %s", attempt, delay,
              r->errstr);

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "an_repo.h"
+#include "an_schema.h"
 #include "repo_internal.h"
 
 typedef struct {

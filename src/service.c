@@ -45,6 +45,7 @@
 
 #include "an_clock.h"
 #include "an_log.h"
+#include "an_schema.h"
 #include "an_util.h"
 
 /* An entry kept pending because its predecessor was not applied yet. */

@@ -40,6 +40,7 @@
 
 #include "an_batch_verdict.h"
 #include "an_log.h"
+#include "an_repo_group.h"
 #include "an_util.h"
 #include "an_state_cache.h"
 #include "service_window.h"

@@ -17,6 +17,7 @@
 
 #include "an_clock.h"
 #include "an_log.h"
+#include "an_schema.h"
 
 /* STATUS= lines and the poll of the servers, at most this often. */
 #define SVC_STATUS_MS 5000

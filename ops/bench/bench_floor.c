@@ -61,6 +61,7 @@
 #include "an_config.h"
 #include "an_likelihood.h"
 #include "an_repo.h"
+#include "an_repo_group.h"
 #include "an_service.h"
 #include "an_streams.h"
 

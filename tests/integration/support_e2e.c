@@ -1,6 +1,7 @@
 /* support_e2e.c: see support_e2e.h. */
 #define _GNU_SOURCE
 #include "support_e2e.h"
+#include "support_repo.h"
 
 #include <check.h>
 #include <errno.h>
@@ -212,7 +213,7 @@ void e2e_fini(e2e *t)
     if (cleanup && t->repo) {
         an_repo_rollback(t->repo);
         for (int i = 0; i < t->nuids; i++)
-            PG_RETRY(t, an_repo_delete_metric(t->repo, t->uids[i]));
+            PG_RETRY(t, trepo_delete_metric(t->repo, t->uids[i]));
     }
     if (!cleanup)
         fprintf(stderr, "AN_E2E_KEEP: kept prefix %s, tmpdir %s\n", t->prefix,
@@ -797,8 +798,8 @@ bool e2e_metric_exists(e2e *t, const char *uid)
 void e2e_get_rows(e2e *t, const char *uid, int64_t first, int64_t last,
                   an_data_rows *rows)
 {
-    int rc = PG_RETRY(t, an_repo_get_rows(t->repo, uid, first, last, rows));
-    ck_assert_msg(rc == 0, "get rows %s: %d %s", uid, rc, an_repo_errstr(t->repo));
+    int rc = PG_RETRY(t, trepo_get_rows(t->repo, uid, first, last, rows));
+    ck_assert_msg(rc == 0, "get rows %s: %d %s", uid, rc, trepo_errstr());
 }
 
 json_t *e2e_stored_params(const an_metric *m)

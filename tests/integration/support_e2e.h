@@ -30,6 +30,7 @@
 
 #include "an_codec.h"
 #include "an_repo.h"
+#include "an_repo_group.h"
 #include "an_streams.h"
 
 #define E2E_GROUP "anomalyd"

@@ -13,6 +13,9 @@
 #include <unistd.h>
 
 #include "an_repo.h"
+#include "an_repo_group.h"
+#include "an_schema.h"
+#include "support_repo.h"
 #include "check_main.h"
 
 static const char *dsn;
@@ -51,7 +54,8 @@ static void vclock_sleep(void *ud, int ms)
     v->now += ms;
 }
 
-static an_repo *new_repo_clock(int budget_ms, int initial_ms, int max_ms, const an_clock *clock)
+static an_repo *new_repo_full(int budget_ms, int initial_ms, int max_ms, const an_clock *clock,
+                              int lock_timeout_ms)
 {
     an_repo_options o;
     memset(&o, 0, sizeof o);
@@ -64,9 +68,15 @@ static an_repo *new_repo_clock(int budget_ms, int initial_ms, int max_ms, const 
     o.retry_max_delay_ms = max_ms;
     o.log = capture_log;
     o.clock = clock;
+    o.lock_timeout_ms = lock_timeout_ms;
     an_repo *r = an_repo_new(&o);
     ck_assert_ptr_nonnull(r);
     return r;
+}
+
+static an_repo *new_repo_clock(int budget_ms, int initial_ms, int max_ms, const an_clock *clock)
+{
+    return new_repo_full(budget_ms, initial_ms, max_ms, clock, 0);
 }
 
 static an_repo *new_repo_opts(int budget_ms, int initial_ms, int max_ms)
@@ -80,6 +90,13 @@ static an_repo *new_repo(void) { return new_repo_opts(10000, 100, 10000); }
     do {                                                                                       \
         int rc_ = (call);                                                                      \
         ck_assert_msg(rc_ == 0, "%s -> %d: %s", #call, rc_, an_repo_errstr(r));                \
+    } while (0)
+
+/* The same for the tests' own repository calls (support_repo.h). */
+#define CK_TR(call)                                                                            \
+    do {                                                                                       \
+        int rc_ = (call);                                                                      \
+        ck_assert_msg(rc_ == 0, "%s -> %d: %s", #call, rc_, trepo_errstr());                   \
     } while (0)
 
 static void make_uid(char *buf, size_t len, const char *tag)
@@ -130,15 +147,15 @@ static void score_rows(an_repo *r, const char *uid, int64_t first, int64_t last)
         u[i].predictions = "null";
     }
     int64_t updated = 0;
-    CK_OK(r, an_repo_write_scores(r, uid, u, n, &updated));
+    CK_TR(trepo_write_scores(r, uid, u, n, &updated));
     ck_assert_int_eq(updated, (int64_t)n);
     free(u);
 }
 
 static void drop_metric(an_repo *r, const char *uid)
 {
-    int rc = an_repo_delete_metric(r, uid);
-    ck_assert_msg(rc == 0, "delete_metric %s: %s", uid, an_repo_errstr(r));
+    int rc = trepo_delete_metric(r, uid);
+    ck_assert_msg(rc == 0, "delete_metric %s: %s", uid, trepo_errstr());
 }
 
 /* Runs one parameterized statement on a repo's raw connection. */
@@ -291,7 +308,7 @@ START_TEST(create_metric_and_rows)
     ck_assert_int_eq(add_rows(r, uid, 2, 1420071300.0), 4);
 
     an_data_rows rows = {0};
-    CK_OK(r, an_repo_get_rows(r, uid, 1, 5, &rows));
+    CK_TR(trepo_get_rows(r, uid, 1, 5, &rows));
     ck_assert_uint_eq(rows.n, 5);
     for (size_t i = 0; i < 5; i++) {
         ck_assert_int_eq(rows.v[i].rowid, (int64_t)i + 1);
@@ -310,12 +327,12 @@ START_TEST(create_metric_and_rows)
     ck_assert(rows.v[4].metric_value == 1.5);
 
     /* Sub-ranges and empty ranges. */
-    CK_OK(r, an_repo_get_rows(r, uid, 2, 3, &rows));
+    CK_TR(trepo_get_rows(r, uid, 2, 3, &rows));
     ck_assert_uint_eq(rows.n, 2);
     ck_assert_int_eq(rows.v[0].rowid, 2);
-    CK_OK(r, an_repo_get_rows(r, uid, 6, 10, &rows));
+    CK_TR(trepo_get_rows(r, uid, 6, 10, &rows));
     ck_assert_uint_eq(rows.n, 0);
-    CK_OK(r, an_repo_get_rows(r, "no-such-uid", 1, 10, &rows));
+    CK_TR(trepo_get_rows(r, "no-such-uid", 1, 10, &rows));
     ck_assert_uint_eq(rows.n, 0);
     an_data_rows_free(&rows);
 
@@ -340,7 +357,7 @@ START_TEST(create_metric_and_rows)
 
     drop_metric(r, uid);
     ck_assert_int_eq(an_repo_get_metric(r, uid, AN_LOCK_NONE, &m), AN_ENOTFOUND);
-    ck_assert_int_eq(an_repo_delete_metric(r, uid), AN_ENOTFOUND);
+    ck_assert_int_eq(trepo_delete_metric(r, uid), AN_ENOTFOUND);
     an_repo_free(r);
 }
 END_TEST
@@ -392,19 +409,19 @@ START_TEST(metric_status)
     ck_assert_str_eq(an_metric_status_name(AN_METRIC_CREATE_PENDING), "CREATE_PENDING");
 
     /* store_params */
-    CK_OK(r, an_repo_store_params(r, uid, "{\"anomalyLikelihoodParams\": {\"x\": 1}}", 42,
+    CK_TR(trepo_store_params(r, uid, "{\"anomalyLikelihoodParams\": {\"x\": 1}}", 42,
                                   "1700000000000-7"));
     CK_OK(r, an_repo_get_metric(r, uid, AN_LOCK_NONE, &m));
     ck_assert_str_eq(m.model_params, "{\"anomalyLikelihoodParams\": {\"x\": 1}}");
     ck_assert_int_eq(m.scored_rowid, 42);
     ck_assert_str_eq(m.scored_source, "1700000000000-7");
     an_metric_clear(&m);
-    CK_OK(r, an_repo_store_params(r, uid, NULL, 0, NULL));
+    CK_TR(trepo_store_params(r, uid, NULL, 0, NULL));
     CK_OK(r, an_repo_get_metric(r, uid, AN_LOCK_NONE, &m));
     ck_assert_ptr_null(m.model_params);
     ck_assert_ptr_null(m.scored_source);
     an_metric_clear(&m);
-    ck_assert_int_eq(an_repo_store_params(r, "nope-nope", "{}", 1, NULL), AN_ENOTFOUND);
+    ck_assert_int_eq(trepo_store_params(r, "nope-nope", "{}", 1, NULL), AN_ENOTFOUND);
 
     drop_metric(r, uid);
     an_repo_free(r);
@@ -447,11 +464,11 @@ START_TEST(batch_write_tricky_predictions)
     u[12] = u[0];
     u[12].rowid = 999;
     int64_t updated = -1;
-    CK_OK(r, an_repo_write_scores(r, uid, u, 13, &updated));
+    CK_TR(trepo_write_scores(r, uid, u, 13, &updated));
     ck_assert_int_eq(updated, 12);
 
     an_data_rows rows = {0};
-    CK_OK(r, an_repo_get_rows(r, uid, 1, 12, &rows));
+    CK_TR(trepo_get_rows(r, uid, 1, 12, &rows));
     ck_assert_uint_eq(rows.n, 12);
     for (int i = 0; i < 12; i++) {
         const an_data_row *d = &rows.v[i];
@@ -465,7 +482,7 @@ START_TEST(batch_write_tricky_predictions)
             ck_assert_str_eq(d->predictions, preds[i]);
     }
     /* The buffer is reused: a second read into the same rows. */
-    CK_OK(r, an_repo_get_rows(r, uid, 5, 6, &rows));
+    CK_TR(trepo_get_rows(r, uid, 5, 6, &rows));
     ck_assert_uint_eq(rows.n, 2);
     ck_assert_str_eq(rows.v[0].predictions, preds[4]);
     ck_assert_str_eq(rows.v[1].predictions, "null");
@@ -473,18 +490,21 @@ START_TEST(batch_write_tricky_predictions)
 
     /* Non-finite doubles are spelled for PostgreSQL. */
     an_score_update nf = {1, NAN, INFINITY, 0, "x"};
-    CK_OK(r, an_repo_write_scores(r, uid, &nf, 1, &updated));
-    CK_OK(r, an_repo_get_rows(r, uid, 1, 1, &rows));
+    CK_TR(trepo_write_scores(r, uid, &nf, 1, &updated));
+    CK_TR(trepo_get_rows(r, uid, 1, 1, &rows));
     ck_assert(isnan(rows.v[0].raw));
     ck_assert(isinf(rows.v[0].anomaly_score) && rows.v[0].anomaly_score > 0);
     an_data_rows_free(&rows);
 
-    /* Bad arguments. */
-    ck_assert_int_eq(an_repo_write_scores(r, uid, u, 0, &updated), AN_EINVAL);
+    /* No rows: nothing written. A display value outside int: refused, the
+     * transaction rolled back. */
+    CK_TR(trepo_write_scores(r, uid, u, 0, &updated));
+    ck_assert_int_eq(updated, 0);
     an_score_update big = {1, 0, 0, (int64_t)1 << 40, NULL};
-    ck_assert_int_eq(an_repo_write_scores(r, uid, &big, 1, &updated), AN_EINVAL);
+    ck_assert_int_eq(trepo_write_scores(r, uid, &big, 1, &updated), AN_EINVAL);
+    ck_assert(!an_repo_in_transaction(r));
     /* Another metric's uid updates nothing. */
-    CK_OK(r, an_repo_write_scores(r, "no-such-uid", u, 3, &updated));
+    CK_TR(trepo_write_scores(r, "no-such-uid", u, 3, &updated));
     ck_assert_int_eq(updated, 0);
 
     drop_metric(r, uid);
@@ -529,23 +549,17 @@ START_TEST(processed_count_and_tail)
     ck_assert_uint_eq(got, 4);
     ck_assert_int_eq(s[3].rowid, 4);
 
-    /* The sample-source adapter. */
-    an_repo_source rs = {r, uid, 0};
-    an_sample_source src = an_repo_sample_source(&rs);
-    char err[256] = "";
-    ck_assert_int_eq(src.processed_count(src.ctx, &count, err, sizeof err), 0);
-    ck_assert_int_eq(count, 12);
-    ck_assert_int_eq(src.tail(src.ctx, 3, s, &got, err, sizeof err), 0);
+    /* The newest 3, and the count below the first row of a batch at 11. */
+    CK_OK(r, an_repo_processed_tail(r, uid, 0, 3, s, &got));
     ck_assert_uint_eq(got, 3);
     ck_assert_int_eq(s[0].rowid, 10);
-    rs.before_rowid = 11;
-    ck_assert_int_eq(src.processed_count(src.ctx, &count, err, sizeof err), 0);
+    CK_OK(r, an_repo_processed_count(r, uid, 11, &count));
     ck_assert_int_eq(count, 10);
 
     /* delete_model (docs/htmengine.md §4.3): scores and params cleared, status
      * 0. */
-    CK_OK(r, an_repo_store_params(r, uid, "{\"anomalyLikelihoodParams\": null}", 12, NULL));
-    CK_OK(r, an_repo_delete_model(r, uid));
+    CK_TR(trepo_store_params(r, uid, "{\"anomalyLikelihoodParams\": null}", 12, NULL));
+    CK_TR(trepo_delete_model(r, uid));
     an_metric m = {0};
     CK_OK(r, an_repo_get_metric(r, uid, AN_LOCK_NONE, &m));
     ck_assert_int_eq(m.status, AN_METRIC_UNMONITORED);
@@ -558,13 +572,13 @@ START_TEST(processed_count_and_tail)
     CK_OK(r, an_repo_processed_count(r, uid, 0, &count));
     ck_assert_int_eq(count, 0);
     an_data_rows rows = {0};
-    CK_OK(r, an_repo_get_rows(r, uid, 1, 20, &rows));
+    CK_TR(trepo_get_rows(r, uid, 1, 20, &rows));
     ck_assert_uint_eq(rows.n, 20);
     for (size_t i = 0; i < rows.n; i++)
         ck_assert(!rows.v[i].has_raw && !rows.v[i].has_score && !rows.v[i].has_display &&
                   !rows.v[i].predictions);
     an_data_rows_free(&rows);
-    ck_assert_int_eq(an_repo_delete_model(r, "no-such-uid"), AN_ENOTFOUND);
+    ck_assert_int_eq(trepo_delete_model(r, "no-such-uid"), AN_ENOTFOUND);
 
     drop_metric(r, uid);
     an_repo_free(r);
@@ -612,7 +626,8 @@ END_TEST
 
 START_TEST(update_lock_blocks_second_connection)
 {
-    an_repo *a = new_repo(), *b = new_repo();
+    /* b waits at most 200 ms for a lock (lock_timeout, set on connect) */
+    an_repo *a = new_repo(), *b = new_repo_full(10000, 100, 10000, NULL, 200);
     char uid[48];
     make_uid(uid, sizeof uid, "lock");
     create_metric(a, uid, AN_METRIC_ACTIVE);
@@ -622,7 +637,6 @@ START_TEST(update_lock_blocks_second_connection)
     CK_OK(a, an_repo_get_metric(a, uid, AN_LOCK_UPDATE, &m));
     an_metric_clear(&m);
 
-    CK_OK(b, an_repo_set_lock_timeout(b, 200));
     /* FOR UPDATE and FOR SHARE wait for A's lock, then time out: 55P03. */
     CK_OK(b, an_repo_begin(b));
     ck_assert_int_eq(an_repo_get_metric(b, uid, AN_LOCK_UPDATE, &m), AN_ETRANSIENT);
@@ -674,7 +688,7 @@ static int tx_kill_midway(an_repo *r, void *vctx)
     rc = an_repo_set_metric_status(r, c->uid, AN_METRIC_ERROR, "from tx", AN_REPO_ANY_STATUS);
     if (rc)
         return rc;
-    return an_repo_store_params(r, c->uid, "{}", 7, NULL);
+    return trepo_store_params(r, c->uid, "{}", 7, NULL);
 }
 
 START_TEST(killed_backend_is_transient_and_retried)
@@ -918,17 +932,17 @@ START_TEST(quote_in_uid)
     size_t got = 0;
     CK_OK(r, an_repo_processed_tail(r, uid, 0, 4, s, &got));
     ck_assert_uint_eq(got, 3);
-    CK_OK(r, an_repo_store_params(r, uid, "{'x': \"y\"}", 3, NULL));
+    CK_TR(trepo_store_params(r, uid, "{'x': \"y\"}", 3, NULL));
     CK_OK(r, an_repo_get_metric(r, uid, AN_LOCK_UPDATE, &m));
     ck_assert_str_eq(m.uid, uid);
     ck_assert_str_eq(m.message, "it's");
     ck_assert_str_eq(m.model_params, "{'x': \"y\"}");
     an_metric_clear(&m);
     an_data_rows rows = {0};
-    CK_OK(r, an_repo_get_rows(r, uid, 1, 4, &rows));
+    CK_TR(trepo_get_rows(r, uid, 1, 4, &rows));
     ck_assert_uint_eq(rows.n, 4);
     an_data_rows_free(&rows);
-    CK_OK(r, an_repo_delete_model(r, uid));
+    CK_TR(trepo_delete_model(r, uid));
     drop_metric(r, uid);
     an_repo_free(r);
 }

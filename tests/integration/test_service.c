@@ -21,6 +21,7 @@
 #include <zlib.h>
 
 #include "support_e2e.h"
+#include "support_repo.h"
 #include "check_main.h"
 
 static e2e T;
@@ -1215,7 +1216,7 @@ START_TEST(deleted_model_params)
     ck_assert_uint_eq(saved->elements, 8);
 
     /* deleted (the API deletes the metric; the runner answers deleteModel) */
-    ck_assert_int_eq(an_repo_delete_metric(T.repo, u), 0);
+    ck_assert_int_eq(trepo_delete_metric(T.repo, u), 0);
     an_result del = e2e_cmd("delete-old", "deleteModel", 0, NULL);
     e2e_xadd_results(&T, u, &del, 1, AN_ENC_JSON, id);
     e2e_run_anomalyd(&T, &d, "c1", 1500, 120000);
