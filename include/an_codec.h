@@ -9,10 +9,7 @@
  *    command-result messages, serialize them to the `body` field (`zlib` or
  *    `json`), and decode an output entry back (anomalyctl tail, tests).
  *
- * JSON text written by this module is compact (",", ":" separators, no
- * spaces), keeps object key insertion order, writes non-ASCII as raw UTF-8,
- * and writes doubles in the shortest form that round-trips exactly (always
- * with a '.' or an exponent, so 1.0 stays a real: "1.0", "0.1", "1e+300").
+ * JSON text written by this module is that of an_json_out.h.
  *
  * Error convention (an_error.h): 0 or a negative AN_E* code; a short human
  * reason goes into the caller's buffer (always NUL-terminated when len > 0).
@@ -31,6 +28,7 @@
 #include <jansson.h>
 
 #include "an_error.h"
+#include "an_json_out.h" /* an_json_dumps: the text format of the bodies */
 
 #ifdef __cplusplus
 extern "C" {
@@ -270,6 +268,15 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
 char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
                             size_t *len, char *err, size_t errlen);
 
+/* an_msg_inference_text in two parts, so a caller can keep the first per
+ * metric: the head is the text up to the rows ({"metric":{...},"results":[),
+ * malloc'd, NUL-terminated, *len its length (NULL with err set as
+ * an_msg_inference); text_head appends the rows and the end to a head
+ * (borrowed) and returns the whole message as an_msg_inference_text does. */
+char *an_msg_inference_head(const an_metric_info *m, size_t *len, char *err, size_t errlen);
+char *an_msg_inference_text_head(const char *head, size_t head_len, const an_out_row *rows,
+                                 size_t n, size_t *len, char *err, size_t errlen);
+
 /* docs/htmengine.md §6.2 command-result message, borrowed inputs. */
 typedef struct an_cmd_msg {
     const char *method;     /* required */
@@ -298,24 +305,10 @@ json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen);
 int an_metric_spec_from_parameters(const char *parameters_json, json_t **spec,
                                    char *err, size_t errlen);
 
-/* ------------------------------------------------------ JSON text, bodies */
-
-/* Compact JSON text of any value (see the top of this file for the format;
- * a bare scalar is allowed). malloc'd, NUL-terminated; *len (if non-NULL)
- * excludes the NUL. NULL on ENOMEM or a non-finite real. */
-char *an_json_dumps(const json_t *v, size_t *len);
-
-/* The text the service stores in the DB for multiStepBestPredictions:
- * json.dumps(predictions), i.e. an_json_dumps(p), or "null" when p is NULL.
- * malloc'd. NULL only on ENOMEM. */
-char *an_predictions_text(const json_t *p);
-
-/* Shortest round-trip text of a finite double into buf (>= 32 bytes), always
- * containing '.', 'e' or being "inf"/"nan" for non-finite input. Returns buf. */
-char *an_codec_fmt_double(char *buf, size_t len, double d);
+/* ------------------------------------------------------------- bodies */
 
 /* The `body` field of an output entry: an_json_dumps(msg), zlib-compressed
- * (compress2 level 6) for AN_ENC_ZLIB. *body is malloc'd (free()); for
+ * (an_zlib_compress) for AN_ENC_ZLIB. *body is malloc'd (free()); for
  * AN_ENC_JSON it is also NUL-terminated (not counted in *len). */
 int an_body_encode(const json_t *msg, an_encoding enc, char **body,
                    size_t *len, char *err, size_t errlen);
@@ -325,7 +318,10 @@ int an_body_encode(const json_t *msg, an_encoding enc, char **body,
 int an_body_encode_text(char *text, size_t tlen, an_encoding enc, char **body, size_t *len,
                         char *err, size_t errlen);
 
-/* Raw zlib helpers. an_zlib_compress: compress2 level 6, malloc'd output.
+/* Raw zlib helpers. an_zlib_compress: an RFC 1950 stream, deflate level 6
+ * with a 32 KiB window (inputs up to 16 KiB with a 2,048-entry hash, larger
+ * ones with compress2's parameters: the bytes may differ from compress2's,
+ * never what they inflate to), malloc'd output.
  * an_zlib_inflate: inflates a complete RFC 1950 stream incrementally; fails
  * with AN_ERANGE as soon as the output would exceed max_out (no allocation
  * beyond max_out + 1), AN_EINVAL for corrupt/truncated data or trailing

@@ -129,6 +129,12 @@ int an_helper_refresh_interval(const an_helper_config *cfg, size_t m);
  * !present); from_json accepts JSON null / NULL pointer (absent) and an
  * object; anything else is AN_EINVAL with a message naming the key. */
 json_t *an_helper_state_to_json(const an_helper_state *s);
+
+/* an_json_dumps(an_helper_state_to_json(s)), byte for byte, written
+ * without a tree (the service writes it for every scored batch). malloc'd,
+ * NUL-terminated; *len (if non-NULL) excludes the NUL. NULL on ENOMEM or a
+ * non-finite number (which the tree cannot hold either). */
+char *an_helper_state_text(const an_helper_state *s, size_t *len);
 int an_helper_state_from_json(const json_t *j, an_helper_state *s, char *err,
                               size_t errlen);
 

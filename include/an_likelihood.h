@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "an_error.h"
+#include "an_json_out.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -165,6 +166,11 @@ void an_lk_class_free(an_lk_class *c);
 /* Returns a new reference (caller owns; json_decref), or NULL on ENOMEM. */
 json_t *an_lk_params_to_json(const an_lk_params *p);
 
+/* Appends an_json_dumps(an_lk_params_to_json(p)) to b, byte for byte,
+ * without building the tree (the service writes it for every scored
+ * batch). A non-finite number sets b->fail (the tree cannot hold one). */
+void an_lk_params_append(an_jbuf *b, const an_lk_params *p);
+
 /* Parses params. Extra keys are ignored; a missing "historicalLikelihoods"
  * is taken as [1.0] (as the original). Missing or mistyped required keys,
  * a window over AN_LK_MAX_WINDOW, a list longer than the window or a
@@ -173,9 +179,6 @@ json_t *an_lk_params_to_json(const an_lk_params *p);
 int an_lk_params_from_json(const json_t *j, an_lk_params *p, char *err,
                            size_t errlen);
 
-/* Shortest decimal text that strtod reads back as exactly d (like Python's
- * repr), into buf (>= 32 bytes). Returns buf. */
-char *an_fmt_double(char *buf, size_t len, double d);
 
 #ifdef __cplusplus
 }

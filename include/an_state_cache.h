@@ -22,7 +22,10 @@
  *
  * Bounded: at most max_entries metrics (least recently used evicted);
  * 0 disables the cache (every lookup misses, puts are ignored). An entry
- * costs ~0.2 KB plus the state text (~0.3-0.5 KB). Not thread-safe; one
+ * costs ~0.2 KB plus the state text (~0.3-0.5 KB), plus, once an output
+ * message of the metric was built, its message head (~0.3 KB) and the
+ * texts it was built from (the parameters column and the metric's names,
+ * ~0.5 KB with htmengine's parameters). Not thread-safe; one
  * per service.
  *
  * Pure: knows jansson and the helper state, nothing of Redis or SQL.
@@ -34,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "an_codec.h"
 #include "an_helper.h"
 
 #ifdef __cplusplus
@@ -66,6 +70,29 @@ bool an_state_cache_get(an_state_cache *c, const char *uid,
 int an_state_cache_put(an_state_cache *c, const char *uid, const char *mp,
                        size_t mp_len, an_state_span span,
                        const an_helper_state *state);
+
+/* The text of uid's inference message up to its rows: an_msg_inference_head
+ * of mi with, as its spec, the metricSpec of `parameters` (the metric's
+ * parameters column). Kept with uid's entry and reused as long as mi's texts
+ * and parameters are byte for byte the ones it was built from (every call
+ * compares them), so the parameters JSON is parsed and the metric part
+ * serialized once per metric rather than once per message; the entry
+ * carries it across puts, eviction and forget drop it. Works without an
+ * entry too (the cache off, a metric seen for the first time): built every
+ * time. Borrowed: valid until the next call on c. NULL with err set when
+ * the head cannot be built (parameters without a metricSpec object, a
+ * missing uid or datasource, ENOMEM), as an_metric_spec_from_parameters and
+ * an_msg_inference_head say. */
+const char *an_state_cache_msg_head(an_state_cache *c, const char *uid,
+                                    const an_metric_info *mi, const char *parameters,
+                                    size_t *len, char *err, size_t errlen);
+
+/* Whether uid has an entry (whatever text it describes). The service then
+ * skips reading uid's params hash: the entry describes the model_params
+ * this process last committed, and when another writer moved them the
+ * get misses and the state is parsed from model_params, which is always
+ * current (the hash only saves that parse). */
+bool an_state_cache_has(an_state_cache *c, const char *uid);
 
 /* Drops uid's entry, if any. */
 void an_state_cache_forget(an_state_cache *c, const char *uid);

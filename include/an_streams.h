@@ -314,7 +314,8 @@ int an_params_cache_get(an_redis *r, const char *key, char **params,
 /* HMGET key params watermark source for n keys in one pipelined round
  * trip. params[i] malloc'd or NULL (absent), watermarks[i] -1 when absent,
  * sources[i] (when sources is not NULL) malloc'd or NULL (absent: a hash
- * written before sources were stored). The caller frees params[i] and
+ * written before sources were stored). A NULL keys[i] is not asked for
+ * (params[i] NULL, as absent). The caller frees params[i] and
  * sources[i]. On error every params[i] and sources[i] is NULL. */
 int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
                              char **params, int64_t *watermarks, char **sources);

@@ -3,7 +3,7 @@
  */
 #include "an_util.h"
 #include "an_codec.h"
-#include "an_likelihood.h" /* an_fmt_double */
+#include "an_json_out.h"
 #include "an_log.h"        /* an_escape */
 
 #include <errno.h>
@@ -74,6 +74,11 @@ an_codec_limits an_codec_limits_default(void)
 
 /* ------------------------------------------------------------ zlib */
 
+/* Inputs up to this size are deflated with the small-hash state (an
+ * output message of up to ~100 one-row results; a catch-up message of
+ * 1,440 rows is ~190 KB). */
+#define SMALL_DEFLATE_MAX ((size_t)16 << 10)
+
 int an_zlib_compress(const void *in, size_t inlen, char **out, size_t *outlen,
                      char *err, size_t errlen)
 {
@@ -83,45 +88,54 @@ int an_zlib_compress(const void *in, size_t inlen, char **out, size_t *outlen,
         an_seterr(err, errlen, "zlib input too large (%zu bytes)", inlen);
         return AN_ERANGE;
     }
-    uLong bound = compressBound((uLong)inlen);
+    /* Two deflate states per thread, reset between messages: compress2
+     * would allocate and clear ~270 KB of state for every small message.
+     * Both are level 6 with a 32 KiB window; messages up to
+     * SMALL_DEFLATE_MAX take one with a 2,048-entry hash (memLevel 4)
+     * instead of 32,768: resetting a state clears its hash heads, 64 KiB at
+     * memLevel 8, and that was 40 % of the compression CPU of a one-row
+     * message (docs/performance.md). Any zlib reader inflates either; the
+     * compressed bytes are not an interface (readers inflate and parse), so
+     * they may differ from compress2's by a few bytes. */
+    static __thread z_stream zss[2];
+    static __thread bool zs_ready[2];
+    int k = inlen <= SMALL_DEFLATE_MAX ? 0 : 1;
+    z_stream *zs = &zss[k];
+    int zr;
+    if (!zs_ready[k]) {
+        memset(zs, 0, sizeof *zs);
+        zr = deflateInit2(zs, 6, Z_DEFLATED, 15, k == 0 ? 4 : 8, Z_DEFAULT_STRATEGY);
+        if (zr != Z_OK) {
+            an_seterr(err, errlen, "zlib deflateInit failed (%d)", zr);
+            return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
+        }
+        zs_ready[k] = true;
+    } else {
+        deflateReset(zs);
+    }
+    /* deflateBound, not compressBound: the latter assumes compress2's
+     * parameters, and the small state's shorter blocks may need more room
+     * for input that does not compress. */
+    uLong bound = deflateBound(zs, (uLong)inlen);
     char *buf = malloc(bound ? bound : 1);
     if (!buf) {
         an_seterr(err, errlen, "out of memory");
         return AN_ENOMEM;
     }
-    /* One deflate state per thread, reset between messages: compress2 would
-     * allocate and clear ~270 KB of state for every small message. Same
-     * parameters as compress2 (level 6, window 15, memLevel 8), so the same
-     * bytes. */
-    static __thread z_stream zs;
-    static __thread bool zs_ready;
-    int zr;
-    if (!zs_ready) {
-        memset(&zs, 0, sizeof zs);
-        zr = deflateInit(&zs, 6);
-        if (zr != Z_OK) {
-            free(buf);
-            an_seterr(err, errlen, "zlib deflateInit failed (%d)", zr);
-            return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
-        }
-        zs_ready = true;
-    } else {
-        deflateReset(&zs);
-    }
-    zs.next_in = (Bytef *)(uintptr_t)in;
-    zs.avail_in = (uInt)inlen;
-    zs.next_out = (Bytef *)buf;
-    zs.avail_out = (uInt)bound;
-    zr = deflate(&zs, Z_FINISH);
+    zs->next_in = (Bytef *)(uintptr_t)in;
+    zs->avail_in = (uInt)inlen;
+    zs->next_out = (Bytef *)buf;
+    zs->avail_out = (uInt)bound;
+    zr = deflate(zs, Z_FINISH);
     if (zr != Z_STREAM_END) {
         free(buf);
-        deflateEnd(&zs);
-        zs_ready = false;
+        deflateEnd(zs);
+        zs_ready[k] = false;
         an_seterr(err, errlen, "zlib compress failed (%d)", zr);
         return zr == Z_MEM_ERROR ? AN_ENOMEM : AN_EIO;
     }
     *out = buf;
-    *outlen = (size_t)zs.total_out;
+    *outlen = (size_t)zs->total_out;
     return 0;
 }
 
@@ -321,182 +335,6 @@ int an_json_field_decode(const char *data, size_t len, an_encoding enc,
                          size_t errlen)
 {
     return json_field_decode_capped(data, len, enc, max_inflated, 0, out, err, errlen);
-}
-
-char *an_codec_fmt_double(char *buf, size_t len, double d)
-{
-    if (isnan(d)) {
-        snprintf(buf, len, "nan");
-        return buf;
-    }
-    if (isinf(d)) {
-        snprintf(buf, len, d < 0 ? "-inf" : "inf");
-        return buf;
-    }
-    /* The shortest text that reads back exactly (Python repr style: "1.0",
-     * "0.1", "1e-05"), with a fast exact path for the usual magnitudes. */
-    return an_fmt_double(buf, len, d);
-}
-
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool fail;
-} sbuf;
-
-static void sb_reserve(sbuf *b, size_t more)
-{
-    if (b->fail)
-        return;
-    if (b->len + more + 1 <= b->cap)
-        return;
-    size_t ncap = b->cap ? b->cap : 256;
-    while (ncap < b->len + more + 1)
-        ncap *= 2;
-    char *np = realloc(b->p, ncap);
-    if (!np) {
-        b->fail = true;
-        return;
-    }
-    b->p = np;
-    b->cap = ncap;
-}
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    sb_reserve(b, n);
-    if (b->fail)
-        return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_str(sbuf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    sb_reserve(b, n + 2);
-    sb_put(b, "\"", 1);
-    size_t run = 0; /* start of the pending unescaped run */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        const char *esc = NULL;
-        char u[7];
-        switch (c) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
-        default:
-            if (c < 0x20 || c == 0x7f) {
-                u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
-                u[4] = hex[c >> 4]; u[5] = hex[c & 15]; u[6] = '\0';
-                esc = u;
-            }
-        }
-        if (esc) {
-            sb_put(b, s + run, i - run);
-            sb_puts(b, esc);
-            run = i + 1;
-        }
-    }
-    sb_put(b, s + run, n - run);
-    sb_put(b, "\"", 1);
-}
-
-static void sb_json(sbuf *b, const json_t *v, int depth)
-{
-    char num[40];
-    if (b->fail)
-        return;
-    if (depth > 2048) {
-        b->fail = true;
-        return;
-    }
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        const char *key;
-        json_t *val;
-        bool first = true;
-        sb_put(b, "{", 1);
-        /* jansson >= 2.8 iterates objects in insertion order. */
-        json_object_foreach((json_t *)v, key, val) {
-            if (!first)
-                sb_put(b, ",", 1);
-            first = false;
-            sb_str(b, key, strlen(key));
-            sb_put(b, ":", 1);
-            sb_json(b, val, depth + 1);
-        }
-        sb_put(b, "}", 1);
-        break;
-    }
-    case JSON_ARRAY: {
-        sb_put(b, "[", 1);
-        for (size_t i = 0; i < json_array_size(v); i++) {
-            if (i)
-                sb_put(b, ",", 1);
-            sb_json(b, json_array_get(v, i), depth + 1);
-        }
-        sb_put(b, "]", 1);
-        break;
-    }
-    case JSON_STRING:
-        sb_str(b, json_string_value(v), json_string_length(v));
-        break;
-    case JSON_INTEGER:
-        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT,
-                 json_integer_value(v));
-        sb_puts(b, num);
-        break;
-    case JSON_REAL: {
-        double d = json_real_value(v);
-        if (!isfinite(d)) {
-            b->fail = true;
-            return;
-        }
-        sb_puts(b, an_codec_fmt_double(num, sizeof num, d));
-        break;
-    }
-    case JSON_TRUE:
-        sb_puts(b, "true");
-        break;
-    case JSON_FALSE:
-        sb_puts(b, "false");
-        break;
-    case JSON_NULL:
-        sb_puts(b, "null");
-        break;
-    }
-}
-
-char *an_json_dumps(const json_t *v, size_t *len)
-{
-    sbuf b = {0};
-    if (!v)
-        return NULL;
-    sb_json(&b, v, 0);
-    if (!b.fail && !b.p)
-        sb_put(&b, "", 0);
-    if (b.fail || !b.p) {
-        free(b.p);
-        return NULL;
-    }
-    if (len)
-        *len = b.len;
-    return b.p;
-}
-
-char *an_predictions_text(const json_t *p)
-{
-    if (!p || json_is_null(p))
-        return strdup("null");
-    return an_json_dumps(p, NULL);
 }
 
 /* ------------------------------------------------------------ decoding */
@@ -1147,22 +985,22 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
 
 /* One row's predictions into b: a canonical text verbatim, else parsed and
  * re-dumped (an object or null, as an_msg_inference accepts). */
-static int sb_predictions(sbuf *b, const an_out_row *r, size_t i, char *err, size_t errlen)
+static int sb_predictions(an_jbuf *b, const an_out_row *r, size_t i, char *err, size_t errlen)
 {
     if (r->predictions) {
         if (!json_is_object(r->predictions) && !json_is_null(r->predictions)) {
             an_seterr(err, errlen, "results[%zu]: predictions must be an object or null", i);
             return AN_EINVAL;
         }
-        sb_json(b, r->predictions, 3);
+        an_jbuf_json(b, r->predictions, 3);
         return 0;
     }
     if (!r->predictions_json || strcmp(r->predictions_json, "null") == 0) {
-        sb_puts(b, "null");
+        an_jbuf_puts(b, "null");
         return 0;
     }
     if (r->predictions_canonical) {
-        sb_puts(b, r->predictions_json);
+        an_jbuf_puts(b, r->predictions_json);
         return 0;
     }
     char what[64];
@@ -1170,23 +1008,36 @@ static int sb_predictions(sbuf *b, const an_out_row *r, size_t i, char *err, siz
     snprintf(what, sizeof what, "results[%zu].multiStepBestPredictions", i);
     if (parse_object(r->predictions_json, what, &p, err, errlen))
         return AN_EINVAL;
-    sb_json(b, p, 3);   /* its depth in the message, as the tree dumps it */
+    an_jbuf_json(b, p, 3);   /* its depth in the message, as the tree dumps it */
     json_decref(p);
     return 0;
 }
 
-char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
-                            size_t *len, char *err, size_t errlen)
+char *an_msg_inference_head(const an_metric_info *m, size_t *len, char *err, size_t errlen)
 {
-    /* the metric part (small) through the tree builder, then the rows */
+    /* through the tree builder: the metric part is small */
     json_t *head = an_msg_inference(m, NULL, 0, err, errlen);
     if (!head)
         return NULL;
-    sbuf b = {0};
-    sb_put(&b, "{\"metric\":", 10);
-    sb_json(&b, json_object_get(head, "metric"), 1);
+    an_jbuf b = {0};
+    an_jbuf_put(&b, "{\"metric\":", 10);
+    an_jbuf_json(&b, json_object_get(head, "metric"), 1);
     json_decref(head);
-    sb_puts(&b, ",\"results\":[");
+    an_jbuf_puts(&b, ",\"results\":[");
+    if (b.fail) {
+        free(b.p);
+        an_seterr(err, errlen, "out of memory or non-finite number");
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
+
+char *an_msg_inference_text_head(const char *head, size_t head_len, const an_out_row *rows,
+                                 size_t n, size_t *len, char *err, size_t errlen)
+{
+    an_jbuf b = {0};
+    an_jbuf_put(&b, head, head_len);
     for (size_t i = 0; i < n && !b.fail; i++) {
         const an_out_row *r = &rows[i];
         char num[40];
@@ -1198,24 +1049,24 @@ char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, siz
             return NULL;
         }
         if (i)
-            sb_put(&b, ",", 1);
+            an_jbuf_put(&b, ",", 1);
         snprintf(num, sizeof num, "{\"rowid\":%" PRId64 ",\"ts\":", r->rowid);
-        sb_puts(&b, num);
-        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->ts));
-        sb_puts(&b, ",\"value\":");
-        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->value));
-        sb_puts(&b, ",\"rawAnomaly\":");
-        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->raw));
-        sb_puts(&b, ",\"anomaly\":");
-        sb_puts(&b, an_codec_fmt_double(num, sizeof num, r->anomaly));
-        sb_puts(&b, ",\"multiStepBestPredictions\":");
+        an_jbuf_puts(&b, num);
+        an_jbuf_puts(&b, an_codec_fmt_double(num, sizeof num, r->ts));
+        an_jbuf_puts(&b, ",\"value\":");
+        an_jbuf_puts(&b, an_codec_fmt_double(num, sizeof num, r->value));
+        an_jbuf_puts(&b, ",\"rawAnomaly\":");
+        an_jbuf_puts(&b, an_codec_fmt_double(num, sizeof num, r->raw));
+        an_jbuf_puts(&b, ",\"anomaly\":");
+        an_jbuf_puts(&b, an_codec_fmt_double(num, sizeof num, r->anomaly));
+        an_jbuf_puts(&b, ",\"multiStepBestPredictions\":");
         if (sb_predictions(&b, r, i, err, errlen)) {
             free(b.p);
             return NULL;
         }
-        sb_put(&b, "}", 1);
+        an_jbuf_put(&b, "}", 1);
     }
-    sb_put(&b, "]}", 2);
+    an_jbuf_put(&b, "]}", 2);
     if (b.fail) {
         free(b.p);
         an_seterr(err, errlen, "out of memory or non-finite number");
@@ -1224,6 +1075,18 @@ char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, siz
     if (len)
         *len = b.len;
     return b.p;
+}
+
+char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
+                            size_t *len, char *err, size_t errlen)
+{
+    size_t hlen = 0;
+    char *head = an_msg_inference_head(m, &hlen, err, errlen);
+    if (!head)
+        return NULL;
+    char *text = an_msg_inference_text_head(head, hlen, rows, n, len, err, errlen);
+    free(head);
+    return text;
 }
 
 json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen)

@@ -36,6 +36,7 @@
 #include "an_config.h"
 #include "an_csv.h"
 #include "an_helper.h"
+#include "an_json_out.h"
 #include "an_likelihood.h"
 #include "ctl.h"
 

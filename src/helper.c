@@ -21,6 +21,7 @@
  * A helper is not thread-safe; use one per thread.
  */
 #include <assert.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -656,6 +657,28 @@ json_t *an_helper_state_to_json(const an_helper_state *s)
         return NULL;
     }
     return o;
+}
+
+char *an_helper_state_text(const an_helper_state *s, size_t *len)
+{
+    an_jbuf b = {0};
+    if (!s || !s->present) {
+        an_jbuf_puts(&b, "null");
+    } else {
+        char num[80];
+        snprintf(num, sizeof num, "{\"last_rowid_for_stats\":%" PRId64 ",\"params\":",
+                 s->last_rowid_for_stats);
+        an_jbuf_puts(&b, num);
+        an_lk_params_append(&b, &s->params);
+        an_jbuf_put(&b, "}", 1);
+    }
+    if (b.fail) {
+        free(b.p);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.p;
 }
 
 /* Parses anomalyLikelihoodParams. NULL, JSON null and the empty object are

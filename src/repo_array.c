@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "an_likelihood.h"
+#include "an_json_out.h" /* an_fmt_double */
 
 /* Room for extra more bytes and the NUL (doubling from 256). */
 static bool reserve(an_pgarr *b, size_t extra)

@@ -344,9 +344,7 @@ static bool load_state(svc_scorer *sc, gmetric *gm, item *it)
  * (the same bytes either way). 0 or AN_ENOMEM. */
 static int build_model_params(gmetric *gm)
 {
-    json_t *sj = an_helper_state_to_json(&gm->state);
-    gm->state_text = sj ? an_json_dumps(sj, NULL) : NULL;
-    json_decref(sj);
+    gm->state_text = an_helper_state_text(&gm->state, NULL);
     if (!gm->state_text)
         return AN_ENOMEM;
     gm->mp_new = gm->span_known
@@ -497,16 +495,21 @@ static int compose(svc_scorer *sc, item *it, gmetric *gm, size_t row0, const an_
 {
     group_scratch *g = &sc->g;
     char err[SVC_ERR_MAX];
-    json_t *spec = NULL;
-    if (an_metric_spec_from_parameters(gm->m->parameters, &spec, err, sizeof err)) {
+    an_metric_info mi = {
+        .uid = gm->m->uid, .name = gm->m->name, .description = gm->m->description,
+        .resource = gm->m->server, .location = gm->m->location,
+        .datasource = gm->m->datasource ? gm->m->datasource : "",
+    };
+    size_t hlen = 0;
+    const char *head = an_state_cache_msg_head(sc->d.sc, gm->uid, &mi, gm->m->parameters, &hlen,
+                                               err, sizeof err);
+    if (!head) {
         an_error("cannot compose inference results message for model=%s (rows are "
                  "stored): %s", gm->uid, err);
         return 0;
     }
-    if (!an_grow((void **)&g->orows, &g->caporows, it->n, sizeof *g->orows)) {
-        json_decref(spec);
+    if (!an_grow((void **)&g->orows, &g->caporows, it->n, sizeof *g->orows))
         return AN_ENOMEM;
-    }
     const an_data_row *d = g->g.rows.v + row0;
     for (size_t i = 0; i < it->n; i++) {
         an_out_row *o = &g->orows[i];
@@ -525,14 +528,8 @@ static int compose(svc_scorer *sc, item *it, gmetric *gm, size_t row0, const an_
             o->predictions_json = d[i].predictions;
         }
     }
-    an_metric_info mi = {
-        .uid = gm->m->uid, .name = gm->m->name, .description = gm->m->description,
-        .resource = gm->m->server, .location = gm->m->location,
-        .datasource = gm->m->datasource ? gm->m->datasource : "", .spec = spec,
-    };
     size_t len = 0;
-    char *msg = an_msg_inference_text(&mi, g->orows, it->n, &len, err, sizeof err);
-    json_decref(spec);
+    char *msg = an_msg_inference_text_head(head, hlen, g->orows, it->n, &len, err, sizeof err);
     if (!msg) {
         an_error("cannot compose inference results message for model=%s: %s", gm->uid, err);
         return 0;
@@ -667,6 +664,8 @@ static int collect_metrics(svc_scorer *sc, item *items, size_t n)
         gm->uid = g->uids[i];
         gm->sc = sc;
         gm->cache_item = -1;
+        if (an_state_cache_has(sc->d.sc, g->uids[i]))
+            continue;   /* the hash is only read when the state cache misses */
         size_t len = strlen(prefix) + strlen(g->uids[i]) + 1;
         if (!(g->keys[i] = malloc(len)))
             return AN_ENOMEM;

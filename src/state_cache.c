@@ -35,6 +35,10 @@ typedef struct entry {
     uint64_t mp_hash;
     size_t off, len;
     char *state_text;                  /* mp[off, off+len) */
+    /* the metric's inference message head, and the inputs it was built
+     * from (key_of): NULL until an_state_cache_msg_head builds it */
+    char *head, *head_key;
+    size_t head_len, head_key_len;
     /* the state, packed */
     bool present;
     int64_t last_rowid_for_stats;
@@ -51,6 +55,7 @@ struct an_state_cache {
     size_t n;
     entry *lru_head, *lru_tail;        /* head: most recently used */
     int64_t hits, misses;
+    char *scratch;                     /* a head built for a metric without entry */
 };
 
 /* FNV-1a: uids are short. */
@@ -96,6 +101,8 @@ static void entry_free(entry *e)
         return;
     free(e->uid);
     free(e->state_text);
+    free(e->head);
+    free(e->head_key);
     free(e);
 }
 
@@ -108,6 +115,7 @@ void an_state_cache_free(an_state_cache *c)
         entry_free(e);
     }
     free(c->buckets);
+    free(c->scratch);
     free(c);
 }
 
@@ -220,17 +228,39 @@ int an_state_cache_put(an_state_cache *c, const char *uid, const char *mp,
 {
     assert(c && uid && mp && state);
     assert(span.off + span.len <= mp_len);
+    /* the message head does not depend on the state: it moves to the new
+     * entry */
+    char *head = NULL, *head_key = NULL;
+    size_t head_len = 0, head_key_len = 0;
+    entry **old = slot_of(c, uid, hash_str(uid));
+    if (old && *old) {
+        head = (*old)->head;
+        head_key = (*old)->head_key;
+        head_len = (*old)->head_len;
+        head_key_len = (*old)->head_key_len;
+        (*old)->head = (*old)->head_key = NULL;
+    }
     an_state_cache_forget(c, uid);
-    if (c->max == 0 || span.len == 0)
+    if (c->max == 0 || span.len == 0) {
+        free(head);
+        free(head_key);
         return 0;   /* disabled, or a text whose state place is unknown */
+    }
     const an_lk_params *lp = &state->params;
     int ma_len = state->present ? lp->ma.len : 0;
     int hist_len = state->present ? lp->hist_len : 0;
     assert(ma_len >= 0 && ma_len <= AN_LK_MAX_WINDOW);
     assert(hist_len >= 0 && hist_len <= AN_LK_MAX_WINDOW);
     entry *e = calloc(1, sizeof *e + (size_t)(ma_len + hist_len) * sizeof(double));
-    if (!e)
+    if (!e) {
+        free(head);
+        free(head_key);
         return AN_ENOMEM;
+    }
+    e->head = head;
+    e->head_key = head_key;
+    e->head_len = head_len;
+    e->head_key_len = head_key_len;
     e->uid = strdup(uid);
     e->state_text = malloc(span.len + 1);
     if (!e->uid || !e->state_text) {
@@ -275,6 +305,109 @@ void an_state_cache_forget(an_state_cache *c, const char *uid)
     entry **p = slot_of(c, uid, hash_str(uid));
     if (p && *p)
         remove_entry(c, *p);
+}
+
+/* The inputs of a message head, in key order (uid included: the entry's
+ * key and the row's uid are the same text, but the head holds the row's). */
+#define HEAD_INPUTS 7
+static void head_inputs(const an_metric_info *mi, const char *parameters,
+                        const char *in[HEAD_INPUTS])
+{
+    in[0] = mi->uid;
+    in[1] = mi->name;
+    in[2] = mi->description;
+    in[3] = mi->resource;
+    in[4] = mi->location;
+    in[5] = mi->datasource;
+    in[6] = parameters;
+}
+
+/* The key: per input a 0 byte (NULL) or a 1 byte, the text and its NUL. */
+static char *key_of(const char *in[HEAD_INPUTS], size_t *len)
+{
+    size_t n = 0;
+    for (int i = 0; i < HEAD_INPUTS; i++)
+        n += in[i] ? strlen(in[i]) + 2 : 1;
+    char *k = malloc(n), *o = k;
+    if (!k)
+        return NULL;
+    for (int i = 0; i < HEAD_INPUTS; i++) {
+        *o++ = in[i] ? 1 : 0;
+        if (in[i]) {
+            size_t l = strlen(in[i]) + 1;
+            memcpy(o, in[i], l);
+            o += l;
+        }
+    }
+    *len = n;
+    return k;
+}
+
+/* Whether key (len bytes) is key_of(in), without building it. */
+static bool key_is(const char *key, size_t len, const char *in[HEAD_INPUTS])
+{
+    const char *k = key, *end = key + len;
+    for (int i = 0; i < HEAD_INPUTS; i++) {
+        if (k >= end || *k++ != (in[i] ? 1 : 0))
+            return false;
+        if (!in[i])
+            continue;
+        size_t l = strlen(in[i]) + 1;
+        if ((size_t)(end - k) < l || memcmp(k, in[i], l))
+            return false;
+        k += l;
+    }
+    return k == end;
+}
+
+const char *an_state_cache_msg_head(an_state_cache *c, const char *uid, const an_metric_info *mi,
+                                    const char *parameters, size_t *len, char *err,
+                                    size_t errlen)
+{
+    assert(c && uid && mi && len);
+    const char *in[HEAD_INPUTS];
+    head_inputs(mi, parameters, in);
+    entry **p = slot_of(c, uid, hash_str(uid));
+    entry *e = p ? *p : NULL;
+    if (e && e->head && key_is(e->head_key, e->head_key_len, in)) {
+        *len = e->head_len;
+        return e->head;
+    }
+    json_t *spec = NULL;
+    if (an_metric_spec_from_parameters(parameters, &spec, err, errlen))
+        return NULL;
+    an_metric_info m = *mi;
+    m.spec = spec;
+    m.spec_json = NULL;
+    size_t hlen = 0;
+    char *head = an_msg_inference_head(&m, &hlen, err, errlen);
+    json_decref(spec);
+    if (!head)
+        return NULL;
+    size_t klen = 0;
+    char *key = e ? key_of(in, &klen) : NULL;
+    if (!key) {
+        /* no entry to keep it with (or no memory for the key): the
+         * caller's use of it ends before the next call */
+        free(c->scratch);
+        c->scratch = head;
+        *len = hlen;
+        return head;
+    }
+    free(e->head);
+    free(e->head_key);
+    e->head = head;
+    e->head_len = hlen;
+    e->head_key = key;
+    e->head_key_len = klen;
+    *len = hlen;
+    return head;
+}
+
+bool an_state_cache_has(an_state_cache *c, const char *uid)
+{
+    entry **p = slot_of(c, uid, hash_str(uid));
+    return p && *p;
 }
 
 size_t an_state_cache_size(const an_state_cache *c) { return c->n; }

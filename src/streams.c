@@ -1750,6 +1750,8 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
     }
     /* Pipelined: n HMGETs, one round trip. */
     for (size_t i = 0; i < n; i++) {
+        if (!keys[i])
+            continue;   /* not asked for */
         const char *argv[5] = {"HMGET", keys[i], "params", "watermark", "source"};
         if (redisAppendCommandArgv(r->ctx, 5, argv, NULL) != REDIS_OK) {
             rerr(r, "HMGET: %s", r->ctx->errstr);
@@ -1760,6 +1762,8 @@ int an_params_cache_get_many(an_redis *r, const char *const *keys, size_t n,
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         void *v = NULL;
+        if (!keys[i])
+            continue;
         if (redisGetReply(r->ctx, &v) != REDIS_OK || !v) {
             rerr(r, "redis %s: %s", r->url_redacted,
                  r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");

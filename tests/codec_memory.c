@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "an_codec.h"
+#include "proc_status.h"
 
 typedef struct text {
     char *p;
@@ -50,21 +51,6 @@ static void put(text *t, const char *s, size_t n)
 }
 
 static void puts_(text *t, const char *s) { put(t, s, strlen(s)); }
-
-/* /proc/self/status value of key (kB), -1 if absent. */
-static long status_kb(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    size_t kl = strlen(key);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, key, kl) && line[kl] == ':')
-            v = strtol(line + kl + 1, NULL, 10);
-    if (f)
-        fclose(f);
-    return v;
-}
 
 typedef struct result {
     int rc;

@@ -33,6 +33,7 @@
 #include <jansson.h>
 
 #include "an_helper.h"
+#include "an_json_out.h"
 #include "an_likelihood.h"
 
 /* ------------------------------------------------------------------------ */

@@ -503,6 +503,56 @@ START_TEST(publish_cache_never_backwards)
 }
 END_TEST
 
+/* an_params_cache_get_many: one pipelined HMGET per key asked for; a NULL
+ * key is skipped (its slot reads as absent) and the replies of the others
+ * stay in their places; all NULL is no request at all. */
+START_TEST(params_cache_get_many_skips_null_keys)
+{
+    const char *in = key("in");
+    const char *k1 = key("params:m1");
+    const char *k3 = key("params:m3");
+    char id[2][AN_ID_MAX];
+    ck_assert_int_eq(an_group_create(R, in, "g", "0", NULL), 0);
+    xadd(in, "m1", "[]", id[0]);
+    xadd(in, "m3", "[]", id[1]);
+    an_entry_list l = {0};
+    ck_assert_int_eq(an_read_group(R, in, "g", "c1", ">", 10, -1, &l), 0);
+    an_entry_list_free(&l);
+    const char *texts[2] = {"{\"v\":1}", "{\"v\":3}"};
+    const char *pks[2] = {k1, k3};
+    for (int i = 0; i < 2; i++) {
+        an_params_update pu = {pks[i], texts[i], 10 + i, 0, NULL};
+        an_publish_req q = {in, "g", id[i], NULL, NULL, 0, NULL, 0, &pu};
+        ck_assert_int_eq(an_publish(R, &q, NULL), 0);
+    }
+    /* the m2 slot names a hash that exists: skipped all the same */
+    const char *keys[4] = {k1, NULL, k3, NULL};
+    char *params[4], *src[4];
+    int64_t wm[4];
+    ck_assert_int_eq(an_params_cache_get_many(R, keys, 4, params, wm, src), 0);
+    ck_assert_str_eq(params[0], "{\"v\":1}");
+    ck_assert_int_eq(wm[0], 10);
+    ck_assert_ptr_null(params[1]);
+    ck_assert_int_eq(wm[1], -1);
+    ck_assert_str_eq(params[2], "{\"v\":3}");
+    ck_assert_int_eq(wm[2], 11);
+    ck_assert_ptr_null(params[3]);
+    for (int i = 0; i < 4; i++) {
+        free(params[i]);
+        free(src[i]);
+    }
+    const char *none[2] = {NULL, NULL};
+    ck_assert_int_eq(an_params_cache_get_many(R, none, 2, params, wm, src), 0);
+    ck_assert_ptr_null(params[0]);
+    ck_assert_ptr_null(params[1]);
+    /* the connection is in step: the next command gets its own reply */
+    char *p = NULL;
+    ck_assert_int_eq(an_params_cache_get(R, k3, &p, NULL, NULL), 0);
+    ck_assert_str_eq(p, "{\"v\":3}");
+    free(p);
+}
+END_TEST
+
 START_TEST(publish_maxlen_trims)
 {
     const char *in = key("in"), *out = key("out");
@@ -1029,6 +1079,7 @@ static Suite *suite(void)
     tcase_add_test(tc, reconnect_after_kill);
     tcase_add_test(tc, publish_does_all_three);
     tcase_add_test(tc, publish_cache_never_backwards);
+    tcase_add_test(tc, params_cache_get_many_skips_null_keys);
     tcase_add_test(tc, publish_maxlen_trims);
     tcase_add_test(tc, publish_atomic_on_error);
     tcase_add_test(tc, dead_letter_fields_and_ack);

@@ -465,6 +465,44 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* an_zlib_compress at and past the size where it switches deflate states
+ * (16 KiB), on text that does not compress (the small state's shorter
+ * blocks need more than compressBound's room) and on text that does: every
+ * output inflates back to the input, with zlib's own one-shot uncompress. */
+START_TEST(zlib_state_sizes)
+{
+    const size_t sizes[] = {0, 1, 400, (16 << 10) - 1, 16 << 10, (16 << 10) + 1, 200 << 10};
+    char reason[256];
+    for (int compressible = 0; compressible < 2; compressible++) {
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            size_t n = sizes[k];
+            char *in = malloc(n + 1);
+            uint32_t x = 2463534242u;
+            for (size_t i = 0; i < n; i++) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                in[i] = compressible ? "{\"rowid\":12,\"ts\":1.5}"[i % 22] : (char)(x >> 24);
+            }
+            char *z = NULL;
+            size_t zlen = 0;
+            ck_assert_int_eq(an_zlib_compress(in, n, &z, &zlen, reason, sizeof reason), 0);
+            ck_assert((unsigned char)z[0] == 0x78 && (unsigned char)z[1] == 0x9c);
+            if (compressible && n > 1000)
+                ck_assert_msg(zlen < n / 20, "%zu bytes deflated to %zu", n, zlen);
+            char *back = malloc(n + 1);
+            uLongf blen = n + 1;
+            ck_assert_int_eq(uncompress((Bytef *)back, &blen, (Bytef *)z, zlen), Z_OK);
+            ck_assert_uint_eq(blen, n);
+            ck_assert(memcmp(back, in, n) == 0);
+            free(back);
+            free(z);
+            free(in);
+        }
+    }
+}
+END_TEST
+
 START_TEST(zlib_bomb)
 {
     size_t zlen = 0;
@@ -1077,6 +1115,7 @@ static Suite *suite(void)
     tcase_add_test(tc, errors_model);
     tcase_add_test(tc, entry_too_big);
     tcase_add_test(tc, zlib_round_trip);
+    tcase_add_test(tc, zlib_state_sizes);
     tcase_add_test(tc, zlib_bomb);
     tcase_add_test(tc, doubles_round_trip);
     tcase_add_test(tc, inference_message);

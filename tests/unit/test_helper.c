@@ -6,11 +6,13 @@
  */
 #include <check.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "an_helper.h"
+#include "an_json_out.h"
 #include "check_main.h"
 
 /* ---- fixtures ----------------------------------------------------------- */
@@ -837,6 +839,67 @@ START_TEST(test_state_json_roundtrip)
 }
 END_TEST
 
+/* an_helper_state_text writes the bytes an_json_dumps writes for the tree
+ * of an_helper_state_to_json: absent state, windows from empty to full,
+ * doubles of every kind (tiny totals, negatives, -0.0, huge), and a
+ * non-finite number fails both ways. */
+START_TEST(test_state_text_equals_dump)
+{
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 3000; i++) {
+        an_helper_state s;
+        memset(&s, 0, sizeof s);
+        s.present = i % 50 != 0;
+        s.last_rowid_for_stats = i % 7 == 0 ? INT64_MAX - i : (int64_t)i * 977 - 5000;
+        double pick[8];
+        for (int k = 0; k < 8; k++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            double u = (double)(x >> 11) / 9007199254740992.0;
+            double bits;
+            uint64_t r = x;
+            memcpy(&bits, &r, sizeof bits);
+            pick[k] = k == 0 ? u : k == 1 ? u * 1e-15 : k == 2 ? -u : k == 3 ? 0.0
+                    : k == 4 ? -0.0 : k == 5 ? u * 1e300 : k == 6 ? (isfinite(bits) ? bits : 1.0)
+                    : 0.691462461;
+        }
+#define PICK() pick[(x = x * 6364136223846793005ULL + 1442695040888963407ULL) >> 61]
+        s.params.dist.mean = PICK();
+        s.params.dist.variance = PICK();
+        s.params.dist.stdev = PICK();
+        s.params.ma.window_size = 1 + i % 10;
+        s.params.ma.len = i % (s.params.ma.window_size + 1);
+        for (int k = 0; k < s.params.ma.len; k++)
+            s.params.ma.values[k] = PICK();
+        s.params.ma.total = PICK();
+        s.params.hist_len = (i / 3) % (s.params.ma.window_size + 1);
+        for (int k = 0; k < s.params.hist_len; k++)
+            s.params.hist[k] = PICK();
+#undef PICK
+        json_t *j = an_helper_state_to_json(&s);
+        ck_assert_ptr_nonnull(j);
+        char *want = an_json_dumps(j, NULL);
+        json_decref(j);
+        size_t len = 0;
+        char *got = an_helper_state_text(&s, &len);
+        ck_assert_ptr_nonnull(want);
+        ck_assert_ptr_nonnull(got);
+        ck_assert_str_eq(got, want);
+        ck_assert_uint_eq(len, strlen(want));
+        free(want);
+        free(got);
+    }
+    an_helper_state s;
+    memset(&s, 0, sizeof s);
+    s.present = true;
+    s.params.ma.window_size = 10;
+    s.params.dist.stdev = NAN;
+    ck_assert_ptr_null(an_helper_state_to_json(&s));
+    ck_assert_ptr_null(an_helper_state_text(&s, NULL));
+}
+END_TEST
+
 START_TEST(test_state_json_errors)
 {
     static const struct {
@@ -1193,6 +1256,7 @@ static Suite *helper_suite(void)
     tcase_add_test(tc, test_bad_batches);
     tcase_add_test(tc, test_state_json_null_and_empty);
     tcase_add_test(tc, test_state_json_roundtrip);
+    tcase_add_test(tc, test_state_text_equals_dump);
     tcase_add_test(tc, test_state_json_errors);
     tcase_add_test(tc, test_exclusive_window_rules);
     tcase_add_test(tc, test_random_vs_naive_small);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "an_json_out.h"
 #include "an_likelihood.h"
 #include "check_main.h"
 
@@ -653,6 +654,45 @@ START_TEST(test_fmt_double) {
 }
 END_TEST
 
+/* The significant digits of a number's text: no sign, point, exponent,
+ * leading or trailing zeros ("0.00120" -> "12", "1.5e-07" -> "15"). */
+static void sig_digits(const char *s, char *out) {
+    size_t n = 0;
+    for (; *s && *s != 'e' && *s != 'E'; s++)
+        if (*s >= '0' && *s <= '9' && (n > 0 || *s != '0')) out[n++] = *s;
+    while (n > 1 && out[n - 1] == '0') n--;
+    out[n] = '\0';
+}
+
+/* The slow path (a buffer under 32 bytes; also every double outside the
+ * fast path's range) finds the smallest %.{p}e that reads back by
+ * bisection: it must give the digits of the plain scan over p = 0..16, for
+ * the tiny running totals it is there for, powers of two (whose rounding
+ * interval is narrower below), subnormals and any bit pattern. */
+START_TEST(test_fmt_double_slow_digits) {
+    char buf[31], e[40], want[24], got[24];
+    for (int i = 0; i < 6000; i++) {
+        double d;
+        switch (i % 4) {
+        case 0: d = any_double(); break;
+        case 1: d = urand() * 1e-14; break;
+        case 2: d = ldexp(1.0, (i / 4) % 2098 - 1074); break;
+        default: d = urand(); break;
+        }
+        if (!isfinite(d)) continue;
+        an_fmt_double(buf, sizeof buf, d);
+        ck_assert_msg(same_bits(strtod(buf, NULL), d), "%s != %.17g", buf, d);
+        for (int prec = 0; prec <= 16; prec++) {
+            snprintf(e, sizeof e, "%.*e", prec, d);
+            if (same_bits(strtod(e, NULL), d)) break;
+        }
+        sig_digits(e, want);
+        sig_digits(buf, got);
+        ck_assert_msg(!strcmp(want, got), "%.17g: %s, the scan gives %s", d, buf, e);
+    }
+}
+END_TEST
+
 static Suite *likelihood_suite(void) {
     Suite *s = suite_create("likelihood");
     TCase *tc = tcase_create("core");
@@ -677,6 +717,7 @@ static Suite *likelihood_suite(void) {
     tcase_add_test(tc, test_params_from_json_good);
     tcase_add_test(tc, test_params_from_json_bad);
     tcase_add_test(tc, test_fmt_double);
+    tcase_add_test(tc, test_fmt_double_slow_digits);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1313,6 +1313,110 @@ START_TEST(test_flow_hit_splice_put)
 }
 END_TEST
 
+/* The message head: equal to the codec's head built from the same inputs
+ * with the spec parsed from the parameters; reused (the same pointer) while
+ * every input stays byte for byte the same, rebuilt when any one changes,
+ * carried across puts, dropped by forget; built each time without an entry
+ * or with the cache off; bad parameters fail with a reason. */
+static void ck_head(an_state_cache *c, const char *uid, const an_metric_info *mi,
+                    const char *params, const char **out)
+{
+    char err[256];
+    size_t len = 0, wlen = 0;
+    const char *h = an_state_cache_msg_head(c, uid, mi, params, &len, err, sizeof err);
+    ck_assert_msg(h != NULL, "%s", err);
+    json_t *spec = NULL;
+    ck_assert_int_eq(an_metric_spec_from_parameters(params, &spec, err, sizeof err), 0);
+    an_metric_info m = *mi;
+    m.spec = spec;
+    char *want = an_msg_inference_head(&m, &wlen, err, sizeof err);
+    json_decref(spec);
+    ck_assert_ptr_nonnull(want);
+    ck_text_eq("head", h, len, want, wlen);
+    /* head + rows is the one-piece message */
+    an_out_row row = {.rowid = 7, .ts = 1.5, .value = 2.25, .raw = 0.5, .anomaly = 0.25};
+    m = *mi;
+    m.spec_json = NULL;
+    json_t *spec2 = NULL;
+    ck_assert_int_eq(an_metric_spec_from_parameters(params, &spec2, err, sizeof err), 0);
+    m.spec = spec2;
+    size_t l1 = 0, l2 = 0;
+    char *one = an_msg_inference_text(&m, &row, 1, &l1, err, sizeof err);
+    char *two = an_msg_inference_text_head(h, len, &row, 1, &l2, err, sizeof err);
+    ck_assert_ptr_nonnull(one);
+    ck_assert_ptr_nonnull(two);
+    ck_text_eq("message", two, l2, one, l1);
+    json_decref(spec2);
+    free(one);
+    free(two);
+    free(want);
+    *out = h;
+}
+
+START_TEST(test_msg_head)
+{
+    const char *p1 = "{\"metricSpec\":{\"uid\":\"u\",\"unit\":\"Count\"},\"modelParams\":{}}";
+    const char *p2 = "{\"metricSpec\":{\"uid\":\"u\",\"unit\":\"Bytes\"},\"modelParams\":{}}";
+    an_metric_info mi = {.uid = "u", .name = "cpu \"1\"", .description = NULL,
+                         .resource = "host", .location = "", .datasource = "custom"};
+    an_state_cache *c = an_state_cache_new(4);
+    const char *a, *b;
+    char err[256];
+    size_t len;
+    /* no entry yet: built every time */
+    ck_head(c, "u", &mi, p1, &a);
+    an_helper_state *st = calloc(1, sizeof *st);
+    an_state_span sp;
+    char *mp = merge_checked(SWARM, "null", &sp, &len);
+    ck_assert(!an_state_cache_has(c, "u"));
+    ck_assert_int_eq(an_state_cache_put(c, "u", mp, len, sp, st), 0);
+    ck_assert(an_state_cache_has(c, "u"));
+    ck_assert(!an_state_cache_has(c, "v"));
+    ck_head(c, "u", &mi, p1, &a);
+    ck_head(c, "u", &mi, p1, &b);
+    ck_assert_ptr_eq(a, b);                      /* kept */
+    ck_assert_int_eq(an_state_cache_put(c, "u", mp, len, sp, st), 0);
+    ck_head(c, "u", &mi, p1, &b);
+    ck_assert_ptr_eq(a, b);                      /* carried across a put */
+    ck_head(c, "u", &mi, p2, &b);                /* other parameters */
+    ck_assert(strstr(b, "Bytes") != NULL);
+    ck_head(c, "u", &mi, p2, &a);
+    ck_assert_ptr_eq(a, b);
+    an_metric_info m2 = mi;
+    m2.description = "";                         /* NULL -> "": another head */
+    ck_head(c, "u", &m2, p2, &b);
+    ck_assert(strstr(b, "\"description\":\"\"") != NULL);
+    m2.description = NULL;
+    m2.location = NULL;                          /* "" -> NULL */
+    ck_head(c, "u", &m2, p2, &b);
+    ck_assert(strstr(b, "\"location\":null") != NULL);
+    m2 = mi;
+    m2.name = "cpu \"2\"";
+    ck_head(c, "u", &m2, p2, &b);
+    ck_assert(strstr(b, "cpu \\\"2\\\"") != NULL);
+    an_state_cache_forget(c, "u");
+    ck_assert(!an_state_cache_has(c, "u"));
+    ck_head(c, "u", &mi, p1, &a);                /* no entry: scratch */
+    ck_assert(strstr(a, "Count") != NULL);
+    /* bad parameters */
+    size_t hl = 0;
+    ck_assert_ptr_null(an_state_cache_msg_head(c, "u", &mi, "{\"x\":1}", &hl, err, sizeof err));
+    ck_assert(strstr(err, "metricSpec") != NULL);
+    ck_assert_ptr_null(an_state_cache_msg_head(c, "u", &mi, NULL, &hl, err, sizeof err));
+    an_state_cache_free(c);
+    /* cache off */
+    c = an_state_cache_new(0);
+    ck_assert_int_eq(an_state_cache_put(c, "u", mp, len, sp, st), 0);
+    ck_assert(!an_state_cache_has(c, "u"));
+    ck_head(c, "u", &mi, p1, &a);
+    ck_head(c, "u", &mi, p2, &b);
+    ck_assert(strstr(b, "Bytes") != NULL);
+    an_state_cache_free(c);
+    free(mp);
+    free(st);
+}
+END_TEST
+
 static Suite *state_cache_suite(void)
 {
     Suite *s = suite_create("state_cache");
@@ -1333,6 +1437,7 @@ static Suite *state_cache_suite(void)
     tcase_add_test(tc, test_random_vs_model);
     tcase_add_test(tc, test_put_unknown_span);
     tcase_add_test(tc, test_flow_hit_splice_put);
+    tcase_add_test(tc, test_msg_head);
     suite_add_tcase(s, tc);
     return s;
 }
