@@ -139,6 +139,66 @@ int an_zlib_compress(const void *in, size_t inlen, char **out, size_t *outlen,
     return 0;
 }
 
+/* an_zlib_inflate's output buffer is full: doubles it, never past
+ * max_out + 1 (the +1 detects "more than max_out" and holds the NUL).
+ * 0, AN_ERANGE (already at the limit) or AN_ENOMEM (buffer unchanged). */
+static int inflate_grow(char **buf, size_t *cap, size_t max_out, char *err, size_t errlen)
+{
+    if (*cap >= max_out + 1) {
+        an_seterr(err, errlen, "zlib stream inflates beyond max_inflated_bytes (%zu)",
+                  max_out);
+        return AN_ERANGE;
+    }
+    size_t ncap = *cap * 2 > max_out + 1 ? max_out + 1 : *cap * 2;
+    char *nb = realloc(*buf, ncap);
+    if (!nb) {
+        an_seterr(err, errlen, "out of memory");
+        return AN_ENOMEM;
+    }
+    *buf = nb;
+    *cap = ncap;
+    return 0;
+}
+
+/* What inflate's result zr means for an_zlib_inflate after `used` bytes of
+ * output: 0 and *done = false to go on (more input or more room needed),
+ * 0 and *done = true at a clean end, or the error (AN_ERANGE past max_out,
+ * AN_EINVAL for a truncated, trailing or corrupt stream, AN_ENOMEM). */
+static int inflate_status(int zr, const z_stream *zs, size_t used, size_t max_out,
+                          bool *done, char *err, size_t errlen)
+{
+    *done = false;
+    switch (zr) {
+    case Z_STREAM_END:
+        *done = true;
+        if (used > max_out) {
+            an_seterr(err, errlen, "zlib stream inflates beyond max_inflated_bytes (%zu)",
+                      max_out);
+            return AN_ERANGE;
+        }
+        if (zs->avail_in != 0) {
+            an_seterr(err, errlen, "%u trailing bytes after the zlib stream", zs->avail_in);
+            return AN_EINVAL;
+        }
+        return 0;
+    case Z_OK:
+        return 0;
+    case Z_BUF_ERROR:
+        if (zs->avail_out == 0)
+            return 0; /* needs more room */
+        an_seterr(err, errlen, "truncated zlib stream");
+        return AN_EINVAL;
+    case Z_MEM_ERROR:
+        an_seterr(err, errlen, "out of memory (inflate)");
+        return AN_ENOMEM;
+    default: /* Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR */
+        an_seterr(err, errlen, "corrupt zlib stream (%s)",
+                  zs->msg ? zs->msg
+                          : (zr == Z_NEED_DICT ? "needs a dictionary" : "bad data"));
+        return AN_EINVAL;
+    }
+}
+
 int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
                     size_t *outlen, char *err, size_t errlen)
 {
@@ -171,25 +231,10 @@ int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
     zs.avail_in = (uInt)inlen;
     size_t used = 0;
     int rc = 0;
-    for (;;) {
-        if (used == cap) {
-            if (cap >= max_out + 1) {
-                an_seterr(err, errlen,
-                       "zlib stream inflates beyond max_inflated_bytes (%zu)",
-                       max_out);
-                rc = AN_ERANGE;
-                break;
-            }
-            size_t ncap = cap * 2 > max_out + 1 ? max_out + 1 : cap * 2;
-            char *nb = realloc(buf, ncap);
-            if (!nb) {
-                an_seterr(err, errlen, "out of memory");
-                rc = AN_ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        }
+    bool done = false;
+    while (!done) {
+        if (used == cap && (rc = inflate_grow(&buf, &cap, max_out, err, errlen)) != 0)
+            break;
         size_t room = cap - used;
         if (room > (size_t)UINT32_MAX)
             room = UINT32_MAX;
@@ -197,39 +242,9 @@ int an_zlib_inflate(const void *in, size_t inlen, size_t max_out, char **out,
         zs.avail_out = (uInt)room;
         int zr = inflate(&zs, Z_NO_FLUSH);
         used += room - zs.avail_out;
-        if (zr == Z_STREAM_END) {
-            if (used > max_out) {
-                an_seterr(err, errlen,
-                       "zlib stream inflates beyond max_inflated_bytes (%zu)",
-                       max_out);
-                rc = AN_ERANGE;
-            } else if (zs.avail_in != 0) {
-                an_seterr(err, errlen, "%u trailing bytes after the zlib stream",
-                       zs.avail_in);
-                rc = AN_EINVAL;
-            }
+        rc = inflate_status(zr, &zs, used, max_out, &done, err, errlen);
+        if (rc)
             break;
-        }
-        if (zr == Z_OK)
-            continue;
-        if (zr == Z_BUF_ERROR) {
-            if (zs.avail_out == 0)
-                continue; /* needs more room */
-            an_seterr(err, errlen, "truncated zlib stream");
-            rc = AN_EINVAL;
-            break;
-        }
-        if (zr == Z_MEM_ERROR) {
-            an_seterr(err, errlen, "out of memory (inflate)");
-            rc = AN_ENOMEM;
-            break;
-        }
-        /* Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR */
-        an_seterr(err, errlen, "corrupt zlib stream (%s)",
-               zs.msg ? zs.msg : (zr == Z_NEED_DICT ? "needs a dictionary"
-                                                     : "bad data"));
-        rc = AN_EINVAL;
-        break;
     }
     inflateEnd(&zs);
     if (rc != 0) {
@@ -576,6 +591,50 @@ static int check_model(const char *m, size_t n, char *reason, size_t reasonlen)
     return 0;
 }
 
+/* Decodes result i of a batch (the JSON array a) into b->results[i] by its
+ * signature (iRv2, legacy iR, mcR), counting it and its decoded bytes in b.
+ * 0 or AN_EINVAL / AN_ERANGE / AN_ENOMEM with the reason set. */
+static int decode_result(const json_t *a, size_t i, an_batch *b, char *reason,
+                         size_t reasonlen)
+{
+    an_result *r = &b->results[i];
+    if (!json_is_array(a)) {
+        an_seterr(reason, reasonlen, "batch[%zu]: result must be an array, got %s", i,
+                  jtype(a));
+        return AN_EINVAL;
+    }
+    const json_t *sig = json_array_get(a, 0);
+    if (!json_is_string(sig)) {
+        an_seterr(reason, reasonlen, "batch[%zu]: result signature must be a string, got %s",
+                  i, sig ? jtype(sig) : "nothing");
+        return AN_EINVAL;
+    }
+    const char *s = json_string_value(sig);
+    size_t slen = json_string_length(sig);
+    int rc;
+    if (slen == 4 && memcmp(s, "iRv2", 4) == 0) {
+        r->kind = AN_RES_INFERENCE;
+        rc = decode_inference(a, i, "iRv2", false, &r->u.inf, reason, reasonlen);
+        b->n_inference++;
+    } else if (slen == 2 && memcmp(s, "iR", 2) == 0) {
+        r->kind = AN_RES_INFERENCE;
+        rc = decode_inference(a, i, "iR", true, &r->u.inf, reason, reasonlen);
+        b->n_inference++;
+    } else if (slen == 3 && memcmp(s, "mcR", 3) == 0) {
+        r->kind = AN_RES_COMMAND;
+        rc = decode_command(a, i, &r->u.cmd, reason, reasonlen);
+        b->n_command++;
+    } else {
+        char q[160];
+        quote_short(q, sizeof q, s, slen);
+        an_seterr(reason, reasonlen, "batch[%zu]: unknown result signature '%s'", i, q);
+        return AN_EINVAL;
+    }
+    if (rc == 0)
+        b->decoded_bytes += result_bytes(r);
+    return rc;
+}
+
 int an_batch_decode_parts(const char *model, size_t model_len,
                           const char *batch, size_t batch_len,
                           an_encoding enc, const an_codec_limits *limits,
@@ -630,50 +689,9 @@ int an_batch_decode_parts(const char *model, size_t model_len,
     b->encoding = enc;
     b->decoded_bytes = sizeof *b + n * sizeof *b->results;
 
-    for (size_t i = 0; i < n; i++) {
-        const json_t *a = json_array_get(root, i);
-        an_result *r = &b->results[i];
+    for (size_t i = 0; i < n && rc == 0; i++) {
         b->n = i + 1; /* so an_batch_free frees what was filled */
-        if (!json_is_array(a)) {
-            an_seterr(reason, reasonlen,
-                   "batch[%zu]: result must be an array, got %s", i, jtype(a));
-            rc = AN_EINVAL;
-            break;
-        }
-        const json_t *sig = json_array_get(a, 0);
-        if (!json_is_string(sig)) {
-            an_seterr(reason, reasonlen,
-                   "batch[%zu]: result signature must be a string, got %s", i,
-                   sig ? jtype(sig) : "nothing");
-            rc = AN_EINVAL;
-            break;
-        }
-        const char *s = json_string_value(sig);
-        size_t slen = json_string_length(sig);
-        if (slen == 4 && memcmp(s, "iRv2", 4) == 0) {
-            r->kind = AN_RES_INFERENCE;
-            rc = decode_inference(a, i, "iRv2", false, &r->u.inf, reason,
-                                  reasonlen);
-            b->n_inference++;
-        } else if (slen == 2 && memcmp(s, "iR", 2) == 0) {
-            r->kind = AN_RES_INFERENCE;
-            rc = decode_inference(a, i, "iR", true, &r->u.inf, reason,
-                                  reasonlen);
-            b->n_inference++;
-        } else if (slen == 3 && memcmp(s, "mcR", 3) == 0) {
-            r->kind = AN_RES_COMMAND;
-            rc = decode_command(a, i, &r->u.cmd, reason, reasonlen);
-            b->n_command++;
-        } else {
-            char q[160];
-            quote_short(q, sizeof q, s, slen);
-            an_seterr(reason, reasonlen,
-                   "batch[%zu]: unknown result signature '%s'", i, q);
-            rc = AN_EINVAL;
-        }
-        if (rc)
-            break;
-        b->decoded_bytes += result_bytes(r);
+        rc = decode_result(json_array_get(root, i), i, b, reason, reasonlen);
     }
     json_decref(root);
     if (rc) {
@@ -879,8 +897,11 @@ static json_t *borrow_copy(const json_t *v)
     return json_deep_copy(v);
 }
 
-json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
-                         size_t n, char *err, size_t errlen)
+/* The message's "metric" object: uid, name, description, resource,
+ * location, datasource and spec (a copy of m->spec, or m->spec_json
+ * parsed). NULL with err set when a required part is missing or invalid, or
+ * out of memory. */
+static json_t *msg_metric(const an_metric_info *m, char *err, size_t errlen)
 {
     if (!m || !m->uid || !m->datasource) {
         an_seterr(err, errlen, "metric: uid and datasource are required");
@@ -900,18 +921,14 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
         an_seterr(err, errlen, "metric.spec: required");
         return NULL;
     }
-    bool fail = false, nonfinite = false;
-    json_t *msg = json_object();
     json_t *metric = json_object();
-    json_t *results = json_array();
-    if (!msg || !metric || !results || !spec) {
-        json_decref(msg);
+    if (!metric || !spec) {
         json_decref(metric);
-        json_decref(results);
         json_decref(spec);
         an_seterr(err, errlen, "out of memory");
         return NULL;
     }
+    bool fail = false;
     oset(metric, "uid", json_string(m->uid), &fail);
     oset(metric, "name", str_or_null(m->name), &fail);
     oset(metric, "description", str_or_null(m->description), &fail);
@@ -919,6 +936,76 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
     oset(metric, "location", str_or_null(m->location), &fail);
     oset(metric, "datasource", json_string(m->datasource), &fail);
     oset(metric, "spec", spec, &fail);
+    if (fail) {
+        json_decref(metric);
+        an_seterr(err, errlen, "metric: out of memory or invalid UTF-8 string");
+        return NULL;
+    }
+    return metric;
+}
+
+/* Result i of the message: rowid, ts, value, rawAnomaly, anomaly and the
+ * predictions (a copy of r->predictions, or r->predictions_json parsed,
+ * or null). NULL with err set on invalid predictions, a non-finite number
+ * or out of memory. */
+static json_t *msg_row(const an_out_row *r, size_t i, char *err, size_t errlen)
+{
+    json_t *pred = NULL;
+    if (r->predictions) {
+        if (!json_is_object(r->predictions) && !json_is_null(r->predictions)) {
+            an_seterr(err, errlen, "results[%zu]: predictions must be an object or null", i);
+            return NULL;
+        }
+        pred = borrow_copy(r->predictions);
+    } else if (!r->predictions_json || strcmp(r->predictions_json, "null") == 0) {
+        pred = json_null();
+    } else {
+        char what[64];
+        snprintf(what, sizeof what, "results[%zu].multiStepBestPredictions", i);
+        if (parse_object(r->predictions_json, what, &pred, err, errlen))
+            return NULL;
+    }
+    json_t *o = json_object();
+    if (!o) {
+        json_decref(pred);
+        an_seterr(err, errlen, "out of memory");
+        return NULL;
+    }
+    bool fail = false, nonfinite = false;
+    oset(o, "rowid", json_integer(r->rowid), &fail);
+    oset(o, "ts", real_checked(r->ts, &nonfinite), &fail);
+    oset(o, "value", real_checked(r->value, &nonfinite), &fail);
+    oset(o, "rawAnomaly", real_checked(r->raw, &nonfinite), &fail);
+    oset(o, "anomaly", real_checked(r->anomaly, &nonfinite), &fail);
+    oset(o, "multiStepBestPredictions", pred, &fail);
+    if (fail) {
+        json_decref(o);
+        if (nonfinite)
+            an_seterr(err, errlen, "results[%zu] (rowid %" PRId64 "): non-finite number", i,
+                      r->rowid);
+        else
+            an_seterr(err, errlen, "out of memory");
+        return NULL;
+    }
+    return o;
+}
+
+json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
+                         size_t n, char *err, size_t errlen)
+{
+    json_t *metric = msg_metric(m, err, errlen);
+    if (!metric)
+        return NULL;
+    bool fail = false;
+    json_t *msg = json_object();
+    json_t *results = json_array();
+    if (!msg || !results) {
+        json_decref(msg);
+        json_decref(metric);
+        json_decref(results);
+        an_seterr(err, errlen, "out of memory");
+        return NULL;
+    }
     oset(msg, "metric", metric, &fail);
     oset(msg, "results", results, &fail);
     if (fail) {
@@ -927,58 +1014,17 @@ json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        const an_out_row *r = &rows[i];
-        json_t *pred = NULL;
-        if (r->predictions) {
-            if (!json_is_object(r->predictions) &&
-                !json_is_null(r->predictions)) {
-                json_decref(msg);
-                an_seterr(err, errlen,
-                       "results[%zu]: predictions must be an object or null",
-                       i);
-                return NULL;
-            }
-            pred = borrow_copy(r->predictions);
-        } else if (!r->predictions_json ||
-                   strcmp(r->predictions_json, "null") == 0) {
-            pred = json_null();
-        } else {
-            char what[64];
-            snprintf(what, sizeof what, "results[%zu].multiStepBestPredictions",
-                     i);
-            if (parse_object(r->predictions_json, what, &pred, err, errlen)) {
-                json_decref(msg);
-                return NULL;
-            }
-        }
-        json_t *o = json_object();
+        json_t *o = msg_row(&rows[i], i, err, errlen);
         if (!o) {
-            json_decref(pred);
-            fail = true;
-            break;
+            json_decref(msg);
+            return NULL;
         }
-        oset(o, "rowid", json_integer(r->rowid), &fail);
-        oset(o, "ts", real_checked(r->ts, &nonfinite), &fail);
-        oset(o, "value", real_checked(r->value, &nonfinite), &fail);
-        oset(o, "rawAnomaly", real_checked(r->raw, &nonfinite), &fail);
-        oset(o, "anomaly", real_checked(r->anomaly, &nonfinite), &fail);
-        oset(o, "multiStepBestPredictions", pred, &fail);
         aapp(results, o, &fail);
         if (fail) {
             json_decref(msg);
-            if (nonfinite)
-                an_seterr(err, errlen, "results[%zu] (rowid %" PRId64
-                                    "): non-finite number",
-                       i, r->rowid);
-            else
-                an_seterr(err, errlen, "out of memory");
+            an_seterr(err, errlen, "out of memory");
             return NULL;
         }
-    }
-    if (fail) {
-        json_decref(msg);
-        an_seterr(err, errlen, "out of memory");
-        return NULL;
     }
     return msg;
 }
