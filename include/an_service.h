@@ -100,8 +100,6 @@ int an_service_new(const an_config *cfg, const an_service_opts *opts,
  * is missing), after logging why. */
 int an_service_run(an_service *s);
 
-const an_service_stats *an_service_get_stats(const an_service *s);
-
 /* Logs the counters at INFO. */
 void an_service_log_stats(const an_service *s);
 

@@ -79,7 +79,7 @@ typedef struct item {
 
 /* Appends msg (consumed: freed on every path) to it's messages, its body
  * encoded with enc ([streams] output_encoding). The body is owned by the
- * item (item_clear or the caller's reset frees it). 0, AN_ENOMEM, or
+ * item (svc_item_clear or the caller's reset frees it). 0, AN_ENOMEM, or
  * AN_EINVAL (the message does not serialize, e.g. a non-finite number). */
 int svc_add_out(item *it, an_encoding enc, const char *data_type, const char *rows,
                 json_t *msg);

@@ -30,7 +30,7 @@ int64_t svc_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static bool stop_requested(const an_service *s)
+bool svc_stopping(const an_service *s)
 {
     return s->opts.stop && *s->opts.stop;
 }
@@ -76,7 +76,7 @@ void svc_heartbeat(an_service *s)
 {
     an_metrics_heartbeat(s->opts.metrics);
     an_notify_watchdog(s->opts.notify);
-    if (stop_requested(s))
+    if (svc_stopping(s))
         svc_note_stopping(s);
     int64_t t = an_monotonic_ms();
     if (t - s->last_status_ms >= SVC_STATUS_MS)
@@ -204,6 +204,31 @@ void svc_poll(an_service *s)
     } else {
         an_metrics_set_schema(m, false);
     }
+}
+
+void an_service_log_stats(const an_service *s)
+{
+    const an_service_stats *t = &s->st;
+    int64_t hits = 0, misses = 0;
+    int64_t whits = 0, wmisses = 0;
+    an_state_cache_stats(s->sc, &hits, &misses);
+    an_sample_window_stats(s->sw, &whits, &wmisses);
+    an_info("stats: entries=%" PRId64 " inference_batches=%" PRId64
+            " rows_scored=%" PRId64 " commands=%" PRId64 " rejected=%" PRId64
+            " duplicates=%" PRId64 " republished=%" PRId64 " dead_letters=%" PRId64
+            " trimmed=%" PRId64 " input_trimmed=%" PRId64 " attempts_cleaned=%" PRId64
+            " claimed=%" PRId64 " deferred=%" PRId64
+            " transient_errors=%" PRId64 " cache_misses=%" PRId64
+            " state_cache=%zu state_cache_hits=%" PRId64 " state_cache_misses=%" PRId64
+            " sample_window=%zu sample_window_bytes=%zu sample_window_hits=%" PRId64
+            " sample_window_misses=%" PRId64 " groups=%" PRId64 " state=%s",
+            t->entries, t->inference_batches, t->rows_scored, t->commands,
+            t->rejected, t->duplicates, t->republished, t->dead_letters,
+            t->trimmed, t->input_trimmed, t->attempts_cleaned, t->claimed, t->deferred,
+            t->transient_errors, t->cache_misses,
+            an_state_cache_size(s->sc), hits, misses, an_sample_window_size(s->sw),
+            an_sample_window_bytes(s->sw), whits, wmisses, t->groups,
+            s->health.state == AN_SERVICE_PAUSED ? "paused" : "running");
 }
 
 an_window_stats an_service_window_stats(const an_service *s)

@@ -1,6 +1,7 @@
 /*
- * service_pause.c: the service's health state and its retry pacing
- * (service_internal.h, "service_pause.c"). A fault that is not the
+ * service_pause.c: the service's health state and its one retry rule
+ * (svc_retry: every in-place retry of the service goes through it; the
+ * pacing: service_internal.h, "service_pause.c"). A fault that is not the
  * entries' pauses the service: one ERROR naming the cause and the fix,
  * again once a minute, the state in the health hash for anomalyctl
  * status; the failed operation is retried (the probe) with a growing
@@ -15,6 +16,7 @@
 #include "an_clock.h"
 #include "an_log.h"
 #include "an_metrics.h"
+#include "an_util.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -24,11 +26,6 @@
 /* The health hash is rewritten this often, and lives 3 times as long. */
 #define HEALTH_PUT_EVERY_MS 10000
 #define HEALTH_TTL_S 30
-
-bool svc_stopping(const an_service *s)
-{
-    return s->opts.stop && *s->opts.stop;
-}
 
 /* Writes the health hash (best effort: Redis may be what is failing). */
 static void put_health(an_service *s)
@@ -106,21 +103,59 @@ void svc_failed(an_service *s, int rc, bool from_pg, const char *what)
     an_warn("%s; retrying in %d ms", cause, h->delay_ms);
 }
 
-bool svc_wait(an_service *s)
+void svc_nap(an_service *s, int ms)
 {
-    svc_health *h = &s->health;
-    int ms = h->delay_ms > 0 ? h->delay_ms : BACKOFF_MIN_MS;
     while (ms > 0 && !svc_stopping(s)) {
-        int step = ms < 50 ? ms : 50;
+        int step = ms < SVC_NAP_STEP_MS ? ms : SVC_NAP_STEP_MS;
         an_clock_sleep_ms(NULL, step);
         ms -= step;
         svc_heartbeat(s);   /* a back-off or a pause is the loop alive, not hung */
-        if (h->state == AN_SERVICE_PAUSED)
+        if (s->health.state == AN_SERVICE_PAUSED)
             svc_health_tick(s);
     }
-    int max = h->state == AN_SERVICE_PAUSED ? PROBE_MAX_MS : BACKOFF_MAX_MS;
-    h->delay_ms = h->delay_ms * 2 > max ? max : h->delay_ms * 2;
+}
+
+bool svc_wait(an_service *s)
+{
+    svc_health *h = &s->health;
+    svc_nap(s, h->delay_ms > 0 ? h->delay_ms : BACKOFF_MIN_MS);
+    h->delay_ms = an_backoff_next(h->delay_ms,
+                                  h->state == AN_SERVICE_PAUSED ? PROBE_MAX_MS : BACKOFF_MAX_MS);
     return !svc_stopping(s);
+}
+
+/* Whether rc is a server's failure (worth waiting out), not a local one. */
+static bool server_error(int rc)
+{
+    return rc == AN_ETRANSIENT || rc == AN_EENV || rc == AN_EREDIS;
+}
+
+int svc_retry(an_service *s, const svc_step *st)
+{
+    for (;;) {
+        int rc = st->run(s, st->ctx);
+        if (rc == 0) {
+            svc_succeeded(s);
+            return 0;
+        }
+        if (rc == AN_ENOGROUP || (st->servers_only && !server_error(rc)))
+            return rc;
+        bool pg = st->database && an_repo_last_rc(s->repo) != 0;
+        /* A Redis step's refusal (NOPERM, WRONGTYPE, ...) does not go away
+         * by itself: pause at once rather than after the budget. */
+        svc_failed(s, !st->database && rc == AN_EREDIS ? AN_EENV : rc, pg, st->what);
+        if (st->database)
+            an_repo_rollback(s->repo);
+        if (!svc_wait(s))
+            return AN_ETRANSIENT;
+        /* A paused PostgreSQL fault is probed on a new session: a repair
+         * may be a session default (default_transaction_read_only) or a
+         * server switched behind the address. */
+        if (st->database && pg && rc == AN_EENV)
+            an_repo_reconnect(s->repo);
+        else if (st->database)
+            an_repo_connect(s->repo);
+    }
 }
 
 void svc_succeeded(an_service *s)
