@@ -498,16 +498,26 @@ static int do_connect(an_repo *r)
     int rc = conn_params(r, &opts, kw, val, num);
     if (rc)
         return rc;
-    r->conn = PQconnectdbParams(kw, val, 0);
-    if (!r->conn) {
-        PQconninfoFree(opts);
-        return fail(r, AN_ENOMEM, "PQconnectdbParams: out of memory");
-    }
-    if (PQstatus(r->conn) != CONNECTION_OK) {
+    /* A failed connect is classified by a ping afterwards. The ping's "the
+     * server accepts connections" proves only that it does now: the connect
+     * may have met it while it was still starting up (a restart), so in that
+     * case the connect is tried once more, and only a second refusal by a
+     * server that accepts connections counts as its refusal of us
+     * (AN_EDB: authentication, a missing database...). */
+    for (int tries = 0;; tries++) {
+        r->conn = PQconnectdbParams(kw, val, 0);
+        if (!r->conn) {
+            PQconninfoFree(opts);
+            return fail(r, AN_ENOMEM, "PQconnectdbParams: out of memory");
+        }
+        if (PQstatus(r->conn) == CONNECTION_OK)
+            break;
         char msg[800];
         trim_copy(msg, sizeof msg, PQerrorMessage(r->conn));
         drop_conn(r);
         rc = classify_connect_failure(kw, val);
+        if (rc == AN_EDB && tries == 0)
+            continue;
         PQconninfoFree(opts);
         return fail(r, rc, "cannot connect to PostgreSQL: %s", msg);
     }
