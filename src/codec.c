@@ -18,16 +18,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static char *xstrndup(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-    if (!p)
-        return NULL;
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
 /* Quote a short piece of untrusted text for a reason string: an_escape of
  * its first 32 bytes. */
 static void quote_short(char *dst, size_t dstlen, const char *s, size_t n)
@@ -439,7 +429,7 @@ static int get_str_or_null(const json_t *a, size_t idx, size_t i,
     if (!json_is_string(v))
         RFAIL("batch[%zu]: %s %s must be a string or null, got %s", i, sig,
               what, jtype(v));
-    *out = xstrndup(json_string_value(v), json_string_length(v));
+    *out = an_strndup(json_string_value(v), json_string_length(v));
     if (!*out) {
         *enomem = 1;
         an_seterr(reason, reasonlen, "out of memory");
@@ -534,8 +524,8 @@ static int decode_command(const json_t *a, size_t i, an_command_result *r,
     if (!json_is_string(meth))
         RFAIL("batch[%zu]: mcR method must be a string, got %s", i,
               jtype(meth));
-    r->command_id = xstrndup(json_string_value(cid), json_string_length(cid));
-    r->method = xstrndup(json_string_value(meth), json_string_length(meth));
+    r->command_id = an_strndup(json_string_value(cid), json_string_length(cid));
+    r->method = an_strndup(json_string_value(meth), json_string_length(meth));
     if (!r->command_id || !r->method) {
         an_seterr(reason, reasonlen, "out of memory");
         return AN_ENOMEM;

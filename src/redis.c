@@ -71,16 +71,6 @@ void rd_copy_id(char dst[AN_ID_MAX], const char *s, size_t n)
     dst[n] = '\0';
 }
 
-char *rd_dupn(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-    if (!p)
-        return NULL;
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
 /* ------------------------------------------------------------ commands */
 
 void rd_cmd_init(rd_cmd *c)

@@ -26,8 +26,6 @@ void rd_err(an_redis *r, const char *fmt, ...) __attribute__((format(printf, 2, 
 void rd_clear_err(an_redis *r);
 /* Copies an id of n bytes into dst, truncated to AN_ID_MAX - 1. */
 void rd_copy_id(char dst[AN_ID_MAX], const char *s, size_t n);
-/* malloc'd NUL-terminated copy of n bytes (the caller frees); NULL on ENOMEM. */
-char *rd_dupn(const char *s, size_t n);
 
 /* ------------------------------------------------------------ commands */
 

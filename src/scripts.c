@@ -2,6 +2,7 @@
  * scripts.c: the Lua script calls, the params-cache reads and the health
  * hash (an_scripts.h). Built on redis.c.
  */
+#include "an_util.h"
 #include "an_scripts.h"
 #include "redis_internal.h"
 
@@ -191,7 +192,7 @@ int an_params_cache_get(an_redis *r, const char *key, char **params,
     int rc = hmget3(r, key, (const char *const[]){"params", "watermark", "updated"}, &rep);
     if (rc)
         return rc;
-    if (params && !(*params = rd_dupn(rep->element[0]->str, (size_t)rep->element[0]->len))) {
+    if (params && !(*params = an_strndup(rep->element[0]->str, (size_t)rep->element[0]->len))) {
         freeReplyObject(rep);
         rd_err(r, "out of memory");
         return AN_ENOMEM;
@@ -213,9 +214,9 @@ static int take_cached(an_redis *r, const char *key, const redisReply *rep, char
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
         rep->element[0]->type != REDIS_REPLY_STRING)
         return 0;   /* absent (or not a hash of ours): a miss */
-    *params = rd_dupn(rep->element[0]->str, (size_t)rep->element[0]->len);
+    *params = an_strndup(rep->element[0]->str, (size_t)rep->element[0]->len);
     if (source && rep->element[2]->type == REDIS_REPLY_STRING &&
-        !(*source = rd_dupn(rep->element[2]->str, (size_t)rep->element[2]->len)))
+        !(*source = an_strndup(rep->element[2]->str, (size_t)rep->element[2]->len)))
         free(*params), *params = NULL;
     take_int(rep->element[1], watermark);
     if (!*params) {
@@ -407,7 +408,7 @@ static int trim_groups(an_redis *r, an_trim_result *t, const redisReply *a)
             held->type != REDIS_REPLY_STRING)
             return AN_EREDIS;
         an_trim_group *g = &t->groups[t->ngroups];
-        g->name = rd_dupn(name->str, (size_t)name->len);
+        g->name = an_strndup(name->str, (size_t)name->len);
         if (!g->name) {
             rd_err(r, "out of memory");
             return AN_ENOMEM;

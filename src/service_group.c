@@ -133,46 +133,19 @@ static void count(svc_scorer *sc, int64_t *stat, an_counter c, int64_t n)
 /* Grows the parallel per-item arrays (same capacity). 0 or AN_ENOMEM. */
 static int reserve_items(group_scratch *g, size_t n)
 {
-    if (n <= g->capitems)
-        return 0;
-    size_t c = n * 2;
-    an_group_range *r = realloc(g->ranges, c * sizeof *r);
-    if (r)
-        g->ranges = r;
-    size_t *a = realloc(g->row_start, c * sizeof *a);
-    if (a)
-        g->row_start = a;
-    size_t *b = realloc(g->row_count, c * sizeof *b);
-    if (b)
-        g->row_count = b;
-    size_t *ri = realloc(g->row_of_item, c * sizeof *ri);
-    if (ri)
-        g->row_of_item = ri;
-    if (!r || !a || !b || !ri)
-        return AN_ENOMEM;
-    g->capitems = c;
-    return 0;
+    void **const arrays[] = {(void **)&g->ranges, (void **)&g->row_start,
+                             (void **)&g->row_count, (void **)&g->row_of_item};
+    const size_t elem[] = {sizeof *g->ranges, sizeof *g->row_start, sizeof *g->row_count,
+                           sizeof *g->row_of_item};
+    return an_grow_parallel(arrays, elem, 4, &g->capitems, n) ? 0 : AN_ENOMEM;
 }
 
 /* Grows the parallel per-row arrays (same capacity). 0 or AN_ENOMEM. */
 static int reserve_rows(group_scratch *g, size_t n)
 {
-    if (n <= g->caprows)
-        return 0;
-    size_t c = n * 2;
-    an_row *h = realloc(g->hrows, c * sizeof *h);
-    if (h)
-        g->hrows = h;
-    an_score_update *u = realloc(g->upd, c * sizeof *u);
-    if (u)
-        g->upd = u;
-    const char **ru = realloc(g->row_uids, c * sizeof *ru);
-    if (ru)
-        g->row_uids = ru;
-    if (!h || !u || !ru)
-        return AN_ENOMEM;
-    g->caprows = c;
-    return 0;
+    void **const arrays[] = {(void **)&g->hrows, (void **)&g->upd, (void **)&g->row_uids};
+    const size_t elem[] = {sizeof *g->hrows, sizeof *g->upd, sizeof *g->row_uids};
+    return an_grow_parallel(arrays, elem, 3, &g->caprows, n) ? 0 : AN_ENOMEM;
 }
 
 /* Frees what gm[0..nu) and their keys hold; nu = 0. */

@@ -2,6 +2,7 @@
  * streams.c: Redis Streams access (an_streams.h): consumer groups, reads
  * and claims, XPENDING, XINFO, plain stream commands. Built on redis.c.
  */
+#include "an_util.h"
 #include "an_streams.h"
 #include "redis_internal.h"
 
@@ -360,7 +361,7 @@ int an_pending_summary_get(an_redis *r, const char *stream, const char *group,
                 p->element[0]->type != REDIS_REPLY_STRING)
                 continue;
             an_pending_consumer *pc = &out->consumers[out->nconsumers];
-            pc->name = rd_dupn(p->element[0]->str, (size_t)p->element[0]->len);
+            pc->name = an_strndup(p->element[0]->str, (size_t)p->element[0]->len);
             if (!pc->name) {
                 freeReplyObject(rep);
                 an_pending_summary_free(out);
@@ -649,7 +650,7 @@ static int xinfo_list(an_redis *r, redisReply *rep, size_t size, xinfo_fill_fn f
         if (!name || name->type != REDIS_REPLY_STRING)
             continue;
         char **slot = item_name(v, size, k);
-        if (!(*slot = rd_dupn(name->str, (size_t)name->len))) {
+        if (!(*slot = an_strndup(name->str, (size_t)name->len))) {
             free_named(v, k, size);
             freeReplyObject(rep);
             rd_err(r, "out of memory");

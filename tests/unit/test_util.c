@@ -53,6 +53,46 @@ START_TEST(backoff_doubles_to_cap)
 }
 END_TEST
 
+START_TEST(strndup_copies_n_bytes)
+{
+    char *p = an_strndup("ab\0cd", 5);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_mem_eq(p, "ab\0cd", 5);
+    ck_assert_int_eq(p[5], '\0');
+    free(p);
+    p = an_strndup("xyz", 0);
+    ck_assert_str_eq(p, "");
+    free(p);
+    ck_assert_ptr_null(an_strndup("x", SIZE_MAX)); /* n + 1 would wrap */
+}
+END_TEST
+
+START_TEST(grow_parallel_keeps_arrays_in_step)
+{
+    int *a = NULL;
+    double *d = NULL;
+    size_t cap = 0;
+    void **const arrays[] = {(void **)&a, (void **)&d};
+    const size_t elem[] = {sizeof *a, sizeof *d};
+    ck_assert(an_grow_parallel(arrays, elem, 2, &cap, 40));
+    ck_assert_uint_eq(cap, 64);
+    a[39] = 1;
+    d[39] = 2.5;
+    ck_assert(an_grow_parallel(arrays, elem, 2, &cap, 64)); /* fits */
+    ck_assert_uint_eq(cap, 64);
+    ck_assert(an_grow_parallel(arrays, elem, 2, &cap, 65));
+    ck_assert_uint_eq(cap, 128);
+    ck_assert_int_eq(a[39], 1);
+    ck_assert(d[39] == 2.5);
+    /* overflow: refused, capacity unchanged, arrays still valid */
+    ck_assert(!an_grow_parallel(arrays, elem, 2, &cap, SIZE_MAX / 4));
+    ck_assert_uint_eq(cap, 128);
+    ck_assert_int_eq(a[39], 1);
+    free(a);
+    free(d);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("util");
@@ -60,6 +100,8 @@ int main(void)
     tcase_add_test(tc, seterr_truncates_and_tolerates_null);
     tcase_add_test(tc, grow_doubles_and_refuses_overflow);
     tcase_add_test(tc, backoff_doubles_to_cap);
+    tcase_add_test(tc, strndup_copies_n_bytes);
+    tcase_add_test(tc, grow_parallel_keeps_arrays_in_step);
     suite_add_tcase(s, tc);
     return an_check_run(s, CK_NORMAL);
 }
