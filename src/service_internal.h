@@ -98,7 +98,8 @@ struct an_service {
 };
 
 /* ---- the path of an entry (docs/architecture.md): service.c reads a
- * page -> service_take.c (attempts, groups) -> service_entry.c (decode,
+ * page (service_defer.c keeps and retries the waiting ones)
+ * -> service_take.c (attempts, groups) -> service_entry.c (decode,
  * run) -> service_command.c / service_group.c -> service_publish.c (XACK).
  * Each file calls only the ones after it, and service_pause.c /
  * service_metrics.c below all of them. ---- */
@@ -141,6 +142,17 @@ typedef enum {
  * watermark it saw. 0 or an error (the entry stays held). */
 int svc_take_one(an_service *s, const an_entry *e, bool force, svc_one_result *res,
                  int64_t *wm);
+
+/* service_defer.c: the deferral list (entries waiting for their model's
+ * predecessor). svc_deferral is the list as a page's holder (take_entries).
+ * svc_is_deferred: whether the entry id is in the list. svc_retry_deferred
+ * retries the due ones (per model the lowest first, its successors at once
+ * when it completes) and keeps the others' idle time fresh: 0 or the first
+ * retry's error. svc_defer_free frees the list. */
+extern const svc_holder svc_deferral;
+bool svc_is_deferred(const an_service *s, const char *id);
+int svc_retry_deferred(an_service *s);
+void svc_defer_free(an_service *s);
 
 /* service_entry.c */
 /* Frees what the item owns and zeroes it. */
