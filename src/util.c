@@ -19,22 +19,8 @@ void an_seterr(char *err, size_t errlen, const char *fmt, ...)
 
 bool an_grow(void **p, size_t *cap, size_t need, size_t elem)
 {
-    if (need <= *cap)
-        return true;
-    size_t c = *cap ? *cap : 16;
-    while (c < need) {
-        if (c > SIZE_MAX / 2)
-            return false;
-        c *= 2;
-    }
-    if (elem && c > SIZE_MAX / elem)
-        return false;
-    void *q = realloc(*p, c * elem);
-    if (!q)
-        return false;
-    *p = q;
-    *cap = c;
-    return true;
+    void **const arrays[] = {p};
+    return an_grow_parallel(arrays, &elem, 1, cap, need);
 }
 
 int an_backoff_next(int delay_ms, int cap_ms)
