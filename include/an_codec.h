@@ -208,7 +208,8 @@ void an_batch_free(an_batch *b);
  * args|null, error|null]); with AN_ENC_ZLIB the JSON text is compressed.
  * Invariants are NOT enforced here (tests need to produce invalid input);
  * only structural problems (NULL strings where a string is needed,
- * non-finite score) fail with AN_EINVAL. *out is malloc'd (free()); for
+ * non-finite score, a string that is not UTF-8, predictions text that is
+ * not JSON) fail with AN_EINVAL; AN_ENOMEM. *out is malloc'd (free()); for
  * AN_ENC_JSON it is also NUL-terminated (not counted in *outlen).
  */
 int an_batch_encode(const an_result *results, size_t n, an_encoding enc,
@@ -250,32 +251,37 @@ typedef struct an_out_row {
     bool predictions_canonical;
 } an_out_row;
 
+/* The message builders below return 0 with the message in *out (owned by
+ * the caller), or, with *out NULL and err set: AN_EINVAL when the content
+ * cannot be written (a non-finite double, bad spec or predictions JSON, a
+ * missing required string, a string that is not UTF-8) or AN_ENOMEM. */
+
 /* docs/htmengine.md §6.1 message:
  * {"metric":{uid,name,description,resource,location,
  * datasource,spec},"results":[{rowid,ts,value,rawAnomaly,anomaly,
  * multiStepBestPredictions},...]} with exactly these keys. n may be 0 (the
- * service does not publish empty results, but the codec allows it). Returns a
- * new reference or NULL (err set: non-finite double, bad spec or predictions
- * JSON, missing required string, ENOMEM). */
-json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
-                         size_t n, char *err, size_t errlen);
+ * service does not publish empty results, but the codec allows it). *out is
+ * a new reference. */
+int an_msg_inference(const an_metric_info *m, const an_out_row *rows, size_t n, json_t **out,
+                     char *err, size_t errlen);
 
 /* The same message as compact JSON text, byte for byte
  * an_json_dumps(an_msg_inference(...)), built without a tree of the rows:
  * canonical predictions texts are spliced, others parsed and re-dumped one
- * row at a time. malloc'd, NUL-terminated (*len excludes the NUL); NULL
- * with err set as an_msg_inference. */
-char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
-                            size_t *len, char *err, size_t errlen);
+ * row at a time. *out malloc'd, NUL-terminated, *len (if non-NULL) its
+ * length without the NUL. */
+int an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
+                          char **out, size_t *len, char *err, size_t errlen);
 
 /* an_msg_inference_text in two parts, so a caller can keep the first per
  * metric: the head is the text up to the rows ({"metric":{...},"results":[),
- * malloc'd, NUL-terminated, *len its length (NULL with err set as
- * an_msg_inference); text_head appends the rows and the end to a head
- * (borrowed) and returns the whole message as an_msg_inference_text does. */
-char *an_msg_inference_head(const an_metric_info *m, size_t *len, char *err, size_t errlen);
-char *an_msg_inference_text_head(const char *head, size_t head_len, const an_out_row *rows,
-                                 size_t n, size_t *len, char *err, size_t errlen);
+ * malloc'd, NUL-terminated, *len its length; text_head appends the rows and
+ * the end to a head (borrowed) and makes the whole message as
+ * an_msg_inference_text does. */
+int an_msg_inference_head(const an_metric_info *m, char **out, size_t *len, char *err,
+                          size_t errlen);
+int an_msg_inference_text_head(const char *head, size_t head_len, const an_out_row *rows,
+                               size_t n, char **out, size_t *len, char *err, size_t errlen);
 
 /* docs/htmengine.md §6.2 command-result message, borrowed inputs. */
 typedef struct an_cmd_msg {
@@ -295,13 +301,14 @@ typedef struct an_cmd_msg {
     const char *model_spec_json;
 } an_cmd_msg;
 
-/* {"method","modelId","commandId","status","errorMessage"[,"modelInfo"]}.
- * New reference or NULL (err set). */
-json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen);
+/* {"method","modelId","commandId","status","errorMessage"[,"modelInfo"]}
+ * in *out (a new reference), as the builders above. */
+int an_msg_command(const an_cmd_msg *c, json_t **out, char *err, size_t errlen);
 
 /* `spec` of docs/htmengine.md §1.9.1 from the metric's `parameters` column
  * text: the value of its "metricSpec" key (must be an object). New reference in
- * *spec. AN_EINVAL when the text is NULL/not JSON/has no metricSpec object. */
+ * *spec. AN_EINVAL when the text is NULL/not JSON/has no metricSpec object;
+ * AN_ENOMEM. */
 int an_metric_spec_from_parameters(const char *parameters_json, json_t **spec,
                                    char *err, size_t errlen);
 
@@ -309,7 +316,8 @@ int an_metric_spec_from_parameters(const char *parameters_json, json_t **spec,
 
 /* The `body` field of an output entry: an_json_dumps(msg), zlib-compressed
  * (an_zlib_compress) for AN_ENC_ZLIB. *body is malloc'd (free()); for
- * AN_ENC_JSON it is also NUL-terminated (not counted in *len). */
+ * AN_ENC_JSON it is also NUL-terminated (not counted in *len). AN_EINVAL
+ * when msg holds a non-finite real or is nested too deep; AN_ENOMEM. */
 int an_body_encode(const json_t *msg, an_encoding enc, char **body,
                    size_t *len, char *err, size_t errlen);
 
@@ -345,8 +353,9 @@ int an_json_field_decode(const char *data, size_t len, an_encoding enc,
  * rows (optional), source, encoding (optional, default json), body. Returns
  * a new object {"id":id,"dataType":..,"model":..,"rows":..|null,
  * "source":..|null,"encoding":"zlib"|"json","body":<decoded JSON>} in
- * *out. id may be NULL (-> null). Missing dataType/model/body, unknown encoding, bad body -> AN_EINVAL /
- * AN_ERANGE with reason. max_inflated 0 = default.
+ * *out. id may be NULL (-> null). Missing dataType/model/body, unknown
+ * encoding, bad body, a field that is not UTF-8 -> AN_EINVAL / AN_ERANGE
+ * with reason; AN_ENOMEM. max_inflated 0 = default.
  */
 int an_output_entry_decode(const char *id, const an_field *fields,
                            size_t nfields, size_t max_inflated, json_t **out,

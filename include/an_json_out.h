@@ -41,13 +41,18 @@ char *an_predictions_text(const json_t *p);
 
 /* An appendable text buffer. Start from {0}; p is malloc'd and owned by the
  * caller once done (free()), NUL-terminated after every append. An
- * allocation failure (or a non-finite real, too deep a tree) sets fail,
- * after which appends do nothing: check fail once at the end. */
+ * allocation failure sets fail; a non-finite real or too deep a tree sets
+ * fail and invalid. After fail appends do nothing: check once at the end
+ * (an_jbuf_rc). */
 typedef struct an_jbuf {
     char *p;
     size_t len, cap;
     bool fail;
+    bool invalid; /* fail was the content's (not memory) */
 } an_jbuf;
+
+/* 0, AN_EINVAL (invalid set: the content cannot be written) or AN_ENOMEM. */
+int an_jbuf_rc(const an_jbuf *b);
 
 /* Appends n bytes of s / the C string s, verbatim. */
 void an_jbuf_put(an_jbuf *b, const char *s, size_t n);

@@ -79,13 +79,15 @@ int an_state_cache_put(an_state_cache *c, const char *uid, const char *mp,
  * serialized once per metric rather than once per message; the entry
  * carries it across puts, eviction and forget drop it. Works without an
  * entry too (the cache off, a metric seen for the first time): built every
- * time. Borrowed: valid until the next call on c. NULL with err set when
- * the head cannot be built (parameters without a metricSpec object, a
- * missing uid or datasource, ENOMEM), as an_metric_spec_from_parameters and
- * an_msg_inference_head say. */
-const char *an_state_cache_msg_head(an_state_cache *c, const char *uid,
-                                    const an_metric_info *mi, const char *parameters,
-                                    size_t *len, char *err, size_t errlen);
+ * time. 0 with the text in *head (borrowed: valid until the next call on
+ * c) and its length in *len; or *head NULL, err set and AN_EINVAL when the
+ * head cannot be built from these texts (parameters without a metricSpec
+ * object, a missing uid or datasource, a string that is not UTF-8) or
+ * AN_ENOMEM, as an_metric_spec_from_parameters and an_msg_inference_head
+ * say. */
+int an_state_cache_msg_head(an_state_cache *c, const char *uid, const an_metric_info *mi,
+                            const char *parameters, const char **head, size_t *len, char *err,
+                            size_t errlen);
 
 /* Whether uid has an entry (whatever text it describes). The service then
  * skips reading uid's params hash: the entry describes the model_params

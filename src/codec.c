@@ -3,6 +3,7 @@
  */
 #include "an_util.h"
 #include "an_codec.h"
+#include "an_json_mem.h"
 #include "an_json_out.h"
 #include "an_log.h"        /* an_escape */
 
@@ -322,8 +323,13 @@ static int json_field_decode_capped(const char *data, size_t len, an_encoding en
     json_error_t je;
     /* No JSON_ALLOW_NUL: "\u0000" inside strings is rejected. jansson
      * rejects NaN/Infinity tokens and overflowing reals/integers. */
+    an_json_mem_mark();
     json_t *v = json_loadb(text, tlen, 0, &je);
     free(inflated);
+    if (!v && an_json_mem_failed()) {
+        an_seterr(err, errlen, "out of memory while parsing JSON");
+        return AN_ENOMEM;
+    }
     if (!v) {
         char q[4 * JSON_ERROR_TEXT_LENGTH + 4];
         an_escape(q, sizeof q, je.text, strlen(je.text), 0);
@@ -739,31 +745,160 @@ int an_batch_decode(const an_field *fields, size_t nfields,
 
 /* ------------------------------------------------------------ encoding */
 
-/* Small builder helpers: steal-reference setters that record failure. */
-static void oset(json_t *o, const char *k, json_t *v, bool *fail)
+/* A tree under construction. jansson's constructors return NULL both when
+ * out of memory and for content they refuse (json_string on text that is
+ * not UTF-8), and its setters take that NULL; jb records why a part is
+ * missing so that the builder returns one code (jb_rc): AN_EINVAL for the
+ * content, AN_ENOMEM for memory. Setters steal the reference. */
+typedef struct jb {
+    bool fail;         /* a part is missing */
+    const char *why;   /* ...because of its content (static text), or NULL */
+} jb;
+
+static void jb_set(jb *b, json_t *o, const char *k, json_t *v)
 {
     if (!v || json_object_set_new(o, k, v) != 0)
-        *fail = true;
+        b->fail = true;
 }
 
-static void aapp(json_t *a, json_t *v, bool *fail)
+static void jb_app(jb *b, json_t *a, json_t *v)
 {
     if (!v || json_array_append_new(a, v) != 0)
-        *fail = true;
+        b->fail = true;
 }
 
-static json_t *str_or_null(const char *s)
+/* s (n bytes) as a JSON string; jb_str: a C string, JSON null when NULL.
+ * A NULL result is either memory or text that is not UTF-8: copying it
+ * without the check tells which. */
+static json_t *jb_strn(jb *b, const char *s, size_t n)
 {
-    return s ? json_string(s) : json_null();
+    json_t *v = json_stringn(s, n);
+    if (!v) {
+        json_t *probe = json_stringn_nocheck(s, n);
+        if (probe) {
+            json_decref(probe);
+            b->why = "a string is not valid UTF-8";
+        }
+    }
+    return v;
 }
 
-static json_t *real_checked(double d, bool *nonfinite)
+static json_t *jb_str(jb *b, const char *s)
+{
+    return s ? jb_strn(b, s, strlen(s)) : json_null();
+}
+
+static json_t *jb_real(jb *b, double d)
 {
     if (!isfinite(d)) {
-        *nonfinite = true;
+        b->why = "non-finite number";
         return NULL;
     }
     return json_real(d);
+}
+
+/* 0 when nothing failed; else err set (prefixed by what) and AN_EINVAL or
+ * AN_ENOMEM. */
+static int jb_rc(const jb *b, const char *what, char *err, size_t errlen)
+{
+    if (!b->fail)
+        return 0;
+    an_seterr(err, errlen, "%s: %s", what, b->why ? b->why : "out of memory");
+    return b->why ? AN_EINVAL : AN_ENOMEM;
+}
+
+/* The JSON value in text (an object when object_only), a new reference in
+ * *out. AN_EINVAL (err: what and why) when the text is not JSON or not an
+ * object; AN_ENOMEM when jansson ran out of memory (an_json_mem.h). */
+static int parse_json(const char *text, const char *what, bool object_only, json_t **out,
+                      char *err, size_t errlen)
+{
+    json_error_t je;
+    *out = NULL;
+    an_json_mem_mark();
+    json_t *v = json_loads(text, 0, &je);
+    if (!v) {
+        if (an_json_mem_failed()) {
+            an_seterr(err, errlen, "%s: out of memory", what);
+            return AN_ENOMEM;
+        }
+        an_seterr(err, errlen, "%s: invalid JSON: %s", what, je.text);
+        return AN_EINVAL;
+    }
+    if (object_only && !json_is_object(v)) {
+        an_seterr(err, errlen, "%s: must be a JSON object, got %s", what, jtype(v));
+        json_decref(v);
+        return AN_EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_object(const char *text, const char *what, json_t **out,
+                        char *err, size_t errlen)
+{
+    return parse_json(text, what, true, out, err, errlen);
+}
+
+/* Result i as the producer writes it (an array), in *out. */
+static int batch_item(const an_result *r, size_t i, json_t **out, char *err, size_t errlen)
+{
+    char what[48];
+    snprintf(what, sizeof what, "results[%zu]", i);
+    *out = NULL;
+    jb b = {0};
+    json_t *a = json_array();
+    if (!a) {
+        an_seterr(err, errlen, "%s: out of memory", what);
+        return AN_ENOMEM;
+    }
+    if (r->kind == AN_RES_INFERENCE) {
+        const an_inference_result *x = &r->u.inf;
+        jb_app(&b, a, json_string(x->legacy ? "iR" : "iRv2"));
+        jb_app(&b, a, json_integer(x->rowid));
+        jb_app(&b, a, json_integer(x->status));
+        jb_app(&b, a, x->has_score ? jb_real(&b, x->score) : json_null());
+        jb_app(&b, a, jb_str(&b, x->error));
+        if (!x->legacy) {
+            json_t *p = NULL;
+            if (x->predictions) {
+                p = json_incref(x->predictions);
+            } else if (x->predictions_text) {
+                int rc = parse_json(x->predictions_text, what, false, &p, err, errlen);
+                if (rc) {
+                    json_decref(a);
+                    return rc;
+                }
+            } else {
+                p = json_null();
+            }
+            jb_app(&b, a, p);
+        }
+    } else if (r->kind == AN_RES_COMMAND) {
+        const an_command_result *c = &r->u.cmd;
+        if (!c->command_id || !c->method) {
+            json_decref(a);
+            an_seterr(err, errlen, "%s: mcR needs commandID and method", what);
+            return AN_EINVAL;
+        }
+        jb_app(&b, a, json_string("mcR"));
+        jb_app(&b, a, jb_str(&b, c->command_id));
+        jb_app(&b, a, jb_str(&b, c->method));
+        jb_app(&b, a, json_integer(c->status));
+        jb_app(&b, a, c->args ? json_incref(c->args) : json_null());
+        jb_app(&b, a, jb_str(&b, c->error));
+    } else {
+        json_decref(a);
+        an_seterr(err, errlen, "%s: unknown kind %d", what, (int)r->kind);
+        return AN_EINVAL;
+    }
+    int rc = jb_rc(&b, what, err, errlen);
+    if (rc) {
+        json_decref(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
 }
 
 int an_batch_encode(const an_result *results, size_t n, an_encoding enc,
@@ -772,89 +907,25 @@ int an_batch_encode(const an_result *results, size_t n, an_encoding enc,
     *out = NULL;
     *outlen = 0;
     json_t *root = json_array();
-    bool fail = !root;
-    for (size_t i = 0; i < n && !fail; i++) {
-        const an_result *r = &results[i];
-        json_t *a = json_array();
-        if (!a) {
-            fail = true;
-            break;
-        }
-        if (r->kind == AN_RES_INFERENCE) {
-            const an_inference_result *x = &r->u.inf;
-            aapp(a, json_string(x->legacy ? "iR" : "iRv2"), &fail);
-            aapp(a, json_integer(x->rowid), &fail);
-            aapp(a, json_integer(x->status), &fail);
-            if (x->has_score) {
-                if (!isfinite(x->score)) {
-                    json_decref(a);
-                    json_decref(root);
-                    an_seterr(err, errlen, "results[%zu]: non-finite score", i);
-                    return AN_EINVAL;
-                }
-                aapp(a, json_real(x->score), &fail);
-            } else {
-                aapp(a, json_null(), &fail);
-            }
-            aapp(a, str_or_null(x->error), &fail);
-            if (!x->legacy) {
-                json_t *p = x->predictions ? json_incref(x->predictions)
-                            : x->predictions_text ? json_loads(x->predictions_text, 0, NULL)
-                                                  : json_null();
-                aapp(a, p, &fail);
-            }
-        } else if (r->kind == AN_RES_COMMAND) {
-            const an_command_result *c = &r->u.cmd;
-            if (!c->command_id || !c->method) {
-                json_decref(a);
-                json_decref(root);
-                an_seterr(err, errlen, "results[%zu]: mcR needs commandID and "
-                                    "method", i);
-                return AN_EINVAL;
-            }
-            aapp(a, json_string("mcR"), &fail);
-            aapp(a, json_string(c->command_id), &fail);
-            aapp(a, json_string(c->method), &fail);
-            aapp(a, json_integer(c->status), &fail);
-            aapp(a, c->args ? json_incref(c->args) : json_null(), &fail);
-            aapp(a, str_or_null(c->error), &fail);
-        } else {
-            json_decref(a);
-            json_decref(root);
-            an_seterr(err, errlen, "results[%zu]: unknown kind %d", i,
-                   (int)r->kind);
-            return AN_EINVAL;
-        }
-        aapp(root, a, &fail);
+    if (!root) {
+        an_seterr(err, errlen, "out of memory");
+        return AN_ENOMEM;
     }
-    if (fail) {
-        json_decref(root);
-        an_seterr(err, errlen, "out of memory or invalid UTF-8 string");
-        return AN_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        json_t *a;
+        int rc = batch_item(&results[i], i, &a, err, errlen);
+        if (rc == 0 && json_array_append_new(root, a) != 0) {
+            an_seterr(err, errlen, "results[%zu]: out of memory", i);
+            rc = AN_ENOMEM;
+        }
+        if (rc) {
+            json_decref(root);
+            return rc;
+        }
     }
     int rc = an_body_encode(root, enc, out, outlen, err, errlen);
     json_decref(root);
     return rc;
-}
-
-static int parse_object(const char *text, const char *what, json_t **out,
-                        char *err, size_t errlen)
-{
-    json_error_t je;
-    *out = NULL;
-    json_t *v = json_loads(text, 0, &je);
-    if (!v) {
-        an_seterr(err, errlen, "%s: invalid JSON: %s", what, je.text);
-        return AN_EINVAL;
-    }
-    if (!json_is_object(v)) {
-        an_seterr(err, errlen, "%s: must be a JSON object, got %s", what,
-               jtype(v));
-        json_decref(v);
-        return AN_EINVAL;
-    }
-    *out = v;
-    return 0;
 }
 
 int an_metric_spec_from_parameters(const char *parameters_json, json_t **spec,
@@ -880,152 +951,159 @@ int an_metric_spec_from_parameters(const char *parameters_json, json_t **spec,
     return 0;
 }
 
-/* Deep copy of a borrowed object so the message never shares (and so never
- * modifies) caller values. */
-static json_t *borrow_copy(const json_t *v)
+/* A deep copy of a borrowed object (or an object parsed from its text), in
+ * *out, so the message never shares (and so never modifies) caller values.
+ * what names it in err. */
+static int spec_copy(const json_t *spec, const char *spec_json, const char *what,
+                     json_t **out, char *err, size_t errlen)
 {
-    return json_deep_copy(v);
+    *out = NULL;
+    if (spec) {
+        if (!json_is_object(spec)) {
+            an_seterr(err, errlen, "%s: must be an object", what);
+            return AN_EINVAL;
+        }
+        *out = json_deep_copy(spec);
+        if (!*out) {
+            an_seterr(err, errlen, "%s: out of memory", what);
+            return AN_ENOMEM;
+        }
+        return 0;
+    }
+    if (spec_json)
+        return parse_object(spec_json, what, out, err, errlen);
+    an_seterr(err, errlen, "%s: required", what);
+    return AN_EINVAL;
 }
 
-/* The message's "metric" object: uid, name, description, resource,
+/* The message's "metric" object in *out: uid, name, description, resource,
  * location, datasource and spec (a copy of m->spec, or m->spec_json
- * parsed). NULL with err set when a required part is missing or invalid, or
- * out of memory. */
-static json_t *msg_metric(const an_metric_info *m, char *err, size_t errlen)
+ * parsed). */
+static int msg_metric(const an_metric_info *m, json_t **out, char *err, size_t errlen)
 {
+    *out = NULL;
     if (!m || !m->uid || !m->datasource) {
         an_seterr(err, errlen, "metric: uid and datasource are required");
-        return NULL;
+        return AN_EINVAL;
     }
-    json_t *spec = NULL;
-    if (m->spec) {
-        if (!json_is_object(m->spec)) {
-            an_seterr(err, errlen, "metric.spec: must be an object");
-            return NULL;
-        }
-        spec = borrow_copy(m->spec);
-    } else if (m->spec_json) {
-        if (parse_object(m->spec_json, "metric.spec", &spec, err, errlen))
-            return NULL;
-    } else {
-        an_seterr(err, errlen, "metric.spec: required");
-        return NULL;
-    }
+    json_t *spec;
+    int rc = spec_copy(m->spec, m->spec_json, "metric.spec", &spec, err, errlen);
+    if (rc)
+        return rc;
     json_t *metric = json_object();
-    if (!metric || !spec) {
-        json_decref(metric);
+    if (!metric) {
         json_decref(spec);
-        an_seterr(err, errlen, "out of memory");
-        return NULL;
+        an_seterr(err, errlen, "metric: out of memory");
+        return AN_ENOMEM;
     }
-    bool fail = false;
-    oset(metric, "uid", json_string(m->uid), &fail);
-    oset(metric, "name", str_or_null(m->name), &fail);
-    oset(metric, "description", str_or_null(m->description), &fail);
-    oset(metric, "resource", str_or_null(m->resource), &fail);
-    oset(metric, "location", str_or_null(m->location), &fail);
-    oset(metric, "datasource", json_string(m->datasource), &fail);
-    oset(metric, "spec", spec, &fail);
-    if (fail) {
+    jb b = {0};
+    jb_set(&b, metric, "uid", jb_str(&b, m->uid));
+    jb_set(&b, metric, "name", jb_str(&b, m->name));
+    jb_set(&b, metric, "description", jb_str(&b, m->description));
+    jb_set(&b, metric, "resource", jb_str(&b, m->resource));
+    jb_set(&b, metric, "location", jb_str(&b, m->location));
+    jb_set(&b, metric, "datasource", jb_str(&b, m->datasource));
+    jb_set(&b, metric, "spec", spec);
+    rc = jb_rc(&b, "metric", err, errlen);
+    if (rc) {
         json_decref(metric);
-        an_seterr(err, errlen, "metric: out of memory or invalid UTF-8 string");
-        return NULL;
+        return rc;
     }
-    return metric;
+    *out = metric;
+    return 0;
 }
 
-/* Result i of the message: rowid, ts, value, rawAnomaly, anomaly and the
- * predictions (a copy of r->predictions, or r->predictions_json parsed,
- * or null). NULL with err set on invalid predictions, a non-finite number
- * or out of memory. */
-static json_t *msg_row(const an_out_row *r, size_t i, char *err, size_t errlen)
+/* Result i of the message in *out: rowid, ts, value, rawAnomaly, anomaly
+ * and the predictions (a copy of r->predictions, or r->predictions_json
+ * parsed, or null). */
+static int msg_row(const an_out_row *r, size_t i, json_t **out, char *err, size_t errlen)
 {
+    char what[64];
     json_t *pred = NULL;
+    *out = NULL;
+    snprintf(what, sizeof what, "results[%zu].multiStepBestPredictions", i);
     if (r->predictions) {
         if (!json_is_object(r->predictions) && !json_is_null(r->predictions)) {
-            an_seterr(err, errlen, "results[%zu]: predictions must be an object or null", i);
-            return NULL;
+            an_seterr(err, errlen, "%s: must be an object or null", what);
+            return AN_EINVAL;
         }
-        pred = borrow_copy(r->predictions);
+        pred = json_deep_copy(r->predictions);
     } else if (!r->predictions_json || strcmp(r->predictions_json, "null") == 0) {
         pred = json_null();
     } else {
-        char what[64];
-        snprintf(what, sizeof what, "results[%zu].multiStepBestPredictions", i);
-        if (parse_object(r->predictions_json, what, &pred, err, errlen))
-            return NULL;
+        int rc = parse_object(r->predictions_json, what, &pred, err, errlen);
+        if (rc)
+            return rc;
     }
+    snprintf(what, sizeof what, "results[%zu] (rowid %" PRId64 ")", i, r->rowid);
     json_t *o = json_object();
+    jb b = {0};
     if (!o) {
         json_decref(pred);
-        an_seterr(err, errlen, "out of memory");
-        return NULL;
+        b.fail = true;
+        return jb_rc(&b, what, err, errlen);
     }
-    bool fail = false, nonfinite = false;
-    oset(o, "rowid", json_integer(r->rowid), &fail);
-    oset(o, "ts", real_checked(r->ts, &nonfinite), &fail);
-    oset(o, "value", real_checked(r->value, &nonfinite), &fail);
-    oset(o, "rawAnomaly", real_checked(r->raw, &nonfinite), &fail);
-    oset(o, "anomaly", real_checked(r->anomaly, &nonfinite), &fail);
-    oset(o, "multiStepBestPredictions", pred, &fail);
-    if (fail) {
+    jb_set(&b, o, "rowid", json_integer(r->rowid));
+    jb_set(&b, o, "ts", jb_real(&b, r->ts));
+    jb_set(&b, o, "value", jb_real(&b, r->value));
+    jb_set(&b, o, "rawAnomaly", jb_real(&b, r->raw));
+    jb_set(&b, o, "anomaly", jb_real(&b, r->anomaly));
+    jb_set(&b, o, "multiStepBestPredictions", pred);
+    int rc = jb_rc(&b, what, err, errlen);
+    if (rc) {
         json_decref(o);
-        if (nonfinite)
-            an_seterr(err, errlen, "results[%zu] (rowid %" PRId64 "): non-finite number", i,
-                      r->rowid);
-        else
-            an_seterr(err, errlen, "out of memory");
-        return NULL;
+        return rc;
     }
-    return o;
+    *out = o;
+    return 0;
 }
 
-json_t *an_msg_inference(const an_metric_info *m, const an_out_row *rows,
-                         size_t n, char *err, size_t errlen)
+int an_msg_inference(const an_metric_info *m, const an_out_row *rows, size_t n, json_t **out,
+                     char *err, size_t errlen)
 {
-    json_t *metric = msg_metric(m, err, errlen);
-    if (!metric)
-        return NULL;
-    bool fail = false;
+    *out = NULL;
+    json_t *metric;
+    int rc = msg_metric(m, &metric, err, errlen);
+    if (rc)
+        return rc;
+    jb b = {0};
     json_t *msg = json_object();
     json_t *results = json_array();
-    if (!msg || !results) {
-        json_decref(msg);
+    if (!msg) {
         json_decref(metric);
         json_decref(results);
-        an_seterr(err, errlen, "out of memory");
-        return NULL;
+        b.fail = true;
+        return jb_rc(&b, "message", err, errlen);
     }
-    oset(msg, "metric", metric, &fail);
-    oset(msg, "results", results, &fail);
-    if (fail) {
+    jb_set(&b, msg, "metric", metric);
+    jb_set(&b, msg, "results", results);
+    for (size_t i = 0; i < n && !b.fail; i++) {
+        json_t *o;
+        rc = msg_row(&rows[i], i, &o, err, errlen);
+        if (rc) {
+            json_decref(msg);
+            return rc;
+        }
+        jb_app(&b, results, o);
+    }
+    rc = jb_rc(&b, "message", err, errlen);
+    if (rc) {
         json_decref(msg);
-        an_seterr(err, errlen, "metric: out of memory or invalid UTF-8 string");
-        return NULL;
+        return rc;
     }
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = msg_row(&rows[i], i, err, errlen);
-        if (!o) {
-            json_decref(msg);
-            return NULL;
-        }
-        aapp(results, o, &fail);
-        if (fail) {
-            json_decref(msg);
-            an_seterr(err, errlen, "out of memory");
-            return NULL;
-        }
-    }
-    return msg;
+    *out = msg;
+    return 0;
 }
 
 /* One row's predictions into b: a canonical text verbatim, else parsed and
  * re-dumped (an object or null, as an_msg_inference accepts). */
 static int sb_predictions(an_jbuf *b, const an_out_row *r, size_t i, char *err, size_t errlen)
 {
+    char what[64];
+    snprintf(what, sizeof what, "results[%zu].multiStepBestPredictions", i);
     if (r->predictions) {
         if (!json_is_object(r->predictions) && !json_is_null(r->predictions)) {
-            an_seterr(err, errlen, "results[%zu]: predictions must be an object or null", i);
+            an_seterr(err, errlen, "%s: must be an object or null", what);
             return AN_EINVAL;
         }
         an_jbuf_json(b, r->predictions, 3);
@@ -1039,39 +1117,54 @@ static int sb_predictions(an_jbuf *b, const an_out_row *r, size_t i, char *err, 
         an_jbuf_puts(b, r->predictions_json);
         return 0;
     }
-    char what[64];
     json_t *p;
-    snprintf(what, sizeof what, "results[%zu].multiStepBestPredictions", i);
-    if (parse_object(r->predictions_json, what, &p, err, errlen))
-        return AN_EINVAL;
+    int rc = parse_object(r->predictions_json, what, &p, err, errlen);
+    if (rc)
+        return rc;
     an_jbuf_json(b, p, 3);   /* its depth in the message, as the tree dumps it */
     json_decref(p);
     return 0;
 }
 
-char *an_msg_inference_head(const an_metric_info *m, size_t *len, char *err, size_t errlen)
+/* The text of b in *out (owned by the caller) when nothing failed; else b
+ * freed and err set. */
+static int jbuf_finish(an_jbuf *b, const char *what, char **out, size_t *len, char *err,
+                       size_t errlen)
 {
+    int rc = an_jbuf_rc(b);
+    if (rc) {
+        free(b->p);
+        an_seterr(err, errlen, "%s: %s", what,
+                  rc == AN_ENOMEM ? "out of memory" : "non-finite number or too deep");
+        return rc;
+    }
+    *out = b->p;
+    if (len)
+        *len = b->len;
+    return 0;
+}
+
+int an_msg_inference_head(const an_metric_info *m, char **out, size_t *len, char *err,
+                          size_t errlen)
+{
+    *out = NULL;
     /* through the tree builder: the metric part is small */
-    json_t *head = an_msg_inference(m, NULL, 0, err, errlen);
-    if (!head)
-        return NULL;
+    json_t *head;
+    int rc = an_msg_inference(m, NULL, 0, &head, err, errlen);
+    if (rc)
+        return rc;
     an_jbuf b = {0};
     an_jbuf_put(&b, "{\"metric\":", 10);
     an_jbuf_json(&b, json_object_get(head, "metric"), 1);
     json_decref(head);
     an_jbuf_puts(&b, ",\"results\":[");
-    if (b.fail) {
-        free(b.p);
-        an_seterr(err, errlen, "out of memory or non-finite number");
-        return NULL;
-    }
-    *len = b.len;
-    return b.p;
+    return jbuf_finish(&b, "metric", out, len, err, errlen);
 }
 
-char *an_msg_inference_text_head(const char *head, size_t head_len, const an_out_row *rows,
-                                 size_t n, size_t *len, char *err, size_t errlen)
+int an_msg_inference_text_head(const char *head, size_t head_len, const an_out_row *rows,
+                               size_t n, char **out, size_t *len, char *err, size_t errlen)
 {
+    *out = NULL;
     an_jbuf b = {0};
     an_jbuf_put(&b, head, head_len);
     for (size_t i = 0; i < n && !b.fail; i++) {
@@ -1082,7 +1175,7 @@ char *an_msg_inference_text_head(const char *head, size_t head_len, const an_out
             free(b.p);
             an_seterr(err, errlen, "results[%zu] (rowid %" PRId64 "): non-finite number", i,
                    r->rowid);
-            return NULL;
+            return AN_EINVAL;
         }
         if (i)
             an_jbuf_put(&b, ",", 1);
@@ -1096,106 +1189,93 @@ char *an_msg_inference_text_head(const char *head, size_t head_len, const an_out
         an_jbuf_puts(&b, ",\"anomaly\":");
         an_jbuf_puts(&b, an_codec_fmt_double(num, sizeof num, r->anomaly));
         an_jbuf_puts(&b, ",\"multiStepBestPredictions\":");
-        if (sb_predictions(&b, r, i, err, errlen)) {
+        int rc = sb_predictions(&b, r, i, err, errlen);
+        if (rc) {
             free(b.p);
-            return NULL;
+            return rc;
         }
         an_jbuf_put(&b, "}", 1);
     }
     an_jbuf_put(&b, "]}", 2);
-    if (b.fail) {
-        free(b.p);
-        an_seterr(err, errlen, "out of memory or non-finite number");
-        return NULL;
-    }
-    if (len)
-        *len = b.len;
-    return b.p;
+    return jbuf_finish(&b, "results", out, len, err, errlen);
 }
 
-char *an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
-                            size_t *len, char *err, size_t errlen)
+int an_msg_inference_text(const an_metric_info *m, const an_out_row *rows, size_t n,
+                          char **out, size_t *len, char *err, size_t errlen)
 {
     size_t hlen = 0;
-    char *head = an_msg_inference_head(m, &hlen, err, errlen);
-    if (!head)
-        return NULL;
-    char *text = an_msg_inference_text_head(head, hlen, rows, n, len, err, errlen);
+    char *head;
+    *out = NULL;
+    int rc = an_msg_inference_head(m, &head, &hlen, err, errlen);
+    if (rc)
+        return rc;
+    rc = an_msg_inference_text_head(head, hlen, rows, n, out, len, err, errlen);
     free(head);
-    return text;
+    return rc;
 }
 
-json_t *an_msg_command(const an_cmd_msg *c, char *err, size_t errlen)
+int an_msg_command(const an_cmd_msg *c, json_t **out, char *err, size_t errlen)
 {
+    *out = NULL;
     if (!c || !c->method || !c->model_id || !c->command_id) {
         an_seterr(err, errlen, "method, modelId and commandId are required");
-        return NULL;
+        return AN_EINVAL;
     }
     json_t *spec = NULL;
     if (c->has_model_info) {
         if (!c->metric_name || !c->resource) {
-            an_seterr(err, errlen, "modelInfo: metricName and resource are "
-                                "required");
-            return NULL;
+            an_seterr(err, errlen, "modelInfo: metricName and resource are required");
+            return AN_EINVAL;
         }
-        if (c->model_spec) {
-            if (!json_is_object(c->model_spec)) {
-                an_seterr(err, errlen, "modelInfo.modelSpec: must be an object");
-                return NULL;
-            }
-            spec = borrow_copy(c->model_spec);
-        } else if (c->model_spec_json) {
-            if (parse_object(c->model_spec_json, "modelInfo.modelSpec", &spec,
-                             err, errlen))
-                return NULL;
-        } else {
-            an_seterr(err, errlen, "modelInfo.modelSpec: required");
-            return NULL;
-        }
+        int rc = spec_copy(c->model_spec, c->model_spec_json, "modelInfo.modelSpec", &spec,
+                           err, errlen);
+        if (rc)
+            return rc;
     }
-    bool fail = false;
+    jb b = {0};
     json_t *msg = json_object();
     if (!msg) {
         json_decref(spec);
-        an_seterr(err, errlen, "out of memory");
-        return NULL;
+        b.fail = true;
+        return jb_rc(&b, "command result", err, errlen);
     }
-    oset(msg, "method", json_string(c->method), &fail);
-    oset(msg, "modelId", json_string(c->model_id), &fail);
-    oset(msg, "commandId", json_string(c->command_id), &fail);
-    oset(msg, "status", json_integer(c->status), &fail);
-    oset(msg, "errorMessage", str_or_null(c->error_message), &fail);
+    jb_set(&b, msg, "method", jb_str(&b, c->method));
+    jb_set(&b, msg, "modelId", jb_str(&b, c->model_id));
+    jb_set(&b, msg, "commandId", jb_str(&b, c->command_id));
+    jb_set(&b, msg, "status", json_integer(c->status));
+    jb_set(&b, msg, "errorMessage", jb_str(&b, c->error_message));
     if (c->has_model_info) {
         json_t *mi = json_object();
         if (mi) {
-            oset(mi, "metricName", json_string(c->metric_name), &fail);
-            oset(mi, "resource", json_string(c->resource), &fail);
-            oset(mi, "modelSpec", spec, &fail);
+            jb_set(&b, mi, "metricName", jb_str(&b, c->metric_name));
+            jb_set(&b, mi, "resource", jb_str(&b, c->resource));
+            jb_set(&b, mi, "modelSpec", spec);
         } else {
             json_decref(spec);
         }
-        oset(msg, "modelInfo", mi, &fail);
+        jb_set(&b, msg, "modelInfo", mi);
     }
-    if (fail) {
+    int rc = jb_rc(&b, "command result", err, errlen);
+    if (rc) {
         json_decref(msg);
-        an_seterr(err, errlen, "out of memory or invalid UTF-8 string");
-        return NULL;
+        return rc;
     }
-    return msg;
+    *out = msg;
+    return 0;
 }
 
 int an_body_encode(const json_t *msg, an_encoding enc, char **body,
                    size_t *len, char *err, size_t errlen)
 {
-    size_t tlen = 0;
     *body = NULL;
     *len = 0;
-    char *text = an_json_dumps(msg, &tlen);
-    if (!text) {
-        an_seterr(err, errlen, "cannot serialize JSON (out of memory or "
-                            "non-finite number)");
-        return AN_EINVAL;
-    }
+    an_jbuf b = {0};
+    an_jbuf_json(&b, msg, 0);
+    char *text;
+    size_t tlen = 0;
+    int rc = jbuf_finish(&b, "cannot serialize JSON", &text, &tlen, err, errlen);
+    if (rc)
+        return rc;
     return an_body_encode_text(text, tlen, enc, body, len, err, errlen);
 }
 
@@ -1247,28 +1327,25 @@ int an_output_entry_decode(const char *id, const an_field *fields,
         an_seterr(err, errlen, "body: %s", sub);
         return rc;
     }
-    bool fail = false;
+    jb jf = {0};
     json_t *o = json_object();
     if (!o) {
         json_decref(b);
-        an_seterr(err, errlen, "out of memory");
-        return AN_ENOMEM;
+        jf.fail = true;
+        return jb_rc(&jf, "output entry", err, errlen);
     }
-    oset(o, "id", str_or_null(id), &fail);
-    oset(o, "dataType", json_stringn(dt->value, dt->value_len), &fail);
-    oset(o, "model", json_stringn(model->value, model->value_len), &fail);
-    oset(o, "rows",
-         rows ? json_stringn(rows->value, rows->value_len) : json_null(),
-         &fail);
-    oset(o, "source",
-         source ? json_stringn(source->value, source->value_len) : json_null(),
-         &fail);
-    oset(o, "encoding", json_string(an_encoding_name(e)), &fail);
-    oset(o, "body", b, &fail);
-    if (fail) {
+    jb_set(&jf, o, "id", jb_str(&jf, id));
+    jb_set(&jf, o, "dataType", jb_strn(&jf, dt->value, dt->value_len));
+    jb_set(&jf, o, "model", jb_strn(&jf, model->value, model->value_len));
+    jb_set(&jf, o, "rows", rows ? jb_strn(&jf, rows->value, rows->value_len) : json_null());
+    jb_set(&jf, o, "source",
+           source ? jb_strn(&jf, source->value, source->value_len) : json_null());
+    jb_set(&jf, o, "encoding", json_string(an_encoding_name(e)));
+    jb_set(&jf, o, "body", b);
+    rc = jb_rc(&jf, "output entry", err, errlen);
+    if (rc) {
         json_decref(o);
-        an_seterr(err, errlen, "a field is not valid UTF-8, or out of memory");
-        return AN_EINVAL;
+        return rc;
     }
     *out = o;
     return 0;

@@ -5,6 +5,8 @@
  */
 #include "an_json_out.h"
 
+#include "an_error.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -347,6 +349,11 @@ static void jbuf_reserve(an_jbuf *b, size_t more)
     b->cap = ncap;
 }
 
+int an_jbuf_rc(const an_jbuf *b)
+{
+    return !b->fail ? 0 : b->invalid ? AN_EINVAL : AN_ENOMEM;
+}
+
 void an_jbuf_put(an_jbuf *b, const char *s, size_t n)
 {
     jbuf_reserve(b, n);
@@ -400,7 +407,7 @@ void an_jbuf_json(an_jbuf *b, const json_t *v, int depth)
     if (b->fail)
         return;
     if (depth > 2048) {
-        b->fail = true;
+        b->fail = b->invalid = true;
         return;
     }
     switch (json_typeof(v)) {
@@ -442,7 +449,7 @@ void an_jbuf_json(an_jbuf *b, const json_t *v, int depth)
     case JSON_REAL: {
         double d = json_real_value(v);
         if (!isfinite(d)) {
-            b->fail = true;
+            b->fail = b->invalid = true;
             return;
         }
         an_jbuf_puts(b, an_codec_fmt_double(num, sizeof num, d));
@@ -464,7 +471,7 @@ void an_jbuf_double(an_jbuf *b, double d)
 {
     char num[40];
     if (!isfinite(d)) {
-        b->fail = true;
+        b->fail = b->invalid = true;
         return;
     }
     an_jbuf_puts(b, an_codec_fmt_double(num, sizeof num, d));

@@ -90,11 +90,16 @@ static int compose_command(an_service *s, item *it, const char *uid,
         m.model_spec_json = metric->parameters;
     }
     char err[256];
-    json_t *msg = an_msg_command(&m, err, sizeof err);
-    if (!msg) {
+    json_t *msg;
+    int rc = an_msg_command(&m, &msg, err, sizeof err);
+    if (rc == AN_EINVAL) {
+        /* the metric's parameters or texts cannot be written: the original
+         * would crash; we log and skip the message */
         an_error("cannot compose command result message for model=%s: %s", uid, err);
-        return 0;   /* the original would crash; we log and skip the message */
+        return 0;
     }
+    if (rc)
+        return rc;
     return svc_add_out(it, s->cfg->streams.output_encoding, AN_DATATYPE_COMMAND, NULL, msg);
 }
 

@@ -39,6 +39,7 @@
 #include <time.h>
 
 #include "an_batch_verdict.h"
+#include "an_json_mem.h"
 #include "an_log.h"
 #include "an_repo_group.h"
 #include "an_util.h"
@@ -260,17 +261,17 @@ static int ov_tail(void *ctx, size_t n, an_sample *out, size_t *got, char *err,
 /* Loads anomalyLikelihoodParams: from the in-process state cache when it
  * describes the model_params text just read under the lock, else from the
  * hash when its watermark equals the database's, else from
- * metric.model_params (docs/htmengine.md §2.2). Returns true when loaded,
- * false when the stored params do not parse (it->reason set: the entry is
- * poison). */
-static bool load_state(svc_scorer *sc, gmetric *gm, item *it)
+ * metric.model_params (docs/htmengine.md §2.2). Returns 0 when loaded,
+ * AN_EINVAL when the stored params do not parse (it->reason set: the entry
+ * is poison) or AN_ENOMEM. */
+static int load_state(svc_scorer *sc, gmetric *gm, item *it)
 {
     char err[SVC_ERR_MAX];
     if (an_state_cache_get(sc->d.sc, gm->uid, gm->m->model_params, &gm->state, &gm->span)) {
         gm->span_known = true;
         gm->win_usable = true;
         gm->state_loaded = true;
-        return true;
+        return 0;
     }
     /* The hash is trusted only for the very write the database holds: its
      * watermark AND the entry that moved it (a deleted and re-created model
@@ -282,7 +283,7 @@ static bool load_state(svc_scorer *sc, gmetric *gm, item *it)
         json_decref(j);
         if (!rc) {
             gm->state_loaded = true;
-            return true;
+            return 0;
         }
         an_warn("params cache of model=%s is unreadable; using PostgreSQL", gm->uid);
     }
@@ -290,25 +291,30 @@ static bool load_state(svc_scorer *sc, gmetric *gm, item *it)
     memset(&gm->state, 0, sizeof gm->state);
     if (gm->m->model_params) {
         json_error_t je;
+        an_json_mem_mark();
         json_t *mp = json_loads(gm->m->model_params, 0, &je);
+        if (!mp && an_json_mem_failed())
+            return AN_ENOMEM;
         if (!mp || !json_is_object(mp)) {
             snprintf(it->reason, sizeof it->reason,
                      "metric %s: model_params is not a JSON object: %s", gm->uid,
                      mp ? "not an object" : je.text);
             json_decref(mp);
-            return false;
+            return AN_EINVAL;
         }
         int rc = an_helper_state_from_json(json_object_get(mp, "anomalyLikelihoodParams"),
                                            &gm->state, err, sizeof err);
         json_decref(mp);
+        if (rc == AN_ENOMEM)
+            return rc;
         if (rc) {
             snprintf(it->reason, sizeof it->reason,
                      "metric %s: stored anomalyLikelihoodParams invalid: %s", gm->uid, err);
-            return false;
+            return AN_EINVAL;
         }
     }
     gm->state_loaded = true;
-    return true;
+    return 0;
 }
 
 /* The final state's text, and model_params with anomalyLikelihoodParams
@@ -462,8 +468,11 @@ static int score(svc_scorer *sc, item *it, gmetric *gm, size_t row0)
 }
 
 /* docs/htmengine.md §1.9.1 for one item: fresh scores (hrows) or, for a
- * republish, what the database holds. A message that cannot be built is logged,
- * not fatal: the rows are stored. 0, or AN_ENOMEM / the encoder's error. */
+ * republish, what the database holds. A message whose content cannot be
+ * written (AN_EINVAL: the metric's parameters without a metricSpec object, a
+ * text that is not UTF-8, a non-finite number) is logged and not published,
+ * as the rows are stored; the original would crash on it. 0, or AN_ENOMEM
+ * (the attempt is retried). */
 static int compose(svc_scorer *sc, item *it, gmetric *gm, size_t row0, const an_row *fresh)
 {
     group_scratch *g = &sc->g;
@@ -474,13 +483,14 @@ static int compose(svc_scorer *sc, item *it, gmetric *gm, size_t row0, const an_
         .datasource = gm->m->datasource ? gm->m->datasource : "",
     };
     size_t hlen = 0;
-    const char *head = an_state_cache_msg_head(sc->d.sc, gm->uid, &mi, gm->m->parameters, &hlen,
-                                               err, sizeof err);
-    if (!head) {
+    const char *head;
+    int rc = an_state_cache_msg_head(sc->d.sc, gm->uid, &mi, gm->m->parameters, &head, &hlen,
+                                     err, sizeof err);
+    if (rc == AN_EINVAL)
         an_error("cannot compose inference results message for model=%s (rows are "
                  "stored): %s", gm->uid, err);
-        return 0;
-    }
+    if (rc)
+        return rc == AN_EINVAL ? 0 : rc;
     if (!an_grow((void **)&g->orows, &g->caporows, it->n, sizeof *g->orows))
         return AN_ENOMEM;
     const an_data_row *d = g->g.rows.v + row0;
@@ -502,11 +512,13 @@ static int compose(svc_scorer *sc, item *it, gmetric *gm, size_t row0, const an_
         }
     }
     size_t len = 0;
-    char *msg = an_msg_inference_text_head(head, hlen, g->orows, it->n, &len, err, sizeof err);
-    if (!msg) {
-        an_error("cannot compose inference results message for model=%s: %s", gm->uid, err);
-        return 0;
-    }
+    char *msg;
+    rc = an_msg_inference_text_head(head, hlen, g->orows, it->n, &msg, &len, err, sizeof err);
+    if (rc == AN_EINVAL)
+        an_error("cannot compose inference results message for model=%s (rows are "
+                 "stored): %s", gm->uid, err);
+    if (rc)
+        return rc == AN_EINVAL ? 0 : rc;
     char rows[SVC_ROWS_TEXT_MAX];
     snprintf(rows, sizeof rows, "%" PRId64 "-%" PRId64, d[0].rowid, d[it->n - 1].rowid);
     return svc_add_out_text(it, sc->d.cfg->streams.output_encoding, AN_DATATYPE_INFERENCE,
@@ -746,10 +758,15 @@ static int scrub_and_score(svc_scorer *sc, item *it, gmetric *gm, size_t i, bool
         }
         return 0;
     }
-    if (!gm->state_loaded && !load_state(sc, gm, it)) {
-        it->reason_class = SVC_DL_BAD_PARAMS;
-        it->oc = INF_POISON;
-        return 0;
+    if (!gm->state_loaded) {
+        int rc = load_state(sc, gm, it);
+        if (rc == AN_EINVAL) {
+            it->reason_class = SVC_DL_BAD_PARAMS;
+            it->oc = INF_POISON;
+            return 0;
+        }
+        if (rc)
+            return rc;
     }
     g->row_of_item[i] = g->nrows;
     int rc = score(sc, it, gm, g->row_start[i]);

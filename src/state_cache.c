@@ -360,48 +360,52 @@ static bool key_is(const char *key, size_t len, const char *in[HEAD_INPUTS])
     return k == end;
 }
 
-const char *an_state_cache_msg_head(an_state_cache *c, const char *uid, const an_metric_info *mi,
-                                    const char *parameters, size_t *len, char *err,
-                                    size_t errlen)
+int an_state_cache_msg_head(an_state_cache *c, const char *uid, const an_metric_info *mi,
+                            const char *parameters, const char **head, size_t *len, char *err,
+                            size_t errlen)
 {
-    assert(c && uid && mi && len);
+    assert(c && uid && mi && head && len);
+    *head = NULL;
     const char *in[HEAD_INPUTS];
     head_inputs(mi, parameters, in);
     entry **p = slot_of(c, uid, hash_str(uid));
     entry *e = p ? *p : NULL;
     if (e && e->head && key_is(e->head_key, e->head_key_len, in)) {
+        *head = e->head;
         *len = e->head_len;
-        return e->head;
+        return 0;
     }
     json_t *spec = NULL;
-    if (an_metric_spec_from_parameters(parameters, &spec, err, errlen))
-        return NULL;
+    int rc = an_metric_spec_from_parameters(parameters, &spec, err, errlen);
+    if (rc)
+        return rc;
     an_metric_info m = *mi;
     m.spec = spec;
     m.spec_json = NULL;
     size_t hlen = 0;
-    char *head = an_msg_inference_head(&m, &hlen, err, errlen);
+    char *text;
+    rc = an_msg_inference_head(&m, &text, &hlen, err, errlen);
     json_decref(spec);
-    if (!head)
-        return NULL;
+    if (rc)
+        return rc;
     size_t klen = 0;
     char *key = e ? key_of(in, &klen) : NULL;
     if (!key) {
         /* no entry to keep it with (or no memory for the key): the
          * caller's use of it ends before the next call */
         free(c->scratch);
-        c->scratch = head;
-        *len = hlen;
-        return head;
+        c->scratch = text;
+    } else {
+        free(e->head);
+        free(e->head_key);
+        e->head = text;
+        e->head_len = hlen;
+        e->head_key = key;
+        e->head_key_len = klen;
     }
-    free(e->head);
-    free(e->head_key);
-    e->head = head;
-    e->head_len = hlen;
-    e->head_key = key;
-    e->head_key_len = klen;
+    *head = text;
     *len = hlen;
-    return head;
+    return 0;
 }
 
 bool an_state_cache_has(an_state_cache *c, const char *uid)

@@ -110,7 +110,8 @@ int main(int argc, char **argv)
                              .resource = "host", .location = NULL, .datasource = "custom"};
         char err[256];
         size_t hlen = 0;
-        if (!an_state_cache_msg_head(sc, uid, &mi, params, &hlen, err, sizeof err))
+        const char *head;
+        if (an_state_cache_msg_head(sc, uid, &mi, params, &head, &hlen, err, sizeof err))
             failures++;
         free(mp);
         free(state_text);

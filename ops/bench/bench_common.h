@@ -82,8 +82,8 @@ static const body *body_for(size_t n, an_encoding enc)
                      "\"bench-host\",\"uid\":\"" BENCH_UID "\",\"unit\":\"Count\"}",
     };
     char err[256];
-    json_t *msg = an_msg_inference(&mi, rows, n, err, sizeof err);
-    if (!msg)
+    json_t *msg;
+    if (an_msg_inference(&mi, rows, n, &msg, err, sizeof err))
         die("message", err);
     body b = {.n = n};
     if (an_body_encode(msg, enc, &b.p, &b.len, err, sizeof err))

@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "an_codec.h"
+#include "an_json_mem.h"
 #include "an_log.h"
 #include "check_main.h"
 
@@ -713,14 +714,14 @@ static void check_inference_errors(an_metric_info *m, an_out_row *rows)
     json_t *msg;
     /* errors: non-finite, bad predictions text, no spec */
     rows[0].value = NAN;
-    ck_assert_ptr_null(an_msg_inference(m, rows, 1, reason, sizeof reason));
+    ck_assert_int_eq(an_msg_inference(m, rows, 1, &msg, reason, sizeof reason), AN_EINVAL);
     ck_assert_ptr_nonnull(strstr(reason, "non-finite"));
     rows[0].value = 1;
     rows[1].predictions_json = "[1]";
-    ck_assert_ptr_null(an_msg_inference(m, rows, 2, reason, sizeof reason));
+    ck_assert_int_eq(an_msg_inference(m, rows, 2, &msg, reason, sizeof reason), AN_EINVAL);
     ck_assert_ptr_nonnull(strstr(reason, "must be a JSON object"));
     m->spec = NULL;
-    ck_assert_ptr_null(an_msg_inference(m, rows, 1, reason, sizeof reason));
+    ck_assert_int_eq(an_msg_inference(m, rows, 1, &msg, reason, sizeof reason), AN_EINVAL);
     ck_assert_str_eq(reason, "metric.spec: required");
     /* spec from the parameters column */
     json_t *sp = NULL;
@@ -729,14 +730,14 @@ static void check_inference_errors(an_metric_info *m, an_out_row *rows)
                          &sp, reason, sizeof reason),
                      0);
     m->spec = sp;
-    msg = an_msg_inference(m, rows, 0, reason, sizeof reason);
+    ck_assert_int_eq(an_msg_inference(m, rows, 0, &msg, reason, sizeof reason), 0);
     ck_assert_ptr_nonnull(msg);
     ck_assert_uint_eq(json_array_size(json_object_get(msg, "results")), 0);
     json_decref(msg);
     json_decref(sp);
     m->spec = NULL;
     m->spec_json = "{\"uid\":\"u1\"}";
-    msg = an_msg_inference(m, rows, 0, reason, sizeof reason);
+    ck_assert_int_eq(an_msg_inference(m, rows, 0, &msg, reason, sizeof reason), 0);
     ck_assert_ptr_nonnull(msg);
     json_decref(msg);
     ck_assert_int_eq(an_metric_spec_from_parameters("{}", &sp, reason,
@@ -756,7 +757,8 @@ START_TEST(inference_message)
         {102, 1431648300.0, 13.0, 1.0, 0.99999, NULL, "{\"1\": 3.5}", false},
         {103, 1431648600.0, 14.0, 0.0, 0.0, NULL, "null", false},
     };
-    json_t *msg = an_msg_inference(&m, rows, 3, reason, sizeof reason);
+    json_t *msg;
+    ck_assert_int_eq(an_msg_inference(&m, rows, 3, &msg, reason, sizeof reason), 0);
     ck_assert_msg(msg != NULL, "%s", reason);
     check_inference_shape(msg, spec, pred);
     /* body encodings: json text and zlib, decoded back via an output entry */
@@ -775,7 +777,8 @@ START_TEST(command_message)
     c.method = "deleteModel";
     c.model_id = "u1";
     c.command_id = "cmd-9";
-    json_t *msg = an_msg_command(&c, reason, sizeof reason);
+    json_t *msg;
+    ck_assert_int_eq(an_msg_command(&c, &msg, reason, sizeof reason), 0);
     ck_assert_ptr_nonnull(msg);
     static const char *k5[] = {"method", "modelId", "commandId", "status",
                                "errorMessage"};
@@ -791,7 +794,7 @@ START_TEST(command_message)
     c.method = "defineModel";
     c.status = 2;
     c.error_message = "already exists";
-    msg = an_msg_command(&c, reason, sizeof reason);
+    ck_assert_int_eq(an_msg_command(&c, &msg, reason, sizeof reason), 0);
     assert_keys(msg, k5, 5);
     ck_assert_int_eq(json_integer_value(json_object_get(msg, "status")), 2);
     json_decref(msg);
@@ -802,7 +805,7 @@ START_TEST(command_message)
     c.metric_name = "cpu";
     c.resource = "server1";
     c.model_spec_json = "{\"metricSpec\":{\"uid\":\"u1\"},\"modelParams\":{}}";
-    msg = an_msg_command(&c, reason, sizeof reason);
+    ck_assert_int_eq(an_msg_command(&c, &msg, reason, sizeof reason), 0);
     ck_assert_msg(msg != NULL, "%s", reason);
     static const char *k6[] = {"method", "modelId",      "commandId",
                                "status", "errorMessage", "modelInfo"};
@@ -815,11 +818,11 @@ START_TEST(command_message)
     json_decref(msg);
 
     c.model_spec_json = "not json";
-    ck_assert_ptr_null(an_msg_command(&c, reason, sizeof reason));
+    ck_assert_int_eq(an_msg_command(&c, &msg, reason, sizeof reason), AN_EINVAL);
     c.model_spec_json = NULL;
-    ck_assert_ptr_null(an_msg_command(&c, reason, sizeof reason));
+    ck_assert_int_eq(an_msg_command(&c, &msg, reason, sizeof reason), AN_EINVAL);
     c.command_id = NULL;
-    ck_assert_ptr_null(an_msg_command(&c, reason, sizeof reason));
+    ck_assert_int_eq(an_msg_command(&c, &msg, reason, sizeof reason), AN_EINVAL);
 }
 END_TEST
 
@@ -1063,11 +1066,13 @@ START_TEST(inference_message_text)
         {104, 1e300, -0.0, 1e-300, 0.5, NULL, NULL, false},
         {2147483647, 1431649200.5, 1.0, 0.1, 0.2, NULL, "{\"1\":1.5}", true},
     };
-    json_t *msg = an_msg_inference(&m, rows, 5, reason, sizeof reason);
+    json_t *msg;
+    ck_assert_int_eq(an_msg_inference(&m, rows, 5, &msg, reason, sizeof reason), 0);
     ck_assert_msg(msg != NULL, "%s", reason);
     size_t tlen = 0, len = 0;
     char *tree = an_json_dumps(msg, &tlen);
-    char *text = an_msg_inference_text(&m, rows, 5, &len, reason, sizeof reason);
+    char *text;
+    ck_assert_int_eq(an_msg_inference_text(&m, rows, 5, &text, &len, reason, sizeof reason), 0);
     ck_assert_msg(text != NULL, "%s", reason);
     ck_assert_str_eq(text, tree);
     ck_assert_uint_eq(len, tlen);
@@ -1076,28 +1081,139 @@ START_TEST(inference_message_text)
     json_decref(msg);
     /* a canonical text is not parsed: what it holds goes out as is */
     rows[4].predictions_json = "{\"1\": 1.50}";
-    text = an_msg_inference_text(&m, rows + 4, 1, &len, reason, sizeof reason);
+    ck_assert_int_eq(an_msg_inference_text(&m, rows + 4, 1, &text, &len, reason, sizeof reason), 0);
     ck_assert_ptr_nonnull(strstr(text, "\"multiStepBestPredictions\":{\"1\": 1.50}}]}"));
     free(text);
     /* zero rows, and the errors of the tree builder */
-    msg = an_msg_inference(&m, rows, 0, reason, sizeof reason);
+    ck_assert_int_eq(an_msg_inference(&m, rows, 0, &msg, reason, sizeof reason), 0);
     tree = an_json_dumps(msg, NULL);
-    text = an_msg_inference_text(&m, rows, 0, &len, reason, sizeof reason);
+    ck_assert_int_eq(an_msg_inference_text(&m, rows, 0, &text, &len, reason, sizeof reason), 0);
     ck_assert_str_eq(text, tree);
     free(text);
     free(tree);
     json_decref(msg);
     rows[3].raw = NAN;
-    ck_assert_ptr_null(an_msg_inference_text(&m, rows, 4, &len, reason, sizeof reason));
+    ck_assert_int_eq(an_msg_inference_text(&m, rows, 4, &text, &len, reason, sizeof reason), AN_EINVAL);
     ck_assert_str_eq(reason, "results[3] (rowid 104): non-finite number");
     rows[3].raw = 0.5;
     rows[1].predictions_json = "[1]";
-    ck_assert_ptr_null(an_msg_inference_text(&m, rows, 2, &len, reason, sizeof reason));
+    ck_assert_int_eq(an_msg_inference_text(&m, rows, 2, &text, &len, reason, sizeof reason), AN_EINVAL);
     ck_assert_ptr_nonnull(strstr(reason, "must be a JSON object"));
     json_decref(pred);
     json_decref(spec);
 }
 END_TEST
+
+/* Out of memory is never the content's fault: with jansson's allocations
+ * failing from the k-th on, for every k until the build succeeds, each
+ * builder and decoder returns AN_ENOMEM (never AN_EINVAL, which the service
+ * would treat as a message to skip or an entry to dead-letter) and leaks
+ * nothing. A string that is not UTF-8 is AN_EINVAL and says so. */
+static long alloc_left; /* < 0: no failure */
+
+static void *failing_malloc(size_t n)
+{
+    if (alloc_left == 0)
+        return NULL;
+    if (alloc_left > 0)
+        alloc_left--;
+    return malloc(n);
+}
+
+/* One of the builders, by number; 0 or its code. */
+static int build(int which, an_metric_info *m, an_out_row *rows, an_cmd_msg *c,
+                 an_result *res, an_field *of)
+{
+    json_t *j = NULL;
+    char *t = NULL;
+    size_t len = 0;
+    int rc;
+    switch (which) {
+    case 0: rc = an_msg_inference(m, rows, 2, &j, reason, sizeof reason); break;
+    case 1: rc = an_msg_inference_text(m, rows, 2, &t, &len, reason, sizeof reason); break;
+    case 2: rc = an_msg_command(c, &j, reason, sizeof reason); break;
+    case 3: rc = an_batch_encode(res, 2, AN_ENC_JSON, &t, &len, reason, sizeof reason); break;
+    case 4: rc = an_output_entry_decode("1-1", of, 4, 0, &j, reason, sizeof reason); break;
+    default: {
+        /* the input decoder: what the service dead-letters on AN_EINVAL */
+        an_batch *ab = NULL;
+        rc = dec("u1", "[[\"iRv2\",1,0,0.5,null,{\"1\":[2.5,\"x\"]}],"
+                       "[\"mcR\",\"c1\",\"defineModel\",0,{\"a\":{}},null]]", &ab);
+        if (rc == 0)
+            ck_assert(ab != NULL && ab->n == 2);
+        else
+            ck_assert(ab == NULL);
+        an_batch_free(ab);
+        return rc;
+    }
+    }
+    if (rc == 0)
+        ck_assert(j != NULL || t != NULL);
+    else
+        ck_assert(j == NULL && t == NULL);
+    json_decref(j);
+    free(t);
+    return rc;
+}
+
+START_TEST(builders_out_of_memory)
+{
+    an_metric_info m = {"u1", "cpu", "d", "server1", NULL, "custom", NULL,
+                        "{\"uid\":\"u1\",\"k\":[1,2,{\"a\":null}]}"};
+    an_out_row rows[2] = {
+        {101, 1431648000.5, 12.0, 0.5, 0.25, NULL, "{\"1\": 3.5}", false},
+        {102, 1431648300.0, 13.0, 1.0, 0.9, NULL, NULL, false},
+    };
+    an_cmd_msg c = {.method = "defineModel", .model_id = "u1", .command_id = "c1",
+                    .has_model_info = true, .metric_name = "cpu", .resource = "s",
+                    .model_spec_json = "{\"metricSpec\":{\"uid\":\"u1\"}}"};
+    an_result res[2] = {0};
+    res[0].kind = AN_RES_INFERENCE;
+    res[0].u.inf = (an_inference_result){.rowid = 1, .has_score = true, .score = 0.5,
+                                         .predictions_text = "{\"1\":2}"};
+    res[1].kind = AN_RES_COMMAND;
+    res[1].u.cmd = (an_command_result){.command_id = "c1", .method = "deleteModel",
+                                       .error = "e"};
+    an_field of[4] = {F("dataType", AN_DATATYPE_COMMAND), F("model", "u1"),
+                      F("source", "1-1"), F("body", "{\"status\":0,\"x\":[1]}")};
+    for (int which = 0; which < 6; which++) {
+        long k;
+        int rc = -1;
+        for (k = 0; k < 10000; k++) {
+            alloc_left = k;
+            an_json_mem_set_malloc(failing_malloc);
+            rc = build(which, &m, rows, &c, res, of);
+            an_json_mem_set_malloc(NULL);
+            if (rc == 0)
+                break;
+            ck_assert_msg(rc == AN_ENOMEM, "builder %d, failure at allocation %ld: %d (%s)",
+                          which, k, rc, reason);
+        }
+        ck_assert_msg(rc == 0, "builder %d never succeeded", which);
+        ck_assert_msg(k > 0, "builder %d allocated nothing through jansson", which);
+    }
+    alloc_left = -1;
+    /* invalid UTF-8 is the content's */
+    m.name = "bad \xff";
+    ck_assert_int_eq(build(0, &m, rows, &c, res, of), AN_EINVAL);
+    ck_assert_str_eq(reason, "metric: a string is not valid UTF-8");
+    m.name = "cpu";
+    c.metric_name = "\xc3";
+    ck_assert_int_eq(build(2, &m, rows, &c, res, of), AN_EINVAL);
+    ck_assert_str_eq(reason, "command result: a string is not valid UTF-8");
+    res[1].u.cmd.error = "\xed\xa0\x80"; /* a UTF-16 surrogate */
+    ck_assert_int_eq(build(3, &m, rows, &c, res, of), AN_EINVAL);
+    ck_assert_str_eq(reason, "results[1]: a string is not valid UTF-8");
+    res[1].u.cmd.error = "e";
+    res[0].u.inf.predictions_text = "{";
+    ck_assert_int_eq(build(3, &m, rows, &c, res, of), AN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(reason, "results[0]: invalid JSON"));
+    of[1] = F("model", "u\x80");
+    ck_assert_int_eq(build(4, &m, rows, &c, res, of), AN_EINVAL);
+    ck_assert_str_eq(reason, "output entry: a string is not valid UTF-8");
+}
+END_TEST
+
 
 static Suite *suite(void)
 {
@@ -1131,6 +1247,7 @@ static Suite *suite(void)
     tcase_add_test(tc, reasons_escaped);
     tcase_add_test(tc, escape_text);
     tcase_add_test(tc, inference_message_text);
+    tcase_add_test(tc, builders_out_of_memory);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1323,15 +1323,16 @@ static void ck_head(an_state_cache *c, const char *uid, const an_metric_info *mi
 {
     char err[256];
     size_t len = 0, wlen = 0;
-    const char *h = an_state_cache_msg_head(c, uid, mi, params, &len, err, sizeof err);
-    ck_assert_msg(h != NULL, "%s", err);
+    const char *h;
+    int rc = an_state_cache_msg_head(c, uid, mi, params, &h, &len, err, sizeof err);
+    ck_assert_msg(rc == 0 && h != NULL, "%s", err);
     json_t *spec = NULL;
     ck_assert_int_eq(an_metric_spec_from_parameters(params, &spec, err, sizeof err), 0);
     an_metric_info m = *mi;
     m.spec = spec;
-    char *want = an_msg_inference_head(&m, &wlen, err, sizeof err);
+    char *want;
+    ck_assert_int_eq(an_msg_inference_head(&m, &want, &wlen, err, sizeof err), 0);
     json_decref(spec);
-    ck_assert_ptr_nonnull(want);
     ck_text_eq("head", h, len, want, wlen);
     /* head + rows is the one-piece message */
     an_out_row row = {.rowid = 7, .ts = 1.5, .value = 2.25, .raw = 0.5, .anomaly = 0.25};
@@ -1341,10 +1342,9 @@ static void ck_head(an_state_cache *c, const char *uid, const an_metric_info *mi
     ck_assert_int_eq(an_metric_spec_from_parameters(params, &spec2, err, sizeof err), 0);
     m.spec = spec2;
     size_t l1 = 0, l2 = 0;
-    char *one = an_msg_inference_text(&m, &row, 1, &l1, err, sizeof err);
-    char *two = an_msg_inference_text_head(h, len, &row, 1, &l2, err, sizeof err);
-    ck_assert_ptr_nonnull(one);
-    ck_assert_ptr_nonnull(two);
+    char *one, *two;
+    ck_assert_int_eq(an_msg_inference_text(&m, &row, 1, &one, &l1, err, sizeof err), 0);
+    ck_assert_int_eq(an_msg_inference_text_head(h, len, &row, 1, &two, &l2, err, sizeof err), 0);
     ck_text_eq("message", two, l2, one, l1);
     json_decref(spec2);
     free(one);
@@ -1400,9 +1400,13 @@ START_TEST(test_msg_head)
     ck_assert(strstr(a, "Count") != NULL);
     /* bad parameters */
     size_t hl = 0;
-    ck_assert_ptr_null(an_state_cache_msg_head(c, "u", &mi, "{\"x\":1}", &hl, err, sizeof err));
+    const char *hp;
+    ck_assert_int_eq(an_state_cache_msg_head(c, "u", &mi, "{\"x\":1}", &hp, &hl, err, sizeof err),
+                     AN_EINVAL);
+    ck_assert_ptr_null(hp);
     ck_assert(strstr(err, "metricSpec") != NULL);
-    ck_assert_ptr_null(an_state_cache_msg_head(c, "u", &mi, NULL, &hl, err, sizeof err));
+    ck_assert_int_eq(an_state_cache_msg_head(c, "u", &mi, NULL, &hp, &hl, err, sizeof err),
+                     AN_EINVAL);
     an_state_cache_free(c);
     /* cache off */
     c = an_state_cache_new(0);
