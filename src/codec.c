@@ -768,18 +768,14 @@ static void jb_app(jb *b, json_t *a, json_t *v)
 }
 
 /* s (n bytes) as a JSON string; jb_str: a C string, JSON null when NULL.
- * A NULL result is either memory or text that is not UTF-8: copying it
- * without the check tells which. */
+ * A NULL result is either memory or text that is not UTF-8: the allocation
+ * mark (an_json_mem.h) tells which. */
 static json_t *jb_strn(jb *b, const char *s, size_t n)
 {
+    an_json_mem_mark();
     json_t *v = json_stringn(s, n);
-    if (!v) {
-        json_t *probe = json_stringn_nocheck(s, n);
-        if (probe) {
-            json_decref(probe);
-            b->why = "a string is not valid UTF-8";
-        }
-    }
+    if (!v && !an_json_mem_failed())
+        b->why = "a string is not valid UTF-8";
     return v;
 }
 

@@ -335,7 +335,8 @@ static int build_model_params(gmetric *gm)
 }
 
 /* The params text for the hash: the group's state, or (nothing loaded) the
- * stored one. */
+ * stored one. NULL on ENOMEM: a failed parse must not put "null" (no model)
+ * in the hash under the database's watermark. */
 static char *cache_text(gmetric *gm)
 {
     if (gm->state_text)
@@ -346,7 +347,12 @@ static char *cache_text(gmetric *gm)
         json_decref(j);
         return t;
     }
+    an_json_mem_mark();
     json_t *mp = gm->m->model_params ? json_loads(gm->m->model_params, 0, NULL) : NULL;
+    if (an_json_mem_failed()) {
+        json_decref(mp);
+        return NULL;
+    }
     json_t *p = mp ? json_object_get(mp, "anomalyLikelihoodParams") : NULL;
     char *t = p ? an_json_dumps(p, NULL) : strdup("null");
     json_decref(mp);

@@ -10,6 +10,7 @@
  * has room for 256 of each, the htmengine window is 10).
  */
 #include "an_state_cache.h"
+#include "an_json_mem.h"
 
 #include <assert.h>
 #include <jansson.h>
@@ -442,15 +443,29 @@ static char *join3(const char *head, size_t hlen, const char *mid, size_t mlen,
     return t;
 }
 
-char *an_model_params_merge(const char *model_params, const char *state_text,
-                            an_state_span *span, size_t *len)
+/* model_params as an object ({} when NULL, not JSON or not an object).
+ * NULL only when out of memory: the text's other keys must never be lost
+ * to a failed allocation taken for text that does not parse. */
+static json_t *params_object(const char *model_params)
 {
-    assert(state_text && span);
+    an_json_mem_mark();
     json_t *mp = model_params ? json_loads(model_params, 0, NULL) : NULL;
+    if (an_json_mem_failed()) {
+        json_decref(mp);
+        return NULL;
+    }
     if (!mp || !json_is_object(mp)) {
         json_decref(mp);
         mp = json_object();
     }
+    return mp;
+}
+
+char *an_model_params_merge(const char *model_params, const char *state_text,
+                            an_state_span *span, size_t *len)
+{
+    assert(state_text && span);
+    json_t *mp = params_object(model_params);
     size_t dlen = 0;
     char *d = NULL;
     if (mp && json_object_set_new(mp, STATE_KEY, json_string(SENTINEL)) == 0)
@@ -474,11 +489,7 @@ char *an_model_params_merge(const char *model_params, const char *state_text,
     free(d);
     /* Not spliceable: set the parsed state as a value and serialize. */
     json_t *sj = json_loads(state_text, JSON_DECODE_ANY, NULL);
-    mp = model_params ? json_loads(model_params, 0, NULL) : NULL;
-    if (!mp || !json_is_object(mp)) {
-        json_decref(mp);
-        mp = json_object();
-    }
+    mp = params_object(model_params);
     char *t = NULL;
     if (sj && mp && json_object_set(mp, STATE_KEY, sj) == 0)
         t = an_json_dumps(mp, len);

@@ -23,6 +23,7 @@
 
 #include "an_codec.h"
 #include "an_helper.h"
+#include "an_json_mem.h"
 #include "an_state_cache.h"
 #include "check_main.h"
 
@@ -1421,6 +1422,51 @@ START_TEST(test_msg_head)
 }
 END_TEST
 
+/* A failed allocation while merging is never taken for params that do not
+ * parse (which count as {}): with the k-th jansson allocation failing, for
+ * every k, the merge either fails (NULL) or keeps every other key
+ * of model_params; never a text with the state alone. */
+static long merge_alloc_left;
+
+static void *merge_failing_malloc(size_t n)
+{
+    /* only the k-th fails: memory comes back, as under real pressure */
+    if (merge_alloc_left-- == 0)
+        return NULL;
+    return malloc(n);
+}
+
+START_TEST(test_merge_out_of_memory)
+{
+    /* the state key holds the sentinel string: the slow path parses twice */
+    const char *params[] = {
+        "{\"modelParams\":{\"a\":[1,2,3]},\"inferenceArgs\":{\"x\":\"yz\"},"
+        "\"anomalyLikelihoodParams\":null}",
+        "{\"modelParams\":{\"a\":1},\"note\":\"\\u0001anomalyd:state\\u0002\","
+        "\"anomalyLikelihoodParams\":null}",
+    };
+    for (size_t v = 0; v < 2; v++) {
+        int failures = 0;
+        char *t = NULL;
+        for (long k = 0; k < 10000 && !t; k++) {
+            an_state_span span;
+            merge_alloc_left = k;
+            an_json_mem_set_malloc(merge_failing_malloc);
+            t = an_model_params_merge(params[v], "{\"k\":1}", &span, NULL);
+            an_json_mem_set_malloc(NULL);
+            if (!t)
+                failures++;
+            else
+                ck_assert_msg(strstr(t, "\"modelParams\"") != NULL,
+                              "params %zu, allocation %ld failing: %s", v, k, t);
+        }
+        ck_assert_ptr_nonnull(t);
+        ck_assert_int_gt(failures, 0);
+        free(t);
+    }
+}
+END_TEST
+
 static Suite *state_cache_suite(void)
 {
     Suite *s = suite_create("state_cache");
@@ -1442,6 +1488,7 @@ static Suite *state_cache_suite(void)
     tcase_add_test(tc, test_put_unknown_span);
     tcase_add_test(tc, test_flow_hit_splice_put);
     tcase_add_test(tc, test_msg_head);
+    tcase_add_test(tc, test_merge_out_of_memory);
     suite_add_tcase(s, tc);
     return s;
 }
