@@ -14,7 +14,9 @@
  *     json_t *v = json_loadb(text, len, 0, &je);
  *     if (!v) return an_json_mem_failed() ? AN_ENOMEM : AN_EINVAL;
  *
- * Nothing else in the process may call json_set_alloc_funcs.
+ * Nothing else in the process may call json_set_alloc_funcs. The tracker
+ * allocates with malloc and frees with free, so values jansson allocated
+ * before it was installed are freed correctly after.
  */
 #ifndef AN_JSON_MEM_H
 #define AN_JSON_MEM_H
