@@ -323,14 +323,14 @@ static int json_field_decode_capped(const char *data, size_t len, an_encoding en
     json_error_t je;
     /* No JSON_ALLOW_NUL: "\u0000" inside strings is rejected. jansson
      * rejects NaN/Infinity tokens and overflowing reals/integers. */
-    an_json_mem_mark();
-    json_t *v = json_loadb(text, tlen, 0, &je);
+    json_t *v;
+    int rc = an_json_parse(text, tlen, 0, &v, &je);
     free(inflated);
-    if (!v && an_json_mem_failed()) {
+    if (rc == AN_ENOMEM) {
         an_seterr(err, errlen, "out of memory while parsing JSON");
-        return AN_ENOMEM;
+        return rc;
     }
-    if (!v) {
+    if (rc) {
         char q[4 * JSON_ERROR_TEXT_LENGTH + 4];
         an_escape(q, sizeof q, je.text, strlen(je.text), 0);
         an_seterr(err, errlen, "invalid JSON at line %d column %d: %s", je.line,
@@ -811,15 +811,14 @@ static int parse_json(const char *text, const char *what, bool object_only, json
 {
     json_error_t je;
     *out = NULL;
-    an_json_mem_mark();
-    json_t *v = json_loads(text, 0, &je);
-    if (!v) {
-        if (an_json_mem_failed()) {
+    json_t *v;
+    int rc = an_json_parse(text, strlen(text), 0, &v, &je);
+    if (rc) {
+        if (rc == AN_ENOMEM)
             an_seterr(err, errlen, "%s: out of memory", what);
-            return AN_ENOMEM;
-        }
-        an_seterr(err, errlen, "%s: invalid JSON: %s", what, je.text);
-        return AN_EINVAL;
+        else
+            an_seterr(err, errlen, "%s: invalid JSON: %s", what, je.text);
+        return rc;
     }
     if (object_only && !json_is_object(v)) {
         an_seterr(err, errlen, "%s: must be a JSON object, got %s", what, jtype(v));

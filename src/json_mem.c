@@ -9,6 +9,8 @@
 
 #include <jansson.h>
 
+#include "an_error.h"
+
 static void *(*beneath)(size_t) = malloc;
 static _Thread_local bool failed;
 static pthread_once_t installed = PTHREAD_ONCE_INIT;
@@ -35,6 +37,15 @@ void an_json_mem_mark(void)
 bool an_json_mem_failed(void)
 {
     return failed;
+}
+
+int an_json_parse(const char *text, size_t len, size_t flags, json_t **out, json_error_t *je)
+{
+    an_json_mem_mark();
+    *out = json_loadb(text, len, flags, je);
+    if (*out)
+        return 0;
+    return an_json_mem_failed() ? AN_ENOMEM : AN_EINVAL;
 }
 
 void an_json_mem_set_malloc(void *(*fn)(size_t))

@@ -278,9 +278,14 @@ static int load_state(svc_scorer *sc, gmetric *gm, item *it)
      * can reach the old watermark again, never with the old entry id). */
     if (gm->cached && gm->cached_wm == gm->m->scored_rowid && gm->cached_src &&
         gm->m->scored_source && !strcmp(gm->cached_src, gm->m->scored_source)) {
-        json_t *j = json_loads(gm->cached, JSON_DECODE_ANY, NULL);
-        int rc = j ? an_helper_state_from_json(j, &gm->state, err, sizeof err) : AN_EINVAL;
-        json_decref(j);
+        json_t *j;
+        int rc = an_json_parse(gm->cached, strlen(gm->cached), JSON_DECODE_ANY, &j, NULL);
+        if (!rc) {
+            rc = an_helper_state_from_json(j, &gm->state, err, sizeof err);
+            json_decref(j);
+        }
+        if (rc == AN_ENOMEM)
+            return rc;
         if (!rc) {
             gm->state_loaded = true;
             return 0;
@@ -291,10 +296,10 @@ static int load_state(svc_scorer *sc, gmetric *gm, item *it)
     memset(&gm->state, 0, sizeof gm->state);
     if (gm->m->model_params) {
         json_error_t je;
-        an_json_mem_mark();
-        json_t *mp = json_loads(gm->m->model_params, 0, &je);
-        if (!mp && an_json_mem_failed())
-            return AN_ENOMEM;
+        json_t *mp;
+        int prc = an_json_parse(gm->m->model_params, strlen(gm->m->model_params), 0, &mp, &je);
+        if (prc == AN_ENOMEM)
+            return prc;
         if (!mp || !json_is_object(mp)) {
             snprintf(it->reason, sizeof it->reason,
                      "metric %s: model_params is not a JSON object: %s", gm->uid,
@@ -347,12 +352,11 @@ static char *cache_text(gmetric *gm)
         json_decref(j);
         return t;
     }
-    an_json_mem_mark();
-    json_t *mp = gm->m->model_params ? json_loads(gm->m->model_params, 0, NULL) : NULL;
-    if (an_json_mem_failed()) {
-        json_decref(mp);
+    json_t *mp = NULL;
+    if (gm->m->model_params &&
+        an_json_parse(gm->m->model_params, strlen(gm->m->model_params), 0, &mp, NULL) ==
+            AN_ENOMEM)
         return NULL;
-    }
     json_t *p = mp ? json_object_get(mp, "anomalyLikelihoodParams") : NULL;
     char *t = p ? an_json_dumps(p, NULL) : strdup("null");
     json_decref(mp);

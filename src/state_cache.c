@@ -448,12 +448,10 @@ static char *join3(const char *head, size_t hlen, const char *mid, size_t mlen,
  * to a failed allocation taken for text that does not parse. */
 static json_t *params_object(const char *model_params)
 {
-    an_json_mem_mark();
-    json_t *mp = model_params ? json_loads(model_params, 0, NULL) : NULL;
-    if (an_json_mem_failed()) {
-        json_decref(mp);
+    json_t *mp = NULL;
+    if (model_params &&
+        an_json_parse(model_params, strlen(model_params), 0, &mp, NULL) == AN_ENOMEM)
         return NULL;
-    }
     if (!mp || !json_is_object(mp)) {
         json_decref(mp);
         mp = json_object();
